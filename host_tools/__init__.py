@@ -1,0 +1,1 @@
+"""Host-side tools (CPython only, never copied to a device)."""
