@@ -1,0 +1,54 @@
+# When to try again: exponential backoff with jitter, and what a CONNACK code or a hub
+# status means for retrying. Pure: the random value is an argument (0 <= rand < 1).
+
+OK = "ok"
+SOON = "soon"    # transient: network blip, server error
+LATER = "later"  # the hub says slow down: unavailable, throttled
+AUTH = "auth"    # credentials refused: a human must act; retry rarely, never hammer
+FATAL = "fatal"  # the request itself is wrong; retrying the same thing will not help soon
+
+# kind -> (base seconds, cap seconds) for delay()
+_POLICY = {
+    SOON: (1, 60),
+    LATER: (15, 300),
+    AUTH: (60, 900),
+    FATAL: (300, 3600),
+}
+
+
+def delay(attempt, rand, base=1, cap=300):
+    # Seconds before attempt number `attempt` (0 = first retry): base * 2**attempt capped,
+    # half fixed and half jitter, so it is never zero and a fleet never retries in step.
+    d = base * (1 << min(attempt, 20))
+    if d > cap:
+        d = cap
+    return d / 2 + d / 2 * rand
+
+
+def delay_for(kind, attempt, rand):
+    base, cap = _POLICY.get(kind, _POLICY[FATAL])
+    return delay(attempt, rand, base, cap)
+
+
+def classify_connack(code):
+    # MQTT 3.1.1 CONNACK return codes.
+    if code == 0:
+        return OK
+    if code == 3:      # server unavailable
+        return LATER
+    if code in (4, 5):  # bad user name or password / not authorized
+        return AUTH
+    return FATAL       # 1 protocol version, 2 identifier rejected, anything unknown
+
+
+def classify_status(status):
+    # Twin and method response statuses, HTTP-like.
+    if 200 <= status < 300:
+        return OK
+    if status in (429, 503):
+        return LATER
+    if status in (401, 403):
+        return AUTH
+    if status >= 500:
+        return SOON
+    return FATAL
