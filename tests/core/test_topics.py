@@ -154,3 +154,29 @@ def test_dps_topics():
     for bad in ("$dps/registrations/res/x/?$rid=1", "$dps/registrations/res/202/?retry-after=3",
                 "$dps/registrations/res/202/?$rid=1&retry-after=soon"):
         raises(topics.TopicError, p, bad)
+
+
+def _pieces():
+    return ["devices/", "d1", "/messages/", "devicebound", "/", "?", "$rid=", "$version=", "&", "=",
+            "%", "%2", "%24", "%zz", "+", "#", "\u00fc", "$iothub/", "twin/res/", "200",
+            "methods/POST/", "twin/PATCH/properties/desired/", "$dps/registrations/res/", "x", ""]
+
+
+def test_parsers_never_raise_anything_but_topic_error():
+    # A deterministic stream of topics glued from protocol fragments (an LCG, so both
+    # interpreters see the same 3000 cases): each parser answers a value, None or TopicError.
+    pieces = _pieces()
+    seed = 12345
+    for _ in range(3000):
+        parts = []
+        for _ in range(1 + seed % 9):
+            seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+            parts.append(pieces[seed % len(pieces)])
+        t = "".join(parts)
+        for parse in (lambda s: topics.parse_c2d(s, "d1"), topics.parse_twin_response,
+                      topics.parse_desired_patch, topics.parse_method_request,
+                      topics.parse_dps_response):
+            try:
+                parse(t)
+            except topics.TopicError:
+                pass
