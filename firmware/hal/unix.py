@@ -1,0 +1,145 @@
+# Hardware for the Unix MicroPython port (and a developer's terminal).
+#
+# Button: the keyboard (Enter = press, "l" Enter = long press, "d" Enter = double press,
+#   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
+#   ("press", "long", "double", "quit"); only lines written after start-up count.
+# Screen: the 16x8 text of the 128x64 display, drawn in a box when it changes.
+# Events: one `EVT {json}` line on stdout per observable change, for integration tests.
+# Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
+# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
+import gc
+import json
+import os
+import select
+import sys
+import time
+
+PLATFORM = "unix"
+_WORDS = {"": "press", "p": "press", "press": "press", "l": "long", "long": "long",
+          "d": "double", "double": "double", "q": "quit", "quit": "quit"}
+
+
+def _makedirs(path):
+    cur = ""
+    for part in path.split("/"):
+        cur = cur + "/" + part if cur or path.startswith("/") else part
+        if part and not _isdir(cur):
+            os.mkdir(cur)
+
+
+def _isdir(path):
+    try:
+        return os.stat(path)[0] & 0x4000 != 0
+    except OSError:
+        return False
+
+
+class Hal:
+    def __init__(self):
+        self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
+        _makedirs(self.storage_dir)
+        self._offset = float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._control = self.storage_dir + "/control"
+        try:
+            self._control_pos = os.stat(self._control)[6]
+        except OSError:
+            self._control_pos = 0
+        self._poll = select.poll()
+        self._stdin = True
+        self._poll.register(sys.stdin, select.POLLIN)
+        self._screen = None
+        self._gestures = []
+
+    # --- time, randomness, memory ----------------------------------------------------------
+
+    def now(self):
+        return time.time() + self._offset
+
+    def time_ok(self):
+        return time.gmtime(int(self.now()))[0] >= 2024
+
+    def rand(self):
+        b = os.urandom(4)
+        return (b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]) / 4294967296
+
+    def random_bytes(self, n):
+        return os.urandom(n)
+
+    def mem_free(self):
+        gc.collect()
+        return gc.mem_free()
+
+    # --- the network is the host's ---------------------------------------------------------
+
+    def network_up(self, timeout_s=0):
+        return True
+
+    def sync_time(self):
+        return self.time_ok()
+
+    def feed(self):
+        pass
+
+    def reboot(self):
+        self.event(reboot=True)
+        sys.exit(75)
+
+    # --- button ------------------------------------------------------------------------------
+
+    def wait(self, ms):
+        # Sleep up to `ms`, waking early for keyboard input; returns gestures seen, oldest first.
+        if self._stdin:
+            for obj, ev in self._poll.poll(ms):
+                line = sys.stdin.readline()
+                if not line:            # end of input: stop watching it
+                    self._poll.unregister(sys.stdin)
+                    self._stdin = False
+                    break
+                self._word(line)
+        else:
+            time.sleep_ms(ms)
+        self._read_control()
+        g, self._gestures = self._gestures, []
+        return g
+
+    def _word(self, line):
+        g = _WORDS.get(line.strip().lower())
+        if g:
+            self._gestures.append(g)
+        else:
+            print("keys: Enter = press, l = long press, d = double press, q = quit")
+
+    def _read_control(self):
+        try:
+            size = os.stat(self._control)[6]
+        except OSError:
+            return
+        if size < self._control_pos:     # truncated: start over
+            self._control_pos = 0
+        if size == self._control_pos:
+            return
+        with open(self._control, "rb") as f:
+            f.seek(self._control_pos)
+            data = f.read(size - self._control_pos)
+        end = data.rfind(b"\n") + 1      # only whole lines
+        self._control_pos += end
+        for line in data[:end].decode().split("\n")[:-1]:
+            self._word(line)
+
+    # --- screen, LED, events -----------------------------------------------------------------
+
+    def show(self, lines, led=None):
+        lines = [str(s)[:16] for s in lines[:8]]
+        if lines == self._screen:
+            return
+        self._screen = lines
+        bar = "+" + "-" * 16 + "+"
+        print(bar)
+        for s in lines:
+            print("|" + s + " " * (16 - len(s)) + "|")
+        print(bar)
+        self.event(screen=lines, led=led)
+
+    def event(self, **fields):
+        fields["t"] = self.now()
+        print("EVT " + json.dumps(fields))
