@@ -1,0 +1,1 @@
+"""The local order service: the cloud orchestrator that turns order requests into orders."""

@@ -1,0 +1,326 @@
+"""The order service: the I/O around the pure parts.
+
+    hub telemetry --events()--> handle_events --> orders + outbox (one SQLite transaction)
+    clock         -----------> run_due        --> timeline steps + outbox
+    outbox        --send_c2d()-> hub C2D queue --> device
+
+Exactly once, by construction:
+- an order is keyed by (deviceId, orderRequestId) (UNIQUE in SQLite): a redelivered or re-sent
+  request finds the existing order and gets its current status back;
+- a batch of events, the orders it creates and the new cursor commit together: a crash before
+  the commit replays the batch (nothing was written), a crash after it does not re-read it;
+- each status change and its C2D message commit together into the outbox; the outbox is sent
+  after the commit and a message is deleted once the hub accepted it. A crash between the two
+  re-sends that one message with the same message id, which the device ignores as stale.
+
+Time comes from `clock` (a callable returning Unix seconds) and the schedule from `timeline`
+(host_tools.orders.timeline.Timeline), both injected, so tests drive time without sleeping.
+"""
+import logging
+import threading
+import time
+import uuid
+
+from host_tools.orders import commerce, lifecycle, messages
+
+log = logging.getLogger("host_tools.orders")
+
+_DUE_BATCH = 100
+_MAX_BACKOFF = 5.0
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Ambiguous(LookupError):
+    def __init__(self, key, orders):
+        super().__init__(f"{key} matches {len(orders)} orders")
+        self.orders = orders
+
+
+def _hub_errors():
+    from host_tools.hub.service_client import HubUnavailable, ServiceError
+    return HubUnavailable, ServiceError
+
+
+def profile_from_row(row):
+    if row is None:
+        return None
+    return commerce.Profile(row["device_id"], row["name"], row["address"],
+                            row["shipping_method"], row["payment_token"])
+
+
+class OrderService:
+    def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
+                 new_message_id=None, max_attempts=10):
+        """connect: a callable returning a hub ServiceClient (called again after an outage);
+        None for the CLI's offline commands, which only write to the store and the outbox."""
+        self.store = store
+        self.catalogue = catalogue
+        self.timeline = timeline
+        self.connect = connect
+        self.clock = clock
+        self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
+        self.max_attempts = max_attempts
+        self.client = None
+        self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
+                      "skipped": 0, "sent": 0}
+
+    # -- telemetry in --------------------------------------------------------------------
+    def handle_events(self, events, next_cursor):
+        """Apply a batch of hub events and move the cursor, all in one transaction."""
+        from sqlite3 import Error as DbError
+        with self.store.transaction():
+            now = self.clock()
+            for event in events:
+                self.stats["events"] += 1
+                try:
+                    with self.store.transaction():  # a savepoint: a bad event undoes only itself
+                        self._handle_event(event, now)
+                except DbError:
+                    raise  # storage trouble: keep the cursor, retry the whole batch later
+                except Exception:
+                    self.stats["skipped"] += 1
+                    log.exception("skipped event seq=%s from %s: unexpected error",
+                                  event.get("seq"), event.get("deviceId"))
+            self.store.set_cursor(next_cursor)
+
+    def _handle_event(self, event, now):
+        device_id = event.get("deviceId")
+        try:
+            request = messages.parse_event(event)
+        except messages.Malformed as exc:
+            if exc.kind == messages.ORDER_REQUEST and exc.request_id and device_id:
+                if self.store.find(device_id, exc.request_id) is None:
+                    self._record_failed(device_id, exc.request_id, "invalid request: " + exc.reason,
+                                        now)
+                    return
+            self.stats["skipped"] += 1
+            log.warning("skipped malformed %s from %s (event seq=%s): %s",
+                        exc.kind or "message", device_id, event.get("seq"), exc.reason)
+            return
+        if request is None:
+            log.debug("ignored telemetry seq=%s from %s: not an order message",
+                      event.get("seq"), device_id)
+            return
+        if not isinstance(device_id, str) or not device_id:
+            self.stats["skipped"] += 1
+            log.warning("skipped order message seq=%s: event has no deviceId", event.get("seq"))
+            return
+        if isinstance(request, messages.OrderRequest):
+            self._on_order_request(device_id, request, now)
+        else:
+            self._on_cancel_request(device_id, request, now)
+
+    def _on_order_request(self, device_id, request, now):
+        existing = self.store.find(device_id, request.request_id)
+        if existing is not None:
+            self.stats["duplicates"] += 1
+            log.info("request %s from %s again: re-sending %s", request.request_id, device_id,
+                     existing.status)
+            self._notify(existing, now)
+            return
+        try:
+            document, amount = commerce.build_order(
+                device_id, request, profile_from_row(self.store.profile(device_id)), self.catalogue)
+        except commerce.Rejected as exc:
+            self._record_failed(device_id, request.request_id, exc.reason, now)
+            return
+        order_id = self.store.allocate_order_id()
+        document = dict(orderId=order_id, **document)
+        next_status, next_due = self.timeline.next_step(lifecycle.ACCEPTED, now)
+        order = self.store.insert_order(
+            order_id, device_id, request.request_id, lifecycle.ACCEPTED, None, now, next_status,
+            next_due, self.timeline.eta(now), amount, self.catalogue.currency, document, "device")
+        self.stats["placed"] += 1
+        log.info("placed %s for request %s from %s (%s x %s, %s %s)", order_id,
+                 request.request_id, device_id, request.quantity, request.sku,
+                 document["totals"]["grandTotal"], self.catalogue.currency)
+        self._notify(order, now)
+
+    def _record_failed(self, device_id, request_id, reason, now):
+        """A request that could not become an order: remembered (so a re-send gets the same
+        answer) with orderId ''."""
+        order = self.store.insert_order("", device_id, request_id, lifecycle.FAILED, reason, now,
+                                        None, None, None, None, None, {}, "device")
+        self.stats["failed"] += 1
+        log.info("request %s from %s failed: %s", request_id, device_id, reason)
+        self._notify(order, now)
+
+    def _on_cancel_request(self, device_id, request, now):
+        order = self.store.find(device_id, request.request_id)
+        if order is None:
+            # The cancel overtook its order (or the order was lost): remember the request as
+            # cancelled so that a late order request is answered, not placed.
+            order = self.store.insert_order(
+                "", device_id, request.request_id, lifecycle.CANCELLED,
+                "cancelled before the order was placed", now, None, None, None, None, None, {},
+                "device")
+            self.stats["cancelled"] += 1
+            self._notify(order, now)
+            return
+        self._cancel(order, now, "device")
+
+    # -- status changes ------------------------------------------------------------------
+    def _cancel(self, order, now, source):
+        outcome = lifecycle.cancel_outcome(order.status)
+        if outcome == lifecycle.CANCEL_APPLY:
+            order = self._move(order, lifecycle.CANCEL, now, source)
+            self.stats["cancelled"] += 1
+            log.info("cancelled %s (request %s)", order.order_id, order.request_id)
+        elif outcome == lifecycle.CANCEL_REFUSE:
+            log.info("refused cancel of %s: already %s", order.order_id, order.status)
+            self._notify(order, now, reason=lifecycle.CANCEL_REFUSED)
+        else:
+            self._notify(order, now)
+        return order, outcome
+
+    def _move(self, order, event, now, source, reason=None):
+        """Apply one lifecycle event (ADVANCE, CANCEL, FAIL) and queue the new status."""
+        status = lifecycle.transition(order.status, event)
+        if status == lifecycle.PAYMENT_AUTHORIZED:
+            declined = commerce.authorize_payment(order.document)
+            if declined:
+                status, reason = lifecycle.transition(order.status, lifecycle.FAIL), declined
+        if status in lifecycle.TERMINAL:
+            next_status, next_due = None, None
+        else:
+            next_status, next_due = self.timeline.next_step(status, order.placed_at)
+        order = self.store.update_status(order.pk, status, reason, now, next_status, next_due,
+                                         source)
+        log.info("%s (request %s) is %s%s", order.order_id, order.request_id, status,
+                 f" ({reason})" if reason else "")
+        self._notify(order, now)
+        return order
+
+    def _notify(self, order, now, reason=None):
+        eta = order.eta if order.status not in lifecycle.TERMINAL else None
+        body = messages.status_body(order.request_id, order.order_id, order.status,
+                                    reason if reason is not None else order.reason, eta)
+        self.store.enqueue(order.device_id, self.new_message_id(), order.request_id,
+                           messages.encode(body), now)
+
+    def run_due(self):
+        """Move every order whose timeline step is due at clock(); returns the steps taken."""
+        steps = 0
+        while True:
+            with self.store.transaction():
+                now = self.clock()
+                batch = self.store.due(now, _DUE_BATCH)
+                for order in batch:
+                    self._move(order, lifecycle.ADVANCE, now, "timeline")
+            steps += len(batch)
+            if not batch:
+                return steps
+
+    def next_wakeup(self):
+        return self.store.next_due()
+
+    # -- operator commands (CLI) ---------------------------------------------------------
+    def resolve(self, key):
+        found = self.store.lookup(key)
+        if not found:
+            raise NotFound(key)
+        if len(found) > 1:
+            raise Ambiguous(key, found)
+        return found[0]
+
+    def advance(self, key, to=None):
+        """Move an order on by hand: one step, or through every step up to `to`."""
+        with self.store.transaction():
+            now = self.clock()
+            order = self.resolve(key)
+            target = to or lifecycle.next_progress(order.status)
+            if target is None:
+                raise lifecycle.IllegalTransition(order.status, lifecycle.ADVANCE)
+            for _ in lifecycle.path_to(order.status, target):
+                order = self._move(order, lifecycle.ADVANCE, now, "operator")
+                if order.status == lifecycle.FAILED:
+                    break
+            return order
+
+    def cancel(self, key):
+        """Cancel by hand; returns (order, outcome) with lifecycle.CANCEL_* as outcome."""
+        with self.store.transaction():
+            return self._cancel(self.resolve(key), self.clock(), "operator")
+
+    # -- hub I/O -------------------------------------------------------------------------
+    def _hub(self):
+        if self.client is None:
+            if self.connect is None:
+                raise RuntimeError("no hub connection configured")
+            self.client = self.connect()
+        return self.client
+
+    def poll(self, timeout):
+        """One long-poll for telemetry; returns the number of events handled."""
+        since = self.store.cursor()
+        events, next_cursor = self._hub().events(since, timeout=timeout)
+        if events or next_cursor != since:
+            self.handle_events(events, next_cursor)
+        return len(events)
+
+    def flush(self):
+        """Send the outbox in order; a message leaves the outbox once the hub has it."""
+        HubUnavailable, ServiceError = _hub_errors()
+        sent, blocked = 0, set()
+        for message in self.store.pending():
+            device_id = message["device_id"]
+            if device_id in blocked:  # keep each device's statuses in order
+                continue
+            try:
+                self._hub().send_c2d(
+                    device_id, message["body"], properties=dict(messages.C2D_PROPERTIES),
+                    message_id=message["message_id"], correlation_id=message["correlation_id"],
+                    content_type=messages.CONTENT_TYPE,
+                    content_encoding=messages.CONTENT_ENCODING)
+            except HubUnavailable:
+                self.client = None
+                raise
+            except ServiceError as exc:
+                with self.store.transaction():
+                    if exc.status == 404 or message["attempts"] + 1 >= self.max_attempts:
+                        log.error("dropped status for %s (%s): %s", device_id,
+                                  message["body"], exc)
+                        self.store.delivered(message["id"])
+                    else:
+                        log.warning("hub refused status for %s, will retry: %s", device_id, exc)
+                        self.store.attempt_failed(message["id"], str(exc))
+                        blocked.add(device_id)
+                continue
+            with self.store.transaction():
+                self.store.delivered(message["id"])
+            sent += 1
+        self.stats["sent"] += sent
+        return sent
+
+    def step(self, timeout=0.0):
+        """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""
+        self.flush()
+        self.poll(timeout)
+        self.run_due()
+        self.flush()
+
+    def serve(self, stop=None, poll_timeout=1.0):
+        """Run until `stop` (a threading.Event) is set; hub outages are waited out."""
+        HubUnavailable, _ = _hub_errors()
+        stop = stop or threading.Event()
+        backoff, down = 0.2, False
+        while not stop.is_set():
+            try:
+                wait = poll_timeout
+                due = self.next_wakeup()
+                if due is not None:
+                    wait = max(0.0, min(wait, due - self.clock()))
+                self.step(wait)
+                if down:
+                    log.warning("hub is back")
+                backoff, down = 0.2, False
+            except HubUnavailable as exc:
+                self.client = None
+                if not down:
+                    log.warning("hub unavailable, retrying: %s", exc)
+                down = True
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)

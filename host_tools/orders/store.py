@@ -1,0 +1,270 @@
+"""SQLite storage for the order service: orders, their history, customer profiles, the hub
+event cursor and the C2D outbox.
+
+Every change happens inside `transaction()` (BEGIN IMMEDIATE ... COMMIT), so the service and
+the CLI can share one database, and a crash leaves either all of a step or none of it: the
+event cursor moves in the same transaction as the orders those events created, and each
+status change writes its C2D message to the outbox in the same transaction as the status.
+"""
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+
+DB_NAME = "orders.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS profiles (
+    device_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    shipping_method TEXT NOT NULL,
+    payment_token TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    pk INTEGER PRIMARY KEY,
+    order_id TEXT NOT NULL,              -- '' when the request failed before an order existed
+    device_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    placed_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    next_status TEXT,                    -- where the timeline takes the order next ...
+    next_due REAL,                       -- ... and when (NULL: nothing scheduled)
+    eta REAL,
+    amount_cents INTEGER,
+    currency TEXT,
+    document TEXT NOT NULL,              -- the commerce order (JSON), '{}' when none
+    UNIQUE (device_id, request_id)
+);
+CREATE INDEX IF NOT EXISTS orders_due ON orders (next_due) WHERE next_due IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_order_id ON orders (order_id);
+CREATE INDEX IF NOT EXISTS orders_request_id ON orders (request_id);
+CREATE TABLE IF NOT EXISTS history (
+    order_pk INTEGER NOT NULL REFERENCES orders (pk),
+    at REAL NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_order ON history (order_pk);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    message_id TEXT NOT NULL UNIQUE,
+    correlation_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+"""
+
+
+class Order:
+    """One row of `orders`, document decoded."""
+    __slots__ = ("pk", "order_id", "device_id", "request_id", "status", "reason", "placed_at",
+                 "updated_at", "next_status", "next_due", "eta", "amount_cents", "currency",
+                 "document")
+
+    def __init__(self, row):
+        for name in self.__slots__:
+            setattr(self, name, row[name])
+        self.document = json.loads(row["document"])
+
+    def summary(self):
+        return {"orderId": self.order_id, "orderRequestId": self.request_id,
+                "deviceId": self.device_id, "status": self.status, "reason": self.reason,
+                "placedAt": self.placed_at, "updatedAt": self.updated_at,
+                "nextStatus": self.next_status, "nextDue": self.next_due}
+
+
+class Store:
+    def __init__(self, data_dir, create=True):
+        self.data_dir = data_dir
+        self.path = os.path.join(data_dir, DB_NAME)
+        if create:
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        elif not os.path.exists(self.path):
+            raise FileNotFoundError(self.path)
+        fresh = not os.path.exists(self.path)
+        if fresh:  # payment tokens live here: owner-only from the first byte
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0,
+                                  check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._depth = 0
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+
+    def close(self):
+        self.db.close()
+
+    # -- transactions -------------------------------------------------------------------
+    @contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE .. COMMIT; nested calls join the outer transaction via a savepoint,
+        so an inner failure rolls back only the inner part."""
+        if self._depth:
+            name = f"sp{self._depth}"
+            self.db.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield self
+            except BaseException:
+                self.db.execute(f"ROLLBACK TO {name}")
+                self.db.execute(f"RELEASE {name}")
+                raise
+            else:
+                self.db.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- meta: the hub event cursor and the order number counter -------------------------
+    def _meta(self, key, default):
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def _set_meta(self, key, value):
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, str(value)))
+
+    def cursor(self):
+        return int(self._meta("cursor", 0))
+
+    def set_cursor(self, value):
+        self._set_meta("cursor", int(value))
+
+    def timeline_config(self):
+        """The timeline the service last ran with (offline commands schedule with it)."""
+        value = self._meta("timeline", None)
+        return None if value is None else json.loads(value)
+
+    def set_timeline_config(self, offsets):
+        self._set_meta("timeline", json.dumps(offsets, sort_keys=True))
+
+    def allocate_order_id(self):
+        number = int(self._meta("last_order_number", 0)) + 1
+        self._set_meta("last_order_number", number)
+        return f"ORD-{number:06d}"
+
+    # -- profiles -----------------------------------------------------------------------
+    def profile(self, device_id):
+        return self.db.execute("SELECT * FROM profiles WHERE device_id = ?", (device_id,)).fetchone()
+
+    def set_profile(self, device_id, name, address, shipping_method, payment_token, now):
+        self.db.execute(
+            "INSERT INTO profiles (device_id, name, address, shipping_method, payment_token, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+            "name = excluded.name, address = excluded.address, "
+            "shipping_method = excluded.shipping_method, payment_token = excluded.payment_token, "
+            "updated_at = excluded.updated_at",
+            (device_id, name, address, shipping_method, payment_token, now))
+
+    # -- orders -------------------------------------------------------------------------
+    def _one(self, sql, args):
+        row = self.db.execute(sql, args).fetchone()
+        return Order(row) if row else None
+
+    def find(self, device_id, request_id):
+        return self._one("SELECT * FROM orders WHERE device_id = ? AND request_id = ?",
+                         (device_id, request_id))
+
+    def get(self, pk):
+        return self._one("SELECT * FROM orders WHERE pk = ?", (pk,))
+
+    def lookup(self, key):
+        """Orders whose order id or order request id is `key` (a request id may repeat across
+        devices, so this can return several)."""
+        rows = self.db.execute("SELECT * FROM orders WHERE (order_id = ? AND order_id != '') "
+                               "OR request_id = ? ORDER BY pk", (key, key)).fetchall()
+        return [Order(r) for r in rows]
+
+    def orders(self, device_id=None, limit=None):
+        sql, args = "SELECT * FROM orders", []
+        if device_id:
+            sql, args = sql + " WHERE device_id = ?", [device_id]
+        sql += " ORDER BY pk DESC"
+        if limit:
+            sql, args = sql + " LIMIT ?", args + [int(limit)]
+        return [Order(r) for r in self.db.execute(sql, args).fetchall()]
+
+    def insert_order(self, order_id, device_id, request_id, status, reason, now, next_status,
+                     next_due, eta, amount_cents, currency, document, source):
+        pk = self.db.execute(
+            "INSERT INTO orders (order_id, device_id, request_id, status, reason, placed_at, "
+            "updated_at, next_status, next_due, eta, amount_cents, currency, document) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order_id, device_id, request_id, status, reason, now, now, next_status, next_due,
+             eta, amount_cents, currency, json.dumps(document, separators=(",", ":")))).lastrowid
+        self._history(pk, now, status, reason, source)
+        return self.get(pk)
+
+    def update_status(self, pk, status, reason, now, next_status, next_due, source):
+        self.db.execute("UPDATE orders SET status = ?, reason = ?, updated_at = ?, "
+                        "next_status = ?, next_due = ? WHERE pk = ?",
+                        (status, reason, now, next_status, next_due, pk))
+        self._history(pk, now, status, reason, source)
+        return self.get(pk)
+
+    def _history(self, pk, now, status, reason, source):
+        self.db.execute("INSERT INTO history (order_pk, at, status, reason, source) "
+                        "VALUES (?, ?, ?, ?, ?)", (pk, now, status, reason, source))
+
+    def history(self, pk):
+        return [dict(r) for r in self.db.execute(
+            "SELECT at, status, reason, source FROM history WHERE order_pk = ? ORDER BY rowid",
+            (pk,)).fetchall()]
+
+    def due(self, now, limit=100):
+        rows = self.db.execute("SELECT * FROM orders WHERE next_due IS NOT NULL AND next_due <= ? "
+                               "ORDER BY next_due, pk LIMIT ?", (now, limit)).fetchall()
+        return [Order(r) for r in rows]
+
+    def next_due(self):
+        row = self.db.execute("SELECT MIN(next_due) AS t FROM orders "
+                              "WHERE next_due IS NOT NULL").fetchone()
+        return row["t"]
+
+    # -- outbox -------------------------------------------------------------------------
+    def enqueue(self, device_id, message_id, correlation_id, body, now):
+        self.db.execute("INSERT INTO outbox (device_id, message_id, correlation_id, body, "
+                        "created_at) VALUES (?, ?, ?, ?, ?)",
+                        (device_id, message_id, correlation_id, body, now))
+
+    def pending(self, limit=100):
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()]
+
+    def pending_count(self):
+        return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def delivered(self, outbox_id):
+        self.db.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
+
+    def attempt_failed(self, outbox_id, error):
+        self.db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                        (error, outbox_id))
