@@ -71,6 +71,9 @@ class Hal:
 
     # --- the network is the host's ---------------------------------------------------------
 
+    def configure(self, cfg, secrets):
+        pass
+
     def network_up(self, timeout_s=0):
         return True
 
@@ -128,17 +131,17 @@ class Hal:
 
     # --- screen, LED, events -----------------------------------------------------------------
 
-    def show(self, lines, led=None):
+    def show(self, sid, lines, led=None):
         lines = [str(s)[:16] for s in lines[:8]]
-        if lines == self._screen:
+        if (sid, lines) == self._screen:
             return
-        self._screen = lines
+        self._screen = (sid, lines)
         bar = "+" + "-" * 16 + "+"
         print(bar)
         for s in lines:
             print("|" + s + " " * (16 - len(s)) + "|")
         print(bar)
-        self.event(screen=lines, led=led)
+        self.event(screen=sid, lines=lines, led=led)
 
     def event(self, **fields):
         fields["t"] = self.now()

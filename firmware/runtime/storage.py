@@ -131,12 +131,12 @@ def load_config(folder):
 
 
 def load_secrets(folder):
-    # Returns the device key. Error messages name the file, never its content.
+    # The secrets dict, with a non-empty "device_key". Errors name the file, never its content.
     obj = _load_required(folder, "secrets.json", "device key")
     key = obj.get("device_key")
     if not isinstance(key, str) or not key:
         raise SetupError("secrets.json has no device_key: %s" % _PROVISION_HINT)
-    return key
+    return obj
 
 
 def load_ca(folder, cfg):

@@ -1,0 +1,182 @@
+# Hardware for an ESP32 board: button on a GPIO (IRQ + debounce), LED, SSD1306 128x64 OLED
+# over I2C, WLAN, NTP and a watchdog. Same interface as hal/unix.py.
+#
+# Pins come from config.json "pins" (defaults: the BOOT button on GPIO0, LED on GPIO2,
+# I2C SDA 21 / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid",
+# "wifi_password"). Nothing that the unix port lacks (machine.Pin, network, ntptime) is
+# imported at module level, so this file also imports (and compiles) on a PC.
+import gc
+import os
+import time
+
+import framebuf
+from micropython import const
+
+from firmware.iothub import sas
+from firmware.app import gestures
+
+PLATFORM = "esp32"
+_SAMPLE_MS = const(10)
+_WDT_MS = const(30000)
+_PINS = {"button": 0, "button_active_low": True, "led": 2, "sda": 21, "scl": 22, "oled_addr": 0x3C}
+_INIT = (0xAE, 0x20, 0x00, 0x40, 0xA1, 0xA8, 63, 0xC8, 0xD3, 0x00, 0xDA, 0x12, 0xD5, 0x80,
+         0xD9, 0xF1, 0xDB, 0x30, 0x81, 0xFF, 0xA4, 0xA6, 0x8D, 0x14, 0xAF)
+
+
+class _SSD1306(framebuf.FrameBuffer):
+    # The smallest SSD1306 I2C driver that works: init once, then show() pushes the buffer.
+    def __init__(self, i2c, addr):
+        self.i2c = i2c
+        self.addr = addr
+        self.buf = bytearray(128 * 64 // 8)
+        super().__init__(self.buf, 128, 64, framebuf.MONO_VLSB)
+        for c in _INIT:
+            self._cmd(c)
+
+    def _cmd(self, c):
+        self.i2c.writeto(self.addr, bytes((0x80, c)))
+
+    def show(self):
+        for c in (0x21, 0, 127, 0x22, 0, 7):
+            self._cmd(c)
+        self.i2c.writevto(self.addr, (b"\x40", self.buf))
+
+
+class Hal:
+    def __init__(self):
+        self.storage_dir = "/data"
+        try:
+            os.mkdir(self.storage_dir)
+        except OSError:
+            pass
+        self._offset = sas.epoch_offset(time.gmtime(0)[0])
+        self._gestures = gestures.new()
+        self._out = []
+        self._edge = False
+        self._wdt = None
+        self._oled = None
+        self._screen = None
+        self._wifi = None
+        self._setup_pins(_PINS)
+
+    def configure(self, cfg, secrets):
+        # Called once config and secrets are loaded: pins, WLAN credentials, watchdog.
+        pins = cfg.get("pins")
+        if pins:
+            p = dict(_PINS)
+            p.update(pins)
+            self._setup_pins(p)
+        self._wifi = (secrets.get("wifi_ssid"), secrets.get("wifi_password"))
+        import machine
+        self._wdt = machine.WDT(timeout=_WDT_MS)
+
+    def _setup_pins(self, p):
+        from machine import I2C, Pin
+        self._low = p["button_active_low"]
+        self._button = Pin(p["button"], Pin.IN, Pin.PULL_UP if self._low else Pin.PULL_DOWN)
+        self._button.irq(self._irq, Pin.IRQ_FALLING | Pin.IRQ_RISING)
+        self._led = Pin(p["led"], Pin.OUT, value=0) if p["led"] is not None else None
+        try:
+            self._oled = _SSD1306(I2C(0, sda=Pin(p["sda"]), scl=Pin(p["scl"])), p["oled_addr"])
+        except OSError:
+            self._oled = None   # no display fitted: the LED and the log still work
+            print("hal: no SSD1306 at I2C 0x%x" % p["oled_addr"])
+
+    def _irq(self, pin):
+        self._edge = True      # only a flag: the loop samples and debounces
+
+    # --- time, randomness, memory ----------------------------------------------------------
+
+    def now(self):
+        return time.time() + self._offset
+
+    def time_ok(self):
+        return time.gmtime(int(time.time()))[0] >= 2024
+
+    def rand(self):
+        b = os.urandom(4)
+        return (b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]) / 4294967296
+
+    def random_bytes(self, n):
+        return os.urandom(n)
+
+    def mem_free(self):
+        gc.collect()
+        return gc.mem_free()
+
+    # --- network, clock, watchdog ----------------------------------------------------------
+
+    def network_up(self, timeout_s=20):
+        import network
+        wlan = network.WLAN(network.STA_IF)
+        if wlan.isconnected():
+            return True
+        if not self._wifi or not self._wifi[0]:
+            return False
+        wlan.active(True)
+        wlan.connect(self._wifi[0], self._wifi[1])
+        start = time.ticks_ms()
+        while not wlan.isconnected():
+            if time.ticks_diff(time.ticks_ms(), start) > timeout_s * 1000:
+                wlan.disconnect()
+                return False
+            self.feed()
+            time.sleep_ms(200)
+        return True
+
+    def sync_time(self):
+        try:
+            import ntptime
+            ntptime.settime()      # the RTC runs UTC
+        except (OSError, OverflowError, ImportError) as e:
+            print("hal: NTP failed:", e)
+        return self.time_ok()
+
+    def feed(self):
+        if self._wdt:
+            self._wdt.feed()
+
+    def reboot(self):
+        import machine
+        machine.reset()
+
+    # --- button --------------------------------------------------------------------------------
+
+    def _pressed(self):
+        return self._button.value() == (0 if self._low else 1)
+
+    def wait(self, ms):
+        # Sample the button every 10 ms for `ms`; returns gestures seen, oldest first.
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            self.feed()
+            now = time.ticks_ms()
+            self._edge = False
+            for g in gestures.feed(self._gestures, self._pressed(), now):
+                self._out.append(g)
+            if time.ticks_diff(end, now) <= 0:
+                break
+            time.sleep_ms(_SAMPLE_MS)
+        out, self._out = self._out, []
+        return out
+
+    # --- screen, LED, events ---------------------------------------------------------------
+
+    def show(self, sid, lines, led=None):
+        lines = [str(s)[:16] for s in lines[:4]]
+        if led is not None and self._led is not None:
+            self._led.value(1 if led else 0)
+        if (sid, lines) == self._screen:
+            return
+        self._screen = (sid, lines)
+        print("screen:", sid, "|".join(lines))
+        if self._oled:
+            fb = self._oled
+            fb.fill(0)
+            for i, s in enumerate(lines):
+                fb.text(s, 0, i * 16 + 4, 1)
+            fb.show()
+
+    def event(self, **fields):
+        if "screen" not in fields:
+            print("evt:", fields)
