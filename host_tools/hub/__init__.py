@@ -1,0 +1,1 @@
+"""The local IoT Hub (see README.md)."""

@@ -1,0 +1,85 @@
+"""A local certificate authority and the hub's server certificate (localhost + 127.0.0.1).
+
+Files in the output folder:
+  ca.pem, ca.der       the CA certificate (PEM for CPython, DER for MicroPython's mbedTLS)
+  ca.key               the CA private key (0600)
+  server.pem, server.der, server.key   the hub's certificate (SANs: DNS localhost, IP 127.0.0.1)
+Existing files are kept unless force=True, so devices provisioned with ca.der stay valid.
+"""
+import datetime
+import ipaddress
+import os
+
+from host_tools.hub.files import write_atomic
+
+CA_NAME = "Order Buttons Local Hub CA"
+_FILES = ("ca.pem", "ca.der", "ca.key", "server.pem", "server.der", "server.key")
+_DAYS_CA = 3650
+_DAYS_SERVER = 825
+
+
+def paths(out_dir):
+    return {name: os.path.join(out_dir, name) for name in _FILES}
+
+
+def ensure(out_dir, force=False, hosts=("localhost",), ips=("127.0.0.1",)):
+    """Create the CA and the server certificate unless they all exist. Returns (paths, created)."""
+    p = paths(out_dir)
+    if not force and all(os.path.exists(f) for f in p.values()):
+        return p, False
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    os.makedirs(out_dir, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=_DAYS_CA))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    srv_key = ec.generate_private_key(ec.SECP256R1())
+    sans = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    srv_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(srv_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=_DAYS_SERVER))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def key_pem(key):
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    pem, der = serialization.Encoding.PEM, serialization.Encoding.DER
+    # keys first: a certificate on disk without its key would be useless
+    write_atomic(p["ca.key"], key_pem(ca_key), mode=0o600)
+    write_atomic(p["server.key"], key_pem(srv_key), mode=0o600)
+    write_atomic(p["ca.pem"], ca_cert.public_bytes(pem))
+    write_atomic(p["ca.der"], ca_cert.public_bytes(der))
+    write_atomic(p["server.pem"], srv_cert.public_bytes(pem))
+    write_atomic(p["server.der"], srv_cert.public_bytes(der))
+    return p, True

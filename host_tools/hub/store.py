@@ -1,0 +1,311 @@
+"""The hub's durable state in one SQLite file (WAL): registry, twins, C2D queues, telemetry.
+
+One Store per process; the hub and the `registry` CLI may use the file at the same time.
+The file holds device keys, so it is created 0600 (SQLite gives its -wal/-shm files the same mode).
+All methods are synchronous and short; the hub calls them from its event loop.
+"""
+import base64
+import json
+import os
+import secrets
+import sqlite3
+import time
+import uuid
+
+C2D_QUEUE_LIMIT = 50
+C2D_MAX_BYTES = 64 * 1024
+C2D_TTL_DEFAULT = 3600
+C2D_TTL_MAX = 2 * 24 * 3600
+C2D_MAX_DELIVERY = 10
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    primary_key TEXT NOT NULL,
+    secondary_key TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'enabled',
+    generation_id TEXT NOT NULL,
+    etag INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL,
+    status_updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS twins (
+    device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+    tags TEXT NOT NULL DEFAULT '{}',
+    desired TEXT NOT NULL DEFAULT '{}',
+    desired_version INTEGER NOT NULL DEFAULT 1,
+    reported TEXT NOT NULL DEFAULT '{}',
+    reported_version INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS c2d (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+    message_id TEXT NOT NULL,
+    props TEXT NOT NULL,
+    body BLOB NOT NULL,
+    enqueued REAL NOT NULL,
+    expires REAL NOT NULL,
+    delivery_count INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'queued'
+);
+CREATE INDEX IF NOT EXISTS c2d_pending ON c2d(device_id, state, seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    enqueued REAL NOT NULL,
+    system_props TEXT NOT NULL,
+    app_props TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+    topic_filter TEXT NOT NULL,
+    PRIMARY KEY (device_id, topic_filter)
+);
+"""
+
+
+class StoreError(Exception):
+    """A request the store refuses; `status` is the HTTP status that fits."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def new_key():
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def valid_key(key):
+    try:
+        return len(base64.b64decode(key, validate=True)) >= 16
+    except (ValueError, TypeError):
+        return False
+
+
+def valid_device_id(device_id):
+    # IoT Hub: up to 128 chars of ASCII letters, digits and - . % _ * ? ! ( ) , : = @ $ '
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.%_*?!(),:=@$'")
+    return isinstance(device_id, str) and 0 < len(device_id) <= 128 and set(device_id) <= allowed
+
+
+def merge_patch(doc, patch):
+    """Twin patch semantics: nested objects merge, null deletes a key."""
+    for k, v in patch.items():
+        if v is None:
+            doc.pop(k, None)
+        elif isinstance(v, dict) and isinstance(doc.get(k), dict):
+            merge_patch(doc[k], v)
+        elif isinstance(v, dict):
+            doc[k] = merge_patch({}, v)
+        else:
+            doc[k] = v
+    return doc
+
+
+class Store:
+    def __init__(self, path):
+        self.path = path
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(_SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    def _tx(self):
+        return _Tx(self.db)
+
+    # ---- registry -------------------------------------------------------------------------
+    def add_device(self, device_id, primary_key=None, secondary_key=None, status="enabled"):
+        if not valid_device_id(device_id):
+            raise StoreError(400, "invalid device id %r (letters, digits and -._:@ up to 128)" % device_id)
+        if status not in ("enabled", "disabled"):
+            raise StoreError(400, "status must be enabled or disabled")
+        primary_key = primary_key or new_key()
+        secondary_key = secondary_key or new_key()
+        if not (valid_key(primary_key) and valid_key(secondary_key)):
+            raise StoreError(400, "device keys must be base64 of at least 16 bytes")
+        now = time.time()
+        with self._tx():
+            if self.db.execute("SELECT 1 FROM devices WHERE device_id=?", (device_id,)).fetchone():
+                raise StoreError(409, "device %s already exists" % device_id)
+            self.db.execute(
+                "INSERT INTO devices (device_id, primary_key, secondary_key, status, generation_id,"
+                " created, status_updated) VALUES (?,?,?,?,?,?,?)",
+                (device_id, primary_key, secondary_key, status, uuid.uuid4().hex, now, now))
+            self.db.execute("INSERT INTO twins (device_id) VALUES (?)", (device_id,))
+        return self.get_device(device_id)
+
+    def update_device(self, device_id, status=None, primary_key=None, secondary_key=None):
+        dev = self.require_device(device_id)
+        status = status or dev["status"]
+        if status not in ("enabled", "disabled"):
+            raise StoreError(400, "status must be enabled or disabled")
+        primary_key = primary_key or dev["primary_key"]
+        secondary_key = secondary_key or dev["secondary_key"]
+        if not (valid_key(primary_key) and valid_key(secondary_key)):
+            raise StoreError(400, "device keys must be base64 of at least 16 bytes")
+        with self._tx():
+            self.db.execute(
+                "UPDATE devices SET status=?, primary_key=?, secondary_key=?, etag=etag+1,"
+                " status_updated=CASE WHEN status=? THEN status_updated ELSE ? END WHERE device_id=?",
+                (status, primary_key, secondary_key, status, time.time(), device_id))
+        return self.get_device(device_id)
+
+    def get_device(self, device_id):
+        row = self.db.execute("SELECT * FROM devices WHERE device_id=?", (device_id,)).fetchone()
+        return dict(row) if row else None
+
+    def require_device(self, device_id):
+        dev = self.get_device(device_id)
+        if dev is None:
+            raise StoreError(404, "device %s is not registered" % device_id)
+        return dev
+
+    def list_devices(self):
+        return [dict(r) for r in self.db.execute("SELECT * FROM devices ORDER BY device_id")]
+
+    def remove_device(self, device_id):
+        self.require_device(device_id)
+        with self._tx():
+            for table in ("subscriptions", "c2d", "twins", "devices"):
+                self.db.execute("DELETE FROM %s WHERE device_id=?" % table, (device_id,))
+
+    # ---- twins ----------------------------------------------------------------------------
+    def get_twin(self, device_id):
+        row = self.db.execute("SELECT * FROM twins WHERE device_id=?", (device_id,)).fetchone()
+        if row is None:
+            raise StoreError(404, "device %s is not registered" % device_id)
+        return {"tags": json.loads(row["tags"]),
+                "desired": json.loads(row["desired"]), "desired_version": row["desired_version"],
+                "reported": json.loads(row["reported"]), "reported_version": row["reported_version"]}
+
+    def patch_twin(self, device_id, section, patch):
+        """Merge `patch` into "desired", "reported" or "tags"; returns the new section version."""
+        if not isinstance(patch, dict):
+            raise StoreError(400, "a twin patch must be a JSON object")
+        with self._tx():
+            twin = self.get_twin(device_id)
+            doc = merge_patch(twin[section], _strip_meta(patch))
+            if len(json.dumps(doc)) > 32 * 1024:
+                raise StoreError(400, "twin %s properties would exceed 32 KB" % section)
+            if section == "tags":
+                self.db.execute("UPDATE twins SET tags=? WHERE device_id=?", (json.dumps(doc), device_id))
+                return None
+            version = twin[section + "_version"] + 1
+            self.db.execute("UPDATE twins SET %s=?, %s_version=? WHERE device_id=?" % (section, section),
+                            (json.dumps(doc), version, device_id))
+        return version
+
+    # ---- C2D ------------------------------------------------------------------------------
+    def enqueue_c2d(self, device_id, body, props, ttl=None, now=None):
+        """props: ordered list of (key, value) for the topic bag, "$.mid" first. Returns message id."""
+        now = time.time() if now is None else now
+        self.require_device(device_id)
+        ttl = C2D_TTL_DEFAULT if ttl is None else ttl
+        if not 0 < ttl <= C2D_TTL_MAX:
+            raise StoreError(400, "ttl must be between 1 and %d seconds" % C2D_TTL_MAX)
+        if len(body) > C2D_MAX_BYTES:
+            raise StoreError(413, "C2D message larger than 64 KB")
+        mid = dict(props).get("$.mid")
+        with self._tx():
+            self._expire_c2d(device_id, now)
+            (count,) = self.db.execute(
+                "SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'", (device_id,)).fetchone()
+            if count >= C2D_QUEUE_LIMIT:
+                raise StoreError(403, "device %s already has %d C2D messages queued" % (device_id, count))
+            self.db.execute(
+                "INSERT INTO c2d (device_id, message_id, props, body, enqueued, expires)"
+                " VALUES (?,?,?,?,?,?)",
+                (device_id, mid, json.dumps(list(props)), bytes(body), now, now + ttl))
+        return mid
+
+    def _expire_c2d(self, device_id, now):
+        self.db.execute("UPDATE c2d SET state='expired' WHERE device_id=? AND state='queued' AND expires<=?",
+                        (device_id, now))
+
+    def pending_c2d(self, device_id, after_seq=0, now=None):
+        """Queued messages in order, counting a delivery for each one returned."""
+        now = time.time() if now is None else now
+        with self._tx():
+            self._expire_c2d(device_id, now)
+            self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
+                            " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
+            rows = self.db.execute(
+                "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND seq>?"
+                " ORDER BY seq", (device_id, after_seq)).fetchall()
+        return [(r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]) for r in rows]
+
+    def count_delivery(self, seq):
+        self.db.execute("UPDATE c2d SET delivery_count=delivery_count+1 WHERE seq=?", (seq,))
+
+    def complete_c2d(self, seq):
+        self.db.execute("UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))
+
+    def purge_c2d(self, device_id):
+        self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
+
+    def c2d_states(self, device_id):
+        return [dict(r) for r in self.db.execute(
+            "SELECT seq, message_id, state, delivery_count FROM c2d WHERE device_id=? ORDER BY seq",
+            (device_id,))]
+
+    def queued_c2d_count(self, device_id):
+        return self.db.execute("SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'",
+                               (device_id,)).fetchone()[0]
+
+    # ---- telemetry ------------------------------------------------------------------------
+    def add_event(self, device_id, system_props, app_props, body, now=None):
+        now = time.time() if now is None else now
+        cur = self.db.execute(
+            "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
+            (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
+        return cur.lastrowid
+
+    def events_since(self, since, device_id=None, limit=500):
+        sql = "SELECT * FROM events WHERE seq>?"
+        args = [since]
+        if device_id:
+            sql += " AND device_id=?"
+            args.append(device_id)
+        rows = self.db.execute(sql + " ORDER BY seq LIMIT ?", args + [limit]).fetchall()
+        return [{"seq": r["seq"], "deviceId": r["device_id"], "enqueued": r["enqueued"],
+                 "systemProperties": json.loads(r["system_props"]),
+                 "properties": json.loads(r["app_props"]), "body": r["body"]} for r in rows]
+
+    def last_event_seq(self):
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+
+    # ---- subscriptions (CleanSession=0 keeps them across connections and restarts) ---------
+    def subscriptions(self, device_id):
+        return {r[0] for r in self.db.execute(
+            "SELECT topic_filter FROM subscriptions WHERE device_id=?", (device_id,))}
+
+    def set_subscriptions(self, device_id, filters):
+        with self._tx():
+            self.db.execute("DELETE FROM subscriptions WHERE device_id=?", (device_id,))
+            self.db.executemany("INSERT INTO subscriptions VALUES (?,?)",
+                                [(device_id, f) for f in sorted(filters)])
+
+
+def _strip_meta(patch):
+    return {k: v for k, v in patch.items() if not k.startswith("$")}
+
+
+class _Tx:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,151 @@
+"""Fixtures that run a real local hub (a `python -m host_tools hub` process) on free ports.
+
+Reuse from other test folders:
+    from tests.hub.conftest import hub, running_hub    # noqa: F401  (fixture + context manager)
+
+`hub` yields a HubHandle: host, mqtt_port, api_port, ca_pem, ca_der, data_dir, service (a
+ServiceClient), and helpers add_device(), connection_string(), device_token(), restart().
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from firmware.iothub import sas
+from host_tools.hub.service_client import ServiceClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+START_TIMEOUT = 30
+
+
+class HubHandle:
+    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1"):
+        self.data_dir = str(data_dir)
+        self.host = host
+        self._want = (mqtt_port, api_port)
+        self.proc = None
+        self.mqtt_port = self.api_port = None
+        self.ca_pem = os.path.join(self.data_dir, "certs", "ca.pem")
+        self.ca_der = os.path.join(self.data_dir, "certs", "ca.der")
+        self.service = None
+        self.stderr_path = os.path.join(self.data_dir, "hub.stderr")
+
+    # ---- process ----------------------------------------------------------------------
+    def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        cmd = [sys.executable, "-m", "host_tools", "hub", "--data", self.data_dir, "--host", self.host,
+               "--mqtt-port", str(self._want[0]), "--api-port", str(self._want[1]), "--verbose"]
+        self._stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr)
+        line = _readline_with_deadline(self.proc, START_TIMEOUT)
+        if not line:
+            self.stop()
+            raise RuntimeError("hub did not start: " + self.stderr())
+        info = json.loads(line)
+        self.mqtt_port, self.api_port = info["mqtt_port"], info["api_port"]
+        self.service = ServiceClient.from_data_dir(self.data_dir)
+        return self
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stdout.close()
+            self._stderr.close()
+        self.proc = None
+
+    def restart(self, same_ports=True):
+        ports = (self.mqtt_port, self.api_port)
+        self.stop()
+        if same_ports:
+            self._want = ports
+        return self.start()
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    # ---- helpers ----------------------------------------------------------------------
+    def add_device(self, device_id):
+        """Register a device through the service API; returns its primary key."""
+        return self.service.create_device(device_id)["primaryKey"]
+
+    def connection_string(self, device_id, key):
+        return "HostName=%s;DeviceId=%s;SharedAccessKey=%s" % (self.host, device_id, key)
+
+    def device_token(self, device_id, key, ttl=3600, host=None):
+        host = host or self.host
+        return sas.token(sas.device_resource(host, device_id), key, int(time.time()) + ttl)
+
+    def username(self, device_id, host=None):
+        return "%s/%s/?api-version=2021-04-12" % (host or self.host, device_id)
+
+    def service_connection_string(self):
+        return self.service.connection_string()
+
+
+def _readline_with_deadline(proc, timeout):
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = proc.stdout.fileno()
+    while time.monotonic() < deadline:
+        if not sel.select(max(0.0, deadline - time.monotonic())):
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        buf += chunk
+        if b"\n" in buf:
+            return buf.split(b"\n", 1)[0].decode()
+    return None
+
+
+@contextmanager
+def running_hub(data_dir, mqtt_port=0, api_port=0):
+    handle = HubHandle(data_dir, mqtt_port, api_port).start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A fresh hub on free ports in a temporary data folder."""
+    with running_hub(tmp_path / "hub") as h:
+        yield h
+
+
+@pytest.fixture(scope="session")
+def hub_8883(tmp_path_factory):
+    """One hub on MQTT port 8883 for the official device SDK (its port is fixed); API port free."""
+    with running_hub(tmp_path_factory.mktemp("hub8883"), mqtt_port=8883) as h:
+        yield h
+
+
+def wait_for(predicate, timeout=10, interval=0.02, what="condition"):
+    """Poll predicate() until it returns a truthy value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(interval)
