@@ -153,10 +153,9 @@ class Index:
     def __init__(self, url, cert=None, timeout=_DEFAULT_TIMEOUT):
         parts = urllib.parse.urlsplit(url)
         self.shown = redact(url)
-        handlers = []
-        if parts.scheme == "https" or cert:
-            context = ssl.create_default_context(cafile=cert) if cert else ssl.create_default_context()
-            handlers.append(urllib.request.HTTPSHandler(context=context))
+        # pip's `cert` setting, if any, also covers files served from another host.
+        context = ssl.create_default_context(cafile=cert) if cert else ssl.create_default_context()
+        handlers = [urllib.request.HTTPSHandler(context=context)]
         if parts.username is not None:
             netloc = parts.hostname + (":%d" % parts.port if parts.port else "")
             url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))

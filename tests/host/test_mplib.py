@@ -96,7 +96,7 @@ def _lock(tmp_path, sha=SHA):
 
 
 def _run(tmp_path, index_url, *args, env_extra=None):
-    env = dict(os.environ, PIP_INDEX_URL=index_url)
+    env = dict(os.environ, PIP_INDEX_URL=index_url, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "host_tools.mplib", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -164,7 +164,7 @@ def test_index_comes_from_pip_config_when_the_environment_has_none(tmp_path, ind
     config = tmp_path / "pip.conf"
     config.write_text("[global]\nindex-url = %s/\n" % index)
     env = {k: v for k, v in os.environ.items() if k != "PIP_INDEX_URL"}
-    env["PIP_CONFIG_FILE"] = str(config)
+    env.update(PIP_CONFIG_FILE=str(config), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
     dest = tmp_path / "mplib"
     result = subprocess.run([sys.executable, "-m", "host_tools.mplib", "--lockfile",
                              str(_lock(tmp_path)), "--dest", str(dest)],
@@ -195,3 +195,17 @@ def test_the_committed_lock_pins_the_packages_the_design_names():
     assert packages["micropython-urequests"]["version"] == "0.9.1"
     assert packages["micropython-urequests"]["sha256"] == \
         "15ed0132bcff1a84e87049d9d7780ce26df0810fa674aa89d187e17493d6e3c5"
+
+
+def test_the_installed_packages_import_on_micropython():
+    """What make setup put in .mplib/ works: umqtt.simple and urequests find `ussl` via the shim."""
+    mplib = os.path.join(REPO, ".mplib")
+    micropython = os.environ.get("MICROPYTHON") or os.path.join(os.path.dirname(sys.executable), "micropython")
+    if not os.path.exists(os.path.join(mplib, "INSTALLED.json")) or not os.path.exists(micropython):
+        pytest.skip("run make setup first (needs .mplib/ and a micropython)")
+    code = ("import ussl, ssl; from umqtt.simple import MQTTClient; import urequests; "
+            "print(ussl.SSLContext is ssl.SSLContext, MQTTClient.__name__, urequests.get.__name__)")
+    result = subprocess.run([micropython, "-c", code], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, MICROPYPATH=".frozen:%s:%s" % (mplib, REPO)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == ["True", "MQTTClient", "get"]
