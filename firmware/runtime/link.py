@@ -437,14 +437,14 @@ class Link:
         c = self.c
         issued = int(now)
         self.expiry = issued + self.token_ttl
-        c.pswd = sas.token(self._resource, self._key, self.expiry)
         try:
+            c.pswd = sas.token(self._resource, self._key, self.expiry)
             present = c.connect(clean_session=False)
             c.subscribe_all(((topics.c2d_filter(self.device_id), 1), (topics.TWIN_RES_FILTER, 0),
                              (topics.TWIN_DESIRED_FILTER, 0), (topics.METHODS_FILTER, 0)))
-        except MQTTException as e:
+        except (MQTTException, sas.SasError) as e:
             c.close()
-            code = e.args[0] if e.args else -1
+            code = e.args[0] if isinstance(e, MQTTException) and e.args else 4
             self.stats["connect_failures"] += 1
             if retry.classify_connack(code) == retry.AUTH:
                 self.stats["auth_errors"] += 1
