@@ -188,9 +188,13 @@ class Index:
                              "or pip config" % (self.shown, reason)) from None
         found = {}
         if ctype == _JSON_TYPE:
-            for entry in json.loads(body)["files"]:
-                found[entry["filename"]] = (urllib.parse.urljoin(final, entry["url"]),
-                                            entry.get("hashes", {}).get("sha256"))
+            try:
+                for entry in json.loads(body)["files"]:
+                    found[entry["filename"]] = (urllib.parse.urljoin(final, entry["url"]),
+                                                entry.get("hashes", {}).get("sha256"))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise MplibError("the package index at %s sent an unreadable page for %s (%s: %s)"
+                                 % (self.shown, project, type(exc).__name__, exc)) from None
         else:
             links = _Links()
             links.feed(body.decode("utf-8", "replace"))
