@@ -79,30 +79,38 @@ def _timeout(g, t):
     return None
 
 
+def _settle(g, now):
+    # Confirm a raw level that has lasted the debounce time, then run the timers up to now.
+    # A pending (unconfirmed) edge holds the timers at its time: a late poll must not let the
+    # double-press gap expire before a press that really came inside it.
+    out = ()
+    if g["raw"] != g["level"]:
+        t = g["raw_t"]   # the edge happened when the raw level first changed
+        x = _timeout(g, t)
+        if x:
+            out += (x,)
+        if _elapsed(now, t) < g["ms"][0]:
+            return out
+        g["level"] = g["raw"]
+        x = _step(g, _PRESS if g["level"] else _RELEASE, t)
+        if x:
+            out += (x,)
+    x = _timeout(g, now)
+    if x:
+        out += (x,)
+    return out
+
+
 def feed(g, level, now):
-    # -> () or a tuple of gestures (at most two, in order). Allocates nothing when idle.
+    # -> () or a tuple of gestures in the order they happened. Allocates nothing when idle.
     level = 1 if level else 0
     if g["level"] is None:
         g["level"] = g["raw"] = level
         g["raw_t"] = now
         return ()
+    out = ()
     if level != g["raw"]:
+        out = _settle(g, now)   # the previous raw level may have lasted long enough
         g["raw"] = level
         g["raw_t"] = now
-    out = ()
-    if level != g["level"]:
-        t = g["raw_t"]   # the edge happened when the raw level first changed
-        if _elapsed(now, t) < g["ms"][0]:
-            now = t      # not confirmed yet: no timeout may pass the pending edge
-        else:
-            x = _timeout(g, t)
-            if x:
-                out += (x,)
-            g["level"] = level
-            x = _step(g, _PRESS if level else _RELEASE, t)
-            if x:
-                out += (x,)
-    x = _timeout(g, now)
-    if x:
-        out += (x,)
-    return out
+    return out + _settle(g, now)

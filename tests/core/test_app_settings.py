@@ -1,0 +1,87 @@
+# Twin desired settings (firmware/app/settings.py).
+from firmware.app import settings
+
+D = settings.DEFAULTS
+
+CHECKS = [
+    # (key, value, valid)
+    ("sku", "SKU-1", True), ("sku", "", True), ("sku", "a.b_c-9", True), ("sku", "x" * 32, True),
+    ("sku", "x" * 33, False), ("sku", "has space", False), ("sku", "caf\u00e9", False),
+    ("sku", 12, False), ("sku", None, False), ("sku", ["SKU"], False),
+    ("quantity", 1, True), ("quantity", 99, True), ("quantity", 0, False), ("quantity", 100, False),
+    ("quantity", -1, False), ("quantity", 2.0, False), ("quantity", "2", False),
+    ("quantity", True, False), ("quantity", 10 ** 30, False),
+    ("maxOpenOrders", 1, True), ("maxOpenOrders", 10, True), ("maxOpenOrders", 11, False),
+    ("maxOpenOrders", 0, False),
+    ("cancelWindowSeconds", 0, True), ("cancelWindowSeconds", 3600, True),
+    ("cancelWindowSeconds", 3601, False), ("cancelWindowSeconds", False, False),
+    ("displayBrightness", 0, True), ("displayBrightness", 255, True),
+    ("displayBrightness", 256, False),
+    ("resendSeconds", 10, True), ("resendSeconds", 9, False),
+]
+
+
+def test_check_table():
+    for key, value, ok in CHECKS:
+        why = settings.check(key, value)
+        assert (why is None) is ok, (key, value, why)
+        assert why is None or (type(why) is str and 0 < len(why) <= 24), why
+
+
+def test_defaults_are_valid():
+    for k in D:
+        assert settings.check(k, D[k]) is None, k
+    assert D["maxOpenOrders"] == 1 and D["cancelWindowSeconds"] == 60 and D["sku"] == ""
+
+
+PATCHES = [
+    # (patch, accepted, rejected keys)
+    ({"quantity": 3, "$version": 4}, {"quantity": 3}, []),
+    ({"sku": "A", "quantity": 0}, {"sku": "A"}, ["quantity"]),
+    ({"quantity": None}, {"quantity": 1}, []),                  # null: back to the default
+    ({"sku": None}, {"sku": ""}, []),
+    ({"colour": "red"}, {}, ["colour"]),
+    ({"maxOpenOrders": 2, "cancelWindowSeconds": "60"}, {"maxOpenOrders": 2},
+     ["cancelWindowSeconds"]),
+    ({}, {}, []),
+    ({"$version": 9, "$metadata": {}}, {}, []),
+]
+
+
+def test_apply_patch_table():
+    cfg = dict(D)
+    for patch, acc, rej in PATCHES:
+        a, r = settings.apply(cfg, patch)
+        assert a == acc, (patch, a)
+        assert sorted(r) == sorted(rej), (patch, r)
+        assert cfg == D   # apply never changes cfg
+
+
+def test_apply_hostile_documents():
+    for doc in (None, [], "sku", 5, b"{}"):
+        assert settings.apply(D, doc) == ({}, {"desired": "not an object"})
+    many = {}
+    for i in range(100):
+        many["k%d" % i] = i
+    many["x" * 200] = 1
+    a, r = settings.apply(D, many)
+    assert a == {} and len(r) == 8, len(r)
+    for k in r:
+        assert len(k) <= 32
+
+
+def test_full_document_resets_missing_keys():
+    a, r = settings.apply({"sku": "A", "quantity": 5}, {"sku": "B", "$version": 2}, True)
+    assert r == {}
+    assert a == dict(D, sku="B"), a
+
+
+def test_diff():
+    assert settings.diff({}, {"a": 1}) == {"a": 1}
+    assert settings.diff({"a": 1}, {"a": 1}) == {}
+    assert settings.diff({"a": 1}, {}) == {"a": None}
+    assert settings.diff({"a": 1}, {"a": True}) == {"a": True}
+    assert settings.diff({"r": {"x": "bad", "y": "bad"}}, {"r": {"y": "bad"}}) == {"r": {"x": None}}
+    assert settings.diff({"r": {}}, {"r": {"z": 1}}) == {"r": {"z": 1}}
+    assert settings.diff({"r": "old"}, {"r": {"z": 1}}) == {"r": {"z": 1}}
+    assert settings.diff({"a": None}, {"a": None}) == {}
