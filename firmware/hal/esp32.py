@@ -57,6 +57,7 @@ class Hal:
         self._oled = None
         self._screen = None
         self._wifi = None
+        self._flash_until = None
         self._setup_pins(_PINS)
 
     def configure(self, cfg, secrets):
@@ -154,6 +155,11 @@ class Hal:
             self._edge = False
             for g in gestures.feed(self._gestures, self._pressed(), now):
                 self._out.append(g)
+            if self._flash_until is not None and self._led is not None:
+                on = time.ticks_diff(self._flash_until, now) > 0
+                self._led.value(on and (now // 250) & 1)
+                if not on:
+                    self._flash_until = None
             if time.ticks_diff(end, now) <= 0:
                 break
             time.sleep_ms(_SAMPLE_MS)
@@ -176,6 +182,18 @@ class Hal:
             for i, s in enumerate(lines):
                 fb.text(s, 0, i * 16 + 4, 1)
             fb.show()
+
+    def brightness(self, level):
+        if self._oled:
+            self._oled._cmd(0x81)
+            self._oled._cmd(level & 0xFF)
+
+    def flash(self, seconds):
+        self._flash_until = time.ticks_add(time.ticks_ms(), seconds * 1000)
+
+    def safe_mode(self):
+        # Button held at power-on: skip the app, leave the REPL to the developer.
+        return self._pressed()
 
     def event(self, **fields):
         if "screen" not in fields:

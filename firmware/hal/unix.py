@@ -84,8 +84,8 @@ class Hal:
         pass
 
     def reboot(self):
+        # A soft restart: device.run() starts a fresh Device in this process.
         self.event(reboot=True)
-        sys.exit(75)
 
     # --- button ------------------------------------------------------------------------------
 
@@ -142,6 +142,15 @@ class Hal:
             print("|" + s + " " * (16 - len(s)) + "|")
         print(bar)
         self.event(screen=sid, lines=lines, led=led)
+
+    def brightness(self, level):
+        self.event(brightness=level)
+
+    def flash(self, seconds):
+        self.event(flash=seconds)
+
+    def safe_mode(self):
+        return False
 
     def event(self, **fields):
         fields["t"] = self.now()

@@ -1,0 +1,234 @@
+# The device's main loop: the only place where the app, the link, storage and the HAL meet.
+#
+#   hardware gestures, link events, the clock  ->  firmware.app.orders (pure)  ->  actions
+#   actions: save (atomic file), show (display), report/publish/method_response (link),
+#            brightness/flash (HAL), reboot
+#
+# Start-up: config.json + secrets.json + CA ("Setup needed" until they are there and sane),
+# network, a sane clock ("Clock not set" until NTP answers), then the loop. Every observable
+# step is also an event through hal.event() (EVT lines on unix, which the integration
+# tests await).
+import gc
+import json
+
+from firmware.app import orders, screens
+from firmware.hal import PLATFORM, Hal
+from firmware.iothub import topics
+from firmware.runtime import storage
+from firmware.runtime.link import AUTH_ERROR, Link
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+VERSION = "1.0.0"
+_LOOP_MS = const(50)        # button latency; the link is polled every loop
+_SETUP_RETRY_MS = const(2000)
+_CLOCK_RETRY_MS = const(10000)
+_REPORT_S = const(300)      # free heap and link counters, while online
+_STATE = "state.json"
+
+
+def run():
+    # main.py calls this. A "reboot" from the app restarts the device (a fresh Device on
+    # unix, machine.reset() on the ESP32).
+    hal = Hal()
+    if hal.safe_mode():
+        print("safe mode: button held at start, app not started")
+        return
+    while Device(hal).run() == "reboot":
+        hal.reboot()
+
+
+class Device:
+    def __init__(self, hal):
+        self.hal = hal
+        self.dir = hal.storage_dir
+        self.state_path = storage.join(self.dir, _STATE)
+        self.link = None
+        self.s = None
+        self.stop = None            # "quit" or "reboot" ends the loop
+        self._ign = {}
+        self._link_stats = {}
+        self._report_at = 0
+
+    # --- start-up ----------------------------------------------------------------------------
+
+    def run(self):
+        hal = self.hal
+        gc.collect()
+        hal.event(boot=VERSION, platform=PLATFORM, heap=hal.mem_free())
+        if not self._setup() or not self._network() or not self._clock():
+            return self.stop
+        self.s = orders.new(VERSION)
+        blob = storage.read_bytes(self.state_path)
+        self._do(orders.restore(self.s, self._now(), blob))
+        if blob and self.s["ign"].get("blob"):
+            storage.write_atomic(self.state_path + ".corrupt", blob)
+            hal.event(state_corrupt=self.state_path + ".corrupt")
+        try:
+            self._loop()
+        finally:
+            self.link.close()
+        return self.stop
+
+    def _gestures(self, ms):
+        # Wait, and let a "quit" gesture (unix keyboard/control file) end the device.
+        for g in self.hal.wait(ms):
+            if g == "quit":
+                self.stop = "quit"
+            elif self.s is not None:
+                self._gesture(g)
+        return self.stop is None
+
+    def _setup(self):
+        # config, secrets and the CA; until they are usable, say so and look again.
+        said = None
+        while True:
+            try:
+                self.cfg = cfg = storage.load_config(self.dir)
+                secrets = storage.load_secrets(self.dir)
+                ca = storage.load_ca(self.dir, cfg)
+                break
+            except storage.SetupError as e:
+                if str(e) != said:
+                    said = str(e)
+                    self.hal.show("setup", ("Setup needed", "Provision this", "device: see log"))
+                    self.hal.event(setup=said)
+                    print("setup:", said)
+            if not self._gestures(_SETUP_RETRY_MS):
+                return False
+        self.hal.configure(cfg, secrets)
+        self.link = Link(cfg["host"], cfg["port"], cfg["device_id"], secrets["device_key"], ca,
+                         self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
+                         timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
+                         hostname=cfg["hostname"])
+        return True
+
+    def _network(self):
+        while not self.hal.network_up():
+            self._show_screen(screens.screen("connecting"))
+            if not self._gestures(_SETUP_RETRY_MS):
+                return False
+        return True
+
+    def _clock(self):
+        # No token before the clock is right (an ESP32 starts in 2000).
+        while not self.hal.time_ok():
+            self._show_screen(screens.screen("notime"))
+            self.hal.event(clock="not set")
+            if not self.hal.sync_time() and not self._gestures(_CLOCK_RETRY_MS):
+                return False
+        return True
+
+    def _now(self):
+        return int(self.hal.now())
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _loop(self):
+        last = 0
+        while self._gestures(_LOOP_MS):
+            self.link.step(self.hal.now(), self._on_link)
+            now = self._now()
+            if now != last:
+                last = now
+                self._do(orders.tick(self.s, now))
+                if self.link.online() and now >= self._report_at:
+                    self._report({})
+            self._observe()
+
+    def _gesture(self, g):
+        s, now = self.s, self._now()
+        self.hal.event(gesture=g)
+        if g == "press":
+            b = self.hal.random_bytes(8)
+            rid = "".join("%02x" % x for x in b)
+            self._do(orders.press(s, now, rid))
+        elif g == "long":
+            self._do(orders.long_press(s, now))
+        elif g == "double":
+            self._do(orders.double_press(s, now))
+
+    def _on_link(self, ev):
+        # Events from the link, called from the loop (never from inside a socket read).
+        s, now, kind = self.s, self._now(), ev[0]
+        if kind == "connected":
+            self.hal.event(link="online", session_present=ev[1])
+            self._report_at = now + 2
+            self._do(orders.connected(s, now))
+        elif kind == "disconnected":
+            self.hal.event(link="offline", reason=ev[1])
+            self._do(orders.disconnected(s, now))
+        elif kind == "auth_error":
+            self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
+            self._do(orders.disconnected(s, now, "auth"))
+        elif kind == "puback":
+            self.hal.event(puback=ev[1])
+            self._do(orders.published(s, now, ev[1]))
+        elif kind == "c2d":
+            self.hal.event(c2d=ev[1].get("$.mid"))
+            self._do(orders.c2d(s, now, ev[1], ev[2]))
+        elif kind == "twin":
+            if ev[1] == 200:
+                self._do(orders.twin(s, now, ev[3]))
+            elif ev[1] >= 300:
+                self.hal.event(twin_status=ev[1], rid=ev[2])
+        elif kind == "desired":
+            self._do(orders.twin(s, now, ev[2]))
+        elif kind == "method":
+            self.hal.event(method=ev[1])
+            self._do(orders.method(s, now, ev[2], ev[1], ev[3]))
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def _do(self, actions):
+        for a in actions:
+            kind = a[0]
+            if kind == "save":
+                storage.write_atomic(self.state_path, a[1])
+                self.hal.event(saved=len(a[1]))
+            elif kind == "show":
+                self._show_screen(a[1:])
+            elif kind == "publish":
+                topic = topics.telemetry(self.cfg["device_id"], a[1])
+                ok = self.link.publish(topic, a[2], qos=1, tag=a[3])
+                self.hal.event(publish=a[3], queued=ok, online=self.link.online())
+            elif kind == "report":
+                self._report(a[1])
+            elif kind == "method_response":
+                self.link.method_response(a[2], a[1], json.dumps(a[3]))
+                self.hal.event(method_response=a[2], rid=a[1])
+            elif kind == "brightness":
+                self.hal.brightness(a[1])
+            elif kind == "flash":
+                self.hal.flash(a[1])
+            elif kind == "reboot":
+                self.stop = "reboot"
+
+    def _show_screen(self, scr):
+        self.hal.show(scr[0], scr[1])
+
+    def _report(self, patch):
+        patch = dict(patch)
+        patch["freeHeap"] = self.hal.mem_free()
+        patch["link"] = self.link.stats
+        self.link.report(json.dumps(patch))
+        self._report_at = self._now() + _REPORT_S
+        self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
+
+    def _observe(self):
+        # Counters of ignored input (app) and of dropped/bad messages (link), when they change.
+        ign = self.s["ign"]
+        if ign != self._ign:
+            self._ign = dict(ign)
+            self.hal.event(ignored=self._ign)
+        st = self.link.stats
+        short = {"dropped": st["dropped"], "bad_topics": st["bad_topics"],
+                 "handler_errors": st["handler_errors"], "renewals": st["renewals"],
+                 "auth_errors": st["auth_errors"], "connects": st["connects"]}
+        if short != self._link_stats:
+            self._link_stats = short
+            self.hal.event(link_stats=short)
