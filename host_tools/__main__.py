@@ -11,6 +11,7 @@ from host_tools.errors import CliError
 
 _COMMAND_MODULES = (
     "host_tools.keys",
+    "host_tools.provision",
     "host_tools.hub.cli",
     "host_tools.orders.cli",
     "host_tools.demo",

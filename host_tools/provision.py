@@ -1,0 +1,205 @@
+"""`provision` and `deploy`: give a device its identity, then put the firmware on it.
+
+provision writes a device folder with exactly what firmware/runtime/storage.py reads:
+    config.json   shareable: host, port, device_id, ca_file, sku, quantity, ...
+    secrets.json  0600, never printed: device_key (and wifi_ssid / wifi_password for an ESP32)
+    ca.der        the root the hub's server certificate chains to (DER: MicroPython's TLS wants DER)
+Against the local hub (the default) the device is registered in its registry if need be; against
+Azure IoT Hub (--host NAME.azure-devices.net) the key comes from standard input and the CA is
+DigiCert Global Root G2 from the system's certificate store.
+
+deploy copies the compiled firmware (make mpy), micropython-lib (.mplib) and a device folder to
+a board with mpremote; --dry-run prints the mpremote commands instead of running them.
+"""
+import json
+import os
+import ssl
+import subprocess
+import sys
+
+from host_tools.errors import CliError
+
+DEFAULT_HUB_DATA = os.path.join(".local", "hub")
+DEFAULT_DEVICE_DIR = os.path.join(".local", "device")
+AZURE_ROOT = "DigiCert_Global_Root_G2.pem"  # IoT Hub's server certificates chain to it
+SYSTEM_CERT_DIRS = ("/etc/ssl/certs", "/usr/share/ca-certificates/mozilla", "/etc/pki/tls/certs")
+BOARD_DATA = "/data"  # firmware/hal/esp32.py: the storage folder on the board
+
+
+def add_commands(sub):
+    p = sub.add_parser("provision", help="write a device folder (config, secrets, CA) for one device")
+    p.add_argument("--device", required=True, help="device id")
+    p.add_argument("--out", default=DEFAULT_DEVICE_DIR, help="device folder (default %(default)s)")
+    p.add_argument("--hub-data", default=DEFAULT_HUB_DATA,
+                   help="local hub data folder, for a local device (default %(default)s)")
+    p.add_argument("--host", help="Azure IoT Hub host name; the device key is then read from standard input")
+    p.add_argument("--port", type=int, help="MQTT port (default: the running local hub's, else 8883)")
+    p.add_argument("--hostname", help="TLS server name when it differs from --host")
+    p.add_argument("--ca", help="CA certificate (PEM or DER) instead of the default one")
+    p.add_argument("--sku", help="product this button orders (the twin's desired sku overrides it)")
+    p.add_argument("--quantity", type=int, help="quantity per order (default 1)")
+    p.add_argument("--token-ttl", type=int, help="SAS token lifetime in seconds (default 3600)")
+    p.add_argument("--wifi-ssid", help="WLAN name (ESP32); the password is read from standard input")
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("deploy", help="copy firmware and a device folder to a board with mpremote")
+    p.add_argument("--device-dir", default=DEFAULT_DEVICE_DIR, help="device folder (default %(default)s)")
+    p.add_argument("--port", default="auto", help="serial port of the board (default: mpremote's auto)")
+    p.add_argument("--dry-run", action="store_true", help="print the mpremote commands, run nothing")
+    p.set_defaults(func=cmd_deploy)
+
+
+# ---- provision -----------------------------------------------------------------------------
+
+def write_file(path, data, mode):
+    """Atomic write with the mode set before any byte lands (0600 for secrets)."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path} is not readable JSON ({e}); fix or delete it and provision again") from None
+    if not isinstance(obj, dict):
+        raise CliError(f"{path} must hold a JSON object; fix or delete it and provision again")
+    return obj
+
+
+def _der(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CliError(f"cannot read CA certificate {path}: {e.strerror}") from None
+    if data.startswith(b"-----BEGIN CERTIFICATE-----"):
+        end = data.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+        return ssl.PEM_cert_to_DER_cert(data[:end].decode())
+    if data[:1] != b"\x30":
+        raise CliError(f"{path} is neither a PEM nor a DER certificate")
+    return data
+
+
+def _system_root():
+    for folder in SYSTEM_CERT_DIRS:
+        for name in (AZURE_ROOT, AZURE_ROOT[:-4] + ".crt"):
+            path = os.path.join(folder, name)
+            if os.path.exists(path):
+                return path
+    raise CliError("DigiCert Global Root G2 not found in the system certificate store; "
+                   "install ca-certificates or pass --ca FILE")
+
+
+def _stdin_line(what):
+    if sys.stdin is None or sys.stdin.isatty():
+        print(f"{what}: ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline().strip() if sys.stdin else ""
+    if not line:
+        raise CliError(f"no {what} on standard input")
+    return line
+
+
+def _local_identity(args):
+    """Register the device in the local hub (if new) and read its key, host and port."""
+    from host_tools.hub import certs
+    from host_tools.hub.store import Store, StoreError
+
+    os.makedirs(args.hub_data, exist_ok=True)
+    store = Store(os.path.join(args.hub_data, "hub.sqlite3"))
+    try:
+        dev = store.get_device(args.device) or store.add_device(args.device)
+    except StoreError as e:
+        raise CliError(str(e)) from None
+    finally:
+        store.close()
+    running = _read_json(os.path.join(args.hub_data, "hub.json"))
+    paths, _ = certs.ensure(os.path.join(args.hub_data, "certs"))
+    host = running.get("host", "127.0.0.1")
+    return dev["primary_key"], host, args.port or running.get("mqtt_port") or 8883, args.ca or paths["ca.der"]
+
+
+def provision(args):
+    """Write the device folder; returns the config written (never the secrets)."""
+    if args.host:
+        key = _stdin_line("device key")
+        from firmware.iothub import sas
+        try:
+            sas.token("check", key, 1)
+        except sas.SasError:
+            raise CliError("the device key is not valid base64: paste the device's primary key") from None
+        host, port, ca = args.host, args.port or 8883, args.ca or _system_root()
+    else:
+        key, host, port, ca = _local_identity(args)
+    os.makedirs(args.out, exist_ok=True)
+    cfg_path = os.path.join(args.out, "config.json")
+    cfg = _read_json(cfg_path)
+    cfg.update(host=host, port=port, device_id=args.device, ca_file="ca.der")
+    for k, v in (("hostname", args.hostname), ("sku", args.sku), ("quantity", args.quantity),
+                 ("token_ttl_s", args.token_ttl)):
+        if v is not None:
+            cfg[k] = v
+    secrets_path = os.path.join(args.out, "secrets.json")
+    secrets = _read_json(secrets_path)
+    secrets["device_key"] = key
+    if args.wifi_ssid:
+        secrets["wifi_ssid"] = args.wifi_ssid
+        secrets["wifi_password"] = _stdin_line("WLAN password")
+    write_file(os.path.join(args.out, "ca.der"), _der(ca), 0o644)
+    write_file(secrets_path, json.dumps(secrets).encode(), 0o600)
+    write_file(cfg_path, (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode(), 0o644)
+    return cfg
+
+
+def cmd_provision(args):
+    cfg = provision(args)
+    print(f"provisioned {cfg['device_id']} for {cfg['host']}:{cfg['port']} in {args.out} "
+          f"(secrets.json is 0600; keep it out of version control)")
+
+
+# ---- deploy --------------------------------------------------------------------------------
+
+def deploy_plan(repo, device_dir, port="auto"):
+    """The mpremote command lines that put firmware, libraries and the device folder on a board."""
+    mpy = os.path.join(repo, "build", "mpy")
+    for need, hint in ((os.path.join(mpy, "firmware"), "run make mpy first"),
+                       (os.path.join(repo, ".mplib", "umqtt", "simple.py"), "run make setup first"),
+                       (os.path.join(device_dir, "secrets.json"), "run python -m host_tools provision first")):
+        if not os.path.exists(need):
+            raise CliError(f"{need} is missing: {hint}")
+    base = [sys.executable, "-m", "mpremote", "connect", port]
+    plan = [base + ["fs", "mkdir", ":lib"], base + ["fs", "mkdir", ":lib/umqtt"],
+            base + ["fs", "mkdir", ":" + BOARD_DATA]]
+    plan.append(base + ["fs", "cp", "-r", os.path.join(mpy, "firmware"), ":"])
+    for name in ("umqtt/simple.py", "urequests.py"):
+        src = os.path.join(repo, ".mplib", name)
+        if os.path.exists(src):
+            plan.append(base + ["fs", "cp", src, ":lib/" + name])
+    for name in ("config.json", "secrets.json", "ca.der"):
+        plan.append(base + ["fs", "cp", os.path.join(device_dir, name), ":" + BOARD_DATA + "/" + name])
+    plan.append(base + ["fs", "cp", os.path.join(repo, "boot.py"), os.path.join(repo, "main.py"), ":"])
+    plan.append(base + ["reset"])
+    return plan
+
+
+def cmd_deploy(args):
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    plan = deploy_plan(repo, args.device_dir, args.port)
+    for argv in plan:
+        if args.dry_run:
+            print(" ".join(argv[1:]))
+            continue
+        r = subprocess.run(argv)
+        # mkdir of a folder that exists fails harmlessly; anything else stops the deploy
+        if r.returncode != 0 and "mkdir" not in argv:
+            raise CliError(f"mpremote failed ({' '.join(argv[3:])}): is the board connected on {args.port}?")

@@ -1,0 +1,115 @@
+"""`provision` and `deploy`, run as a user runs them; the device's own loader reads the result."""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from host_tools.hub.store import Store
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MICROPYTHON = os.environ.get("MICROPYTHON", os.path.join(REPO, ".venv", "bin", "micropython"))
+
+
+def run(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "host_tools", *args], input=stdin, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_loads(tmp_path):
+    hub, dev = tmp_path / "hub", tmp_path / "dev"
+    r = run("provision", "--device", "button-1", "--out", str(dev), "--hub-data", str(hub),
+            "--sku", "COFFEE-1KG", "--quantity", "2")
+    assert r.returncode == 0, r.stderr
+    store = Store(str(hub / "hub.sqlite3"))
+    key = store.get_device("button-1")["primary_key"]
+    store.close()
+    assert key not in r.stdout + r.stderr
+    secrets = json.loads((dev / "secrets.json").read_text())
+    assert secrets == {"device_key": key}
+    assert mode(dev / "secrets.json") == 0o600
+    cfg = json.loads((dev / "config.json").read_text())
+    assert cfg == {"host": "127.0.0.1", "port": 8883, "device_id": "button-1", "ca_file": "ca.der",
+                   "sku": "COFFEE-1KG", "quantity": 2}
+    assert (dev / "ca.der").read_bytes() == (hub / "certs" / "ca.der").read_bytes()
+    # the firmware's own loader accepts it, on the real interpreter
+    script = ("from firmware.runtime import storage as s\n"
+              "d=%r\nc=s.load_config(d)\nk=s.load_secrets(d)\nca=s.load_ca(d,c)\n"
+              "print(c['device_id'], c['port'], len(k['device_key']), ca[:1] == b'0')\n" % str(dev))
+    out = subprocess.run([MICROPYTHON, "-c", script], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, MICROPYPATH=".frozen:" + REPO))
+    assert out.stdout.split() == ["button-1", "8883", str(len(key)), "True"], out.stderr
+
+
+def test_provision_again_keeps_the_key_and_the_settings_not_given(tmp_path):
+    hub, dev = tmp_path / "hub", tmp_path / "dev"
+    assert run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(hub), "--sku", "TEA").returncode == 0
+    first = (dev / "secrets.json").read_text()
+    (hub / "hub.json").write_text(json.dumps({"host": "127.0.0.1", "mqtt_port": 18883, "api_port": 1}))
+    r = run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(hub), "--token-ttl", "20")
+    assert r.returncode == 0, r.stderr
+    assert (dev / "secrets.json").read_text() == first
+    cfg = json.loads((dev / "config.json").read_text())
+    assert cfg["sku"] == "TEA" and cfg["token_ttl_s"] == 20 and cfg["port"] == 18883
+
+
+def test_azure_provision_reads_the_key_from_stdin_and_uses_the_public_root(tmp_path):
+    dev = tmp_path / "dev"
+    key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+    r = run("provision", "--device", "d1", "--out", str(dev), "--host", "myhub.azure-devices.net",
+            "--wifi-ssid", "shop", stdin=key + "\nwlan-pass\n")
+    assert r.returncode == 0, r.stderr
+    assert key not in r.stdout + r.stderr
+    assert json.loads((dev / "secrets.json").read_text()) == {
+        "device_key": key, "wifi_ssid": "shop", "wifi_password": "wlan-pass"}
+    cfg = json.loads((dev / "config.json").read_text())
+    assert (cfg["host"], cfg["port"]) == ("myhub.azure-devices.net", 8883)
+    import ssl
+    from host_tools.provision import _system_root
+    with open(_system_root()) as f:
+        assert (dev / "ca.der").read_bytes() == ssl.PEM_cert_to_DER_cert(f.read())
+
+
+def test_bad_key_and_broken_files_are_one_clear_line(tmp_path):
+    dev = tmp_path / "dev"
+    r = run("provision", "--device", "d1", "--out", str(dev), "--host", "h.example", stdin="not*base64\n")
+    assert r.returncode == 2 and r.stderr.startswith("error: the device key is not valid base64")
+    assert "not*base64" not in r.stderr
+    r = run("provision", "--device", "d1", "--out", str(dev), "--host", "h.example", stdin="")
+    assert r.returncode == 2 and "no device key" in r.stderr
+    dev.mkdir(exist_ok=True)
+    (dev / "config.json").write_text("{broken")
+    r = run("provision", "--device", "d1", "--out", str(dev), "--hub-data", str(tmp_path / "hub"))
+    assert r.returncode == 2 and "config.json is not readable JSON" in r.stderr
+    assert (dev / "config.json").read_text() == "{broken"  # nothing overwritten on error
+    r = run("provision", "--device", "bad/id", "--out", str(tmp_path / "d2"), "--hub-data", str(tmp_path / "hub"))
+    assert r.returncode == 2 and "invalid device id" in r.stderr
+
+
+def test_deploy_dry_run_lists_what_goes_on_the_board(tmp_path):
+    dev = tmp_path / "dev"
+    assert run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(tmp_path / "hub")).returncode == 0
+    from host_tools import provision
+    if not os.path.isdir(os.path.join(REPO, "build", "mpy", "firmware")):
+        with pytest.raises(Exception, match="make mpy"):
+            provision.deploy_plan(REPO, str(dev))
+        subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
+    r = run("deploy", "--device-dir", str(dev), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert any(" fs cp -r " in l and l.endswith("build/mpy/firmware :") for l in lines)
+    assert any(l.endswith(":lib/umqtt/simple.py") for l in lines)
+    for name in ("config.json", "secrets.json", "ca.der"):
+        assert any(l.endswith(":/data/" + name) for l in lines)
+    assert lines[-1].endswith("reset")
+
+
+def test_deploy_without_a_provisioned_folder_says_what_to_do(tmp_path):
+    r = run("deploy", "--device-dir", str(tmp_path / "nothing"), "--dry-run")
+    assert r.returncode == 2 and ("provision first" in r.stderr or "make mpy" in r.stderr)
