@@ -462,12 +462,19 @@ def _load(s, blob):
                     and type(o[_OID]) is str and type(o[_AT]) is int and type(o[_SEQ]) is int
                     and o[_CXL] in (0, 1) and type(o[_NOTE]) is str):
                 return False
+        if type(d["box"]) is not list:
+            return False
         box = []
+        waiting = [rid for rid in orders if orders[rid][_ST] == "queued"]
         for e in d["box"]:
             if not (type(e) is list and len(e) == 3 and e[0] in (schemas.ORDER, schemas.CANCEL)
                     and e[1] in orders and type(e[2]) is str):
                 return False
             box.append([e[0], e[1], e[2].encode(), 0, 0])
+            if e[0] == schemas.ORDER and e[1] in waiting:
+                waiting.remove(e[1])
+        if waiting:          # a queued order must still be in the outbox, or it never leaves
+            return False
     except (AttributeError, KeyError, TypeError, IndexError):
         return False
     s["cfg"].update(acc)
