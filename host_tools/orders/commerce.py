@@ -60,7 +60,7 @@ def build_order(device_id, request, profile, catalogue):
         raise Rejected(f"quantity {request.quantity} exceeds the maximum of "
                        f"{product.max_quantity} for {request.sku}")
     if profile is None:
-        raise Rejected(f"no customer profile for device {device_id}")
+        raise Rejected("no customer profile for this device")
     method = catalogue.shipping_method(profile.shipping_method)
     if method is None:
         raise Rejected(f"shipping method {profile.shipping_method} is not offered")

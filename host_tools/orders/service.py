@@ -152,9 +152,10 @@ class OrderService:
         order = self.store.find(device_id, request.request_id)
         if order is None:
             # The cancel overtook its order (or the order was lost): remember the request as
-            # cancelled so that a late order request is answered, not placed.
+            # cancelled so that a late order request is answered, not placed. It gets an order
+            # id because only `failed` may go to the device without one (WIRE.md).
             order = self.store.insert_order(
-                "", device_id, request.request_id, lifecycle.CANCELLED,
+                self.store.allocate_order_id(), device_id, request.request_id, lifecycle.CANCELLED,
                 "cancelled before the order was placed", now, None, None, None, None, None, {},
                 "device")
             self.stats["cancelled"] += 1
@@ -164,16 +165,18 @@ class OrderService:
 
     # -- status changes ------------------------------------------------------------------
     def _cancel(self, order, now, source):
+        """Cancel before shipment. A device whose cancel cannot apply gets the current status
+        back (with the refusal reason after shipment); an operator gets only the outcome."""
         outcome = lifecycle.cancel_outcome(order.status)
         if outcome == lifecycle.CANCEL_APPLY:
             order = self._move(order, lifecycle.CANCEL, now, source)
             self.stats["cancelled"] += 1
-            log.info("cancelled %s (request %s)", order.order_id, order.request_id)
-        elif outcome == lifecycle.CANCEL_REFUSE:
-            log.info("refused cancel of %s: already %s", order.order_id, order.status)
-            self._notify(order, now, reason=lifecycle.CANCEL_REFUSED)
-        else:
-            self._notify(order, now)
+        elif source == "device":
+            if outcome == lifecycle.CANCEL_REFUSE:
+                log.info("refused cancel of %s: already %s", order.order_id, order.status)
+                self._notify(order, now, reason=lifecycle.CANCEL_REFUSED)
+            else:
+                self._notify(order, now)
         return order, outcome
 
     def _move(self, order, event, now, source, reason=None):
@@ -250,8 +253,23 @@ class OrderService:
         if self.client is None:
             if self.connect is None:
                 raise RuntimeError("no hub connection configured")
-            self.client = self.connect()
+            client = self.connect()
+            self._check_cursor(client)
+            self.client = client
         return self.client
+
+    def _check_cursor(self, client):
+        """A hub whose newest event is older than our cursor has lost its data (a new data
+        folder): read it from the start, or its events would never be seen."""
+        cursor = self.store.cursor()
+        if cursor <= 0:
+            return
+        _, newest = client.events(-1, timeout=0)
+        if newest < cursor:
+            log.warning("the hub's newest event is %s but the cursor is at %s: the hub's data "
+                        "was reset, reading its events from the start", newest, cursor)
+            with self.store.transaction():
+                self.store.set_cursor(0)
 
     def poll(self, timeout):
         """One long-poll for telemetry; returns the number of events handled."""
@@ -303,10 +321,12 @@ class OrderService:
         self.flush()
 
     def serve(self, stop=None, poll_timeout=1.0):
-        """Run until `stop` (a threading.Event) is set; hub outages are waited out."""
-        HubUnavailable, _ = _hub_errors()
+        """Run until `stop` (a threading.Event) is set. Nothing here ends the loop but `stop`:
+        a hub outage (or any other failure) is logged once and retried with backoff, and the
+        transactions guarantee a failed turn left nothing half done."""
+        HubUnavailable, ServiceError = _hub_errors()
         stop = stop or threading.Event()
-        backoff, down = 0.2, False
+        backoff, trouble = 0.2, None
         while not stop.is_set():
             try:
                 wait = poll_timeout
@@ -314,13 +334,18 @@ class OrderService:
                 if due is not None:
                     wait = max(0.0, min(wait, due - self.clock()))
                 self.step(wait)
-                if down:
-                    log.warning("hub is back")
-                backoff, down = 0.2, False
-            except HubUnavailable as exc:
-                self.client = None
-                if not down:
-                    log.warning("hub unavailable, retrying: %s", exc)
-                down = True
-                stop.wait(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                if trouble:
+                    log.warning("recovered from: %s", trouble)
+                backoff, trouble = 0.2, None
+                continue
+            except (HubUnavailable, ServiceError, OSError) as exc:
+                problem = f"hub: {exc}"
+                if trouble is None:
+                    log.warning("%s; retrying", problem)
+            except Exception as exc:  # a bug or storage failure: keep serving, loudly
+                problem = f"{type(exc).__name__}: {exc}"
+                log.exception("order service turn failed; retrying")
+            self.client = None
+            trouble = problem
+            stop.wait(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)

@@ -107,12 +107,13 @@ def test_cancel_that_overtakes_its_order_wins(make_service):
     svc.handle_events([cancel_event(1, "r1"), order_event(2, "r1")], 3)
     assert statuses(svc.store) == ["cancelled", "cancelled"]
     [order] = svc.store.orders()
-    assert order.order_id == "" and order.status == "cancelled"
+    assert order.order_id == "ORD-000001" and order.status == "cancelled"  # never "" (WIRE.md)
+    assert order.document == {} and order.amount_cents is None
 
 
 @pytest.mark.parametrize("sku,qty,profile,reason", [
     ("NOPE-1", 1, True, "unknown sku NOPE-1"),
-    ("COFFEE-1KG", 1, False, "no customer profile for device dev1"),
+    ("COFFEE-1KG", 1, False, "no customer profile for this device"),
     ("COFFEE-1KG", 9, True, "quantity 9 exceeds the maximum of 5 for COFFEE-1KG"),
 ])
 def test_unplaceable_requests_fail_with_reason_and_stay_failed(make_service, sku, qty, profile,
@@ -228,7 +229,7 @@ def test_operator_advance_and_cancel(make_service):
     with pytest.raises(lifecycle.IllegalTransition):
         svc.advance("r3", to="accepted")
     assert [b["status"] for _, b in outbox(svc.store) if b["orderRequestId"] == "r2"] == [
-        "accepted", "payment_authorized", "shipped", "delivered", "delivered"]
+        "accepted", "payment_authorized", "shipped", "delivered"]  # a refusal is not sent
     assert svc.resolve("r3").status == "accepted"  # the refused moves changed nothing
 
 
