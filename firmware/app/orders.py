@@ -52,6 +52,8 @@ _MIN_EPOCH = 1704067200  # 2024-01-01: an earlier clock is not set (not const: >
 # rank is higher than the order's current rank and the order is not finished (rank _DONE).
 # Equal status = duplicate, anything else = stale; both are ignored and counted.
 _DONE = const(9)
+_WHY = {"late": "cancel window passed", "toolate": "already shipped",
+        "nocancel": "order is finished"}
 RANK = {"queued": 0, "accepted": 1, "payment_authorized": 2, "shipped": 3,
         "delivered": _DONE, "cancelled": _DONE, "failed": _DONE}
 
@@ -68,6 +70,7 @@ def new(version):
         "on": 0, "ever": 0, "auth": 0,    # online; ever connected; credentials refused
         "recon": 0,                       # reconnects since boot
         "msg": None, "until": 0,          # a gesture's answer screen and when it ends
+        "clk": False,                     # the clock was set at the last event
         "shown": None,                    # last screen sent to the display
         "rep": None,                      # reported state as the cloud has it (None: offline)
         "dirty": 0,                       # persisted state changed: save before anything else
@@ -255,7 +258,7 @@ def method(s, now, rid, name, payload):
         else:
             why = _cancel(s, now, (oid, o))
             if why and why[0] != "cancelagain":
-                code, res = 409, {"error": "cannot cancel: " + why[0]}
+                code, res = 409, {"error": _WHY[why[0]]}
             else:
                 code, res = 200, {"orderRequestId": oid, "cancel": "requested"}
                 acts = _send(s, now, False)
@@ -268,8 +271,12 @@ def method(s, now, rid, name, payload):
 
 
 def tick(s, now):
-    # Call about once a second: ends answer screens, re-sends what waited resendSeconds.
-    return _out(s, now, _send(s, now, False, s["cfg"]["resendSeconds"]) if s["on"] else [])
+    # Call about once a second: ends answer screens, notices the clock got set, re-sends what
+    # waited resendSeconds. Allocates next to nothing when none of that is due.
+    acts = _send(s, now, False, s["cfg"]["resendSeconds"]) if s["on"] else []
+    if acts or s["clk"] != (now >= _MIN_EPOCH) or (s["msg"] and _over(s, now)):
+        return _out(s, now, acts)
+    return acts
 
 
 # --- views -------------------------------------------------------------------------------
@@ -323,8 +330,9 @@ def _out(s, now, acts):
     # Every event ends here: save first if needed, then the screen, then the report, then
     # what the event produced.
     head = []
-    if s["msg"] and not 0 < s["until"] - now <= 3600:   # over (or the clock jumped)
+    if s["msg"] and _over(s, now):
         s["msg"] = None
+    s["clk"] = now >= _MIN_EPOCH
     if s["dirty"]:
         s["dirty"] = 0
         head.append(("save", _blob(s)))
@@ -339,6 +347,10 @@ def _out(s, now, acts):
             s["rep"] = r
             head.append(("report", p))
     return head + acts
+
+
+def _over(s, now):
+    return not 0 < s["until"] - now <= 3600   # over (or the clock jumped)
 
 
 def _say(s, now, scr, seconds=_MSG_S):

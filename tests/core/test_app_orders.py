@@ -565,7 +565,10 @@ def test_cancel_method():
     s = device()
     ev(orders.press, s, T, R1)
     acts = ev(orders.method, s, T + 61, "4", "cancel", b'{"orderRequestId": "%s"}' % R1.encode())
-    assert respond(acts)[1:] == (409, {"error": "cannot cancel: late"})
+    assert respond(acts)[1:] == (409, {"error": "cancel window passed"})
+    c2d(s, T + 62, R1, "delivered")
+    acts = ev(orders.method, s, T + 63, "5", "cancel", b'{"orderRequestId": "%s"}' % R1.encode())
+    assert respond(acts)[1:] == (409, {"error": "order is finished"})
 
 
 def test_reboot_method_answers_first():
