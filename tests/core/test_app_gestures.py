@@ -118,3 +118,47 @@ def test_phase_table_only_moves_on_listed_pairs():
     gestures.feed(g, 1, 0)
     before = g["phase"]
     assert gestures.feed(g, 0, 100) == () and g["phase"] == before == gestures.IDLE
+
+
+def test_random_gestures_with_bounce_are_all_recognised():
+    # A deterministic pseudo-random script of clean gestures, each edge with contact bounce.
+    seed = [7]
+
+    def rnd(lo, hi):
+        seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return lo + (seed[0] >> 8) % (hi - lo + 1)
+
+    edges = []
+    want = []
+    t = 100
+
+    def edge(at, level):
+        for k in range(rnd(0, 3)):             # bounce: a few flips within 9 ms
+            edges.append((at + 2 * k, level))
+            edges.append((at + 2 * k + 1, 1 - level))
+        edges.append((at + 9, level))
+
+    for _ in range(60):
+        kind = ("press", "long", "double")[rnd(0, 2)]
+        want.append(kind)
+        if kind == "press":
+            edge(t, 1)
+            t += rnd(60, 1000)
+            edge(t, 0)
+            t += rnd(500, 900)
+        elif kind == "long":
+            edge(t, 1)
+            t += rnd(1600, 3000)
+            edge(t, 0)
+            t += rnd(100, 900)
+        else:
+            edge(t, 1)
+            t += rnd(60, 300)
+            edge(t, 0)
+            t += rnd(60, 340)
+            edge(t, 1)
+            t += rnd(60, 2000)
+            edge(t, 0)
+            t += rnd(100, 900)
+    got = names(run(edges, t + 1000, step=5))
+    assert got == want, (got, want)
