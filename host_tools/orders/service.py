@@ -26,6 +26,7 @@ from host_tools.orders import commerce, lifecycle, messages
 log = logging.getLogger("host_tools.orders")
 
 _DUE_BATCH = 100
+_OUTBOX_BATCH = 100
 _MAX_BACKOFF = 5.0
 
 
@@ -49,6 +50,16 @@ def profile_from_row(row):
         return None
     return commerce.Profile(row["device_id"], row["name"], row["address"],
                             row["shipping_method"], row["payment_token"])
+
+
+def _give_up(status, attempts, max_attempts):
+    """404: the device is gone. 403 (its C2D queue is full), 429 and 5xx pass: retry them for
+    as long as it takes. Any other refusal will not change: give up after max_attempts."""
+    if status == 404:
+        return True
+    if status in (403, 429) or status >= 500:
+        return False
+    return attempts >= max_attempts
 
 
 class OrderService:
@@ -282,36 +293,47 @@ class OrderService:
     def flush(self):
         """Send the outbox in order; a message leaves the outbox once the hub has it."""
         HubUnavailable, ServiceError = _hub_errors()
-        sent, blocked = 0, set()
-        for message in self.store.pending():
-            device_id = message["device_id"]
-            if device_id in blocked:  # keep each device's statuses in order
-                continue
-            try:
-                self._hub().send_c2d(
-                    device_id, message["body"], properties=dict(messages.C2D_PROPERTIES),
-                    message_id=message["message_id"], correlation_id=message["correlation_id"],
-                    content_type=messages.CONTENT_TYPE,
-                    content_encoding=messages.CONTENT_ENCODING)
-            except HubUnavailable:
-                self.client = None
-                raise
-            except ServiceError as exc:
-                with self.store.transaction():
-                    if exc.status == 404 or message["attempts"] + 1 >= self.max_attempts:
-                        log.error("dropped status for %s (%s): %s", device_id,
-                                  message["body"], exc)
-                        self.store.delivered(message["id"])
-                    else:
-                        log.warning("hub refused status for %s, will retry: %s", device_id, exc)
-                        self.store.attempt_failed(message["id"], str(exc))
-                        blocked.add(device_id)
-                continue
-            with self.store.transaction():
-                self.store.delivered(message["id"])
-            sent += 1
+        sent, blocked, after = 0, set(), 0
+        while True:
+            batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
+            if not batch:
+                break
+            for message in batch:
+                after = message["id"]
+                if message["device_id"] in blocked:  # keep each device's statuses in order
+                    continue
+                sent += self._send(message, blocked, HubUnavailable, ServiceError)
         self.stats["sent"] += sent
         return sent
+
+    def _send(self, message, blocked, HubUnavailable, ServiceError):
+        """Send one outbox message; 1 when the hub took it (and it left the outbox)."""
+        device_id = message["device_id"]
+        try:
+            self._hub().send_c2d(
+                device_id, message["body"], properties=dict(messages.C2D_PROPERTIES),
+                message_id=message["message_id"], correlation_id=message["correlation_id"],
+                content_type=messages.CONTENT_TYPE,
+                content_encoding=messages.CONTENT_ENCODING)
+        except HubUnavailable:
+            self.client = None
+            raise
+        except ServiceError as exc:
+            with self.store.transaction():
+                if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
+                    log.error("dropped status for %s (%s): %s", device_id,
+                              message["body"], exc)
+                    self.store.delivered(message["id"])
+                else:
+                    if message["attempts"] == 0:
+                        log.warning("hub refused status for %s, will retry: %s",
+                                    device_id, exc)
+                    self.store.attempt_failed(message["id"], str(exc))
+                    blocked.add(device_id)
+            return 0
+        with self.store.transaction():
+            self.store.delivered(message["id"])
+        return 1
 
     def step(self, timeout=0.0):
         """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""

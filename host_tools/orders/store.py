@@ -255,9 +255,16 @@ class Store:
                         "created_at) VALUES (?, ?, ?, ?, ?)",
                         (device_id, message_id, correlation_id, body, now))
 
-    def pending(self, limit=100):
+    def pending(self, limit=100, after=0, exclude=()):
+        """Outbox messages in the order they were written, after id `after`, skipping the
+        devices in `exclude`."""
+        exclude = tuple(exclude)
+        marks = ",".join("?" * len(exclude))
+        sql = "SELECT * FROM outbox WHERE id > ?"
+        if exclude:
+            sql += f" AND device_id NOT IN ({marks})"
         return [dict(r) for r in self.db.execute(
-            "SELECT * FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()]
+            sql + " ORDER BY id LIMIT ?", (after,) + exclude + (limit,)).fetchall()]
 
     def pending_count(self):
         return self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]

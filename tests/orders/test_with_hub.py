@@ -32,8 +32,9 @@ DEADLINE = 20
 class Device:
     """A device on the hub: publishes requests (QoS 1), records every C2D it receives."""
 
-    def __init__(self, hub, device_id):
+    def __init__(self, hub, device_id, subscribe=True):
         self.id = device_id
+        self._subscribe = subscribe
         self.hub = hub
         self.key = hub.add_device(device_id)
         self.received = []  # (topic properties, body dict), in arrival order
@@ -44,15 +45,25 @@ class Device:
         self.client.username_pw_set(hub.username(device_id), hub.device_token(device_id, self.key))
         self.client.tls_set(ca_certs=hub.ca_pem)
         self.client.on_connect = self._on_connect
+        self._connected = threading.Event()
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect(hub.host, hub.mqtt_port, keepalive=60)
         self.client.loop_start()
-        assert self._subscribed.wait(DEADLINE), "device did not connect and subscribe"
+        assert self._connected.wait(DEADLINE), "device did not connect"
+        if subscribe:
+            assert self._subscribed.wait(DEADLINE), "device did not subscribe"
 
     def _on_connect(self, client, userdata, flags, rc):
         assert rc == 0, f"CONNACK {rc}"
-        client.subscribe(topics.c2d_filter(self.id), qos=1)
+        self._connected.set()
+        if self._subscribe:
+            client.subscribe(topics.c2d_filter(self.id), qos=1)
+
+    def subscribe(self):
+        self._subscribe = True
+        self.client.subscribe(topics.c2d_filter(self.id), qos=1)
+        assert self._subscribed.wait(DEADLINE), "device did not subscribe"
 
     def _on_message(self, client, userdata, msg):
         props = topics.parse_c2d(msg.topic, self.id)
@@ -108,8 +119,8 @@ class Device:
 def device(hub):
     made = []
 
-    def make(device_id="button-1"):
-        d = Device(hub, device_id)
+    def make(device_id="button-1", subscribe=True):
+        d = Device(hub, device_id, subscribe)
         made.append(d)
         return d
 
@@ -140,6 +151,14 @@ def service(hub, tmp_path):
 def pump(svc):
     """One short turn of the service loop (the test thread is the service thread)."""
     return lambda: svc.step(0.05)
+
+
+def drive(svc, predicate, what, turn=None):
+    """Turn the service (or call `turn`) until predicate() holds, with a deadline."""
+    def done():
+        (turn or pump(svc))()
+        return predicate()
+    wait_for(done, DEADLINE, what=what)
 
 
 def test_statuses_arrive_in_order_with_wire_properties(service, device):
@@ -176,8 +195,7 @@ def test_resent_requests_place_one_order_and_echo_its_status(service, device, hu
     assert len(svc.store.orders()) == 1
     assert len({b["orderId"] for _, b in dev.messages()}) == 1
     svc.clock_.advance(2)
-    wait_for(lambda: pump(svc)() or svc.store.pending_count() == 0 and
-             dev.statuses()[-1:] == ["payment_authorized"], DEADLINE)
+    drive(svc, lambda: dev.statuses()[-1:] == ["payment_authorized"], "payment_authorized")
     dev.order("feedfacecafebeef")  # a re-send after progress gets the current status back
     dev.wait_statuses("feedfacecafebeef", ["accepted"] * 3 + ["payment_authorized"] * 2, pump(svc))
     assert len(svc.store.orders()) == 1
@@ -271,6 +289,36 @@ def test_status_survives_a_hub_outage_in_the_outbox(service, device, hub):
     assert svc.store.pending_count() == 1
     hub.restart()
     dev.wait_statuses("5555555555555555", ["accepted", "payment_authorized"], pump(svc))
+    assert svc.store.pending_count() == 0
+
+
+def test_status_for_a_deleted_device_is_dropped_and_others_go_on(service, device, hub):
+    svc = service()
+    set_profile(svc.store, "button-1")
+    set_profile(svc.store, "button-2")
+    gone, stays = device("button-1"), device("button-2")
+    gone.order("9999999999999991")
+    stays.order("9999999999999992")
+    drive(svc, lambda: len(svc.store.orders()) == 2, "both orders", lambda: svc.poll(0.05))
+    gone.close()
+    hub.service.delete_device("button-1")
+    stays.wait_statuses("9999999999999992", ["accepted"], pump(svc))
+    assert svc.store.pending_count() == 0  # the hub said 404: nothing left to retry
+
+
+def test_a_full_c2d_queue_is_waited_out_in_order(service, device, hub):
+    svc = service("manual")
+    set_profile(svc.store, "button-1")
+    dev = device("button-1", subscribe=False)  # C2D piles up in the hub (50 at most)
+    for i in range(51):
+        dev.order(f"{i:016x}")
+    drive(svc, lambda: len(svc.store.orders()) == 51, "51 orders")
+    drive(svc, lambda: [m["attempts"] > 0 for m in svc.store.pending()] == [True],
+          "the 51st status refused and kept")
+    assert svc.store.pending_count() == 1  # the 51st: refused (403), kept, retried
+    dev.subscribe()
+    drive(svc, lambda: len(dev.statuses()) == 51, "51 statuses at the device")
+    assert [b["orderRequestId"] for _, b in dev.messages()] == [f"{i:016x}" for i in range(51)]
     assert svc.store.pending_count() == 0
 
 
