@@ -200,11 +200,11 @@ def twin(s, now, doc):
     # Desired settings: a patch (topic .../desired/?$version=n) or a full twin GET response
     # ({"desired": {...}, "reported": {...}}). doc may be bytes/str JSON or already a dict.
     if type(doc) is not dict:
-        doc, err = schemas.load(doc, _MAX_BLOB)
-        if err:
+        doc = schemas.load(doc, _MAX_BLOB)[0]
+        if type(doc) is not dict:
             _count(s, "twin")
             return _out(s, now, [])
-    full = type(doc) is dict and type(doc.get("desired")) is dict
+    full = type(doc.get("desired")) is dict
     if full:
         rep = doc.get("reported")
         if type(rep) is dict and s["on"]:    # what the cloud has: report only the difference
