@@ -169,7 +169,7 @@ class Device:
             self.hal.event(puback=ev[1])
             self._do(orders.published(s, now, ev[1]))
         elif kind == "c2d":
-            self.hal.event(c2d=ev[1].get("$.mid"))
+            self.hal.event(c2d=ev[1])
             self._do(orders.c2d(s, now, ev[1], ev[2]))
         elif kind == "twin":
             if ev[1] == 200:

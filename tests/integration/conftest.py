@@ -1,0 +1,108 @@
+"""Fixtures for the firmware-on-MicroPython tests: a real hub, the real order service CLI, and
+device processes (tests/integration/device_harness.py)."""
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.hub.conftest import hub, running_hub, wait_for  # noqa: F401  (the `hub` fixture)
+from tests.integration.device_harness import REPO, DeviceProcess
+
+DEADLINE = 20
+SKU = "COFFEE-1KG"
+
+
+def orders_cli(data, *args):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-m", "host_tools", "orders", *args, "--data", data],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+class OrderService:
+    """`python -m host_tools orders serve` as a process, with a customer profile per device."""
+
+    def __init__(self, hub, data, timeline):
+        self.hub, self.data, self.timeline = hub, data, timeline
+        self.proc = None
+
+    def profile(self, device_id):
+        orders_cli(self.data, "profile", "set", device_id, "--name", "Ada", "--address",
+                   "1 Main St", "--shipping-method", "standard", "--payment-token", "tok_visa_4242")
+
+    def start(self):
+        env = dict(os.environ, PYTHONPATH=REPO)
+        self.log = open(self.data + ".stderr", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "host_tools", "orders", "serve", "--hub-data", self.hub.data_dir,
+             "--data", self.data, "--poll-timeout", "0.2", "--timeline", self.timeline],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log)
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline, buf = time.monotonic() + DEADLINE, b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            assert left > 0 and sel.select(left), "orders serve printed no ready line"
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            assert chunk, "orders serve exited before it was ready"
+            buf += chunk
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.proc.stdout.close()
+            self.log.close()
+
+    def orders(self, device_id=None):
+        args = ["list", "--json"] + (["--device", device_id] if device_id else [])
+        return [json.loads(line) for line in orders_cli(self.data, *args).splitlines() if line.strip()]
+
+
+@pytest.fixture
+def order_service(hub, tmp_path):
+    """order_service(timeline) -> a running OrderService (stopped at the end)."""
+    made = []
+
+    def make(timeline="payment_authorized=1,shipped=2,delivered=3"):
+        svc = OrderService(hub, str(tmp_path / "orders"), timeline)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.stop()
+
+
+@pytest.fixture
+def device(hub, tmp_path):
+    """device(device_id, key=None, sku=SKU, **config) -> a provisioned, not yet started
+    DeviceProcess; the hub registers the device and its twin gets the sku."""
+    made = []
+
+    def make(device_id="button-1", key=None, sku=SKU, env=None, heapsize=None, **config):
+        real_key = hub.add_device(device_id)
+        if sku:
+            hub.service.update_desired(device_id, {"sku": sku})
+        dev = DeviceProcess(tmp_path / device_id, heapsize=heapsize, env=env)
+        dev.provision(hub, device_id, key or real_key, **config)
+        dev.key = real_key
+        made.append(dev)
+        return dev
+
+    yield make
+    for dev in made:
+        dev.stop()
+        dev.close()
