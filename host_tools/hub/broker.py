@@ -133,10 +133,13 @@ class HubBroker(Broker):
                 t.cancel()
         finally:
             await self.hub.detach(conn)
+            # drop the connection at once, as IoT Hub does; waiting for a TLS close handshake
+            # would let a peer that never answers it hold the handler for the SSL shutdown timeout
+            abort(writer)
             try:
                 await asyncio.wait_for(handler.stop(), 5)
             except (asyncio.TimeoutError, Exception):
-                abort(writer)
+                pass
             with suppress(Exception):
                 session.transitions.disconnect()
             if self._sessions.get(session.client_id, (None, None))[1] is handler:

@@ -38,6 +38,8 @@ def add_commands(sub):
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
+    p.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds a new connection may take to send CONNECT (default %(default)s)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
 
@@ -159,7 +161,8 @@ def cmd_hub(args):
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     try:
-        asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port))
+        asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
+                        connect_timeout=args.connect_timeout))
     except OSError as exc:
         raise CliError("cannot start the hub: %s (is another hub running? try --mqtt-port 0 --api-port 0)"
                        % exc) from None

@@ -415,9 +415,10 @@ class Hub:
             raise HubError(401, "unauthorized: token is not for %s on this hub" % POLICY)
 
 
-async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout):
+async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
+              connect_timeout=10.0):
     """Run the hub in the foreground until SIGINT/SIGTERM."""
-    hub = Hub(data_dir, host)
+    hub = Hub(data_dir, host, connect_timeout=connect_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

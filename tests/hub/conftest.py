@@ -23,8 +23,9 @@ START_TIMEOUT = 30
 
 
 class HubHandle:
-    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1"):
+    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10):
         self.data_dir = str(data_dir)
+        self.connect_timeout = connect_timeout
         self.host = host
         self._want = (mqtt_port, api_port)
         self.proc = None
@@ -39,7 +40,8 @@ class HubHandle:
         os.makedirs(self.data_dir, exist_ok=True)
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
         cmd = [sys.executable, "-m", "host_tools", "hub", "--data", self.data_dir, "--host", self.host,
-               "--mqtt-port", str(self._want[0]), "--api-port", str(self._want[1]), "--verbose"]
+               "--mqtt-port", str(self._want[0]), "--api-port", str(self._want[1]), "--verbose",
+               "--connect-timeout", str(self.connect_timeout)]
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr)
         line = _readline_with_deadline(self.proc, START_TIMEOUT)
@@ -117,8 +119,8 @@ def _readline_with_deadline(proc, timeout):
 
 
 @contextmanager
-def running_hub(data_dir, mqtt_port=0, api_port=0):
-    handle = HubHandle(data_dir, mqtt_port, api_port).start()
+def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10):
+    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout).start()
     try:
         yield handle
     finally:

@@ -29,12 +29,14 @@ class Peer:
 
     def connect(self, timeout=10):
         """Returns the CONNACK return code (0 accepted, 5 not authorized)."""
-        self.client.connect(self.hub.host, self.hub.mqtt_port, keepalive=self.keepalive)
+        self.client.connect_async(self.hub.host, self.hub.mqtt_port, keepalive=self.keepalive)
         self.client.loop_start()
         wait_for(lambda: self.connack or self.disconnected.is_set(), timeout, what="CONNACK")
         rc = self.connack[0] if self.connack else -1
         if rc != 0:
-            self.client.loop_stop()
+            # paho's thread sleeps up to 1 s before it notices; stop it without waiting
+            self.client.disconnect()
+            threading.Thread(target=self.client.loop_stop, daemon=True).start()
         return rc
 
     def subscribe(self, *filters, qos=1):
