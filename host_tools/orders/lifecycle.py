@@ -87,7 +87,3 @@ def cancel_outcome(status):
         return CANCEL_REFUSE
     return CANCEL_REPEAT
 
-
-def rank(status):
-    """Position on the happy path (terminal failures rank after everything)."""
-    return PROGRESS.index(status) if status in PROGRESS else len(PROGRESS)

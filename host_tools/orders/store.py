@@ -78,12 +78,6 @@ class Order:
             setattr(self, name, row[name])
         self.document = json.loads(row["document"])
 
-    def summary(self):
-        return {"orderId": self.order_id, "orderRequestId": self.request_id,
-                "deviceId": self.device_id, "status": self.status, "reason": self.reason,
-                "placedAt": self.placed_at, "updatedAt": self.updated_at,
-                "nextStatus": self.next_status, "nextDue": self.next_due}
-
 
 class Store:
     def __init__(self, data_dir, create=True):
