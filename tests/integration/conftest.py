@@ -98,7 +98,7 @@ def device(hub, tmp_path):
             hub.service.update_desired(device_id, {"sku": sku})
         dev = DeviceProcess(tmp_path / device_id, heapsize=heapsize, env=env)
         dev.provision(hub, device_id, key or real_key, **config)
-        dev.key = real_key
+        dev.device_key = real_key
         made.append(dev)
         return dev
 
