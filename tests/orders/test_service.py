@@ -246,3 +246,33 @@ def test_database_is_private_and_survives_reopen(tmp_path, clock):
     again.close()
     with pytest.raises(FileNotFoundError):
         Store(str(tmp_path / "missing"), create=False)
+
+
+def test_every_status_we_send_is_one_the_firmware_accepts(make_service, clock):
+    """The device's own validator (firmware/app/schemas.py) applied to each queued C2D with
+    the properties the service sends with it."""
+    from firmware.app import schemas
+    from host_tools.orders import messages
+    svc = make_service()
+    set_profile(svc.store)
+    ids = [f"{i:016x}" for i in range(1, 8)]
+    svc.handle_events([order_event(1, ids[0]), order_event(2, ids[1]),
+                       order_event(3, ids[2], sku="NOPE"), order_event(4, ids[3], quantity=0),
+                       cancel_event(5, ids[4]), order_event(6, ids[4]),
+                       order_event(7, ids[5], device="dev-without-profile")], 8)
+    svc.handle_events([cancel_event(8, ids[0])], 9)
+    clock.advance(10)
+    svc.run_due()
+    svc.handle_events([cancel_event(9, ids[1]), order_event(10, ids[1])], 11)
+    sent = svc.store.pending(1000)
+    assert len(sent) == 13
+    seen = set()
+    for message in sent:
+        props = dict(messages.C2D_PROPERTIES, **{"$.mid": message["message_id"],
+                                                 "$.cid": message["correlation_id"],
+                                                 "$.ct": messages.CONTENT_TYPE,
+                                                 "$.ce": messages.CONTENT_ENCODING})
+        parsed = schemas.parse_status(props, message["body"].encode())
+        assert isinstance(parsed, dict), (parsed, message["body"])
+        seen.add(parsed["status"])
+    assert seen == {"accepted", "payment_authorized", "shipped", "delivered", "cancelled", "failed"}

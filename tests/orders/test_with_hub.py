@@ -17,6 +17,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from firmware.app import schemas
 from firmware.iothub import topics
 from host_tools.hub.service_client import HubUnavailable, ServiceClient
 from host_tools.orders import catalogue, timeline
@@ -38,6 +39,7 @@ class Device:
         self.hub = hub
         self.key = hub.add_device(device_id)
         self.received = []  # (topic properties, body dict), in arrival order
+        self.raw = []  # (topic properties, body bytes)
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(client_id=device_id, clean_session=False,
@@ -71,6 +73,7 @@ class Device:
             return
         with self._lock:
             self.received.append((props, json.loads(msg.payload)))
+            self.raw.append((props, bytes(msg.payload)))
 
     def close(self):
         self.client.loop_stop()
@@ -179,6 +182,8 @@ def test_statuses_arrive_in_order_with_wire_properties(service, device):
     # firmware/app/schemas.parse_status drops a C2D whose messageType is not exactly this
     assert props.get("messageType") == "orderStatus", (
         f"C2D app property names must keep their case through the hub: got {sorted(props)}")
+    for props, raw in dev.raw:  # what the device's own validator makes of each
+        assert isinstance(schemas.parse_status(props, raw), dict)
     assert len({p["$.mid"] for p, _ in dev.messages()}) == 4  # each C2D its own message id
     [order] = svc.store.orders()
     assert order.amount_cents == 2 * 1890 + 495 and order.status == "delivered"
