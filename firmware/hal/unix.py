@@ -90,18 +90,25 @@ class Hal:
     # --- button ------------------------------------------------------------------------------
 
     def wait(self, ms):
-        # Sleep up to `ms`, waking early for keyboard input; returns gestures seen, oldest first.
-        if self._stdin:
-            for obj, ev in self._poll.poll(ms):
-                line = sys.stdin.readline()
-                if not line:            # end of input: stop watching it
-                    self._poll.unregister(sys.stdin)
-                    self._stdin = False
-                    break
-                self._word(line)
-        else:
-            time.sleep_ms(ms)
-        self._read_control()
+        # Sleep up to `ms`, waking early for a gesture (keyboard or control file, checked
+        # every 100 ms); returns the gestures seen, oldest first.
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while True:
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0 or self._gestures:
+                break
+            slice_ms = min(left, 100)
+            if self._stdin:
+                for obj, ev in self._poll.poll(slice_ms):
+                    line = sys.stdin.readline()
+                    if not line:            # end of input: stop watching it
+                        self._poll.unregister(sys.stdin)
+                        self._stdin = False
+                        break
+                    self._word(line)
+            else:
+                time.sleep_ms(slice_ms)
+            self._read_control()
         g, self._gestures = self._gestures, []
         return g
 

@@ -171,6 +171,15 @@ class DeviceProcess:
                                          % (timeout, what, self.tail()))
                 self._cond.wait(min(left, 0.5))
 
+    def absent(self, pred, seconds, since=None):
+        """Watch for `seconds`; return the events (from `since`) for which pred is true."""
+        i = self._mark if since is None else since
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while time.monotonic() < deadline:
+                self._cond.wait(max(0.0, min(deadline - time.monotonic(), 0.5)))
+            return [e for e in self.events[i:] if pred(e)]
+
     def wait_screen(self, sid, timeout=DEADLINE, since=None):
         return self.wait(lambda e: e.get("screen") == sid, timeout, "screen " + sid, since)
 
