@@ -4,7 +4,8 @@ provision writes a device folder with exactly what firmware/runtime/storage.py r
     config.json   shareable: host, port, device_id, ca_file, sku, quantity, ...
     secrets.json  0600, never printed: device_key (and wifi_ssid / wifi_password for an ESP32)
     ca.der        the root the hub's server certificate chains to (DER: MicroPython's TLS wants DER)
-Against the local hub (the default) the device is registered in its registry if need be; against
+Against the local hub (the default) the device is registered in its registry if need be and
+--sku/--quantity go into its twin's desired properties (the device reads them there); against
 Azure IoT Hub (--host NAME.azure-devices.net) the key comes from standard input and the CA is
 DigiCert Global Root G2 from the system's certificate store.
 
@@ -36,8 +37,9 @@ def add_commands(sub):
     p.add_argument("--port", type=int, help="MQTT port (default: the running local hub's, else 8883)")
     p.add_argument("--hostname", help="TLS server name when it differs from --host")
     p.add_argument("--ca", help="CA certificate (PEM or DER) instead of the default one")
-    p.add_argument("--sku", help="product this button orders (the twin's desired sku overrides it)")
-    p.add_argument("--quantity", type=int, help="quantity per order (default 1)")
+    p.add_argument("--sku", help="product this button orders: set in the local hub's device twin "
+                                 "(for Azure, set the twin's desired sku there)")
+    p.add_argument("--quantity", type=int, help="quantity per order (default 1), like --sku")
     p.add_argument("--token-ttl", type=int, help="SAS token lifetime in seconds (default 3600)")
     p.add_argument("--wifi-ssid", help="WLAN name (ESP32); the password is read from standard input")
     p.set_defaults(func=cmd_provision)
@@ -119,6 +121,11 @@ def _local_identity(args):
     store = Store(os.path.join(args.hub_data, "hub.sqlite3"))
     try:
         dev = store.get_device(args.device) or store.add_device(args.device)
+        # What the button orders lives in the twin's desired properties, where the shop (the
+        # cloud) sets it; the device picks it up with the twin GET after it connects.
+        desired = {k: v for k, v in (("sku", args.sku), ("quantity", args.quantity)) if v is not None}
+        if desired:
+            store.patch_twin(args.device, "desired", desired)
     except StoreError as e:
         raise CliError(str(e)) from None
     finally:

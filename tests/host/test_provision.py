@@ -29,7 +29,9 @@ def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_l
     assert r.returncode == 0, r.stderr
     store = Store(str(hub / "hub.sqlite3"))
     key = store.get_device("button-1")["primary_key"]
+    desired = store.get_twin("button-1")["desired"]
     store.close()
+    assert desired == {"sku": "COFFEE-1KG", "quantity": 2}  # the twin is where the device reads them
     assert key not in r.stdout + r.stderr
     secrets = json.loads((dev / "secrets.json").read_text())
     assert secrets == {"device_key": key}
