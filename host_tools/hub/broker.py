@@ -22,6 +22,7 @@ from amqtt.broker import Broker
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.publish import PublishPacket
 
 log = logging.getLogger("host_tools.hub")
 
@@ -69,6 +70,18 @@ class HubProtocolHandler(BrokerProtocolHandler):
     async def handle_unsubscribe(self, unsubscribe):
         self.conn.on_unsubscribe(unsubscribe.payload.topics)
         await self.mqtt_acknowledge_unsubscription(unsubscribe.variable_header.packet_id)
+
+    async def publish_until_acked(self, topic, data):
+        """QoS 1 publish that waits for the PUBACK as long as the connection lives (amqtt's own
+        mqtt_publish gives up after 5 s and then ignores a late PUBACK). Cancelled on close."""
+        packet_id = self.session.next_packet_id
+        waiter = asyncio.get_running_loop().create_future()
+        self._puback_waiters[packet_id] = waiter
+        try:
+            await self._send_packet(PublishPacket.build(topic, bytes(data), packet_id, False, 1, False))
+            await waiter
+        finally:
+            self._puback_waiters.pop(packet_id, None)
 
     def handle_read_timeout(self):
         # nothing received for 1.5 x keep-alive: the hub drops the connection like IoT Hub does

@@ -180,12 +180,9 @@ class Connection:
                 if self.closing:
                     return
                 store.count_delivery(seq)
-                try:
-                    await self.handler.mqtt_publish(topics.c2d(self.device_id, props), body, 1, retain=False)
-                except (TimeoutError, asyncio.TimeoutError):
-                    # not acknowledged: stays queued and goes out again after a reconnect
-                    log.info("%s: C2D %s not acknowledged", self.device_id, seq)
-                    return
+                # waits for the PUBACK while connected; if the connection ends first, the
+                # message stays queued and goes out again after a reconnect
+                await self.handler.publish_until_acked(topics.c2d(self.device_id, props), body)
                 store.complete_c2d(seq)
                 last = seq
 
@@ -311,9 +308,7 @@ class Hub:
         if self.connections.get(conn.device_id) is conn:
             del self.connections[conn.device_id]
             log.info("%s: disconnected", conn.device_id)
-        for key, fut in list(self._methods.items()):
-            if key[0] == conn.device_id and not fut.done():
-                pass  # the caller times out as with IoT Hub
+        # a method call in flight to this device is left to time out (504), as with IoT Hub
 
     def kick(self, device_id, reason):
         conn = self.connections.get(device_id)
