@@ -319,6 +319,9 @@ class OrderService:
             self.client = None
             raise
         except ServiceError as exc:
+            if exc.status == 401:  # the hub has a new service key: reconnect, keep the message
+                self.client = None
+                raise
             with self.store.transaction():
                 if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
                     log.error("dropped status for %s (%s): %s", device_id,

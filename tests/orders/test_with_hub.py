@@ -327,6 +327,27 @@ def test_a_full_c2d_queue_is_waited_out_in_order(service, device, hub):
     assert svc.store.pending_count() == 0
 
 
+def test_serve_loop_rides_out_a_hub_restart(service, device, hub):
+    svc = service()
+    set_profile(svc.store, "button-1")
+    dev = device("button-1")
+    stop = threading.Event()
+    loop = threading.Thread(target=svc.serve, args=(stop, 0.1), daemon=True)
+    loop.start()
+    try:
+        dev.order("abcdefabcdefabcd")
+        dev.wait_statuses("abcdefabcdefabcd", ["accepted"])
+        hub.stop()
+        svc.clock_.advance(2)
+        hub.restart()  # same ports; the service re-reads hub.json either way
+        dev.wait_statuses("abcdefabcdefabcd", ["accepted", "payment_authorized"])
+    finally:
+        stop.set()
+        loop.join(DEADLINE)
+    assert not loop.is_alive(), "serve() did not return after stop was set"
+    assert svc.store.pending_count() == 0
+
+
 def test_a_reset_hub_is_read_from_the_start(service, device):
     svc = service()
     set_profile(svc.store, "button-1")
