@@ -139,7 +139,7 @@ def _iso(epoch):
 
 
 def _describe(order, history=None):
-    from host_tools.orders import commerce
+    from host_tools.orders import commerce, lifecycle
     out = {"orderId": order.order_id, "orderRequestId": order.request_id,
            "deviceId": order.device_id, "status": order.status}
     if order.reason:
@@ -148,7 +148,7 @@ def _describe(order, history=None):
     out["updatedAt"] = _iso(order.updated_at)
     if order.next_status:
         out["next"] = {"status": order.next_status, "at": _iso(order.next_due)}
-    if order.eta is not None and order.status not in ("delivered", "cancelled", "failed"):
+    if order.eta is not None and order.status not in lifecycle.TERMINAL:
         out["eta"] = _iso(order.eta)
     if order.document:
         out["order"] = commerce.redacted(order.document)
@@ -166,8 +166,7 @@ def _serve(args):
     import signal
     import threading
 
-    from host_tools.orders.service import OrderService, _hub_errors
-    from host_tools.orders.store import Store
+    from host_tools.orders.service import OrderService, hub_errors
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s orders %(levelname)s %(message)s")
     catalogue = _catalogue(args.catalogue)
@@ -175,7 +174,7 @@ def _serve(args):
     if args.poll_timeout < 0:
         raise CliError("--poll-timeout must be >= 0")
     try:
-        HubUnavailable, ServiceError = _hub_errors()
+        HubUnavailable, ServiceError = hub_errors()
         from host_tools.hub.service_client import ServiceClient
     except ImportError as exc:
         raise CliError(f"the hub service client is not available ({exc})") from None

@@ -40,7 +40,7 @@ class Ambiguous(LookupError):
         self.orders = orders
 
 
-def _hub_errors():
+def hub_errors():
     from host_tools.hub.service_client import HubUnavailable, ServiceError
     return HubUnavailable, ServiceError
 
@@ -292,7 +292,7 @@ class OrderService:
 
     def flush(self):
         """Send the outbox in order; a message leaves the outbox once the hub has it."""
-        HubUnavailable, ServiceError = _hub_errors()
+        HubUnavailable, ServiceError = hub_errors()
         sent, blocked, after = 0, set(), 0
         while True:
             batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
@@ -349,7 +349,7 @@ class OrderService:
         """Run until `stop` (a threading.Event) is set. Nothing here ends the loop but `stop`:
         a hub outage (or any other failure) is logged once and retried with backoff, and the
         transactions guarantee a failed turn left nothing half done."""
-        HubUnavailable, ServiceError = _hub_errors()
+        HubUnavailable, ServiceError = hub_errors()
         stop = stop or threading.Event()
         backoff, trouble = 0.2, None
         while not stop.is_set():

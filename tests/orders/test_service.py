@@ -7,7 +7,7 @@ import stat
 import pytest
 
 from host_tools.orders import lifecycle
-from host_tools.orders.service import Ambiguous, NotFound, OrderService
+from host_tools.orders.service import Ambiguous, NotFound
 from host_tools.orders.store import Store
 from tests.orders.conftest import cancel_event, order_event, outbox, set_profile, statuses
 
