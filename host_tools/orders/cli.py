@@ -168,7 +168,6 @@ def _serve(args):
 
     from host_tools.orders.service import OrderService, hub_errors
 
-    logging.basicConfig(level=args.log_level, format="%(asctime)s orders %(levelname)s %(message)s")
     catalogue = _catalogue(args.catalogue)
     tl = _timeline(args.timeline)
     if args.poll_timeout < 0:
@@ -188,6 +187,7 @@ def _serve(args):
                        "first") from None
     with store.transaction():
         store.set_timeline_config(tl.as_dict())
+    logging.basicConfig(level=args.log_level, format="%(asctime)s orders %(levelname)s %(message)s")
 
     service = OrderService(store, catalogue, tl,
                            connect=lambda: ServiceClient.from_data_dir(args.hub_data))
