@@ -17,13 +17,14 @@ _IDLE_TIMEOUT = 120
 
 
 class Request:
-    def __init__(self, method, target, headers, body):
+    def __init__(self, method, target, headers, body, raw_headers=()):
         self.method = method
         parts = urlsplit(target)
         self.path = unquote(parts.path)
         self.segments = [unquote(s) for s in parts.path.split("/") if s]
         self.query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        self.headers = headers  # lower-case names
+        self.headers = headers  # lower-case names, for lookups
+        self.raw_headers = list(raw_headers)  # (name, value) as sent: names whose case matters
         self.body = body
 
     def json(self):
@@ -64,7 +65,7 @@ async def _read_request(reader):
         method, target, version = line.decode("latin-1").split()
     except ValueError:
         raise HttpError(400, "bad request line") from None
-    headers = {}
+    headers, raw = {}, []
     for _ in range(_MAX_HEADERS + 1):
         h = await reader.readline()
         if h in (b"\r\n", b"\n", b""):
@@ -73,6 +74,7 @@ async def _read_request(reader):
         if not sep:
             raise HttpError(400, "bad header line")
         headers[name.strip().lower()] = value.strip()
+        raw.append((name.strip(), value.strip()))
     else:
         raise HttpError(431, "too many headers")
     if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -97,7 +99,7 @@ async def _read_request(reader):
             raise HttpError(413, "body too large")
         body = await reader.readexactly(length) if length else b""
     keep = version.upper() == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    return Request(method.upper(), target, headers, body), keep
+    return Request(method.upper(), target, headers, body, raw), keep
 
 
 def _encode(resp, keep):

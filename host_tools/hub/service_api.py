@@ -150,7 +150,8 @@ class ServiceApi:
     # ---- C2D and telemetry ----------------------------------------------------------------
     def _send_c2d(self, req, device_id):
         h = req.headers
-        props = {k[len("iothub-app-"):]: v for k, v in h.items() if k.startswith("iothub-app-")}
+        # application property names are case-sensitive in IoT Hub: take them as sent
+        props = {k[len("iothub-app-"):]: v for k, v in req.raw_headers if k.lower().startswith("iothub-app-")}
         ttl = h.get("iothub-ttl", req.query.get("ttl"))
         try:
             ttl = None if ttl in (None, "") else int(ttl)

@@ -68,7 +68,7 @@ def test_c2d_arrives_with_its_properties(hub_8883, device):
     received = []
     client.on_message_received = received.append
     client.connect()
-    hub_8883.service.send_c2d(device_id, b'{"status":"shipped"}', properties={"order": "o-7", "x y": "1&2"},
+    hub_8883.service.send_c2d(device_id, b'{"status":"shipped"}', properties={"order": "o-7", "x y": "1&2", "messageType": "orderStatus"},
                               message_id="c2d-1", correlation_id="corr-1",
                               content_type="application/json", content_encoding="utf-8")
     wait_for(lambda: received, what="C2D message")
@@ -78,7 +78,8 @@ def test_c2d_arrives_with_its_properties(hub_8883, device):
     assert m.correlation_id == "corr-1"
     assert m.content_type == "application/json"
     assert m.content_encoding == "utf-8"
-    assert m.custom_properties == {"order": "o-7", "x y": "1&2"}
+    # property names keep their case (HTTP header names do not, on their own)
+    assert m.custom_properties == {"order": "o-7", "x y": "1&2", "messageType": "orderStatus"}
     # PUBACKed: completed, not queued any more
     wait_for(lambda: hub_8883.service.get_device(device_id)["cloudToDeviceMessageCount"] == 0,
              what="C2D completed")
