@@ -137,6 +137,14 @@ class Hal:
         if self._wdt:
             self._wdt.feed()
 
+    def crash(self, e):
+        # An unexpected error: log it, give a developer 5 s to break in, then start over.
+        import sys
+        sys.print_exception(e)
+        self.show("crash", ("Restarting...", str(e)[:16]))
+        time.sleep(5)
+        self.reboot()
+
     def reboot(self):
         import machine
         machine.reset()

@@ -83,6 +83,10 @@ class Hal:
     def feed(self):
         pass
 
+    def crash(self, e):
+        # An unexpected error: on a PC, show it and stop (exit status 1).
+        raise e
+
     def reboot(self):
         # A soft restart: device.run() starts a fresh Device in this process.
         self.event(reboot=True)

@@ -38,8 +38,12 @@ def run():
     if hal.safe_mode():
         print("safe mode: button held at start, app not started")
         return
-    while Device(hal).run() == "reboot":
-        hal.reboot()
+    try:
+        while Device(hal).run() == "reboot":
+            hal.reboot()
+    except Exception as e:  # a bug; KeyboardInterrupt/SystemExit still end the program
+        hal.event(crash=repr(e))
+        hal.crash(e)
 
 
 class Device:

@@ -14,6 +14,7 @@
 # - SAS token made fresh at every connect and renewed by reconnecting at sas.renew_at();
 #   backoff with jitter; CONNACK 4/5 is a separate auth-error state with a long backoff.
 # - after every connect: one SUBSCRIBE with the four IoT Hub filters, then a twin GET.
+import gc
 import socket
 import ssl
 import struct
@@ -37,6 +38,7 @@ _INBOX_MAX = const(8)       # incoming messages waiting for the loop
 _INFLIGHT_MAX = const(8)    # QoS 1 publishes waiting for PUBACK
 _PACKETS_PER_STEP = const(8)
 _AUTH_MIN_S = const(30)     # never more than 2 connects a minute with refused credentials
+_MAX_IN = const(16384)      # a bigger incoming message is read past, counted and not kept
 
 
 class _Client(MQTTClient):
@@ -242,6 +244,15 @@ class _Client(MQTTClient):
             sz -= 2
         if sz < 0:
             raise OSError("bad PUBLISH")
+        if sz > _MAX_IN:
+            # too big to hold (a hostile or broken sender): skip it in small pieces and
+            # acknowledge it, or the hub would deliver it again after every reconnect
+            while sz:
+                sz -= len(self._read(min(sz, 256)))
+            self.dropped += 1
+            if qos == 1:
+                self.ack(pid)
+            return op
         msg = self._read(sz) if sz else b""
         if qos == 2 or len(self.inbox) >= _INBOX_MAX:
             self.dropped += 1     # not acknowledged: the hub delivers a QoS 1 message again
@@ -383,7 +394,8 @@ class Link:
             for e in self.inflight.values():
                 if e[3] and now - e[3] > self.keepalive:
                     raise OSError("no PUBACK")
-        except (OSError, MQTTException, IndexError) as e:
+        except (OSError, MQTTException, IndexError, MemoryError) as e:
+            # MemoryError mid-packet: the stream is out of step, start a fresh connection
             c.close()
             self._lost(now, _reason(e), handle, self._backoff())
         self.stats["dropped"] = c.dropped
@@ -457,8 +469,10 @@ class Link:
                 self.state = OFFLINE
                 self.next_try = now + max(self._backoff(), 15 if code == 3 else 0)
             return
-        except (OSError, IndexError) as e:
+        except (OSError, IndexError, MemoryError) as e:
+            # MemoryError: TLS needs a big block; retry after a collection (and a backoff)
             c.close()
+            gc.collect()
             self.stats["connect_failures"] += 1
             self.state = OFFLINE
             self.next_try = now + self._backoff()

@@ -31,14 +31,18 @@ def micropython():
 
 
 def micropypath():
-    return ".frozen:%s:%s" % (os.path.join(REPO, ".mplib"), REPO)
+    # $DEVICE_MPY: a folder of compiled .mpy (e.g. build/mpy from `make mpy`) to run instead
+    # of the sources, as a device would (compiling .py at import needs far more heap).
+    mpy = os.environ.get("DEVICE_MPY")
+    return ".frozen:%s%s:%s" % (mpy + ":" if mpy else "", os.path.join(REPO, ".mplib"), REPO)
 
 
 class DeviceProcess:
     def __init__(self, folder, heapsize=None, env=None):
         self.dir = str(folder)
         os.makedirs(self.dir, exist_ok=True)
-        self.heapsize = heapsize
+        # $DEVICE_HEAPSIZE (e.g. 96K) runs every device with an ESP32-like GC heap
+        self.heapsize = heapsize or os.environ.get("DEVICE_HEAPSIZE")
         self.env = dict(env or {})
         self.proc = None
         self.events = []          # every EVT dict, in order, across restarts
@@ -73,7 +77,9 @@ class DeviceProcess:
         cmd = [micropython()]
         if self.heapsize:
             cmd += ["-X", "heapsize=" + str(self.heapsize)]
-        cmd.append(os.path.join(REPO, "main.py"))
+        # the script's folder comes first on sys.path: run main.py from the .mpy folder if any
+        mpy = os.environ.get("DEVICE_MPY")
+        cmd.append(os.path.join(mpy if mpy else REPO, "main.py"))
         env = dict(os.environ, MICROPYPATH=micropypath(), ORDER_DEVICE_DIR=self.dir, **self.env)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
