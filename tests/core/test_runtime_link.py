@@ -1,0 +1,474 @@
+# firmware/runtime/link.py against a scripted in-memory broker (no network, no TLS): packet
+# bytes, one write per packet, bounded reads and queues, PUBACK tracking, renewal, backoff and
+# the auth-error state. Runs under pytest and under unix MicroPython (tests/mp_runner.py).
+import sys
+
+
+def _import_link():
+    # CPython has no usocket/ustruct/ubinascii and no .mplib on its path: alias and add them.
+    if sys.implementation.name != "micropython":
+        import binascii
+        import os
+        import socket
+        import struct
+        for alias, mod in (("usocket", socket), ("ustruct", struct), ("ubinascii", binascii)):
+            sys.modules.setdefault(alias, mod)
+        lib = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), ".mplib")
+        if lib not in sys.path:
+            sys.path.append(lib)
+    from firmware.runtime import link
+    return link
+
+
+link = _import_link()
+from firmware.iothub import sas, topics  # noqa: E402
+
+KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+
+def _remaining(data, i=1):
+    n = sh = 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << sh
+        if not b & 0x80:
+            return n, i
+        sh += 7
+
+
+class Broker:
+    # The server side of one or more connections: answers what it reads, records every write.
+    def __init__(self):
+        self.connack = 0
+        self.puback = True
+        self.writes = []        # every sock.write, as bytes
+        self.rx = b""           # bytes the device will read
+        self.connects = []      # CONNECT packets
+        self.params = None
+
+    def publish(self, topic, body, qos=0, pid=1):
+        t = topic.encode()
+        rem = 2 + len(t) + len(body) + (2 if qos else 0)
+        pkt = bytes([0x30 | qos << 1]) + _enc_len(rem) + bytes([len(t) >> 8, len(t) & 255]) + t
+        if qos:
+            pkt += bytes([pid >> 8, pid & 255])
+        self.rx += pkt + body
+
+    # the socket interface the link uses
+    def write(self, data):
+        data = bytes(data)
+        self.writes.append(data)
+        kind = data[0] >> 4
+        if kind == 1:
+            self.connects.append(data)
+            self.rx += bytes([0x20, 2, 0, self.connack])
+        elif kind == 8:
+            rem, i = _remaining(data)
+            pid = data[i:i + 2]
+            n, j = 0, i + 2
+            while j < len(data):
+                j += 2 + (data[j] << 8 | data[j + 1]) + 1
+                n += 1
+            self.rx += bytes([0x90, 2 + n]) + pid + bytes(n)
+        elif kind == 3 and (data[0] >> 1) & 3 and self.puback:
+            rem, i = _remaining(data)
+            tl = data[i] << 8 | data[i + 1]
+            self.rx += b"\x40\x02" + data[i + 2 + tl:i + 4 + tl]
+        elif kind == 12:
+            self.rx += b"\xd0\x00"
+        return len(data)
+
+    def read(self, n):
+        if not self.rx:
+            if self.blocking:
+                raise OSError(110)   # what a timed-out TLS read raises
+            return None
+        out, self.rx = self.rx[:n], self.rx[n:]
+        return out
+
+    def setblocking(self, flag):
+        self.blocking = flag
+
+    def close(self):
+        pass
+
+    def packets(self, kind):
+        return [w for w in self.writes if w[0] >> 4 == kind]
+
+
+def _enc_len(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+class _Raw:
+    def settimeout(self, t):
+        pass
+
+    def connect(self, addr):
+        pass
+
+    def close(self):
+        pass
+
+
+class _SocketModule:
+    @staticmethod
+    def socket():
+        return _Raw()
+
+    @staticmethod
+    def getaddrinfo(host, port):
+        return [(2, 1, 0, "", (host, port))]
+
+
+class _SslModule:
+    CERT_REQUIRED = 2
+
+    def __init__(self, broker):
+        self.broker = broker
+
+    def wrap_socket(self, raw, **params):
+        self.broker.params = params
+        self.broker.blocking = True
+        return self.broker
+
+
+def _link(broker, **kw):
+    link.socket = _SocketModule
+    link.ssl = _SslModule(broker)
+    args = dict(token_ttl=20, keepalive=60, retry_cap=8)
+    args.update(kw)
+    rands = [0.5]
+    return link.Link("hub.example", 8883, "dev1", KEY, b"der", lambda: rands[0], **args)
+
+
+def _run(lk, now, events=None):
+    out = [] if events is None else events
+    lk.step(now, out.append)
+    return out
+
+
+# --- packets ---------------------------------------------------------------------------------
+
+def test_connect_sends_one_packet_with_clean_session_0_keepalive_and_a_fresh_token():
+    b = Broker()
+    lk = _link(b)
+    ev = _run(lk, 1000)
+    assert ev[0] == ("connected", 0)
+    assert lk.state == link.ONLINE
+    assert b.params["cert_reqs"] == 2 and b.params["server_hostname"] == "hub.example"
+    assert b.params["cadata"] == b"der"
+    pkt = b.connects[0]
+    rem, i = _remaining(pkt)
+    assert len(pkt) == i + rem
+    assert pkt[i:i + 7] == b"\x00\x04MQTT\x04"
+    assert pkt[i + 7] == 0xC0             # user + password, CleanSession=0
+    assert pkt[i + 8] << 8 | pkt[i + 9] == 60
+    assert topics.username("hub.example", "dev1").encode() in pkt
+    tok = pkt[pkt.find(b"SharedAccessSignature"):].decode()
+    assert sas.check(tok, KEY, 1000, "hub.example/devices/dev1")["se"] == 1020
+
+
+def test_one_subscribe_with_the_four_filters_then_a_twin_get():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    subs = b.packets(8)
+    assert len(subs) == 1
+    for f in (topics.c2d_filter("dev1"), topics.TWIN_RES_FILTER, topics.TWIN_DESIRED_FILTER,
+              topics.METHODS_FILTER):
+        assert f.encode() in subs[0]
+    assert b"devices/dev1/messages/devicebound/#\x01" in subs[0]   # C2D at QoS 1
+    pubs = b.packets(3)
+    assert len(pubs) == 1 and b"$iothub/twin/GET/?$rid=" in pubs[0]
+
+
+def test_qos1_publish_is_one_write_with_exact_bytes_and_does_not_wait_for_puback():
+    b = Broker()
+    b.puback = False
+    lk = _link(b)
+    _run(lk, 1000)
+    n = len(b.writes)
+    assert lk.publish("t/x", b"hello", qos=1, tag="a")
+    assert len(b.writes) == n + 1
+    pkt = b.writes[-1]
+    pid = pkt[7] << 8 | pkt[8]
+    assert pkt == bytes([0x32, 12, 0, 3]) + b"t/x" + bytes([pid >> 8, pid & 255]) + b"hello"
+    assert list(lk.inflight) == [pid]
+
+
+def test_big_publish_is_still_one_write_with_a_multibyte_length():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    body = b"x" * 3000
+    n = len(b.writes)
+    lk.publish("t/x", body, qos=1, tag="big")
+    assert len(b.writes) == n + 1
+    rem, i = _remaining(b.writes[-1])
+    assert rem == 2 + 3 + 2 + 3000 and i == 3 and len(b.writes[-1]) == i + rem
+
+
+def test_puback_becomes_an_event_with_the_tag():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    lk.publish("t/x", b"{}", qos=1, tag="order-1")
+    ev = _run(lk, 1001)
+    assert ("puback", "order-1") in ev
+    assert not lk.inflight
+
+
+def test_a_tag_already_in_flight_is_not_sent_twice():
+    b = Broker()
+    b.puback = False
+    lk = _link(b)
+    _run(lk, 1000)
+    lk.publish("t/x", b"{}", qos=1, tag="o")
+    n = len(b.writes)
+    assert lk.publish("t/x", b"{}", qos=1, tag="o")
+    assert len(b.writes) == n and len(lk.inflight) == 1
+
+
+# --- incoming ----------------------------------------------------------------------------------
+
+def test_c2d_is_handled_in_the_loop_then_acknowledged():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/%24.mid=m1&messageType=orderStatus", b"{}", 1, 7)
+    seen = []
+
+    def handle(e):
+        seen.append(e)
+        if e[0] == "c2d":
+            assert not b.packets(4), "acknowledged before it was handled"
+            lk.publish("t/reply", b"ok", qos=1, tag="r")   # publishing from the handler is fine
+
+    lk.step(1001, handle)
+    c2d = [e for e in seen if e[0] == "c2d"]
+    assert c2d == [("c2d", {"$.mid": "m1", "messageType": "orderStatus"}, b"{}")]
+    assert b.packets(4) == [b"\x40\x02\x00\x07"]
+
+
+def test_twin_desired_and_method_events():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("$iothub/twin/res/200/?$rid=1", b'{"desired":{}}')
+    b.publish("$iothub/twin/PATCH/properties/desired/?$version=5", b'{"sku":"A"}')
+    b.publish("$iothub/methods/POST/status/?$rid=9", b"null")
+    ev = _run(lk, 1001)
+    assert ("twin", 200, "1", b'{"desired":{}}') in ev
+    assert ("desired", 5, b'{"sku":"A"}') in ev
+    assert ("method", "status", "9", b"null") in ev
+
+
+def test_foreign_or_malformed_topics_are_counted_not_delivered():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("somewhere/else", b"x", 1, 3)
+    b.publish("$iothub/twin/res/abc/?$rid=1", b"x")
+    b.publish("$iothub/methods/POST/noquery", b"x")
+    ev = _run(lk, 1001)
+    assert [e for e in ev if e[0] not in ("puback",)] == []
+    assert lk.stats["bad_topics"] == 3
+    assert b.packets(4) == [b"\x40\x02\x00\x03"]   # acknowledged all the same
+    assert lk.state == link.ONLINE
+
+
+def test_a_failing_handler_is_counted_and_the_message_still_acknowledged():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/", b"boom", 1, 4)
+
+    def handle(e):
+        if e[0] == "c2d":
+            raise ValueError("app bug")
+
+    lk.step(1001, handle)
+    assert lk.stats["handler_errors"] == 1
+    assert b.packets(4) == [b"\x40\x02\x00\x04"]
+    assert lk.state == link.ONLINE
+
+
+def test_inbox_is_bounded_and_counts_drops_without_acknowledging_them():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    for pid in range(1, 13):
+        b.publish("devices/dev1/messages/devicebound/", b"m", 1, pid)
+    c = lk.c
+    for _ in range(12):
+        c.wait_msg()
+    assert len(c.inbox) == 8 and c.dropped == 4
+    assert not b.packets(4)
+
+
+def test_oversized_message_is_skipped_and_acknowledged():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/", b"x" * 20000, 1, 9)
+    ev = _run(lk, 1001)
+    assert not [e for e in ev if e[0] == "c2d"]
+    assert lk.stats["dropped"] == 1
+    assert b.packets(4) == [b"\x40\x02\x00\x09"]
+    assert lk.state == link.ONLINE
+
+
+def test_nothing_waiting_returns_none_and_a_closed_socket_is_a_disconnect():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    assert lk.c.wait_msg() is None
+    b.rx = b""
+    b.read = lambda n: b""
+    ev = _run(lk, 1001)
+    assert ev == [("disconnected", "connection closed")]
+    assert lk.state == link.OFFLINE and lk.next_try > 1001
+
+
+def test_truncated_packet_times_out_instead_of_hanging():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.rx = b"\x30\x20\x00"     # a PUBLISH that never finishes
+    ev = _run(lk, 1001)
+    assert ev[0][0] == "disconnected" and lk.state == link.OFFLINE
+
+
+# --- keep-alive, renewal, reconnect, auth -----------------------------------------------------
+
+def test_keepalive_pings_when_idle_and_a_missing_pingresp_drops_the_link():
+    b = Broker()
+    lk = _link(b, keepalive=60, token_ttl=3600)
+    _run(lk, 1000)
+    _run(lk, 1029)
+    assert not b.packets(12)
+    _run(lk, 1030)
+    assert b.packets(12) == [b"\xc0\x00"]
+    _run(lk, 1031)                     # PINGRESP read: all well
+    assert lk.state == link.ONLINE
+    b.write = lambda data: len(data)  # the server stops answering
+    _run(lk, 1060)
+    ev = _run(lk, 1200)
+    assert ("disconnected", "no PINGRESP") in ev
+
+
+def test_token_is_renewed_by_reconnecting_before_expiry():
+    b = Broker()
+    lk = _link(b, token_ttl=20)
+    _run(lk, 1000)
+    renew = lk.renew_at
+    assert 1000 < renew <= 1016
+    assert _run(lk, renew - 1) == []
+    ev = _run(lk, renew)
+    assert ev[0] == ("disconnected", "token renewal") and ev[1][0] == "connected"
+    assert len(b.connects) == 2 and b.packets(14)    # a clean DISCONNECT first
+    tok = b.connects[1][b.connects[1].find(b"SharedAccessSignature"):].decode()
+    assert sas.parse(tok)["se"] == renew + 20
+    assert lk.stats["renewals"] == 1
+
+
+def test_unacknowledged_publish_is_resent_with_dup_after_reconnect():
+    b = Broker()
+    b.puback = False
+    lk = _link(b)
+    _run(lk, 1000)
+    lk.publish("t/x", b"{}", qos=1, tag="o1")
+    first = b.packets(3)[-1]
+    assert not first[0] & 0x08
+    b.read = lambda n: b""            # connection lost
+    _run(lk, 1001)
+    del b.read                        # the broker is back
+    b.puback = True
+    ev = _run(lk, lk.next_try)
+    again = [p for p in b.packets(3) if b"t/x" in p]
+    assert len(again) == 2 and again[1][0] & 0x08 and again[1][1:] == first[1:]
+    ev = _run(lk, lk.next_try + 1)
+    assert ("puback", "o1") in ev
+
+
+def test_publish_while_offline_is_sent_on_connect_without_dup():
+    b = Broker()
+    b.connack = 3
+    lk = _link(b)
+    _run(lk, 1000)
+    assert lk.state == link.OFFLINE
+    assert lk.publish("t/x", b"{}", qos=1, tag="o")
+    b.connack = 0
+    _run(lk, lk.next_try)
+    sent = [p for p in b.packets(3) if b"t/x" in p]
+    assert len(sent) == 1 and not sent[0][0] & 0x08
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap():
+    b = Broker()
+    lk = _link(b, retry_cap=8)
+    waits = []
+    now = 1000
+
+    class _Down(_Raw):
+        def connect(self, addr):
+            raise OSError(111)
+
+    link.socket = type("S", (), {"socket": staticmethod(lambda: _Down()),
+                                 "getaddrinfo": staticmethod(_SocketModule.getaddrinfo)})
+    for _ in range(6):
+        _run(lk, now)
+        waits.append(lk.next_try - now)
+        now = lk.next_try
+    assert waits[0] < waits[1] < waits[2] < waits[3]
+    assert max(waits) <= 8 and min(waits) > 0
+    assert lk.stats["connect_failures"] == 6
+
+
+def test_refused_credentials_are_an_auth_error_with_a_long_backoff():
+    b = Broker()
+    b.connack = 5
+    lk = _link(b)
+    ev = _run(lk, 1000)
+    assert ev[0][:2] == ("auth_error", 5) and ev[0][2] >= 30
+    assert lk.state == link.AUTH_ERROR
+    for t in range(1000, 1061):        # one minute of loop turns
+        _run(lk, t)
+    attempts = len(b.connects)
+    assert attempts <= 2, attempts
+    assert lk.stats["auth_errors"] == attempts
+
+
+def test_an_unusable_key_is_an_auth_error_not_a_crash():
+    b = Broker()
+    lk = _link(b)
+    lk._key = "not base64!"
+    ev = _run(lk, 1000)
+    assert ev[0][0] == "auth_error" and lk.state == link.AUTH_ERROR
+    assert not b.connects
+
+
+def test_subscription_refused_is_a_failed_connect():
+    b = Broker()
+    lk = _link(b)
+    orig = b.write
+
+    def write(data):
+        n = orig(data)
+        if data[0] >> 4 == 8:
+            b.rx = b.rx[:-1] + b"\x80"
+        return n
+
+    b.write = write
+    _run(lk, 1000)
+    assert lk.state == link.OFFLINE and lk.stats["connect_failures"] == 1
+
