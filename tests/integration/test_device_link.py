@@ -136,3 +136,13 @@ def test_unset_clock_shows_clock_not_set_and_never_connects(device):
     dev.wait(lambda e: e.get("clock") == "not set", what="clock event")
     assert not dev.find("link")
     assert dev.stop() == 0
+
+
+def test_idle_device_stays_online_with_keepalive_pings(device):
+    # keep-alive 2 s: the hub drops a client silent for 1.5 x 2 s; pings keep the link up.
+    dev = device("button-1", keepalive_s=2)
+    dev.start()
+    dev.wait_online()
+    mark = dev.mark()
+    dropped = dev.absent(lambda e: e.get("link") == "offline", 8, since=mark)
+    assert dropped == [], dropped

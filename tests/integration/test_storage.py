@@ -1,0 +1,96 @@
+"""firmware/runtime/storage.py on CPython and on the unix MicroPython: atomic writes, corrupt
+files set aside, clear setup errors that never contain a secret."""
+import json
+import os
+import subprocess
+
+from firmware.runtime import storage
+from tests.integration.device_harness import REPO, micropypath, micropython
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    p = str(tmp_path / "state.json")
+    storage.save_json(p, {"a": 1})
+    storage.save_json(p, {"a": 2})
+    assert storage.load_json(p) == {"a": 2}
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_power_cut_before_rename_keeps_the_old_file(tmp_path):
+    p = str(tmp_path / "state.json")
+    storage.save_json(p, {"a": 1})
+    with open(p + ".tmp", "w") as f:          # a write cut short
+        f.write('{"a": ')
+    assert storage.load_json(p) == {"a": 1}
+
+
+def test_power_cut_between_remove_and_rename_falls_back_to_the_temp(tmp_path):
+    p = str(tmp_path / "state.json")
+    with open(p + ".tmp", "w") as f:
+        f.write('{"a": 3}')
+    assert storage.load_json(p) == {"a": 3}
+
+
+def test_corrupt_file_is_set_aside_and_default_returned(tmp_path, capsys):
+    p = str(tmp_path / "state.json")
+    with open(p, "w") as f:
+        f.write("{broken")
+    assert storage.load_json(p, default={}) == {}
+    assert os.path.exists(p + ".corrupt") and not os.path.exists(p)
+    assert "corrupt" in capsys.readouterr().out
+
+
+def test_setup_errors_say_what_to_do_and_never_show_the_key(tmp_path):
+    d = str(tmp_path)
+    e = _setup_error(storage.load_config, d)
+    assert "config.json missing" in e and "host_tools provision" in e
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"host": "h", "device_id": "d", "port": "8883"}, f)
+    assert "port must be a positive integer" in _setup_error(storage.load_config, d)
+    with open(os.path.join(d, "secrets.json"), "w") as f:
+        f.write('{"device_key": "c2VjcmV0LWtleQ==" oops')
+    e = _setup_error(storage.load_secrets, d)
+    assert "secrets.json is not valid JSON" in e and "c2VjcmV0" not in e
+    with open(os.path.join(d, "secrets.json"), "w") as f:
+        json.dump({"device_key": ""}, f)
+    assert "no device_key" in _setup_error(storage.load_secrets, d)
+
+
+def test_ca_in_pem_is_converted_to_der(tmp_path):
+    import base64
+    der = bytes(range(256)) * 3
+    pem = "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % "\n".join(
+        base64.b64encode(der).decode()[i:i + 64] for i in range(0, 1024, 64))
+    (tmp_path / "ca.pem").write_text(pem)
+    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.pem"}) == der
+
+
+def _setup_error(fn, *args):
+    try:
+        fn(*args)
+    except storage.SetupError as e:
+        return str(e)
+    raise AssertionError("no SetupError")
+
+
+def test_same_behaviour_on_micropython(tmp_path):
+    script = """
+from firmware.runtime import storage
+d = %r
+p = d + "/s.json"
+storage.save_json(p, {"n": 1})
+storage.save_json(p, {"n": 2})
+assert storage.load_json(p) == {"n": 2}
+open(p, "w").write("{x")
+assert storage.load_json(p, 7) == 7
+import os
+assert "s.json.corrupt" in os.listdir(d)
+try:
+    storage.load_secrets(d)
+except storage.SetupError as e:
+    assert "secrets.json missing" in str(e)
+print("ok")
+""" % str(tmp_path)
+    r = subprocess.run([micropython(), "-c", script], cwd=REPO, capture_output=True, text=True,
+                       env=dict(os.environ, MICROPYPATH=micropypath()), timeout=30)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
