@@ -45,8 +45,10 @@ class _Client(MQTTClient):
     # umqtt.simple with single-write packets, bounded reads and a queue for incoming messages.
 
     def __init__(self, client_id, server, port, user, keepalive, ssl_params, timeout):
-        super().__init__(client_id, server, port, user=user, password="", keepalive=keepalive,
-                         ssl=True, ssl_params=ssl_params)
+        # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
+        # newer micropython-lib versions take ssl=<SSLContext> and no ssl_params. TLS is done
+        # here in connect() with the legacy parameters, so both behave the same.
+        super().__init__(client_id, server, port, user, "", keepalive)
         self.ssl = True
         self.ssl_params = ssl_params
         self.timeout = timeout
