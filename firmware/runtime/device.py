@@ -15,7 +15,7 @@ from firmware.app import orders, screens
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import topics
 from firmware.runtime import storage
-from firmware.runtime.link import AUTH_ERROR, Link
+from firmware.runtime.link import AUTH_ERROR, ONLINE, Link
 
 try:
     from micropython import const
@@ -135,7 +135,10 @@ class Device:
     def _loop(self):
         last = 0
         while self._gestures(_LOOP_MS):
-            self.link.step(self.hal.now(), self._on_link)
+            t = self.hal.now()
+            if self.link.state != ONLINE and t >= self.link.next_try and not self.hal.network_up():
+                self.link.next_try = t + 5      # no WLAN: try that again before the hub
+            self.link.step(t, self._on_link)
             now = self._now()
             if now != last:
                 last = now
