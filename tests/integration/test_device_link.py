@@ -146,3 +146,20 @@ def test_idle_device_stays_online_with_keepalive_pings(device):
     mark = dev.mark()
     dropped = dev.absent(lambda e: e.get("link") == "offline", 8, since=mark)
     assert dropped == [], dropped
+
+
+def test_methods_identify_and_reboot(device, hub):
+    dev = device("button-1")
+    dev.start()
+    dev.wait_online()
+    mark = dev.mark()
+    r = hub.service.invoke_method("button-1", "identify", {"seconds": 2}, timeout=10)
+    assert r.get("status") == 200, r
+    dev.wait(lambda e: e.get("flash") == 2, since=mark, what="flash")
+    dev.wait_screen("identify", since=mark)
+    r = hub.service.invoke_method("button-1", "reboot", None, timeout=10)
+    assert r.get("status") == 200, r
+    dev.wait(lambda e: e.get("reboot") is True, since=mark, what="reboot")
+    again = dev.wait(lambda e: "boot" in e, since=mark, what="boot after reboot")
+    dev.wait(lambda e: e.get("link") == "online", since=dev.events.index(again), what="online again")
+    assert dev.running()
