@@ -34,16 +34,28 @@ def micropython():
     raise NoMicroPython("no unix MicroPython: run make setup, or build ports/unix and set MICROPYTHON= (see README)")
 
 
-def micropypath():
-    return ".frozen:%s:%s" % (os.path.join(REPO, ".mplib"), REPO)
+def code_folder():
+    # $DEVICE_MPY: a folder of compiled .mpy (e.g. build/mpy from `make mpy`) to run instead
+    # of the sources, as a device would (compiling .py at import needs far more heap).
+    return os.environ.get("DEVICE_MPY") or REPO
+
+
+def micropypath(code=None):
+    # MICROPYPATH replaces the whole path: frozen modules first, as on the ESP32; the sources
+    # stay last, for what a .mpy folder does not hold.
+    code = code or code_folder()
+    first = code + ":" if code != REPO else ""
+    return ".frozen:%s%s:%s" % (first, os.path.join(REPO, ".mplib"), REPO)
 
 
 class DeviceProcess:
-    def __init__(self, folder, heapsize=None, env=None, on_line=None):
+    def __init__(self, folder, heapsize=None, env=None, on_line=None, code_dir=None):
         self.dir = str(folder)
+        self.code_dir = code_dir  # run main.py and firmware/ from here (e.g. build/mpy); see code_folder()
         self.on_line = on_line    # called with every line the device prints (the demo shows them)
         os.makedirs(self.dir, exist_ok=True)
-        self.heapsize = heapsize
+        # $DEVICE_HEAPSIZE (e.g. 128K) runs every device with an ESP32-like GC heap
+        self.heapsize = heapsize or os.environ.get("DEVICE_HEAPSIZE")
         self.env = dict(env or {})
         self.proc = None
         self.events = []          # every EVT dict, in order, across restarts
@@ -78,8 +90,10 @@ class DeviceProcess:
         cmd = [micropython()]
         if self.heapsize:
             cmd += ["-X", "heapsize=" + str(self.heapsize)]
-        cmd.append(os.path.join(REPO, "main.py"))
-        env = dict(os.environ, MICROPYPATH=micropypath(), ORDER_DEVICE_DIR=self.dir, **self.env)
+        # the script's folder comes first on sys.path: run main.py from the code folder
+        code = self.code_dir or code_folder()
+        cmd.append(os.path.join(code, "main.py"))
+        env = dict(os.environ, MICROPYPATH=micropypath(code), ORDER_DEVICE_DIR=self.dir, **self.env)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._mark = len(self.events)
@@ -183,6 +197,15 @@ class DeviceProcess:
 
     def wait_online(self, timeout=DEADLINE, since=None):
         return self.wait(lambda e: e.get("link") == "online", timeout, "link online", since)
+
+    def absent(self, pred, seconds, since=None):
+        """Watch for `seconds`; return the events (from `since`) for which pred is true."""
+        i = self._mark if since is None else since
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while time.monotonic() < deadline:
+                self._cond.wait(max(0.0, min(deadline - time.monotonic(), 0.5)))
+            return [e for e in self.events[i:] if pred(e)]
 
     def screens(self, since=0):
         with self._cond:
