@@ -160,16 +160,12 @@ def cmd_hub(args):
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
+    from host_tools.hub.hub import HubError
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
                         connect_timeout=args.connect_timeout))
-    except OSError as exc:
-        raise CliError("cannot start the hub: %s (is another hub running? try --mqtt-port 0 --api-port 0)"
-                       % exc) from None
-    except Exception as exc:
-        if "Address already in use" in str(exc) or "Errno 98" in str(exc):
-            raise CliError("port already in use (another hub running? try --mqtt-port 0 --api-port 0)") from None
-        raise
+    except HubError as exc:
+        raise CliError(str(exc)) from None
 
 
 # ---- service side -----------------------------------------------------------------------------

@@ -211,22 +211,37 @@ class Hub:
 
         listener = {"type": "tcp", "bind": "%s:%d" % (self.host, mqtt_port), "ssl": True,
                     "certfile": self.cert_paths["server.pem"], "keyfile": self.cert_paths["server.key"]}
-        self.broker = HubBroker(self, {"listeners": {"default": listener}, "plugins": {}},
-                                connect_timeout=self.connect_timeout)
-        await self.broker.start()
+        from amqtt.errors import BrokerError
+        other = _running_pid(self.paths["hub"])
+        if other:
+            raise HubError(0, "a hub is already running for %s (pid %d)" % (self.data_dir, other))
+        broker = HubBroker(self, {"listeners": {"default": listener}, "plugins": {}},
+                           connect_timeout=self.connect_timeout)
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            raise HubError(0, "cannot listen for MQTT on %s:%d (%s); port taken? --mqtt-port 0 picks a free one"
+                           % (self.host, mqtt_port, getattr(exc.__cause__, "strerror", None) or exc)) from None
+        self.broker = broker
         self.mqtt_port = self.broker.port()
-        self.api_server = await serve(ServiceApi(self).handle, self.host, api_port, self._ssl_context())
+        try:
+            self.api_server = await serve(ServiceApi(self).handle, self.host, api_port, self._ssl_context())
+        except OSError as exc:
+            raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
+                           % (self.host, api_port, exc.strerror)) from None
         self.api_port = self.api_server.sockets[0].getsockname()[1]
         info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
                 "pid": os.getpid()}
         write_json(self.paths["hub"], info)
+        self._wrote_info = True
         return info
 
     async def stop(self):
-        try:
-            os.remove(self.paths["hub"])
-        except FileNotFoundError:
-            pass
+        if getattr(self, "_wrote_info", False):
+            try:
+                os.remove(self.paths["hub"])
+            except FileNotFoundError:
+                pass
         if self.api_server is not None:
             self.api_server.close()
         for conn in list(self.connections.values()):
@@ -410,6 +425,23 @@ class Hub:
             raise HubError(401, "unauthorized: token is not for %s on this hub" % POLICY)
 
 
+def _running_pid(hub_json):
+    """The pid of a live hub that wrote hub_json, else None (a stale file from a crash is ignored)."""
+    try:
+        pid = int(read_json(hub_json)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
               connect_timeout=10.0):
     """Run the hub in the foreground until SIGINT/SIGTERM."""
@@ -419,7 +451,7 @@ async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        info = await hub.start(mqtt_port, api_port)
+        info = await hub.start(mqtt_port, api_port)  # HubError when a port is taken
         out.write(json.dumps({"host": info["host"], "mqtt_port": info["mqtt_port"],
                               "api_port": info["api_port"]}) + "\n")
         out.flush()

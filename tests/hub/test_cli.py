@@ -166,3 +166,16 @@ def test_cli_errors_are_one_clear_line(hub, args, needle):
     r = cli(*args, "--data", hub.data_dir, check=False)
     assert r.returncode == 2
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_second_hub_on_same_data_or_port_is_one_clear_line(hub, tmp_path):
+    same_dir = cli("hub", "--data", hub.data_dir, "--mqtt-port", "0", "--api-port", "0", check=False)
+    assert same_dir.returncode == 2 and same_dir.stderr.count("\n") == 1
+    assert "already running" in same_dir.stderr
+    taken = cli("hub", "--data", str(tmp_path / "other"), "--mqtt-port", str(hub.mqtt_port),
+                "--api-port", "0", check=False)
+    assert taken.returncode == 2 and taken.stderr.count("\n") == 1
+    assert "cannot listen for MQTT" in taken.stderr
+    # the first hub is untouched
+    assert os.path.exists(os.path.join(hub.data_dir, "hub.json"))
+    assert hub.service.list_devices() == []
