@@ -167,3 +167,21 @@ def test_telemetry_long_poll_returns_what_arrives_while_waiting(hub):
     assert [e["body"] for e in events] == [b"ping"] and nxt == events[0]["seq"]
     assert hub.service.events(nxt, 0, device_id="lp") == ([], nxt)
     peer.close()
+
+
+def test_c2d_is_dead_lettered_after_ten_deliveries(hub):
+    key = hub.add_device("dl")
+    hub.service.send_c2d("dl", b"poison", message_id="p1")
+    for attempt in range(10):
+        s = raw_device(hub, "dl", key)
+        if attempt == 0:
+            s.sendall(subscribe_packet("devices/dl/messages/devicebound/#"))
+        qos, pid, topic, body = _read_publish(s)
+        assert body == b"poison", attempt
+        s.close()  # never PUBACKed
+    s = raw_device(hub, "dl", key)
+    wait_for(lambda: hub.service.get_device("dl")["cloudToDeviceMessageCount"] == 0, what="dead-lettered")
+    hub.service.send_c2d("dl", b"next", message_id="n1")
+    qos, pid, topic, body = _read_publish(s)
+    assert body == b"next" and "%24.mid=n1" in topic
+    s.close()
