@@ -4,7 +4,6 @@ Hub owns the store, the live device connections and the pending direct-method ca
 listeners run in one asyncio loop. `run()` is what `python -m host_tools hub` calls.
 """
 import asyncio
-import base64
 import itertools
 import json
 import logging
@@ -458,7 +457,3 @@ async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.
         await stop.wait()
     finally:
         await hub.stop()
-
-
-def b64(data):
-    return base64.b64encode(data).decode()

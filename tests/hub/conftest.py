@@ -136,9 +136,43 @@ def hub(tmp_path):
 
 @pytest.fixture(scope="session")
 def hub_8883(tmp_path_factory):
-    """One hub on MQTT port 8883 for the official device SDK (its port is fixed); API port free."""
-    with running_hub(tmp_path_factory.mktemp("hub8883"), mqtt_port=8883) as h:
-        yield h
+    """A hub for the official device SDK, whose MQTT port is fixed at 8883.
+
+    Normally the hub listens on 8883 itself (we are root). When 8883 is taken (another hub, a
+    benchmark...) the hub takes a free port and, for this test session only, paho's connect() to
+    127.0.0.1:8883 is pointed at it; HUB_TESTS_REQUIRE_8883=1 makes that case fail instead."""
+    handle = HubHandle(tmp_path_factory.mktemp("hub8883"), mqtt_port=8883)
+    restore = None
+    try:
+        handle.start()
+    except RuntimeError as exc:
+        if "cannot listen for MQTT" not in str(exc) or os.environ.get("HUB_TESTS_REQUIRE_8883"):
+            raise
+        handle = HubHandle(tmp_path_factory.mktemp("hub8883-free"), mqtt_port=0).start()
+        restore = _redirect_8883(handle.mqtt_port)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+        if restore:
+            restore()
+
+
+def _redirect_8883(port):
+    import paho.mqtt.client as mqtt
+    original = mqtt.Client.connect
+
+    def connect(self, host, port_=1883, *args, **kwargs):
+        if host in ("127.0.0.1", "localhost") and kwargs.get("port", port_) == 8883:
+            kwargs["port"] = port
+            return original(self, host, *args, **kwargs)
+        return original(self, host, port_, *args, **kwargs)
+
+    mqtt.Client.connect = connect
+
+    def restore():
+        mqtt.Client.connect = original
+    return restore
 
 
 def wait_for(predicate, timeout=10, interval=0.02, what="condition"):

@@ -6,7 +6,7 @@ import pytest
 
 from host_tools.hub.service_client import ServiceError
 from tests.hub.conftest import wait_for
-from tests.hub.mqtt_peer import Peer, _recv_exact, closed_by_peer, raw_device, subscribe_packet
+from tests.hub.mqtt_peer import Peer, _recv_exact, raw_device, subscribe_packet
 
 
 def _read_publish(s, timeout=10):

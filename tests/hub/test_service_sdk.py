@@ -1,10 +1,8 @@
 """The official azure-iot-hub service SDK (IoTHubRegistryManager) against the hub's service API."""
 import threading
-import uuid
 
 import pytest
 
-from tests.hub.conftest import wait_for
 from tests.hub.mqtt_peer import Peer
 
 hub_sdk = pytest.importorskip("azure.iot.hub")
