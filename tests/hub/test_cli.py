@@ -179,3 +179,13 @@ def test_second_hub_on_same_data_or_port_is_one_clear_line(hub, tmp_path):
     # the first hub is untouched
     assert os.path.exists(os.path.join(hub.data_dir, "hub.json"))
     assert hub.service.list_devices() == []
+
+
+def test_device_added_with_the_cli_while_the_hub_runs_can_connect(hub):
+    cs = cli("registry", "add", "live-1", "--data", hub.data_dir, "--show-connection-string").stdout.strip()
+    key = cs.split("SharedAccessKey=")[1]
+    peer = Peer(hub, "live-1", key=key)
+    assert peer.connect() == 0
+    cli("registry", "disable", "live-1", "--data", hub.data_dir)
+    peer.close()
+    assert Peer(hub, "live-1", key=key).connect() == 5
