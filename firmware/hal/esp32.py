@@ -7,6 +7,7 @@
 # imported at module level, so this file also imports (and compiles) on a PC.
 import gc
 import os
+import select
 import time
 
 import framebuf
@@ -45,6 +46,8 @@ class _SSD1306(framebuf.FrameBuffer):
 class Hal:
     def __init__(self):
         self.storage_dir = "/data"
+        self._poll = select.poll()
+        self._wake = None
         try:
             os.mkdir(self.storage_dir)
         except OSError:
@@ -154,8 +157,18 @@ class Hal:
     def _pressed(self):
         return self._button.value() == (0 if self._low else 1)
 
-    def wait(self, ms):
+    def wait(self, ms, wake=None):
         # Sample the button every 10 ms for `ms`; returns gestures seen, oldest first.
+        # Between samples, wait on `wake` (the link's socket) and return once it is readable.
+        if wake is not self._wake:
+            if self._wake is not None:
+                try:
+                    self._poll.unregister(self._wake)
+                except (OSError, ValueError):
+                    pass
+            if wake is not None:
+                self._poll.register(wake, select.POLLIN)
+            self._wake = wake
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
             self.feed()
@@ -170,7 +183,10 @@ class Hal:
                     self._flash_until = None
             if time.ticks_diff(end, now) <= 0:
                 break
-            time.sleep_ms(_SAMPLE_MS)
+            if wake is None:
+                time.sleep_ms(_SAMPLE_MS)
+            elif self._poll.poll(_SAMPLE_MS):
+                break
         out, self._out = self._out, []
         return out
 

@@ -47,6 +47,7 @@ class Hal:
         self._poll = select.poll()
         self._stdin = True
         self._poll.register(sys.stdin, select.POLLIN)
+        self._wake = None
         self._screen = None
         self._gestures = []
 
@@ -93,28 +94,49 @@ class Hal:
 
     # --- button ------------------------------------------------------------------------------
 
-    def wait(self, ms):
+    def wait(self, ms, wake=None):
         # Sleep up to `ms`, waking early for a gesture (keyboard or control file, checked
-        # every 100 ms); returns the gestures seen, oldest first.
+        # every 100 ms) or when `wake` (a socket) is readable; returns the gestures seen.
+        self._watch(wake)
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
             left = time.ticks_diff(end, time.ticks_ms())
             if left <= 0 or self._gestures:
                 break
             slice_ms = min(left, 100)
-            if self._stdin:
+            if self._stdin or wake is not None:
+                woke = False
                 for obj, ev in self._poll.poll(slice_ms):
+                    if obj is not sys.stdin:
+                        woke = True
+                        continue
                     line = sys.stdin.readline()
                     if not line:            # end of input: stop watching it
                         self._poll.unregister(sys.stdin)
                         self._stdin = False
                         break
                     self._word(line)
+                if woke:
+                    self._read_control()
+                    break
             else:
                 time.sleep_ms(slice_ms)
             self._read_control()
         g, self._gestures = self._gestures, []
         return g
+
+    def _watch(self, wake):
+        # Keep the poll set to stdin (while open) plus the one socket we were asked to watch.
+        if wake is self._wake:
+            return
+        if self._wake is not None:
+            try:
+                self._poll.unregister(self._wake)
+            except (OSError, ValueError):
+                pass
+        if wake is not None:
+            self._poll.register(wake, select.POLLIN)
+        self._wake = wake
 
     def _word(self, line):
         g = _WORDS.get(line.strip().lower())

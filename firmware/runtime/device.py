@@ -56,6 +56,7 @@ class Device:
         self.stop = None            # "quit" or "reboot" ends the loop
         self._ign = {}
         self._link_stats = {}
+        self._peak = 0
         self._report_at = 0
 
     # --- start-up ----------------------------------------------------------------------------
@@ -78,9 +79,10 @@ class Device:
             self.link.close()
         return self.stop
 
-    def _gestures(self, ms):
-        # Wait, and let a "quit" gesture (unix keyboard/control file) end the device.
-        for g in self.hal.wait(ms):
+    def _gestures(self, ms, wake=None):
+        # Wait (waking early when `wake`, the link's socket, has data), and let a "quit"
+        # gesture (unix keyboard/control file) end the device.
+        for g in self.hal.wait(ms, wake):
             if g == "quit":
                 self.stop = "quit"
             elif self.s is not None:
@@ -134,7 +136,7 @@ class Device:
 
     def _loop(self):
         last = 0
-        while self._gestures(_LOOP_MS):
+        while self._gestures(_LOOP_MS, self.link.pollable()):
             t = self.hal.now()
             if self.link.state != ONLINE and t >= self.link.next_try and not self.hal.network_up():
                 self.link.next_try = t + 5      # no WLAN: try that again before the hub
@@ -146,6 +148,10 @@ class Device:
                 if self.link.online() and now >= self._report_at:
                     self._report({})
             self._observe()
+            a = gc.mem_alloc()
+            if a > self._peak + 1024:   # peak heap in use (garbage included), in 1 KB steps
+                self._peak = a
+                self.hal.event(peak_alloc=a)
 
     def _gesture(self, g):
         s, now = self.s, self._now()

@@ -310,6 +310,11 @@ class Link:
     def online(self):
         return self.state == ONLINE and self._broken is None
 
+    def pollable(self):
+        # The TLS socket while online: the loop's wait wakes when it is readable, so a PUBACK
+        # or C2D is handled at once instead of after the loop's sleep. None when offline.
+        return self.c.sock if self.online() else None
+
     def publish(self, topic, payload, qos=1, tag=None):
         # QoS 1: returns True when queued in flight (re-sent after a reconnect until PUBACKed);
         # a tag already in flight is not sent twice. QoS 0: True when written.
