@@ -1,0 +1,262 @@
+"""`make bench` (python -m host_tools.bench): figures, not pass/fail.
+
+1. the firmware's total .mpy size (make mpy);
+2. the smallest `-X heapsize` at which the real order flow (press -> delivered, over TLS
+   against the local hub and order service) still completes, running the .mpy build;
+3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
+   the device's own clock (its EVT lines), and the peak gc.mem_alloc() the device reports;
+4. the official azure-iot-device SDK against ours for the same job (connect + 20 order
+   messages at QoS 1, each waiting for its PUBACK): wall time, CPU time and peak RSS of the
+   whole process, medians over several runs, and the ratios ours/SDK.
+Prints a table and writes the figures as JSON (default build/bench.json).
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+from host_tools import processes, provision
+from host_tools.device_process import DeviceProcess, micropython, micropypath
+from host_tools.processes import REPO
+
+BUILD = os.path.join(REPO, "build")
+MPY = os.path.join(BUILD, "mpy")
+SKU = "COFFEE-1KG"
+FAST_TIMELINE = "payment_authorized=0.1,shipped=0.2,delivered=0.3"
+PROFILE = ["--name", "Bench", "--address", "1 Loop St", "--shipping-method", "standard",
+           "--payment-token", "tok_bench"]
+SDK_PORT = 8883  # the SDK cannot use another port
+DEVICE_HEAP_K = 128  # about what MicroPython has on an ESP32 without PSRAM
+
+
+def _p(values, q):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def mpy_size():
+    subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(MPY)
+               for f in fs if f.endswith(".mpy"))
+
+
+def _provision(device_id, out, hub_dir, port):
+    return provision.provision(argparse.Namespace(
+        device=device_id, out=out, hub_data=hub_dir, host=None, port=port, hostname=None, ca=None,
+        sku=SKU, quantity=1, token_ttl=None, wifi_ssid=None))
+
+
+def _device(dev_dir, heap=None, log=None):
+    return DeviceProcess(dev_dir, heapsize=heap, code_dir=MPY).start()
+
+
+def flow_completes(dev_dir, heap_k, timeout=30):
+    """One fresh boot at this heap size: press -> delivered?"""
+    for name in ("state.json", "state.json.tmp"):
+        if os.path.exists(os.path.join(dev_dir, name)):
+            os.remove(os.path.join(dev_dir, name))
+    dev = _device(dev_dir, "%dK" % heap_k)
+    try:
+        dev.wait_screen("ready", timeout)
+        mark = dev.mark()
+        dev.gesture("press")
+        dev.wait_screen("delivered", timeout, since=mark)
+        return True
+    except AssertionError:
+        return False
+    finally:
+        dev.stop()
+        dev.close()
+
+
+def smallest_heap(dev_dir, lo=8, hi=256, step=2):
+    if not flow_completes(dev_dir, hi):
+        return None
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if flow_completes(dev_dir, mid):
+            hi = mid
+        else:
+            lo = mid
+        print(f"  heapsize {mid}K: {'ok' if hi == mid else 'fails'}", file=sys.stderr)
+    return hi
+
+
+def press_latencies(dev_dir, presses, heap=None):
+    dev = _device(dev_dir, heap)
+    to_puback, to_accepted = [], []
+    try:
+        dev.wait_screen("ready", 30)
+        for _ in range(presses):
+            mark = dev.mark()
+            dev.gesture("press")
+            g = dev.wait(lambda e: e.get("gesture") == "press", 30, "press", mark)
+            p = dev.wait(lambda e: "puback" in e, 30, "PUBACK", mark)
+            a = dev.wait_screen("accepted", 30, mark)
+            dev.wait_screen("delivered", 30, mark)
+            to_puback.append(p["t"] - g["t"])
+            to_accepted.append(a["t"] - g["t"])
+        peaks = [e["peak_alloc"] for e in dev.find("peak_alloc")]
+    finally:
+        dev.stop()
+        dev.close()
+    return to_puback, to_accepted, (max(peaks) if peaks else None)
+
+
+def measure(argv, env=None, timeout=60):
+    """Run a process to the end: (wall s, CPU s, peak RSS KiB, its JSON output)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killer = threading.Timer(timeout, proc.kill)
+    killer.start()
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    killer.cancel()
+    wall = time.monotonic() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{os.path.basename(argv[-3])} failed ({proc.returncode}): "
+                           f"{(err + out).decode(errors='replace')[-800:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, json.loads(out.splitlines()[-1])
+
+
+def _ours_cmd(mp_dir, n, heap_k):
+    return [micropython(), "-X", "heapsize=%dK" % heap_k,
+            os.path.join(REPO, "host_tools", "bench", "mp_orders.py"), mp_dir, str(n)]
+
+
+def link_min_heap(mp_dir, n, lo=16, hi=256, step=4):
+    """Smallest heap for the link alone: connect over TLS + n QoS 1 orders."""
+    env = dict(os.environ, MICROPYPATH=micropypath(MPY))
+
+    def ok(h):
+        try:
+            measure(_ours_cmd(mp_dir, n, h), env)
+            return True
+        except RuntimeError:
+            return False
+    if not ok(hi):
+        return None
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        hi, lo = (mid, lo) if ok(mid) else (hi, mid)
+    return hi
+
+
+def compare_with_sdk(work, hub_dir, ca_pem, mp_dir, runs, n, heap_k):
+    from host_tools.hub.store import Store
+    store = Store(os.path.join(hub_dir, "hub.sqlite3"))
+    key = (store.get_device("bench-sdk") or store.add_device("bench-sdk"))["primary_key"]
+    store.close()
+    conn = os.path.join(work, "sdk.conn")
+    provision.write_file(conn, f"HostName=127.0.0.1;DeviceId=bench-sdk;SharedAccessKey={key}".encode(), 0o600)
+    ours_cmd = _ours_cmd(mp_dir, n, heap_k)
+    ours_env = dict(os.environ, MICROPYPATH=micropypath(MPY))
+    sdk_cmd = [sys.executable, os.path.join(REPO, "host_tools", "bench", "sdk_orders.py"), conn, ca_pem, str(n)]
+    ours, sdk = [], []
+    for _ in range(runs):  # interleaved, so drift on the machine hits both alike
+        ours.append(measure(ours_cmd, ours_env))
+        sdk.append(measure(sdk_cmd))
+
+    def summary(rows):
+        pub = [u / 1000 for r in rows for u in r[3]["publish_us"]]
+        return {"wall_s": statistics.median(r[0] for r in rows),
+                "cpu_s": statistics.median(r[1] for r in rows),
+                "peak_rss_kib": statistics.median(r[2] for r in rows),
+                "connect_ms": statistics.median(r[3]["connect_us"] / 1000 for r in rows),
+                "publish_ms_median": statistics.median(pub), "publish_ms_p95": _p(pub, 0.95)}
+    o, s = summary(ours), summary(sdk)
+    o["heapsize_kib"] = heap_k
+    ratios = {k: o[k] / s[k] for k in ("wall_s", "cpu_s", "peak_rss_kib") if s[k]}
+    return o, s, ratios
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m host_tools.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--presses", type=int, default=20)
+    ap.add_argument("--messages", type=int, default=20, help="order messages in the SDK comparison")
+    ap.add_argument("--runs", type=int, default=5, help="runs of each side in the SDK comparison")
+    ap.add_argument("--heap", type=int, default=DEVICE_HEAP_K,
+                    help="KiB of heap for our side in the latency runs and the SDK comparison (default %(default)s)")
+    ap.add_argument("--out", default=os.path.join(BUILD, "bench.json"))
+    args = ap.parse_args(argv)
+
+    work = os.path.join(BUILD, "bench")
+    shutil.rmtree(work, ignore_errors=True)
+    hub_dir, orders_dir = os.path.join(work, "hub"), os.path.join(work, "orders")
+    dev_dir, mp_dir = os.path.join(work, "device"), os.path.join(work, "mp-orders")
+    results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "micropython": micropython()}
+    results["mpy_bytes"] = mpy_size()
+    print(f"firmware .mpy: {results['mpy_bytes']} bytes", file=sys.stderr)
+    services = []
+    try:
+        try:
+            hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", str(SDK_PORT),
+                                         "--api-port", "0"], os.path.join(hub_dir, "hub.log"), name="hub")
+        except processes.ServiceFailed as e:
+            sys.exit(f"bench: the hub must listen on {SDK_PORT} for the SDK (is a test or demo using it?): {e}")
+        services.append(hub)
+        _provision("bench-button", dev_dir, hub_dir, info["mqtt_port"])
+        _provision("bench-mp", mp_dir, hub_dir, info["mqtt_port"])
+        subprocess.run([sys.executable, "-m", "host_tools", "orders", "profile", "set", "bench-button",
+                        *PROFILE, "--data", orders_dir], cwd=REPO, check=True, capture_output=True)
+        orders, _ = processes.start(["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir,
+                                     "--poll-timeout", "0.2", "--timeline", FAST_TIMELINE],
+                                    os.path.join(orders_dir, "serve.log"), name="order service")
+        services.append(orders)
+
+        print("searching the smallest heap for press -> delivered over TLS ...", file=sys.stderr)
+        results["min_heapsize_kib"] = smallest_heap(dev_dir)
+        print(f"{args.presses} presses ...", file=sys.stderr)
+        puback, accepted, peak = press_latencies(dev_dir, args.presses, "%dK" % args.heap)
+        results["press_to_puback_ms"] = {"median": statistics.median(puback) * 1000, "p95": _p(puback, 0.95) * 1000}
+        results["press_to_accepted_ms"] = {"median": statistics.median(accepted) * 1000, "p95": _p(accepted, 0.95) * 1000}
+        results["device_peak_gc_alloc"] = peak
+        print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
+        results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
+        ours, sdk, ratios = compare_with_sdk(work, hub_dir, os.path.join(hub_dir, "certs", "ca.pem"),
+                                             mp_dir, args.runs, args.messages, args.heap)
+        results.update(ours=ours, sdk=sdk, ratios_ours_over_sdk=ratios)
+    finally:
+        for proc in reversed(services):
+            processes.stop(proc)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(table(results))
+    print(f"(figures written to {os.path.relpath(args.out, REPO)})")
+
+
+def table(r):
+    rows = [("firmware .mpy total", f"{r['mpy_bytes']} B"),
+            ("smallest -X heapsize, press -> delivered over TLS",
+             f"{r['min_heapsize_kib']} KiB" if r["min_heapsize_kib"] else "did not complete"),
+            ("smallest -X heapsize, link only: connect + N QoS 1 orders",
+             f"{r['link_min_heapsize_kib']} KiB" if r["link_min_heapsize_kib"] else "did not complete"),
+            ("device peak gc.mem_alloc() during the presses (heap %d KiB)" % r["ours"]["heapsize_kib"],
+             f"{r['device_peak_gc_alloc']} B" if r["device_peak_gc_alloc"] else "not reported"),
+            ("press -> PUBACK, median / p95",
+             "%.1f / %.1f ms" % (r["press_to_puback_ms"]["median"], r["press_to_puback_ms"]["p95"])),
+            ("press -> 'accepted' shown, median / p95",
+             "%.1f / %.1f ms" % (r["press_to_accepted_ms"]["median"], r["press_to_accepted_ms"]["p95"]))]
+    o, s, q = r["ours"], r["sdk"], r["ratios_ours_over_sdk"]
+    rows += [("connect + N orders: wall time, ours / SDK", "%.3f / %.3f s  (ratio %.3f)" % (o["wall_s"], s["wall_s"], q["wall_s"])),
+             ("connect + N orders: CPU time, ours / SDK", "%.3f / %.3f s  (ratio %.3f)" % (o["cpu_s"], s["cpu_s"], q["cpu_s"])),
+             ("connect + N orders: peak RSS, ours / SDK", "%d / %d KiB  (ratio %.3f)" % (o["peak_rss_kib"], s["peak_rss_kib"], q["peak_rss_kib"])),
+             ("QoS 1 publish -> PUBACK median, ours / SDK", "%.2f / %.2f ms" % (o["publish_ms_median"], s["publish_ms_median"])),
+             ("QoS 1 publish -> PUBACK p95, ours / SDK", "%.2f / %.2f ms" % (o["publish_ms_p95"], s["publish_ms_p95"])),
+             ("connect (TCP+TLS+MQTT), ours / SDK", "%.1f / %.1f ms" % (o["connect_ms"], s["connect_ms"]))]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+if __name__ == "__main__":
+    main()
