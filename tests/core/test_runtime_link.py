@@ -109,8 +109,13 @@ def _enc_len(n):
 
 
 class _Raw:
+    options = []    # (level, option, value) of every setsockopt, across sockets
+
     def settimeout(self, t):
         pass
+
+    def setsockopt(self, level, option, value):
+        _Raw.options.append((level, option, value))
 
     def connect(self, addr):
         pass
@@ -175,6 +180,13 @@ def test_connect_sends_one_packet_with_clean_session_0_keepalive_and_a_fresh_tok
     assert topics.username("hub.example", "dev1").encode() in pkt
     tok = pkt[pkt.find(b"SharedAccessSignature"):].decode()
     assert sas.check(tok, KEY, 1000, "hub.example/devices/dev1")["se"] == 1020
+
+
+def test_connect_turns_off_nagle_before_the_tls_handshake():
+    # IPPROTO_TCP=6, TCP_NODELAY=1: otherwise the handshake waits on delayed ACKs (~40 ms)
+    del _Raw.options[:]
+    _run(_link(Broker()), 1000)
+    assert (6, 1, 1) in _Raw.options
 
 
 def test_one_subscribe_with_the_four_filters_then_a_twin_get():
