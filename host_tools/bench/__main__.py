@@ -122,7 +122,8 @@ def measure(argv, env=None, timeout=60):
     proc.stdout.close()
     proc.stderr.close()
     if proc.returncode != 0:
-        raise RuntimeError(f"{os.path.basename(argv[-3])} failed ({proc.returncode}): "
+        script = next((os.path.basename(a) for a in argv if a.endswith(".py")), argv[0])
+        raise RuntimeError(f"{script} failed ({proc.returncode}): "
                            f"{(err + out).decode(errors='replace')[-800:]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, json.loads(out.splitlines()[-1])
 
@@ -224,6 +225,9 @@ def main(argv=None):
         processes.stop(services.pop())
         print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
         results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
+        results["code_resident_bytes"] = measure(
+            [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_imports.py")],
+            dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]["code_resident"]
         ours, sdk, ratios = compare_with_sdk(work, hub_dir, os.path.join(hub_dir, "certs", "ca.pem"),
                                              mp_dir, args.runs, args.messages, args.heap)
         results.update(ours=ours, sdk=sdk, ratios_ours_over_sdk=ratios)
@@ -243,6 +247,8 @@ def table(r):
              f"{r['min_heapsize_kib']} KiB" if r["min_heapsize_kib"] else "did not complete"),
             ("smallest -X heapsize, link only: connect + N QoS 1 orders",
              f"{r['link_min_heapsize_kib']} KiB" if r["link_min_heapsize_kib"] else "did not complete"),
+            ("firmware code resident in that heap (unix; in flash when frozen on an ESP32)",
+             "%.1f KiB" % (r["code_resident_bytes"] / 1024)),
             ("device peak gc.mem_alloc() during the presses (heap %d KiB)" % r["ours"]["heapsize_kib"],
              f"{r['device_peak_gc_alloc']} B" if r["device_peak_gc_alloc"] else "not reported"),
             ("press -> PUBACK, median / p95",

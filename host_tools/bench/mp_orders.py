@@ -36,7 +36,8 @@ while not link.online():
         print("mp_orders: not online after 20 s:", link.stats)
         sys.exit(1)
     step()
-    time.sleep_ms(10)
+    if not link.online():
+        time.sleep_ms(10)
 connect_us = time.ticks_diff(time.ticks_us(), t0)
 poller = select.poll()
 poller.register(link.c.sock, select.POLLIN)

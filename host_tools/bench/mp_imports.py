@@ -1,0 +1,12 @@
+# Heap the firmware's code keeps resident once imported (run by host_tools/bench on MicroPython).
+# On the unix port .mpy bytecode lives in the GC heap; frozen into an ESP32 image it lives in
+# flash, so (smallest working heap - this) is what the running device needs from its heap.
+import gc
+import json
+
+gc.collect()
+base = gc.mem_alloc()
+from firmware.runtime import device  # noqa: E402,F401  (pulls in iothub, app, hal, link, umqtt)
+
+gc.collect()
+print(json.dumps({"code_resident": gc.mem_alloc() - base}))
