@@ -5,6 +5,8 @@ Files in the output folder:
   ca.key               the CA private key (0600)
   server.pem, server.der, server.key   the hub's certificate (SANs: DNS localhost, IP 127.0.0.1)
 Existing files are kept unless force=True, so devices provisioned with ca.der stay valid.
+Keys are RSA-2048, like the chain Azure IoT Hub serves (DigiCert Global Root G2), so a device
+verifies the local hub the way it will verify Azure.
 """
 import datetime
 import ipaddress
@@ -30,13 +32,13 @@ def ensure(out_dir, force=False, hosts=("localhost",), ips=("127.0.0.1",)):
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     os.makedirs(out_dir, exist_ok=True)
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
     ca_cert = (
         x509.CertificateBuilder()
@@ -53,7 +55,7 @@ def ensure(out_dir, force=False, hosts=("localhost",), ips=("127.0.0.1",)):
         .sign(ca_key, hashes.SHA256())
     )
 
-    srv_key = ec.generate_private_key(ec.SECP256R1())
+    srv_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     sans = [x509.DNSName(h) for h in hosts] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     srv_cert = (
         x509.CertificateBuilder()
