@@ -68,6 +68,7 @@ def new(version):
         "box": [],                        # outbox entries, oldest first (persisted)
         "ign": {},                        # ignored input: reason -> count
         "on": 0, "ever": 0, "auth": 0,    # online; ever connected; credentials refused
+        "tw": 0,                          # a whole twin was read since boot (settings known)
         "recon": 0,                       # reconnects since boot
         "msg": None, "until": 0,          # a gesture's answer screen and when it ends
         "clk": False,                     # the clock was set at the last event
@@ -101,7 +102,7 @@ def press(s, now, rand_hex):
     if now < _MIN_EPOCH:
         _say(s, now, ("notime",))
     elif not cfg["sku"]:
-        _say(s, now, ("setup",))
+        _say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
     elif n >= cfg["maxOpenOrders"]:
         _say(s, now, ("busy", n, cfg["maxOpenOrders"]))
     else:
@@ -206,6 +207,7 @@ def twin(s, now, doc):
             return _out(s, now, [])
     full = type(doc.get("desired")) is dict
     if full:
+        s["tw"] = 1
         rep = doc.get("reported")
         if type(rep) is dict and s["on"]:    # what the cloud has: report only the difference
             s["rep"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
@@ -308,7 +310,10 @@ def home(s, now):
     if now < _MIN_EPOCH:
         return ("notime",)
     if not s["cfg"]["sku"]:
-        return ("setup",)
+        # No product yet. It is set in the twin: "setup needed" only once the twin was read.
+        if s["tw"]:
+            return ("setup",)
+        return ("offline",) if s["ever"] and not s["on"] else ("connecting",)
     o = _latest(s)
     hint = _hint(s)
     if o is None:

@@ -163,9 +163,14 @@ def test_max_open_orders_two_allows_two():
 def test_press_needs_setup_and_a_clock():
     s = orders.new("1")
     acts = ev(orders.restore, s, T, None)
-    assert shown(acts) == "setup"
+    assert shown(acts) == "connecting"     # no sku yet, but the twin that sets it is unread
     ev(orders.connected, s, T)
-    acts = ev(orders.press, s, T, R1)
+    acts = ev(orders.press, s, T, R1)      # a press before the twin is read orders nothing
+    assert shown(acts) in ("connecting", None) and s["orders"] == {} and not only(acts, "publish")
+    acts = ev(orders.tick, s, T + 60)
+    acts = ev(orders.twin, s, T + 60, {"desired": {"$version": 1}, "reported": {}})
+    assert shown(acts) == "setup"          # the twin was read and names no product
+    acts = ev(orders.press, s, T + 61, R1)
     assert shown(acts) in ("setup", None) and s["orders"] == {} and not only(acts, "publish")
     s = device()
     acts = ev(orders.press, s, 1000, R1)           # clock not set (1970 + 1000 s)
@@ -451,7 +456,7 @@ def test_corrupt_or_old_blobs_start_clean_and_are_counted():
         assert s["orders"] == {} and s["box"] == [] and s["seq"] == 0
         assert kinds(acts)[0] == "save"                # a clean blob replaces the bad one
         assert json.loads(acts[0][1])["orders"] == {}
-        assert shown(acts) == "setup"
+        assert shown(acts) == "connecting"
 
 
 # --- link and twin -----------------------------------------------------------------------
