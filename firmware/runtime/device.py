@@ -41,7 +41,9 @@ def run():
     try:
         while Device(hal).run() == "reboot":
             hal.reboot()
-    except Exception as e:  # a bug; KeyboardInterrupt/SystemExit still end the program
+    except KeyboardInterrupt:  # Ctrl-C: stop the app (the link closed on the way out)
+        hal.event(stopped="interrupted")
+    except Exception as e:  # a bug; SystemExit still ends the program
         hal.event(crash=repr(e))
         hal.crash(e)
 
