@@ -5,7 +5,6 @@
 # I2C SDA 21 / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid",
 # "wifi_password"). Nothing that the unix port lacks (machine.Pin, network, ntptime) is
 # imported at module level, so this file also imports (and compiles) on a PC.
-import gc
 import os
 import select
 import time
@@ -15,6 +14,7 @@ from micropython import const
 
 from firmware.iothub import sas
 from firmware.app import gestures
+from firmware.hal.base import BaseHal
 
 PLATFORM = "esp32"
 _SAMPLE_MS = const(10)
@@ -43,7 +43,7 @@ class _SSD1306(framebuf.FrameBuffer):
         self.i2c.writevto(self.addr, (b"\x40", self.buf))
 
 
-class Hal:
+class Hal(BaseHal):
     def __init__(self):
         self.storage_dir = "/data"
         self._poll = select.poll()
@@ -89,24 +89,7 @@ class Hal:
     def _irq(self, pin):
         self._edge = True      # only a flag: the loop samples and debounces
 
-    # --- time, randomness, memory ----------------------------------------------------------
-
-    def now(self):
-        return time.time() + self._offset
-
-    def time_ok(self):
-        return time.gmtime(int(time.time()))[0] >= 2024
-
-    def rand(self):
-        b = os.urandom(4)
-        return (b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]) / 4294967296
-
-    def random_bytes(self, n):
-        return os.urandom(n)
-
-    def mem_free(self):
-        gc.collect()
-        return gc.mem_free()
+    # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
 
     # --- network, clock, watchdog ----------------------------------------------------------
 

@@ -7,12 +7,12 @@
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
 # Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
-import gc
 import json
 import os
 import select
 import sys
 import time
+from firmware.hal.base import BaseHal
 
 PLATFORM = "unix"
 _WORDS = {"": "press", "p": "press", "press": "press", "l": "long", "long": "long",
@@ -34,7 +34,7 @@ def _isdir(path):
         return False
 
 
-class Hal:
+class Hal(BaseHal):
     def __init__(self):
         self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
         _makedirs(self.storage_dir)
@@ -51,24 +51,7 @@ class Hal:
         self._screen = None
         self._gestures = []
 
-    # --- time, randomness, memory ----------------------------------------------------------
-
-    def now(self):
-        return time.time() + self._offset
-
-    def time_ok(self):
-        return time.gmtime(int(self.now()))[0] >= 2024
-
-    def rand(self):
-        b = os.urandom(4)
-        return (b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]) / 4294967296
-
-    def random_bytes(self, n):
-        return os.urandom(n)
-
-    def mem_free(self):
-        gc.collect()
-        return gc.mem_free()
+    # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
 
     # --- the network is the host's ---------------------------------------------------------
 
