@@ -2,14 +2,12 @@
 device processes (tests/integration/device_harness.py)."""
 import json
 import os
-import selectors
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from host_tools import processes
 from tests.hub.conftest import hub, running_hub, wait_for  # noqa: F401  (the `hub` fixture)
 from tests.integration.device_harness import REPO, DeviceProcess
 
@@ -37,34 +35,15 @@ class OrderService:
                    "1 Main St", "--shipping-method", "standard", "--payment-token", "tok_visa_4242")
 
     def start(self):
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.log = open(self.data + ".stderr", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host_tools", "orders", "serve", "--hub-data", self.hub.data_dir,
-             "--data", self.data, "--poll-timeout", "0.2", "--timeline", self.timeline],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log)
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline, buf = time.monotonic() + DEADLINE, b""
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            assert left > 0 and sel.select(left), "orders serve printed no ready line"
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            assert chunk, "orders serve exited before it was ready"
-            buf += chunk
+        self.proc, _ = processes.start(
+            ["orders", "serve", "--hub-data", self.hub.data_dir, "--data", self.data,
+             "--poll-timeout", "0.2", "--timeline", self.timeline],
+            self.data + ".stderr", timeout=DEADLINE, name="orders serve")
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.proc.stdout.close()
-            self.log.close()
+        processes.stop(self.proc, DEADLINE)
+        self.proc = None
 
     def orders(self, device_id=None):
         args = ["list", "--json"] + (["--device", device_id] if device_id else [])
