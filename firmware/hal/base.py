@@ -1,9 +1,17 @@
-# What every platform's HAL shares: the clock as Unix seconds, randomness, free heap.
+# What every platform's HAL shares: the clock as Unix seconds, randomness, free heap, and how
+# a screen is drawn into the 128x64 display's framebuf.
 import gc
 import os
 import time
 
 _SANE = 1704067200  # 2024-01-01 in Unix seconds: an earlier clock was never set
+
+
+def draw(fb, lines):
+    # A screen as the SSD1306 shows it: up to 4 lines of 16 8x8 characters, one every 16 px.
+    fb.fill(0)
+    for i, s in enumerate(lines):
+        fb.text(s, 0, i * 16 + 4, 1)
 
 
 class BaseHal:

@@ -14,7 +14,7 @@ from micropython import const
 
 from firmware.iothub import sas
 from firmware.app import gestures
-from firmware.hal.base import BaseHal
+from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "esp32"
 _SAMPLE_MS = const(10)
@@ -184,11 +184,8 @@ class Hal(BaseHal):
         self._screen = (sid, lines)
         print("screen:", sid, "|".join(lines))
         if self._oled:
-            fb = self._oled
-            fb.fill(0)
-            for i, s in enumerate(lines):
-                fb.text(s, 0, i * 16 + 4, 1)
-            fb.show()
+            draw(self._oled, lines)
+            self._oled.show()
 
     def brightness(self, level):
         if self._oled:

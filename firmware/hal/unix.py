@@ -3,16 +3,18 @@
 # Button: the keyboard (Enter = press, "l" Enter = long press, "d" Enter = double press,
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
 #   ("press", "long", "double", "quit"); only lines written after start-up count.
-# Screen: the 16x8 text of the 128x64 display, drawn in a box when it changes.
+# Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
+#   printed in a frame with 2x2 pixels per character, when it changes.
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
 # Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
+import framebuf
 import json
 import os
 import select
 import sys
 import time
-from firmware.hal.base import BaseHal
+from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "unix"
 _WORDS = {"": "press", "p": "press", "press": "press", "l": "long", "long": "long",
@@ -34,6 +36,23 @@ def _isdir(path):
         return False
 
 
+# 2x2 pixels per character: bit 1 top left, 2 top right, 4 bottom left, 8 bottom right.
+_QUADRANTS = " \u2598\u259d\u2580\u2596\u258c\u259e\u259b\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588"
+
+
+def terminal(fb, w=128, h=64):
+    # The display's pixels as text: 64 columns by 32 rows in a frame.
+    px = fb.pixel
+    rows = ["+" + "-" * (w // 2) + "+"]
+    for y in range(0, h, 2):
+        row = ""
+        for x in range(0, w, 2):
+            row += _QUADRANTS[px(x, y) | px(x + 1, y) << 1 | px(x, y + 1) << 2 | px(x + 1, y + 1) << 3]
+        rows.append("|" + row + "|")
+    rows.append(rows[0])
+    return "\n".join(rows)
+
+
 class Hal(BaseHal):
     def __init__(self):
         self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
@@ -49,6 +68,7 @@ class Hal(BaseHal):
         self._poll.register(sys.stdin, select.POLLIN)
         self._wake = None
         self._screen = None
+        self._fb = framebuf.FrameBuffer(bytearray(128 * 64 // 8), 128, 64, framebuf.MONO_VLSB)
         self._gestures = []
 
     # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
@@ -148,15 +168,12 @@ class Hal(BaseHal):
     # --- screen, LED, events -----------------------------------------------------------------
 
     def show(self, sid, lines, led=None):
-        lines = [str(s)[:16] for s in lines[:8]]
+        lines = [str(s)[:16] for s in lines[:4]]
         if (sid, lines) == self._screen:
             return
         self._screen = (sid, lines)
-        bar = "+" + "-" * 16 + "+"
-        print(bar)
-        for s in lines:
-            print("|" + s + " " * (16 - len(s)) + "|")
-        print(bar)
+        draw(self._fb, lines)
+        print(terminal(self._fb))
         self.event(screen=sid, lines=lines, led=led)
 
     def brightness(self, level):

@@ -1,0 +1,38 @@
+"""The unix HAL draws the same 128x64 framebuf the ESP32's SSD1306 gets and prints its pixels."""
+import os
+import subprocess
+
+from host_tools.device_process import REPO, micropypath, micropython
+
+
+def render(tmp_path, lines):
+    script = "from firmware.hal.unix import Hal\nHal().show('s', %r)\n" % (lines,)
+    r = subprocess.run([micropython(), "-c", script], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MICROPYPATH=micropypath(REPO), ORDER_DEVICE_DIR=str(tmp_path)))
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    top = out.index("+" + "-" * 64 + "+")
+    frame = out[top:top + 34]
+    assert frame[-1] == frame[0] and all(len(row) == 66 for row in frame), frame
+    return [row[1:-1] for row in frame[1:-1]]   # 32 rows of 64 cells, 2x2 pixels each
+
+
+def inked(rows):
+    return [i for i, row in enumerate(rows) if row.strip()]
+
+
+def test_each_line_lands_in_its_16_pixel_band(tmp_path):
+    rows = render(tmp_path, ("Ready", "", "x", ""))
+    # line i is drawn at y = 16 i + 4 .. 16 i + 11, i.e. character rows 8 i + 2 .. 8 i + 5
+    ink = inked(rows)
+    assert set(ink) <= {2, 3, 4, 5, 18, 19, 20, 21}, ink
+    assert {2, 3, 4, 5} <= set(ink) and set(ink) & {18, 19, 20, 21}  # line 2 ("x") has ink too
+    # "Ready" is 5 glyphs of 8 px: 40 px, 20 cells; nothing to its right
+    assert all(row[20:].strip() == "" for row in rows[2:6])
+    assert any(row[16:20].strip() for row in rows[2:6])
+
+
+def test_long_lines_are_cut_to_the_display_width_and_empty_screens_are_blank(tmp_path):
+    rows = render(tmp_path, ("W" * 20,))
+    assert any(row[60:].strip() for row in rows[2:6])       # 16 glyphs reach the right edge
+    assert inked(render(tmp_path, ("", "", "", ""))) == []
