@@ -24,7 +24,7 @@ except ImportError:
         return x
 
 VERSION = "1.0.0"
-_LOOP_MS = const(50)        # button latency; the link is polled every loop
+_LOOP_MS = const(50)        # longest sleep between loop turns; a gesture or link data wakes it sooner
 _SETUP_RETRY_MS = const(2000)
 _CLOCK_RETRY_MS = const(10000)
 _REPORT_S = const(300)      # free heap and link counters, while online
