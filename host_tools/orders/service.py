@@ -103,10 +103,14 @@ class OrderService:
             request = messages.parse_event(event)
         except messages.Malformed as exc:
             if exc.kind == messages.ORDER_REQUEST and exc.request_id and device_id:
-                if self.store.find(device_id, exc.request_id) is None:
+                existing = self.store.find(device_id, exc.request_id)
+                if existing is None:
                     self._record_failed(device_id, exc.request_id, "invalid request: " + exc.reason,
                                         now)
-                    return
+                else:  # re-sent: answer again, the first "failed" may never have arrived
+                    self.stats["duplicates"] += 1
+                    self._notify(existing, now)
+                return
             self.stats["skipped"] += 1
             log.warning("skipped malformed %s from %s (event seq=%s): %s",
                         exc.kind or "message", device_id, event.get("seq"), exc.reason)

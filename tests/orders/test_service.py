@@ -153,6 +153,10 @@ def test_malformed_and_foreign_telemetry_is_skipped_and_consumed(make_service):
     assert [b["status"] for _, b in outbox(svc.store)] == ["failed", "accepted"]
     assert outbox(svc.store)[0][1]["reason"] == "invalid request: quantity must be an integer >= 1"
     assert svc.stats["skipped"] == 2
+    # the device did not get that answer and sends the same bad request again: answered again
+    svc.handle_events([order_event(6, "r2", quantity=0)], 7)
+    assert [(b["orderRequestId"], b["status"]) for _, b in outbox(svc.store)][-1] == ("r2", "failed")
+    assert len([o for o in svc.store.orders() if o.request_id == "r2"]) == 1
 
 
 def test_an_unexpected_error_skips_only_that_event(make_service, monkeypatch):
