@@ -289,15 +289,16 @@ class Link:
                  keepalive=60, timeout=10, retry_cap=60, hostname=None):
         self.device_id = device_id
         self._key = key_b64
-        self._resource = sas.device_resource(host, device_id)
+        name = hostname or host    # the hub's name: token resource, user name and TLS name agree
+        self._resource = sas.device_resource(name, device_id)
         self._rand = rand
         self.token_ttl = token_ttl
         self.keepalive = keepalive
         self.retry_cap = retry_cap
         params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca_der,
-                  "server_hostname": hostname or host}
+                  "server_hostname": name}
         self.c = _Client(topics.client_id(device_id), host, port,
-                         topics.username(hostname or host, device_id), keepalive, params, timeout)
+                         topics.username(name, device_id), keepalive, params, timeout)
         self.state = OFFLINE
         self.attempt = 0
         self.next_try = 0

@@ -182,6 +182,20 @@ def test_connect_sends_one_packet_with_clean_session_0_keepalive_and_a_fresh_tok
     assert sas.check(tok, KEY, 1000, "hub.example/devices/dev1")["se"] == 1020
 
 
+def test_hostname_names_the_hub_in_the_token_the_user_name_and_tls():
+    # host is where to connect (an address), hostname the hub's name: the hub checks the
+    # token's sr against its own name, so all three must use the same one (else CONNACK 5)
+    b = Broker()
+    lk = _link(b, hostname="myhub.azure-devices.net")
+    assert _run(lk, 1000)[0] == ("connected", 0)
+    assert b.params["server_hostname"] == "myhub.azure-devices.net"
+    pkt = b.connects[0]
+    assert topics.username("myhub.azure-devices.net", "dev1").encode() in pkt
+    tok = pkt[pkt.find(b"SharedAccessSignature"):].decode()
+    assert sas.parse(tok)["sr"] == "myhub.azure-devices.net/devices/dev1"
+    assert sas.check(tok, KEY, 1000, "myhub.azure-devices.net/devices/dev1")["se"] == 1020
+
+
 def test_connect_turns_off_nagle_before_the_tls_handshake():
     # IPPROTO_TCP=6, TCP_NODELAY=1: otherwise the handshake waits on delayed ACKs (~40 ms)
     del _Raw.options[:]
