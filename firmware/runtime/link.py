@@ -124,6 +124,9 @@ class _Client(MQTTClient):
             raise
 
     def close(self):
+        # What was read on this connection ends with it: packet ids are per connection (an
+        # old id acked on a new connection could complete another message), and the hub
+        # delivers unacknowledged QoS 1 messages again; PUBACKed publishes are re-sent.
         for s in (self.sock, self.raw):
             if s is not None:
                 try:
@@ -131,6 +134,9 @@ class _Client(MQTTClient):
                 except OSError:
                     pass
         self.sock = self.raw = None
+        self.inbox = []
+        self.acked = []
+        self.pingresp = False
 
     def disconnect(self):
         try:

@@ -365,6 +365,35 @@ def test_nothing_waiting_returns_none_and_a_closed_socket_is_a_disconnect():
     assert lk.state == link.OFFLINE and lk.next_try > 1001
 
 
+def test_messages_read_on_a_lost_connection_are_dropped_with_it():
+    # A C2D read just before the connection broke is not handled or acked after reconnect
+    # (its packet id belongs to the old connection): the hub delivers it again.
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    topic = "devices/dev1/messages/devicebound/%24.mid=m1"
+    b.publish(topic, b"{}", 1, 7)
+
+    def read_then_close(n):
+        if not b.rx:
+            return b""
+        out, b.rx = b.rx[:n], b.rx[n:]
+        return out
+
+    b.read = read_then_close
+    ev = _run(lk, 1001)
+    assert ev == [("disconnected", "connection closed")], ev
+    del b.read
+    acks = len(b.packets(4))
+    ev = _run(lk, lk.next_try)
+    ev = _run(lk, lk.next_try + 1, ev)
+    assert ev[0][0] == "connected" and not [e for e in ev if e[0] == "c2d"], ev
+    assert len(b.packets(4)) == acks, "an old packet id acked on the new connection"
+    b.publish(topic, b"{}", 1, 3)           # the hub's redelivery, with a new id
+    ev = _run(lk, lk.next_try + 2)
+    assert [e[0] for e in ev] == ["c2d"] and b.packets(4)[-1] == b"\x40\x02\x00\x03"
+
+
 def test_truncated_packet_times_out_instead_of_hanging():
     b = Broker()
     lk = _link(b)
