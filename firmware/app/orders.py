@@ -221,10 +221,7 @@ def twin(s, now, doc):
             if k == "displayBrightness":
                 acts.append(("brightness", acc[k]))
         cfg[k] = acc[k]
-        s["rej"].pop(k, None)
-    if full:
-        s["rej"] = {}
-    s["rej"].update(rej)
+    s["rej"] = settings.rejected({} if full else s["rej"], doc, acc, rej)
     for k in rej:
         _say(s, now, ("rejected", k, rej[k]))
         break

@@ -39,7 +39,8 @@ def apply(cfg, desired, full=False):
     # desired: a desired-properties patch (or, with full=True, the whole desired section of a
     # twin GET, where a missing key means "back to the default"). cfg is not changed.
     # -> (accepted {key: value}, rejected {key: reason}). null restores the default; "$..."
-    # keys (e.g. $version) are skipped; unknown keys are rejected so the cloud sees typos.
+    # keys (e.g. $version) are skipped; unknown keys are rejected so the cloud sees typos,
+    # unless set to null: that is how a typo is deleted from a twin, not a new mistake.
     if type(desired) is not dict:
         return {}, {"desired": "not an object"}
     acc = {}
@@ -51,7 +52,7 @@ def apply(cfg, desired, full=False):
         if type(k) is not str or k[:1] == "$":
             continue
         if k not in DEFAULTS:
-            if len(rej) < _MAX_REJECTED:
+            if desired.get(k) is not None and len(rej) < _MAX_REJECTED:
                 rej[k[:_MAX_KEY]] = "unknown setting"
             continue
         v = desired.get(k)
@@ -63,6 +64,21 @@ def apply(cfg, desired, full=False):
         elif len(rej) < _MAX_REJECTED:
             rej[k] = why
     return acc, rej
+
+
+def rejected(old, desired, acc, rej):
+    # The rejected map (key -> reason) after `desired` was applied with result (acc, rej):
+    # reasons for keys now accepted or set to null leave, the new ones join; at most
+    # _MAX_REJECTED entries in all (new reasons first), however many patches came before.
+    out = dict(rej)
+    gone = [k[:_MAX_KEY] for k in desired if type(k) is str and desired[k] is None] \
+        if type(desired) is dict else ()
+    for k in old:
+        if len(out) >= _MAX_REJECTED:
+            break
+        if k not in out and k not in acc and k not in gone:
+            out[k] = old[k]
+    return out
 
 
 def diff(old, new):

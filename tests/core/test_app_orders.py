@@ -498,6 +498,28 @@ def test_twin_rejects_bad_settings_and_keeps_the_old_value():
     assert rep == {"rejected": {"quantity": None}, "settings": {"quantity": 5}}, rep
 
 
+def test_twin_typo_deleted_with_null_is_no_rejection():
+    s = device()
+    acts = ev(orders.twin, s, T + 1, {"quantty": 3, "$version": 2})
+    assert shown(acts) == "rejected" and s["rej"] == {"quantty": "unknown setting"}
+    # the only way to delete a key from a twin is null: that withdraws the rejection
+    acts = ev(orders.twin, s, T + 2, {"quantty": None, "$version": 3})
+    assert shown(acts) != "rejected" and s["rej"] == {}, acts
+    assert only(acts, "report")[0][1] == {"rejected": {"quantty": None}}
+    assert ev(orders.twin, s, T + 3, {"neverSeen": None, "$version": 4}) == []
+
+
+def test_twin_rejections_stay_capped_over_patches():
+    s = device()
+    for p in range(5):
+        patch = {"$version": 2 + p}
+        for i in range(10):
+            patch["typo%d_%d" % (p, i)] = i
+        ev(orders.twin, s, T + 1 + p, patch)
+        assert len(s["rej"]) == 8, (p, len(s["rej"]))
+        assert len(orders.reported(s)["rejected"]) == 8
+
+
 def test_full_twin_reports_only_the_difference():
     s = device()
     cloud = dict(orders.reported(s), freeHeap=50000, oldKey=1, **{"$version": 7})

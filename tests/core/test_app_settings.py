@@ -41,6 +41,7 @@ PATCHES = [
     ({"quantity": None}, {"quantity": 1}, []),                  # null: back to the default
     ({"sku": None}, {"sku": ""}, []),
     ({"colour": "red"}, {}, ["colour"]),
+    ({"colour": None}, {}, []),          # null deletes a typo from the twin: not a rejection
     ({"maxOpenOrders": 2, "cancelWindowSeconds": "60"}, {"maxOpenOrders": 2},
      ["cancelWindowSeconds"]),
     ({}, {}, []),
@@ -68,6 +69,37 @@ def test_apply_hostile_documents():
     assert a == {} and len(r) == 8, len(r)
     for k in r:
         assert len(k) <= 32
+
+
+MERGES = [
+    # (old rejected, desired, accepted, new rejected, expected rejected map)
+    ({"colour": "unknown setting"}, {"colour": None}, {}, {}, {}),
+    ({"x" * 32: "unknown setting"}, {"x" * 40: None}, {}, {}, {}),   # stored cut to 32
+    ({"quantity": "int 1..99"}, {"quantity": 5}, {"quantity": 5}, {}, {}),
+    ({"quantity": "int 1..99"}, {"sku": "A"}, {"sku": "A"}, {}, {"quantity": "int 1..99"}),
+    ({"a": "r"}, {"b": 1}, {}, {"b": "unknown setting"}, {"a": "r", "b": "unknown setting"}),
+    ({"a": "old"}, {"a": 1}, {}, {"a": "new"}, {"a": "new"}),
+    ({"a": "r"}, [], {}, {"desired": "not an object"}, {"a": "r", "desired": "not an object"}),
+]
+
+
+def test_rejected_merge_table():
+    for old, desired, acc, rej, want in MERGES:
+        got = settings.rejected(old, desired, acc, rej)
+        assert got == want, (old, desired, got)
+
+
+def test_rejected_stays_capped_over_many_patches():
+    rej = {}
+    for p in range(5):
+        patch = {}
+        for i in range(10):
+            patch["typo%d_%d" % (p, i)] = i
+        a, r = settings.apply(D, patch)
+        rej = settings.rejected(rej, patch, a, r)
+        assert len(rej) == 8, (p, len(rej))
+    new = settings.rejected(rej, {"late": 1}, {}, {"late": "unknown setting"})
+    assert len(new) == 8 and "late" in new     # the newest reason is kept
 
 
 def test_full_document_resets_missing_keys():
