@@ -491,8 +491,10 @@ class Link:
                 self.state = OFFLINE
                 self.next_try = now + max(self._backoff(), 15 if code == 3 else 0)
             return
-        except (OSError, IndexError, MemoryError) as e:
-            # MemoryError: TLS needs a big block; retry after a collection (and a backoff)
+        except (OSError, IndexError, MemoryError, ValueError) as e:
+            # MemoryError: TLS needs a big block; retry after a collection (and a backoff).
+            # ValueError: the TLS layer refusing its parameters ("invalid cert"): retried,
+            # never a crash (storage.load_ca already checks the CA at setup).
             c.close()
             gc.collect()
             self.stats["connect_failures"] += 1

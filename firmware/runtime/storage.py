@@ -145,8 +145,14 @@ def load_ca(folder, cfg):
     data = read_bytes(join(folder, name))
     if not data:
         raise SetupError("%s (CA certificate, DER) missing in %s: %s" % (name, folder, _PROVISION_HINT))
-    if data[:5] == b"-----":
-        data = pem_to_der(data)
+    try:
+        if data[:5] == b"-----":
+            data = pem_to_der(data)
+        # parse it once here: a broken CA is a setup error, not a failure at every connect
+        import ssl
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=data)
+    except (ValueError, UnicodeError, OSError):  # bad base64 or not a certificate (SSLError)
+        raise SetupError("%s is not a CA certificate (DER or PEM): %s" % (name, _PROVISION_HINT))
     return data
 
 

@@ -512,6 +512,21 @@ def test_an_unusable_key_is_an_auth_error_not_a_crash():
     assert not b.connects
 
 
+def test_a_ca_the_tls_layer_rejects_is_a_failed_connect_not_a_crash():
+    # MicroPython's ssl raises ValueError("invalid cert") for a CA it cannot parse
+    b = Broker()
+    lk = _link(b)
+
+    class _BadCa(_SslModule):
+        def wrap_socket(self, raw, **params):
+            raise ValueError("invalid cert")
+
+    link.ssl = _BadCa(b)
+    ev = _run(lk, 1000)
+    assert ev == [] and lk.state == link.OFFLINE and lk.next_try > 1000
+    assert lk.stats["connect_failures"] == 1
+
+
 def test_subscription_refused_is_a_failed_connect():
     b = Broker()
     lk = _link(b)

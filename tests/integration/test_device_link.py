@@ -129,6 +129,22 @@ def test_corrupt_config_is_a_setup_error_not_a_crash(tmp_path):
         dev.close()
 
 
+def test_garbage_ca_is_setup_needed_and_the_device_stays_up(device, hub):
+    # a CA the TLS layer cannot parse used to crash the device (exit 1; a reboot loop on
+    # the ESP32); now it says what to do, and a good CA written while it waits is used
+    dev = device("button-1")
+    dev.write("ca.der", b"\x30\x82\x01\x00 this is not a certificate")
+    dev.start()
+    e = dev.wait(lambda e: "setup" in e, what="setup error")
+    assert "ca.der is not a CA certificate" in e["setup"], e
+    dev.wait_screen("setup")
+    assert not dev.find("link") and not dev.find("crash") and dev.running()
+    with open(hub.ca_der, "rb") as f:
+        dev.write("ca.der", f.read())
+    dev.wait_online()
+    assert dev.running()
+
+
 def test_unset_clock_shows_clock_not_set_and_never_connects(device):
     dev = device("button-1", env={"ORDER_DEVICE_TIME_OFFSET": "-1700000000"})
     dev.start()

@@ -56,13 +56,33 @@ def test_setup_errors_say_what_to_do_and_never_show_the_key(tmp_path):
     assert "no device_key" in _setup_error(storage.load_secrets, d)
 
 
+def _real_ca(tmp_path):
+    from host_tools.hub import certs
+    p, _ = certs.ensure(str(tmp_path / "certs"))
+    with open(p["ca.der"], "rb") as f:
+        der = f.read()
+    with open(p["ca.pem"], "rb") as f:
+        return der, f.read()
+
+
 def test_ca_in_pem_is_converted_to_der(tmp_path):
-    import base64
-    der = bytes(range(256)) * 3
-    pem = "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % "\n".join(
-        base64.b64encode(der).decode()[i:i + 64] for i in range(0, 1024, 64))
-    (tmp_path / "ca.pem").write_text(pem)
+    der, pem = _real_ca(tmp_path)
+    (tmp_path / "ca.pem").write_bytes(pem)
+    (tmp_path / "ca.der").write_bytes(der)
     assert storage.load_ca(str(tmp_path), {"ca_file": "ca.pem"}) == der
+    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.der"}) == der
+
+
+def test_a_broken_ca_is_a_setup_error(tmp_path):
+    # bad base64 in a PEM, a PEM of something else, DER that is no certificate: all say
+    # what to do instead of crashing the device (binascii.Error, ssl "invalid cert")
+    d = str(tmp_path)
+    for name, data in (("bad64.pem", b"-----BEGIN CERTIFICATE-----\nabc!@#$\n-----END CERTIFICATE-----\n"),
+                       ("short.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                       ("junk.der", b"\x30\x82garbage that is not a certificate")):
+        (tmp_path / name).write_bytes(data)
+        e = _setup_error(storage.load_ca, d, {"ca_file": name})
+        assert name in e and "not a CA certificate" in e and "host_tools provision" in e, e
 
 
 def _setup_error(fn, *args):
@@ -74,6 +94,7 @@ def _setup_error(fn, *args):
 
 
 def test_same_behaviour_on_micropython(tmp_path):
+    der, _ = _real_ca(tmp_path)
     script = """
 from firmware.runtime import storage
 d = %r
@@ -89,8 +110,17 @@ try:
     storage.load_secrets(d)
 except storage.SetupError as e:
     assert "secrets.json missing" in str(e)
+open(d + "/ca.der", "wb").write(%r)
+assert storage.load_ca(d, {"ca_file": "ca.der"}) == %r
+for bad in (b"garbage", b"-----BEGIN CERTIFICATE-----\\nabc!\\n-----END CERTIFICATE-----\\n"):
+    open(d + "/bad", "wb").write(bad)
+    try:
+        storage.load_ca(d, {"ca_file": "bad"})
+        raise AssertionError("no SetupError")
+    except storage.SetupError as e:
+        assert "not a CA certificate" in str(e)
 print("ok")
-""" % str(tmp_path)
+""" % (str(tmp_path), der, der)
     r = subprocess.run([micropython(), "-c", script], cwd=REPO, capture_output=True, text=True,
                        env=dict(os.environ, MICROPYPATH=micropypath()), timeout=30)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
