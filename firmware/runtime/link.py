@@ -480,16 +480,17 @@ class Link:
             c.close()
             code = e.args[0] if isinstance(e, MQTTException) and e.args else 4
             self.stats["connect_failures"] += 1
-            if retry.classify_connack(code) == retry.AUTH:
+            kind = retry.classify_connack(code)     # the policy per code lives in retry.py
+            self.attempt += 1
+            wait = retry.delay_for(kind, self.attempt - 1, self._rand())
+            if kind == retry.AUTH:
                 self.stats["auth_errors"] += 1
                 self.state = AUTH_ERROR
-                self.attempt += 1
-                wait = max(_AUTH_MIN_S, retry.delay_for(retry.AUTH, self.attempt - 1, self._rand()))
-                self.next_try = now + wait
+                wait = max(_AUTH_MIN_S, wait)
                 self._call(handle, ("auth_error", code, int(wait)))
             else:
                 self.state = OFFLINE
-                self.next_try = now + max(self._backoff(), 15 if code == 3 else 0)
+            self.next_try = now + wait
             return
         except (OSError, IndexError, MemoryError, ValueError) as e:
             # MemoryError: TLS needs a big block; retry after a collection (and a backoff).

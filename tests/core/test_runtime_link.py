@@ -503,6 +503,19 @@ def test_refused_credentials_are_an_auth_error_with_a_long_backoff():
     assert lk.stats["auth_errors"] == attempts
 
 
+def test_a_refused_connect_waits_as_retry_py_says_for_its_code():
+    from firmware.iothub import retry
+    for code, kind in ((3, retry.LATER), (2, retry.FATAL), (1, retry.FATAL)):
+        b = Broker()
+        b.connack = code
+        lk = _link(b)
+        _run(lk, 1000)
+        assert lk.state == link.OFFLINE
+        assert lk.next_try - 1000 == retry.delay_for(kind, 0, 0.5), (code, lk.next_try)
+        _run(lk, lk.next_try)
+        assert lk.next_try - (1000 + retry.delay_for(kind, 0, 0.5)) == retry.delay_for(kind, 1, 0.5)
+
+
 def test_an_unusable_key_is_an_auth_error_not_a_crash():
     b = Broker()
     lk = _link(b)
