@@ -71,10 +71,13 @@ class Device:
             return self.stop
         self.s = orders.new(VERSION)
         blob = storage.read_bytes(self.state_path)
-        self._do(orders.restore(self.s, self._now(), blob))
+        acts = orders.restore(self.s, self._now(), blob)
         if blob and self.s["ign"].get("blob"):
+            # keep the bad blob before restore's save replaces it: a power cut in between
+            # must not lose the only copy
             storage.write_atomic(self.state_path + ".corrupt", blob)
             hal.event(state_corrupt=self.state_path + ".corrupt")
+        self._do(acts)
         try:
             self._loop()
         finally:

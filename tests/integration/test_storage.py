@@ -124,3 +124,20 @@ print("ok")
     r = subprocess.run([micropython(), "-c", script], cwd=REPO, capture_output=True, text=True,
                        env=dict(os.environ, MICROPYPATH=micropypath()), timeout=30)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+def test_a_corrupt_state_is_kept_aside_before_a_clean_one_is_saved_over_it(device):
+    # the real device: the .corrupt copy is written before restore's save action replaces
+    # state.json, so a power cut between the two never loses the only copy
+    dev = device("button-1")
+    bad = b'{"v": 1, "orders": {"0123456789abcdef": ['
+    dev.write("state.json", bad)
+    dev.start()
+    dev.wait_online()
+    kept = dev.wait(lambda e: "state_corrupt" in e, what="state_corrupt")
+    saved = dev.wait(lambda e: "saved" in e, what="saved")
+    assert dev.events.index(kept) < dev.events.index(saved), dev.tail()
+    with open(os.path.join(str(dev.dir), "state.json.corrupt"), "rb") as f:
+        assert f.read() == bad
+    with open(os.path.join(str(dev.dir), "state.json"), "rb") as f:
+        assert json.loads(f.read())        # a clean blob replaced it
