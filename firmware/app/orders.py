@@ -63,6 +63,7 @@ def new(version):
         "ver": version,
         "cfg": dict(settings.DEFAULTS),   # settings in force (persisted)
         "rej": {},                        # rejected settings: key -> reason
+        "dv": 0,                          # highest desired $version applied (persisted)
         "seq": 0,                         # last device sequence number used (persisted)
         "orders": {},                     # orderRequestId -> order (persisted)
         "box": [],                        # outbox entries, oldest first (persisted)
@@ -197,9 +198,12 @@ def published(s, now, tag):
     return _out(s, now, [])
 
 
-def twin(s, now, doc):
+def twin(s, now, doc, version=None):
     # Desired settings: a patch (topic .../desired/?$version=n) or a full twin GET response
     # ({"desired": {...}, "reported": {...}}). doc may be bytes/str JSON or already a dict.
+    # The desired $version (`version`, else the one in the document) orders them: the hub can
+    # answer a GET built from version n after patch n+1 arrived, so a full twin older than
+    # the last applied one, or a patch not newer, changes no setting.
     if type(doc) is not dict:
         doc = schemas.load(doc, _MAX_BLOB)[0]
         if type(doc) is not dict:
@@ -212,6 +216,15 @@ def twin(s, now, doc):
         if type(rep) is dict and s["on"]:    # what the cloud has: report only the difference
             s["rep"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
         doc = doc["desired"]
+    v = doc.get("$version") if version is None else version
+    if type(v) is int:
+        if v < s["dv"] or (v == s["dv"] and not full):
+            if v < s["dv"]:
+                _count(s, "oldtwin")
+            return _out(s, now, [])
+        if v != s["dv"]:
+            s["dv"] = v
+            s["dirty"] = 1              # a reboot must not go back to an older twin either
     acc, rej = settings.apply(s["cfg"], doc, full)
     acts = []
     cfg = s["cfg"]
@@ -456,8 +469,8 @@ def _prune(s):
 
 def _blob(s):
     box = [[e[_KIND], e[_RID], e[_BODY].decode()] for e in s["box"]]
-    return json.dumps({"v": _BLOB_V, "seq": s["seq"], "cfg": s["cfg"], "orders": s["orders"],
-                       "box": box}, separators=(",", ":")).encode()
+    return json.dumps({"v": _BLOB_V, "seq": s["seq"], "cfg": s["cfg"], "dv": s["dv"],
+                       "orders": s["orders"], "box": box}, separators=(",", ":")).encode()
 
 
 def _load(s, blob):
@@ -469,6 +482,9 @@ def _load(s, blob):
         acc, rej = settings.apply(settings.DEFAULTS, d["cfg"], True)
         if rej:
             return False
+        dv = d.get("dv", 0)             # blobs saved before the version was kept have none
+        if type(dv) is not int or dv < 0:
+            dv = 0
         orders = d["orders"]
         for rid in orders:
             o = orders[rid]
@@ -493,6 +509,7 @@ def _load(s, blob):
         return False
     s["cfg"].update(acc)
     s["seq"] = d["seq"]
+    s["dv"] = dv
     s["orders"] = orders
     s["box"] = box
     return True

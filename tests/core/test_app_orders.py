@@ -506,7 +506,7 @@ def test_twin_typo_deleted_with_null_is_no_rejection():
     acts = ev(orders.twin, s, T + 2, {"quantty": None, "$version": 3})
     assert shown(acts) != "rejected" and s["rej"] == {}, acts
     assert only(acts, "report")[0][1] == {"rejected": {"quantty": None}}
-    assert ev(orders.twin, s, T + 3, {"neverSeen": None, "$version": 4}) == []
+    assert ev(orders.twin, s, T + 3, {"neverSeen": None}) == []
 
 
 def test_twin_rejections_stay_capped_over_patches():
@@ -518,6 +518,68 @@ def test_twin_rejections_stay_capped_over_patches():
         ev(orders.twin, s, T + 1 + p, patch)
         assert len(s["rej"]) == 8, (p, len(s["rej"]))
         assert len(orders.reported(s)["rejected"]) == 8
+
+
+def full(version, **desired):
+    desired["$version"] = version
+    return {"desired": desired, "reported": {"$version": 1}}
+
+
+TWIN_ORDER = [
+    # (documents in arrival order, the quantity in force after them, ignored as "oldtwin")
+    # the race: GET answered from version 2 arrives after patch 3 was applied
+    ([{"quantity": 5, "$version": 3}, full(2, sku="SKU-1", quantity=4)], 5, 1),
+    ([full(3, sku="SKU-1", quantity=5), {"quantity": 4, "$version": 2}], 5, 1),
+    ([{"quantity": 5, "$version": 3}, {"quantity": 6, "$version": 3}], 5, 0),   # redelivered
+    ([{"quantity": 5, "$version": 3}, full(3, sku="SKU-1", quantity=6)], 6, 0),  # GET is the truth
+    ([{"quantity": 5, "$version": 3}, full(4, sku="SKU-1", quantity=7)], 7, 0),
+    ([{"quantity": 5, "$version": 5}, {"quantity": 6, "$version": 7}], 6, 0),   # a gap is fine
+    ([{"quantity": 5, "$version": 3}, {"quantity": 6}], 6, 0),                  # no version: applied
+    ([{"quantity": 5, "$version": 3}, {"quantity": 6, "$version": "9"}], 6, 0),
+    ([(4, {"quantity": 5}), (3, {"quantity": 6, "$version": 9})], 5, 1),       # the topic's version wins
+]
+
+
+def test_twin_desired_version_is_never_undone():
+    for docs, quantity, old in TWIN_ORDER:
+        s = device()                       # settings from patch $version 1: quantity 2
+        for i, doc in enumerate(docs):
+            args = (doc[1], doc[0]) if type(doc) is tuple else (doc,)
+            ev(orders.twin, s, T + 1 + i, *args)
+        assert s["cfg"]["quantity"] == quantity, (docs, s["cfg"])
+        assert s["ign"].get("oldtwin", 0) == old, (docs, s["ign"])
+        assert s["cfg"]["sku"] == "SKU-1"
+
+
+def test_twin_old_full_answer_still_sets_what_the_cloud_reported():
+    s = device()
+    ev(orders.twin, s, T + 1, {"quantity": 5, "$version": 3})
+    doc = full(2, sku="SKU-1", quantity=4)
+    doc["reported"] = dict(orders.reported(s), oldKey=1)
+    acts = ev(orders.twin, s, T + 2, doc)
+    assert s["cfg"]["quantity"] == 5 and s["tw"] == 1
+    assert only(acts, "report")[0][1] == {"oldKey": None, "ignored": {"oldtwin": 1}}
+
+
+def test_twin_version_survives_a_reboot():
+    s = device()
+    acts = ev(orders.twin, s, T + 1, {"quantity": 5, "$version": 3})
+    blob = only(acts, "save")[0][1]         # a newer version is saved even with no change
+    r = orders.new("1.2.3")
+    ev(orders.restore, r, T + 2, blob)
+    assert r["dv"] == 3 and r["cfg"]["quantity"] == 5
+    ev(orders.twin, r, T + 3, full(2, sku="SKU-1", quantity=4))
+    assert r["cfg"]["quantity"] == 5 and r["ign"] == {"oldtwin": 1}
+    # a blob saved before versions were kept loads with version 0; a bad one counts as 0
+    for dv in (None, -1, "3", 1.5):
+        d = json.loads(blob)
+        if dv is None:
+            del d["dv"]
+        else:
+            d["dv"] = dv
+        r = orders.new("1")
+        ev(orders.restore, r, T, json.dumps(d).encode())
+        assert r["dv"] == 0 and r["cfg"]["quantity"] == 5 and "blob" not in r["ign"], dv
 
 
 def test_full_twin_reports_only_the_difference():
