@@ -4,7 +4,8 @@
 # port has it), then renamed over NAME. A file that does not parse is moved aside to
 # NAME.corrupt and reported; it never crashes the device.
 #
-# config.json  (shareable): {"host", "port", "device_id", "ca_file", "sku", "quantity", ...}
+# config.json  (shareable): {"host", "port", "device_id", "ca_file", ...} (the sku and
+#              quantity come from the device twin, not from here)
 # secrets.json (0600, written by the provisioning tool, never printed): {"device_key": base64}
 import json
 import os
@@ -13,8 +14,6 @@ _CONFIG_DEFAULTS = {
     "port": 8883,
     "ca_file": "ca.der",
     "hostname": None,        # TLS server name, when it differs from host
-    "sku": None,
-    "quantity": 1,
     "token_ttl_s": 3600,
     "keepalive_s": 60,
     "retry_cap_s": 60,
@@ -124,7 +123,7 @@ def load_config(folder):
     for k in ("host", "device_id"):
         if not isinstance(cfg.get(k), str) or not cfg[k]:
             raise SetupError("config.json has no %s: %s" % (k, _PROVISION_HINT))
-    for k in ("port", "quantity", "token_ttl_s", "keepalive_s", "retry_cap_s", "timeout_s"):
+    for k in ("port", "token_ttl_s", "keepalive_s", "retry_cap_s", "timeout_s"):
         if not isinstance(cfg[k], int) or cfg[k] <= 0:
             raise SetupError("config.json: %s must be a positive integer" % k)
     return cfg

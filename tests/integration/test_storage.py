@@ -65,6 +65,15 @@ def _real_ca(tmp_path):
         return der, f.read()
 
 
+def test_config_does_not_hold_or_check_what_the_twin_sets(tmp_path):
+    # sku and quantity come from the device twin: an old config's unused "quantity": 0
+    # must not block setup, and config has no defaults for them
+    with open(os.path.join(str(tmp_path), "config.json"), "w") as f:
+        json.dump({"host": "h", "device_id": "d", "quantity": 0}, f)
+    cfg = storage.load_config(str(tmp_path))
+    assert cfg["host"] == "h" and cfg["port"] == 8883 and "sku" not in cfg
+
+
 def test_ca_in_pem_is_converted_to_der(tmp_path):
     der, pem = _real_ca(tmp_path)
     (tmp_path / "ca.pem").write_bytes(pem)
