@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 
+from host_tools.files import write_atomic
 from host_tools.processes import REPO
 DEADLINE = 20
 
@@ -78,10 +79,7 @@ class DeviceProcess:
         return self
 
     def write(self, name, data, mode=0o644):
-        path = os.path.join(self.dir, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+        write_atomic(os.path.join(self.dir, name), data, mode)
 
     # --- process -----------------------------------------------------------------------------
 

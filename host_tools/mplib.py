@@ -31,6 +31,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from host_tools.files import write_atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_LOCK = os.path.join(HERE, "mplib.lock.json")
@@ -236,15 +238,6 @@ def _check_target(target):
     parts = target.split("/")
     if target.startswith("/") or ".." in parts or not target.endswith(".py"):
         raise ValueError("unsafe install path %r" % target)
-
-
-def write_atomic(path, data):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def lock_entry(index, name, version):

@@ -21,6 +21,7 @@ import threading
 import time
 
 from host_tools import processes, provision
+from host_tools.files import write_atomic
 from host_tools.device_process import DeviceProcess, micropython, micropypath
 from host_tools.processes import REPO
 
@@ -157,7 +158,7 @@ def compare_with_sdk(work, hub_dir, ca_pem, mp_dir, runs, n, heap_k):
     key = (store.get_device("bench-sdk") or store.add_device("bench-sdk"))["primary_key"]
     store.close()
     conn = os.path.join(work, "sdk.conn")
-    provision.write_file(conn, f"HostName=127.0.0.1;DeviceId=bench-sdk;SharedAccessKey={key}".encode(), 0o600)
+    write_atomic(conn, f"HostName=127.0.0.1;DeviceId=bench-sdk;SharedAccessKey={key}", mode=0o600)
     ours_cmd = _ours_cmd(mp_dir, n, heap_k)
     ours_env = dict(os.environ, MICROPYPATH=micropypath(MPY))
     sdk_cmd = [sys.executable, os.path.join(REPO, "host_tools", "bench", "sdk_orders.py"), conn, ca_pem, str(n)]

@@ -12,7 +12,7 @@ import datetime
 import ipaddress
 import os
 
-from host_tools.hub.files import write_atomic
+from host_tools.files import write_atomic
 
 CA_NAME = "Order Buttons Local Hub CA"
 _FILES = ("ca.pem", "ca.der", "ca.key", "server.pem", "server.der", "server.key")

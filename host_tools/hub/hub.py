@@ -15,7 +15,7 @@ import uuid
 
 from firmware.iothub import sas
 from host_tools.hub import certs, topics
-from host_tools.hub.files import read_json, write_json
+from host_tools.files import read_json, write_json
 from host_tools.hub.store import Store, StoreError, new_key
 
 log = logging.getLogger("host_tools.hub")
