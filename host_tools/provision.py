@@ -1,7 +1,7 @@
 """`provision` and `deploy`: give a device its identity, then put the firmware on it.
 
 provision writes a device folder with exactly what firmware/runtime/storage.py reads:
-    config.json   shareable: host, port, device_id, ca_file, sku, quantity, ...
+    config.json   shareable: host, port, device_id, ca_file, hostname, token_ttl_s
     secrets.json  0600, never printed: device_key (and wifi_ssid / wifi_password for an ESP32)
     ca.der        the root the hub's server certificate chains to (DER: MicroPython's TLS wants DER)
 Against the local hub (the default) the device is registered in its registry if need be and
@@ -14,11 +14,13 @@ a board with mpremote; --dry-run prints the mpremote commands instead of running
 """
 import json
 import os
-import ssl
 import subprocess
 import sys
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from host_tools.errors import CliError
+from host_tools.files import write_atomic, write_json
 
 DEFAULT_HUB_DATA = os.path.join(".local", "hub")
 DEFAULT_DEVICE_DIR = os.path.join(".local", "device")
@@ -53,19 +55,6 @@ def add_commands(sub):
 
 # ---- provision -----------------------------------------------------------------------------
 
-def write_file(path, data, mode):
-    """Atomic write with the mode set before any byte lands (0600 for secrets)."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _read_json(path):
     try:
         with open(path) as f:
@@ -80,17 +69,19 @@ def _read_json(path):
 
 
 def _der(path):
+    """A CA certificate file (PEM or DER) as checked DER bytes; a clear error otherwise."""
+    from cryptography import x509
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise CliError(f"cannot read CA certificate {path}: {e.strerror}") from None
-    if data.startswith(b"-----BEGIN CERTIFICATE-----"):
-        end = data.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
-        return ssl.PEM_cert_to_DER_cert(data[:end].decode())
-    if data[:1] != b"\x30":
-        raise CliError(f"{path} is neither a PEM nor a DER certificate")
-    return data
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data).public_bytes(Encoding.DER)
+        return x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)
+    except ValueError:
+        raise CliError(f"{path} is not a PEM or DER certificate (truncated or another kind of file?)") from None
 
 
 def _system_root():
@@ -133,11 +124,18 @@ def _local_identity(args):
     running = _read_json(os.path.join(args.hub_data, "hub.json"))
     paths, _ = certs.ensure(os.path.join(args.hub_data, "certs"))
     host = running.get("host", "127.0.0.1")
-    return dev["primary_key"], host, args.port or running.get("mqtt_port") or 8883, args.ca or paths["ca.der"]
+    return dev["primary_key"], host, args.port or running.get("mqtt_port") or 8883, paths["ca.der"]
 
 
 def provision(args):
-    """Write the device folder; returns the config written (never the secrets)."""
+    """Write the device folder; returns the config written (never the secrets).
+
+    Everything that can be wrong with the input (existing files, key, CA) is checked before
+    the registry or any file is changed."""
+    cfg_path = os.path.join(args.out, "config.json")
+    secrets_path = os.path.join(args.out, "secrets.json")
+    cfg, secrets = _read_json(cfg_path), _read_json(secrets_path)
+    ca_der = _der(args.ca) if args.ca else None
     if args.host:
         key = _stdin_line("device key")
         from firmware.iothub import sas
@@ -145,26 +143,23 @@ def provision(args):
             sas.token("check", key, 1)
         except sas.SasError:
             raise CliError("the device key is not valid base64: paste the device's primary key") from None
-        host, port, ca = args.host, args.port or 8883, args.ca or _system_root()
+        host, port = args.host, args.port or 8883
+        ca_der = ca_der or _der(_system_root())
     else:
-        key, host, port, ca = _local_identity(args)
-    os.makedirs(args.out, exist_ok=True)
-    cfg_path = os.path.join(args.out, "config.json")
-    cfg = _read_json(cfg_path)
+        key, host, port, local_ca = _local_identity(args)
+        ca_der = ca_der or _der(local_ca)
     cfg.update(host=host, port=port, device_id=args.device, ca_file="ca.der")
-    for k, v in (("hostname", args.hostname), ("sku", args.sku), ("quantity", args.quantity),
-                 ("token_ttl_s", args.token_ttl)):
+    for k, v in (("hostname", args.hostname), ("token_ttl_s", args.token_ttl)):
         if v is not None:
             cfg[k] = v
-    secrets_path = os.path.join(args.out, "secrets.json")
-    secrets = _read_json(secrets_path)
     secrets["device_key"] = key
     if args.wifi_ssid:
         secrets["wifi_ssid"] = args.wifi_ssid
         secrets["wifi_password"] = _stdin_line("WLAN password")
-    write_file(os.path.join(args.out, "ca.der"), _der(ca), 0o644)
-    write_file(secrets_path, json.dumps(secrets).encode(), 0o600)
-    write_file(cfg_path, (json.dumps(cfg, indent=1, sort_keys=True) + "\n").encode(), 0o644)
+    os.makedirs(args.out, exist_ok=True)
+    write_atomic(os.path.join(args.out, "ca.der"), ca_der)
+    write_atomic(secrets_path, json.dumps(secrets), mode=0o600)
+    write_json(cfg_path, cfg)
     return cfg
 
 
@@ -172,6 +167,9 @@ def cmd_provision(args):
     cfg = provision(args)
     print(f"provisioned {cfg['device_id']} for {cfg['host']}:{cfg['port']} in {args.out} "
           f"(secrets.json is 0600; keep it out of version control)")
+    if args.host and (args.sku or args.quantity):
+        print("note: --sku/--quantity go into the device twin; on Azure IoT Hub set the twin's "
+              "desired sku and quantity there (the device reads them from its twin)")
 
 
 # ---- deploy --------------------------------------------------------------------------------

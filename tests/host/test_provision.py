@@ -37,8 +37,7 @@ def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_l
     assert secrets == {"device_key": key}
     assert mode(dev / "secrets.json") == 0o600
     cfg = json.loads((dev / "config.json").read_text())
-    assert cfg == {"host": "127.0.0.1", "port": 8883, "device_id": "button-1", "ca_file": "ca.der",
-                   "sku": "COFFEE-1KG", "quantity": 2}
+    assert cfg == {"host": "127.0.0.1", "port": 8883, "device_id": "button-1", "ca_file": "ca.der"}
     assert (dev / "ca.der").read_bytes() == (hub / "certs" / "ca.der").read_bytes()
     # the firmware's own loader accepts it, on the real interpreter
     script = ("from firmware.runtime import storage as s\n"
@@ -58,7 +57,10 @@ def test_provision_again_keeps_the_key_and_the_settings_not_given(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (dev / "secrets.json").read_text() == first
     cfg = json.loads((dev / "config.json").read_text())
-    assert cfg["sku"] == "TEA" and cfg["token_ttl_s"] == 20 and cfg["port"] == 18883
+    assert cfg["token_ttl_s"] == 20 and cfg["port"] == 18883
+    store = Store(str(hub / "hub.sqlite3"))
+    assert store.get_twin("b")["desired"]["sku"] == "TEA"   # kept in the twin
+    store.close()
 
 
 def test_azure_provision_reads_the_key_from_stdin_and_uses_the_public_root(tmp_path):
@@ -90,6 +92,7 @@ def test_bad_key_and_broken_files_are_one_clear_line(tmp_path):
     r = run("provision", "--device", "d1", "--out", str(dev), "--hub-data", str(tmp_path / "hub"))
     assert r.returncode == 2 and "config.json is not readable JSON" in r.stderr
     assert (dev / "config.json").read_text() == "{broken"  # nothing overwritten on error
+    assert not (tmp_path / "hub" / "hub.sqlite3").exists()  # and nothing registered either
     r = run("provision", "--device", "bad/id", "--out", str(tmp_path / "d2"), "--hub-data", str(tmp_path / "hub"))
     assert r.returncode == 2 and "invalid device id" in r.stderr
 
@@ -115,3 +118,16 @@ def test_deploy_dry_run_lists_what_goes_on_the_board(tmp_path):
 def test_deploy_without_a_provisioned_folder_says_what_to_do(tmp_path):
     r = run("deploy", "--device-dir", str(tmp_path / "nothing"), "--dry-run")
     assert r.returncode == 2 and ("provision first" in r.stderr or "make mpy" in r.stderr)
+
+
+def test_a_bad_ca_file_is_one_clear_line_and_changes_nothing(tmp_path):
+    hub, dev = tmp_path / "hub", tmp_path / "dev"
+    pem = tmp_path / "cut.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n")        # truncated
+    junk = tmp_path / "junk.der"
+    junk.write_bytes(b"\x30\x03abc")
+    for ca in (pem, junk, tmp_path / "missing.pem"):
+        r = run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(hub), "--ca", str(ca))
+        assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr, r.stderr
+        assert str(ca) in r.stderr
+    assert not dev.exists() and not (hub / "hub.sqlite3").exists()
