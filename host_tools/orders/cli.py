@@ -11,6 +11,7 @@ Only `serve` talks to the hub; the other commands change the order database, and
 `serve` sends the resulting statuses to the device within about a second.
 """
 import os
+import sys
 from contextlib import contextmanager
 
 from host_tools.errors import CliError
@@ -65,7 +66,9 @@ def add_commands(subparsers):
     p.add_argument("--name", required=True)
     p.add_argument("--address", required=True)
     p.add_argument("--shipping-method", required=True)
-    p.add_argument("--payment-token", required=True)
+    p.add_argument("--payment-token", required=True,
+                   help="the payment provider's token; '-' reads it from standard input "
+                        "(keeps it out of shell history and the process list)")
     p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.set_defaults(func=_profile_set)
@@ -277,6 +280,8 @@ def _profile_set(args):
     import time
     from host_tools.orders import commerce
     catalogue = _catalogue(args.catalogue)
+    if args.payment_token == "-":
+        args.payment_token = sys.stdin.readline().strip()
     try:
         commerce.check_profile(catalogue, args.name, args.address, args.shipping_method,
                                args.payment_token)

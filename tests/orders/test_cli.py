@@ -40,6 +40,18 @@ def test_profile_set_and_show_mask_the_token(capsys, data):
                                              "paymentToken": "****4242"}
 
 
+def test_profile_payment_token_from_stdin(capsys, data, monkeypatch):
+    import io
+    monkeypatch.setattr("sys.stdin", io.StringIO("tok_visa_9876\n"))
+    code, out, _ = run(capsys, "profile", "set", "button-1", "--name", "Ada", "--address",
+                       "1 Main St", "--shipping-method", "standard", "--payment-token", "-",
+                       "--data", data)
+    assert code == 0 and "tok_visa" not in out
+    store = Store(data)
+    assert store.profile("button-1")["payment_token"] == "tok_visa_9876"
+    store.close()
+
+
 @pytest.mark.parametrize("argv,words", [
     (["profile", "set", "b", "--name", "A", "--address", "X", "--shipping-method", "drone",
       "--payment-token", "t"], "unknown shipping method 'drone'"),
