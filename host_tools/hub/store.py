@@ -233,7 +233,8 @@ class Store:
                         (device_id, now))
 
     def pending_c2d(self, device_id, after_seq=0, now=None):
-        """Queued messages in order, counting a delivery for each one returned."""
+        """Queued messages after after_seq, in order, once expired and over-delivered ones are set
+        aside (the caller counts each delivery with count_delivery)."""
         now = time.time() if now is None else now
         with self._tx():
             self._expire_c2d(device_id, now)
