@@ -83,7 +83,9 @@ def new(version):
 
 def restore(s, now, blob):
     # Boot: load what the last save action stored. None/b"" is a fresh device. A corrupt or
-    # old blob is dropped (counted as "blob") and a clean one saved over it.
+    # old blob is dropped (counted as "blob") and a clean one saved over it. A stored setting
+    # today's checks refuse (a firmware update narrowed a range) goes back to its default
+    # (counted as "cfg"): the orders and the outbox the customer pressed for are kept.
     if blob:
         if not _load(s, blob):
             _count(s, "blob")
@@ -474,17 +476,16 @@ def _blob(s):
 
 
 def _load(s, blob):
-    # Validate everything first, change s only if all of it is good.
+    # Validate everything first, change s only if the orders and the outbox are good. Each
+    # stored setting that fails today's checks falls back to its default.
     d, err = schemas.load(blob, _MAX_BLOB)
     try:
         if err or d.get("v") != _BLOB_V or type(d["seq"]) is not int or d["seq"] < 0:
             return False
-        acc, rej = settings.apply(settings.DEFAULTS, d["cfg"], True)
-        if rej:
-            return False
+        acc, rej = settings.apply(settings.DEFAULTS, d.get("cfg"), True)
         dv = d.get("dv", 0)             # blobs saved before the version was kept have none
-        if type(dv) is not int or dv < 0:
-            dv = 0
+        if type(dv) is not int or dv < 0 or rej:
+            dv = 0                      # (a bad setting: let the next twin GET apply again)
         orders = d["orders"]
         for rid in orders:
             o = orders[rid]
@@ -507,7 +508,11 @@ def _load(s, blob):
             return False
     except (AttributeError, KeyError, TypeError, IndexError):
         return False
+    s["cfg"] = dict(settings.DEFAULTS)
     s["cfg"].update(acc)
+    if rej:
+        s["ign"]["cfg"] = s["ign"].get("cfg", 0) + len(rej)
+        s["dirty"] = 1                  # save the repaired settings over the bad ones
     s["seq"] = d["seq"]
     s["dv"] = dv
     s["orders"] = orders

@@ -443,7 +443,7 @@ def test_corrupt_or_old_blobs_start_clean_and_are_counted():
     blobs = [
         b"garbage", b"\xff\xfe", b"{}", b"[]", b"null", b"{" * 50000, b'{"v":1}',
         corrupt(v=0), corrupt(v=2), corrupt(seq=-1), corrupt(seq="1"),
-        corrupt(cfg={"quantity": 500}), corrupt(cfg=[]), corrupt(orders=[]),
+        corrupt(orders=[]),
         corrupt(orders={"nothex": ["queued", "", 1, 1, 0, ""]}), corrupt(orders=bad_order),
         corrupt(orders={R1: ["lost", "", 1, 1, 0, ""]}), corrupt(box=[["orderRequest", R2, "{}"]]),
         corrupt(box=[["order", R1, "{}"]]), corrupt(box={}), corrupt(box=[[1, 2]]),
@@ -457,6 +457,39 @@ def test_corrupt_or_old_blobs_start_clean_and_are_counted():
         assert kinds(acts)[0] == "save"                # a clean blob replaces the bad one
         assert json.loads(acts[0][1])["orders"] == {}
         assert shown(acts) == "connecting"
+
+
+STORED_CFG = [
+    # (stored cfg, settings in force after restore, count under "cfg")
+    ({"sku": "SKU-1", "quantity": 500}, {"sku": "SKU-1", "quantity": 1}, 1),   # range narrowed
+    ({"sku": "bad sku!", "quantity": 0, "resendSeconds": 5}, {}, 3),
+    ({"sku": "SKU-1", "removedSetting": 3}, {"sku": "SKU-1"}, 1),
+    ({"sku": "SKU-1"}, {"sku": "SKU-1"}, 0),       # a setting added since: its default
+    ([], {}, 1), (None, {}, 1), ("cfg", {}, 1),
+]
+
+
+def test_bad_stored_setting_falls_back_to_default_and_keeps_the_orders():
+    for cfg, want, bad in STORED_CFG:
+        d = good_blob()
+        d["dv"] = 4
+        if cfg is None:
+            del d["cfg"]
+        else:
+            d["cfg"] = cfg
+        s = orders.new("1")
+        acts = ev(orders.restore, s, T + 2, json.dumps(d).encode())
+        assert s["cfg"] == dict(orders.settings.DEFAULTS, **want), (cfg, s["cfg"])
+        assert s["ign"] == ({"cfg": bad} if bad else {}), (cfg, s["ign"])
+        assert list(s["orders"]) == [R1] and box(s) == [R1] and s["seq"] == 1   # order kept
+        assert s["dv"] == (0 if bad else 4)    # the next twin GET applies the settings again
+        if bad:
+            saved = json.loads(only(acts, "save")[0][1])
+            assert saved["cfg"] == s["cfg"] and list(saved["orders"]) == [R1]
+        else:
+            assert not only(acts, "save")
+        acts = ev(orders.connected, s, T + 3)
+        assert [a[3] for a in only(acts, "publish")] == [R1]    # the pressed order still goes out
 
 
 # --- link and twin -----------------------------------------------------------------------
