@@ -1,5 +1,6 @@
-# Order messages on the wire (/tmp/team/WIRE.md is the contract): build the device's requests,
-# validate the cloud's order-status messages. Pure: no I/O, never raises on network input.
+# Order messages on the wire (the contract: "Messages on the wire" in firmware/app/README.md):
+# build the device's requests, validate the cloud's order-status messages. Pure: no I/O,
+# never raises on network input.
 #
 # Bodies are written out by hand, field by field, so the bytes are the same on MicroPython and
 # CPython (MicroPython dicts do not keep insertion order) and a re-send is byte-identical.

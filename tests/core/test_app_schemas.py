@@ -1,4 +1,5 @@
-# Order messages on the wire (firmware/app/schemas.py vs /tmp/team/WIRE.md).
+# Order messages on the wire (firmware/app/schemas.py vs "Messages on the wire" in
+# firmware/app/README.md).
 import json
 
 from firmware.app import schemas
@@ -140,3 +141,44 @@ def test_load():
     assert schemas.load(b'{"a":1}') == ({"a": 1}, None)
     assert schemas.load(b"x" * 10, limit=5) == (None, "size")
     assert schemas.load(memoryview(b"1")) == (None, "body")
+
+
+def _app_file(name):
+    here = __file__
+    root = here[:here.rfind("/tests/core/")] if "/tests/core/" in here else "."
+    with open(root + "/firmware/app/" + name) as f:
+        return f.read()
+
+
+def _wire_section():
+    text = _app_file("README.md")
+    start = text.find("\n## Messages on the wire\n")
+    assert start >= 0, "README.md has no 'Messages on the wire' section"
+    end = text.find("\n## ", start + 5)
+    return text[start:end if end > 0 else len(text)]
+
+
+# every word of the contract that schemas.py puts on (or reads from) the wire
+WIRE_WORDS = [schemas.ORDER, schemas.CANCEL, "orderStatus", "$.mid", "$.cid", "$.ct", "$.ce",
+              "application/json", "utf-8", "messageType", "-cancel", "orderRequestId",
+              "orderId", "createdAt", "seq", "sku", "quantity", "reason", "eta",
+              "cancel refused: already shipped"] + list(schemas.STATUSES)
+
+
+def test_wire_contract_lives_in_the_app_readme():
+    wire = _wire_section()
+    for word in WIRE_WORDS:
+        assert word in wire, word
+
+
+APP_FILES = ["README.md", "__init__.py", "gestures.py", "manifest.py", "orders.py",
+             "schemas.py", "screens.py", "settings.py"]
+
+
+def test_app_files_point_nowhere_outside_the_repo():
+    for name in APP_FILES:
+        text = _app_file(name)
+        assert "/tmp/" not in text and "WIRE.md" not in text, name
+    readme = _app_file("README.md")
+    for word in ("`freeHeap`", "`link`", ".venv/bin/pytest", ".venv/bin/micropython"):
+        assert word in readme, word
