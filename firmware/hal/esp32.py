@@ -1,5 +1,6 @@
-# Hardware for an ESP32 board: button on a GPIO (IRQ + debounce), LED, SSD1306 128x64 OLED
-# over I2C, WLAN, NTP and a watchdog. Same interface as hal/unix.py.
+# Hardware for an ESP32 board: button on a GPIO (sampled every 10 ms by wait() and debounced
+# there; no IRQ), LED, SSD1306 128x64 OLED over I2C, WLAN, NTP and a watchdog. Same interface
+# as hal/unix.py.
 #
 # Pins come from config.json "pins" (defaults: the BOOT button on GPIO0, LED on GPIO2,
 # I2C SDA 21 / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid",
@@ -55,7 +56,6 @@ class Hal(BaseHal):
         self._offset = sas.epoch_offset(time.gmtime(0)[0])
         self._gestures = gestures.new()
         self._out = []
-        self._edge = False
         self._wdt = None
         self._oled = None
         self._screen = None
@@ -78,16 +78,12 @@ class Hal(BaseHal):
         from machine import I2C, Pin
         self._low = p["button_active_low"]
         self._button = Pin(p["button"], Pin.IN, Pin.PULL_UP if self._low else Pin.PULL_DOWN)
-        self._button.irq(self._irq, Pin.IRQ_FALLING | Pin.IRQ_RISING)
         self._led = Pin(p["led"], Pin.OUT, value=0) if p["led"] is not None else None
         try:
             self._oled = _SSD1306(I2C(0, sda=Pin(p["sda"]), scl=Pin(p["scl"])), p["oled_addr"])
         except OSError:
             self._oled = None   # no display fitted: the LED and the log still work
             print("hal: no SSD1306 at I2C 0x%x" % p["oled_addr"])
-
-    def _irq(self, pin):
-        self._edge = True      # only a flag: the loop samples and debounces
 
     # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
 
@@ -156,7 +152,6 @@ class Hal(BaseHal):
         while True:
             self.feed()
             now = time.ticks_ms()
-            self._edge = False
             for g in gestures.feed(self._gestures, self._pressed(), now):
                 self._out.append(g)
             if self._flash_until is not None and self._led is not None:

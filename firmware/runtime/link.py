@@ -218,9 +218,6 @@ class _Client(MQTTClient):
             if sh > 21:
                 raise OSError("bad packet length")
 
-    def check_msg(self):
-        return self.wait_msg()
-
     def wait_msg(self, block=False):
         # Handle at most one incoming packet; None when nothing was waiting (non-blocking).
         if block:

@@ -1,8 +1,8 @@
-# Files on the device: atomic JSON writes, loads that survive corruption, config and secrets.
+# Files on the device: atomic writes, reads that survive a cut write, config, secrets, the CA.
 #
 # A power cut mid-write must lose nothing: data goes to NAME.tmp, is flushed (fsync where the
-# port has it), then renamed over NAME. A file that does not parse is moved aside to
-# NAME.corrupt and reported; it never crashes the device.
+# port has it), then renamed over NAME. Config, secrets or a CA that is missing or unusable
+# is a SetupError saying what to do; it never crashes the device.
 #
 # config.json  (shareable): {"host", "port", "device_id", "ca_file", ...} (the sku and
 #              quantity come from the device twin, not from here)
@@ -33,14 +33,6 @@ class SetupError(StorageError):
 
 def join(folder, name):
     return folder + "/" + name if folder else name
-
-
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _remove(path):
@@ -75,32 +67,6 @@ def read_bytes(path):
         except OSError:
             pass
     return None
-
-
-def save_json(path, obj):
-    write_atomic(path, json.dumps(obj).encode())
-
-
-def load_json(path, default=None):
-    # The parsed file; `default` when it is missing or corrupt (a corrupt file is kept as
-    # PATH.corrupt and reported with a printed line, without its content).
-    data = read_bytes(path)
-    if data is None:
-        return default
-    try:
-        return json.loads(data)
-    except ValueError:
-        _set_aside(path)
-        print("storage: %s is corrupt, kept as %s.corrupt" % (path, path))
-        return default
-
-
-def _set_aside(path):
-    _remove(path + ".corrupt")
-    try:
-        os.rename(path, path + ".corrupt")
-    except OSError:
-        pass
 
 
 def _load_required(folder, name, what):
