@@ -1,7 +1,8 @@
-# What every platform's HAL shares: the clock as Unix seconds, randomness, free heap, and how
-# a screen is drawn into the 128x64 display's framebuf.
+# What every platform's HAL shares: the clock as Unix seconds, randomness, free heap, which
+# socket wait() wakes on, and how a screen is drawn into the 128x64 display's framebuf.
 import gc
 import os
+import select
 import time
 
 _SANE = 1704067200  # 2024-01-01 in Unix seconds: an earlier clock was never set
@@ -15,7 +16,9 @@ def draw(fb, lines):
 
 
 class BaseHal:
+    # A port's __init__ sets self._poll = select.poll() (unix also registers stdin in it).
     _offset = 0  # added to time.time() to get Unix seconds (the port's epoch, or a test shift)
+    _wake = None  # the one socket in self._poll that wait() wakes on (the link's, or None)
 
     def now(self):
         return time.time() + self._offset
@@ -33,3 +36,16 @@ class BaseHal:
     def mem_free(self):
         gc.collect()
         return gc.mem_free()
+
+    def _watch(self, wake):
+        # Make `wake` (or nothing) the socket in self._poll, leaving the rest of it alone.
+        if wake is self._wake:
+            return
+        if self._wake is not None:
+            try:
+                self._poll.unregister(self._wake)
+            except (OSError, ValueError):
+                pass    # already closed: nothing left to unregister
+        if wake is not None:
+            self._poll.register(wake, select.POLLIN)
+        self._wake = wake

@@ -47,8 +47,7 @@ class _SSD1306(framebuf.FrameBuffer):
 class Hal(BaseHal):
     def __init__(self):
         self.storage_dir = "/data"
-        self._poll = select.poll()
-        self._wake = None
+        self._poll = select.poll()      # the link's socket: BaseHal._watch
         try:
             os.mkdir(self.storage_dir)
         except OSError:
@@ -139,15 +138,7 @@ class Hal(BaseHal):
     def wait(self, ms, wake=None):
         # Sample the button every 10 ms for `ms`; returns gestures seen, oldest first.
         # Between samples, wait on `wake` (the link's socket) and return once it is readable.
-        if wake is not self._wake:
-            if self._wake is not None:
-                try:
-                    self._poll.unregister(self._wake)
-                except (OSError, ValueError):
-                    pass
-            if wake is not None:
-                self._poll.register(wake, select.POLLIN)
-            self._wake = wake
+        self._watch(wake)
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
             self.feed()

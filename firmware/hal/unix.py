@@ -65,8 +65,7 @@ class Hal(BaseHal):
             self._control_pos = 0
         self._poll = select.poll()
         self._stdin = True
-        self._poll.register(sys.stdin, select.POLLIN)
-        self._wake = None
+        self._poll.register(sys.stdin, select.POLLIN)    # plus the link's socket: BaseHal._watch
         self._screen = None
         self._fb = framebuf.FrameBuffer(bytearray(128 * 64 // 8), 128, 64, framebuf.MONO_VLSB)
         self._gestures = []
@@ -127,19 +126,6 @@ class Hal(BaseHal):
             self._read_control()
         g, self._gestures = self._gestures, []
         return g
-
-    def _watch(self, wake):
-        # Keep the poll set to stdin (while open) plus the one socket we were asked to watch.
-        if wake is self._wake:
-            return
-        if self._wake is not None:
-            try:
-                self._poll.unregister(self._wake)
-            except (OSError, ValueError):
-                pass
-        if wake is not None:
-            self._poll.register(wake, select.POLLIN)
-        self._wake = wake
 
     def _word(self, line):
         g = _WORDS.get(line.strip().lower())
