@@ -63,7 +63,7 @@ def new(version):
         "ver": version,
         "cfg": dict(settings.DEFAULTS),   # settings in force (persisted)
         "rej": {},                        # rejected settings: key -> reason
-        "dv": 0,                          # highest desired $version applied (persisted)
+        "dv": 0,                          # highest desired $version applied on this connection
         "seq": 0,                         # last device sequence number used (persisted)
         "orders": {},                     # orderRequestId -> order (persisted)
         "box": [],                        # outbox entries, oldest first (persisted)
@@ -179,6 +179,7 @@ def connected(s, now):
     s["on"] = s["ever"] = 1
     s["auth"] = 0
     s["rep"] = {}
+    s["dv"] = 0   # a twin's version only rises while it exists; a re-created device starts anew
     return _out(s, now, _send(s, now, True))
 
 
@@ -224,9 +225,7 @@ def twin(s, now, doc, version=None):
             if v < s["dv"]:
                 _count(s, "oldtwin")
             return _out(s, now, [])
-        if v != s["dv"]:
-            s["dv"] = v
-            s["dirty"] = 1              # a reboot must not go back to an older twin either
+        s["dv"] = v
     acc, rej = settings.apply(s["cfg"], doc, full)
     acts = []
     cfg = s["cfg"]
@@ -471,7 +470,7 @@ def _prune(s):
 
 def _blob(s):
     box = [[e[_KIND], e[_RID], e[_BODY].decode()] for e in s["box"]]
-    return json.dumps({"v": _BLOB_V, "seq": s["seq"], "cfg": s["cfg"], "dv": s["dv"],
+    return json.dumps({"v": _BLOB_V, "seq": s["seq"], "cfg": s["cfg"],
                        "orders": s["orders"], "box": box}, separators=(",", ":")).encode()
 
 
@@ -483,9 +482,6 @@ def _load(s, blob):
         if err or d.get("v") != _BLOB_V or type(d["seq"]) is not int or d["seq"] < 0:
             return False
         acc, rej = settings.apply(settings.DEFAULTS, d.get("cfg"), True)
-        dv = d.get("dv", 0)             # blobs saved before the version was kept have none
-        if type(dv) is not int or dv < 0 or rej:
-            dv = 0                      # (a bad setting: let the next twin GET apply again)
         orders = d["orders"]
         for rid in orders:
             o = orders[rid]
@@ -514,7 +510,6 @@ def _load(s, blob):
         s["ign"]["cfg"] = s["ign"].get("cfg", 0) + len(rej)
         s["dirty"] = 1                  # save the repaired settings over the bad ones
     s["seq"] = d["seq"]
-    s["dv"] = dv
     s["orders"] = orders
     s["box"] = box
     return True

@@ -472,7 +472,6 @@ STORED_CFG = [
 def test_bad_stored_setting_falls_back_to_default_and_keeps_the_orders():
     for cfg, want, bad in STORED_CFG:
         d = good_blob()
-        d["dv"] = 4
         if cfg is None:
             del d["cfg"]
         else:
@@ -482,7 +481,6 @@ def test_bad_stored_setting_falls_back_to_default_and_keeps_the_orders():
         assert s["cfg"] == dict(orders.settings.DEFAULTS, **want), (cfg, s["cfg"])
         assert s["ign"] == ({"cfg": bad} if bad else {}), (cfg, s["ign"])
         assert list(s["orders"]) == [R1] and box(s) == [R1] and s["seq"] == 1   # order kept
-        assert s["dv"] == (0 if bad else 4)    # the next twin GET applies the settings again
         if bad:
             saved = json.loads(only(acts, "save")[0][1])
             assert saved["cfg"] == s["cfg"] and list(saved["orders"]) == [R1]
@@ -594,25 +592,25 @@ def test_twin_old_full_answer_still_sets_what_the_cloud_reported():
     assert only(acts, "report")[0][1] == {"oldKey": None, "ignored": {"oldtwin": 1}}
 
 
-def test_twin_version_survives_a_reboot():
+def test_twin_version_holds_for_one_connection_only():
     s = device()
-    acts = ev(orders.twin, s, T + 1, {"quantity": 5, "$version": 3})
-    blob = only(acts, "save")[0][1]         # a newer version is saved even with no change
+    ev(orders.twin, s, T + 1, {"quantity": 5, "$version": 3})
+    ev(orders.twin, s, T + 2, full(2, sku="SKU-1", quantity=4))   # stale GET on this connection
+    assert s["cfg"]["quantity"] == 5 and s["ign"] == {"oldtwin": 1}
+    # reconnected to a device re-created in the hub: its twin's versions start again, and the
+    # full GET after connect is what the cloud wants now
+    ev(orders.disconnected, s, T + 3)
+    ev(orders.connected, s, T + 4)
+    ev(orders.twin, s, T + 5, full(1, sku="SKU-2", quantity=2))
+    assert s["cfg"]["sku"] == "SKU-2" and s["cfg"]["quantity"] == 2
+    # nothing about versions is saved: after a reboot the first twin is taken as it is
+    acts = ev(orders.twin, s, T + 6, {"quantity": 3, "$version": 2})
+    assert "dv" not in json.loads(only(acts, "save")[0][1])
     r = orders.new("1.2.3")
-    ev(orders.restore, r, T + 2, blob)
-    assert r["dv"] == 3 and r["cfg"]["quantity"] == 5
-    ev(orders.twin, r, T + 3, full(2, sku="SKU-1", quantity=4))
-    assert r["cfg"]["quantity"] == 5 and r["ign"] == {"oldtwin": 1}
-    # a blob saved before versions were kept loads with version 0; a bad one counts as 0
-    for dv in (None, -1, "3", 1.5):
-        d = json.loads(blob)
-        if dv is None:
-            del d["dv"]
-        else:
-            d["dv"] = dv
-        r = orders.new("1")
-        ev(orders.restore, r, T, json.dumps(d).encode())
-        assert r["dv"] == 0 and r["cfg"]["quantity"] == 5 and "blob" not in r["ign"], dv
+    ev(orders.restore, r, T + 7, only(acts, "save")[0][1])
+    ev(orders.connected, r, T + 8)
+    ev(orders.twin, r, T + 9, full(1, sku="SKU-2", quantity=4))
+    assert r["cfg"]["quantity"] == 4
 
 
 def test_full_twin_reports_only_the_difference():
