@@ -1,4 +1,6 @@
-"""Order statuses and the transitions between them, as data (WIRE.md is the source).
+"""Order statuses and the transitions between them, as data.
+
+The wire contract in firmware/app/README.md is the source.
 
 accepted < payment_authorized < shipped < delivered; cancelled and failed are terminal and may
 follow any non-terminal status; a cancel is honoured only before shipment.

@@ -1,4 +1,4 @@
-"""Order messages on the wire (WIRE.md): parse device telemetry, build order-status C2D.
+"""Order messages on the wire (firmware/app/README.md): parse telemetry, build order-status C2D.
 
 Pure: a hub event (a dict as ServiceClient.events returns it) in, a request object out;
 a status out as the C2D body and properties to hand to ServiceClient.send_c2d.

@@ -168,7 +168,7 @@ class OrderService:
         if order is None:
             # The cancel overtook its order (or the order was lost): remember the request as
             # cancelled so that a late order request is answered, not placed. It gets an order
-            # id because only `failed` may go to the device without one (WIRE.md).
+            # id because only `failed` may go to the device without one (firmware/app/README.md).
             order = self.store.insert_order(
                 self.store.allocate_order_id(), device_id, request.request_id, lifecycle.CANCELLED,
                 "cancelled before the order was placed", now, None, None, None, None, None, {},

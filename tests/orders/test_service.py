@@ -107,7 +107,7 @@ def test_cancel_that_overtakes_its_order_wins(make_service):
     svc.handle_events([cancel_event(1, "r1"), order_event(2, "r1")], 3)
     assert statuses(svc.store) == ["cancelled", "cancelled"]
     [order] = svc.store.orders()
-    assert order.order_id == "ORD-000001" and order.status == "cancelled"  # never "" (WIRE.md)
+    assert order.order_id == "ORD-000001" and order.status == "cancelled"  # never "" (the wire contract)
     assert order.document == {} and order.amount_cents is None
 
 

@@ -1,8 +1,8 @@
 """The order service against the real local hub (a `python -m host_tools hub` process).
 
 A device is a paho-mqtt client over TLS with a SAS token, publishing order and cancel requests
-exactly as WIRE.md describes and collecting the order-status C2D messages it receives. The
-service runs in-process with an injected clock (so the timeline moves only when the test says)
+exactly as the wire contract (firmware/app/README.md) describes and collecting the order-status
+C2D messages it receives. The service runs in-process with an injected clock (so the timeline moves only when the test says)
 or as the real `orders serve` CLI process. Every wait polls a condition with a deadline.
 """
 import json
@@ -79,7 +79,7 @@ class Device:
         self.client.loop_stop()
         self.client.disconnect()
 
-    # -- requests as the firmware sends them (WIRE.md) --------------------------------------
+    # -- requests as the firmware sends them (the wire contract) ------------------------
     def publish(self, body, props):
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         info = self.client.publish(topics.telemetry(self.id, props), payload, qos=1)
