@@ -36,21 +36,28 @@ def _isdir(path):
         return False
 
 
-# 2x2 pixels per character: bit 1 top left, 2 top right, 4 bottom left, 8 bottom right.
-_QUADRANTS = " \u2598\u259d\u2580\u2596\u258c\u259e\u259b\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588"
+# 2x2 pixels per character (bit 1 top left, 2 top right, 4 bottom left, 8 bottom right), UTF-8.
+_QUADRANTS = tuple(c.encode() for c in
+                   " \u2598\u259d\u2580\u2596\u258c\u259e\u259b\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588")
 
 
-def terminal(fb, w=128, h=64):
-    # The display's pixels as text: 64 columns by 32 rows in a frame.
+def terminal(fb, write, w=128, h=64):
+    # Write the display's pixels, 64 columns by 32 rows in a frame, a row at a time from one
+    # reused buffer: the whole frame as one string would need ~7 KB of heap at once.
     px = fb.pixel
-    rows = ["+" + "-" * (w // 2) + "+"]
+    edge = b"+" + b"-" * (w // 2) + b"+\n"
+    row = bytearray(len(_QUADRANTS[-1]) * (w // 2) + 3)
+    row[0] = 0x7C  # "|"
+    write(edge)
     for y in range(0, h, 2):
-        row = ""
+        n = 1
         for x in range(0, w, 2):
-            row += _QUADRANTS[px(x, y) | px(x + 1, y) << 1 | px(x, y + 1) << 2 | px(x + 1, y + 1) << 3]
-        rows.append("|" + row + "|")
-    rows.append(rows[0])
-    return "\n".join(rows)
+            q = _QUADRANTS[px(x, y) | px(x + 1, y) << 1 | px(x, y + 1) << 2 | px(x + 1, y + 1) << 3]
+            row[n:n + len(q)] = q
+            n += len(q)
+        row[n:n + 2] = b"|\n"
+        write(memoryview(row)[:n + 2])
+    write(edge)
 
 
 class Hal(BaseHal):
@@ -159,7 +166,7 @@ class Hal(BaseHal):
             return
         self._screen = (sid, lines)
         draw(self._fb, lines)
-        print(terminal(self._fb))
+        terminal(self._fb, sys.stdout.buffer.write)
         self.event(screen=sid, lines=lines, led=led)
 
     def brightness(self, level):
