@@ -5,7 +5,8 @@
    against the local hub and order service) still completes, running the .mpy build;
 3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
    the device's own clock (its EVT lines), and the peak gc.mem_alloc() the device reports;
-4. the official azure-iot-device SDK against ours for the same job (connect + 20 order
+4. QoS 1 publish round trips with stock umqtt.simple against the link's single-write client;
+5. the official azure-iot-device SDK against ours for the same job (connect + 20 order
    messages at QoS 1, each waiting for its PUBACK): wall time, CPU time and peak RSS of the
    whole process, medians over several runs, and the ratios ours/SDK.
 Prints a table and writes the figures as JSON (default build/bench.json).
@@ -56,11 +57,16 @@ def _device(dev_dir, heap=None, log=None):
     return DeviceProcess(dev_dir, heapsize=heap, code_dir=MPY).start()
 
 
-def flow_completes(dev_dir, heap_k, timeout=30):
-    """One fresh boot at this heap size: press -> delivered?"""
-    for name in ("state.json", "state.json.tmp"):
+def _fresh(dev_dir):
+    # No orders from an earlier run: the device boots to "ready".
+    for name in ("state.json", "state.json.tmp", "state.json.corrupt"):
         if os.path.exists(os.path.join(dev_dir, name)):
             os.remove(os.path.join(dev_dir, name))
+
+
+def flow_completes(dev_dir, heap_k, timeout=30):
+    """One fresh boot at this heap size: press -> delivered?"""
+    _fresh(dev_dir)
     dev = _device(dev_dir, "%dK" % heap_k)
     try:
         dev.wait_screen("ready", timeout)
@@ -89,6 +95,7 @@ def smallest_heap(dev_dir, lo=8, hi=256, step=2):
 
 
 def press_latencies(dev_dir, presses, heap=None):
+    _fresh(dev_dir)
     dev = _device(dev_dir, heap)
     to_puback, to_accepted = [], []
     try:
@@ -110,7 +117,10 @@ def press_latencies(dev_dir, presses, heap=None):
 
 
 def measure(argv, env=None, timeout=60):
-    """Run a process to the end: (wall s, CPU s, peak RSS KiB, its JSON output)."""
+    """Run a process to the end: (wall s, CPU s, peak RSS KiB, its JSON output).
+
+    Peak RSS is what the process reports as its own VmHWM when it does ("peak_rss_kib"):
+    ru_maxrss of a child includes the RSS of the parent that forked it."""
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killer = threading.Timer(timeout, proc.kill)
@@ -126,7 +136,8 @@ def measure(argv, env=None, timeout=60):
         script = next((os.path.basename(a) for a in argv if a.endswith(".py")), argv[0])
         raise RuntimeError(f"{script} failed ({proc.returncode}): "
                            f"{(err + out).decode(errors='replace')[-800:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, json.loads(out.splitlines()[-1])
+    result = json.loads(out.splitlines()[-1])
+    return wall, usage.ru_utime + usage.ru_stime, result.get("peak_rss_kib", usage.ru_maxrss), result
 
 
 def _ours_cmd(mp_dir, n, heap_k):
@@ -225,6 +236,9 @@ def main(argv=None):
         # The comparison is link against SDK: no order service answering its messages with C2D.
         processes.stop(services.pop())
         print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
+        results["umqtt_vs_link_ms"] = measure(
+            [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_umqtt.py"), mp_dir, str(args.messages)],
+            dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
         results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
         results["code_resident_bytes"] = measure(
             [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_imports.py")],
@@ -262,7 +276,9 @@ def table(r):
              ("connect + N orders: peak RSS, ours / SDK", "%d / %d KiB  (ratio %.3f)" % (o["peak_rss_kib"], s["peak_rss_kib"], q["peak_rss_kib"])),
              ("QoS 1 publish -> PUBACK median, ours / SDK", "%.2f / %.2f ms" % (o["publish_ms_median"], s["publish_ms_median"])),
              ("QoS 1 publish -> PUBACK p95, ours / SDK", "%.2f / %.2f ms" % (o["publish_ms_p95"], s["publish_ms_p95"])),
-             ("connect (TCP+TLS+MQTT), ours / SDK", "%.1f / %.1f ms" % (o["connect_ms"], s["connect_ms"]))]
+             ("connect (TCP+TLS+MQTT), ours / SDK", "%.1f / %.1f ms" % (o["connect_ms"], s["connect_ms"])),
+             ("QoS 1 publish -> PUBACK, stock umqtt.simple / our link",
+              "%.2f / %.2f ms" % (r["umqtt_vs_link_ms"]["stock_umqtt_ms"], r["umqtt_vs_link_ms"]["link_ms"]))]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

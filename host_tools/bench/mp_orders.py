@@ -56,4 +56,15 @@ for i in range(n):
         step()
     lat.append(time.ticks_diff(time.ticks_us(), t))
 link.close()
-print(json.dumps({"connect_us": connect_us, "publish_us": lat}))
+
+
+def peak_rss_kib():
+    # VmHWM: this process's own peak RSS since exec (ru_maxrss would include the forking
+    # parent's, which Linux folds in at exec).
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+
+
+print(json.dumps({"connect_us": connect_us, "publish_us": lat, "peak_rss_kib": peak_rss_kib()}))

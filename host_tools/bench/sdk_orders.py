@@ -31,7 +31,16 @@ def main(conn_file, ca_pem, n):
         client.send_message(msg)
         lat.append(int((time.perf_counter() - t) * 1e6))
     client.shutdown()
-    print(json.dumps({"connect_us": connect_us, "publish_us": lat}))
+    print(json.dumps({"connect_us": connect_us, "publish_us": lat, "peak_rss_kib": peak_rss_kib()}))
+
+
+def peak_rss_kib():
+    # VmHWM: this process's own peak RSS since exec (ru_maxrss would include the forking
+    # parent's, which Linux folds in at exec).
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
 
 
 if __name__ == "__main__":
