@@ -133,8 +133,8 @@ def measure(argv, env=None, timeout=60):
     proc.stdout.close()
     proc.stderr.close()
     if proc.returncode != 0:
-        script = next((os.path.basename(a) for a in argv if a.endswith(".py")), argv[0])
-        raise RuntimeError(f"{script} failed ({proc.returncode}): "
+        command = " ".join(os.path.basename(a) for a in argv)
+        raise RuntimeError(f"{command} failed ({proc.returncode}): "
                            f"{(err + out).decode(errors='replace')[-800:]}")
     result = json.loads(out.splitlines()[-1])
     return wall, usage.ru_utime + usage.ru_stime, result.get("peak_rss_kib", usage.ru_maxrss), result
@@ -172,7 +172,7 @@ def compare_with_sdk(work, hub_dir, ca_pem, mp_dir, runs, n, heap_k):
     write_atomic(conn, f"HostName=127.0.0.1;DeviceId=bench-sdk;SharedAccessKey={key}", mode=0o600)
     ours_cmd = _ours_cmd(mp_dir, n, heap_k)
     ours_env = dict(os.environ, MICROPYPATH=micropypath(MPY))
-    sdk_cmd = [sys.executable, os.path.join(REPO, "host_tools", "bench", "sdk_orders.py"), conn, ca_pem, str(n)]
+    sdk_cmd = [sys.executable, "-m", "host_tools.bench.sdk_orders", conn, ca_pem, str(n)]
     ours, sdk = [], []
     for _ in range(runs):  # interleaved, so drift on the machine hits both alike
         ours.append(measure(ours_cmd, ours_env))

@@ -11,6 +11,7 @@ from firmware.app import schemas
 from firmware.iothub import topics
 from firmware.runtime import storage
 from firmware.runtime.link import Link
+from host_tools.bench.rss import peak_rss_kib
 
 folder, n = sys.argv[1], int(sys.argv[2])
 cfg = storage.load_config(folder)
@@ -56,15 +57,4 @@ for i in range(n):
         step()
     lat.append(time.ticks_diff(time.ticks_us(), t))
 link.close()
-
-
-def peak_rss_kib():
-    # VmHWM: this process's own peak RSS since exec (ru_maxrss would include the forking
-    # parent's, which Linux folds in at exec).
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-
-
 print(json.dumps({"connect_us": connect_us, "publish_us": lat, "peak_rss_kib": peak_rss_kib()}))

@@ -1,7 +1,7 @@
 """CPython side of the comparison: the official azure-iot-device SDK does what mp_orders.py does.
 
 Connect, send N order requests (QoS 1: send_message returns after the PUBACK), disconnect.
-Usage: python sdk_orders.py CONNECTION_STRING_FILE CA_PEM N   (prints one JSON line)
+Usage: python -m host_tools.bench.sdk_orders CONNECTION_STRING_FILE CA_PEM N   (one JSON line)
 """
 import json
 import sys
@@ -9,6 +9,8 @@ import time
 import uuid
 
 from azure.iot.device import IoTHubDeviceClient, Message
+
+from host_tools.bench.rss import peak_rss_kib
 
 
 def main(conn_file, ca_pem, n):
@@ -32,15 +34,6 @@ def main(conn_file, ca_pem, n):
         lat.append(int((time.perf_counter() - t) * 1e6))
     client.shutdown()
     print(json.dumps({"connect_us": connect_us, "publish_us": lat, "peak_rss_kib": peak_rss_kib()}))
-
-
-def peak_rss_kib():
-    # VmHWM: this process's own peak RSS since exec (ru_maxrss would include the forking
-    # parent's, which Linux folds in at exec).
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
 
 
 if __name__ == "__main__":
