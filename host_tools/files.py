@@ -28,3 +28,14 @@ def write_json(path, obj, mode=0o644):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def load_json(path, what, error):
+    """JSON from a file, or `error` with one line naming the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc}") from None

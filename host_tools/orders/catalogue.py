@@ -3,9 +3,10 @@
 Money is held as integer minor units (cents) so that price x quantity + shipping is exact;
 the JSON file writes prices as decimal strings ("18.90").
 """
-import json
 import os
 from decimal import Decimal, InvalidOperation
+
+from host_tools.files import load_json
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalogue.json")
 
@@ -103,11 +104,5 @@ def parse(data, source="catalogue"):
 def load(path=None):
     """Read and validate a catalogue file (the packaged demo catalogue by default)."""
     path = path or DEFAULT_PATH
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise CatalogueError(f"cannot read catalogue {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise CatalogueError(f"catalogue {path} is not valid JSON: {exc}") from None
+    data = load_json(path, "catalogue", CatalogueError)
     return parse(data, path)

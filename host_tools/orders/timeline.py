@@ -6,9 +6,9 @@
   "manual"                                       nothing moves by itself after accepted
   path/to/timeline.json                          {"payment_authorized": 2, "shipped": 4, ...}
 """
-import json
 import os
 
+from host_tools.files import load_json
 from host_tools.orders import lifecycle
 
 _AUTOMATIC = lifecycle.PROGRESS[1:]  # payment_authorized, shipped, delivered
@@ -95,12 +95,5 @@ def parse(spec):
     if spec == "manual":
         return Timeline({})
     if spec.endswith(".json") or os.path.sep in spec or os.path.exists(spec):
-        try:
-            with open(spec, encoding="utf-8") as f:
-                data = json.load(f)
-        except OSError as exc:
-            raise TimelineError(f"cannot read timeline file {spec}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise TimelineError(f"timeline file {spec} is not valid JSON: {exc}") from None
-        return Timeline.from_dict(data, spec)
+        return Timeline.from_dict(load_json(spec, "timeline file", TimelineError), spec)
     return Timeline.from_dict(parse_inline(spec))
