@@ -18,12 +18,18 @@ def _ready(dev):
     dev.wait_screen("ready")
 
 
-def test_press_is_delivered_with_every_status_shown_in_order(device, order_service):
-    svc = order_service()
+def _ready_button(device, order_service, *timeline):
+    # The order service running with a customer for button-1, and button-1 online and ready.
+    svc = order_service(*timeline)
     svc.profile("button-1")
     svc.start()
     dev = device("button-1")
     _ready(dev)
+    return svc, dev
+
+
+def test_press_is_delivered_with_every_status_shown_in_order(device, order_service):
+    svc, dev = _ready_button(device, order_service)
     mark = dev.mark()
     dev.gesture("press")
     dev.wait_screen("delivered", timeout=DEADLINE + 10, since=mark)
@@ -36,11 +42,7 @@ def test_press_is_delivered_with_every_status_shown_in_order(device, order_servi
 
 
 def test_second_press_while_an_order_is_open_places_no_second_order(device, order_service):
-    svc = order_service("manual")        # the order stays open
-    svc.profile("button-1")
-    svc.start()
-    dev = device("button-1")
-    _ready(dev)
+    svc, dev = _ready_button(device, order_service, "manual")   # the order stays open
     mark = dev.mark()
     dev.gesture("press")
     dev.wait_screen("accepted", since=mark)
@@ -51,11 +53,7 @@ def test_second_press_while_an_order_is_open_places_no_second_order(device, orde
 
 
 def test_keyboard_enter_is_a_press(device, order_service):
-    svc = order_service("manual")
-    svc.profile("button-1")
-    svc.start()
-    dev = device("button-1")
-    _ready(dev)
+    svc, dev = _ready_button(device, order_service, "manual")
     mark = dev.mark()
     dev.key("")
     dev.wait_screen("accepted", since=mark)
@@ -63,11 +61,7 @@ def test_keyboard_enter_is_a_press(device, order_service):
 
 
 def test_long_press_inside_the_window_cancels(device, order_service):
-    svc = order_service("manual")
-    svc.profile("button-1")
-    svc.start()
-    dev = device("button-1")
-    _ready(dev)
+    svc, dev = _ready_button(device, order_service, "manual")
     mark = dev.mark()
     dev.gesture("press")
     dev.wait_screen("accepted", since=mark)
@@ -79,11 +73,7 @@ def test_long_press_inside_the_window_cancels(device, order_service):
 
 
 def test_hub_down_at_the_press_order_waits_and_is_placed_once(device, order_service, hub):
-    svc = order_service()
-    svc.profile("button-1")
-    svc.start()
-    dev = device("button-1")
-    _ready(dev)
+    svc, dev = _ready_button(device, order_service)
     mark = dev.mark()
     hub.stop()
     dev.wait(lambda e: e.get("link") == "offline", since=mark, what="link offline")
@@ -97,11 +87,7 @@ def test_hub_down_at_the_press_order_waits_and_is_placed_once(device, order_serv
 
 
 def test_power_cut_right_after_the_press_gives_exactly_one_order(device, order_service):
-    svc = order_service()
-    svc.profile("button-1")
-    svc.start()
-    dev = device("button-1")
-    _ready(dev)
+    svc, dev = _ready_button(device, order_service)
     mark = dev.mark()
     dev.gesture("press")
     dev.wait(lambda e: "saved" in e, since=mark, what="order saved")
