@@ -5,7 +5,6 @@ profile, and runs the real firmware on the unix MicroPython port in this termina
 presses Enter and watches the display; Ctrl-C stops everything. With --auto (make demo AUTO=1)
 nobody is needed: one press, the status timeline is printed, exit 0 once the order is delivered.
 """
-import argparse
 import os
 import shutil
 import subprocess
@@ -68,9 +67,7 @@ def cmd_demo(args):
                                     os.path.join(hub_dir, "hub.log"), name="hub")
         services.append(hub)
         _say(f"hub on {info['host']}: MQTT {info['mqtt_port']}, service API {info['api_port']}")
-        provision.provision(argparse.Namespace(
-            device=DEVICE_ID, out=dev_dir, hub_data=hub_dir, host=None, port=info["mqtt_port"],
-            hostname=None, ca=None, sku=SKU, quantity=1, token_ttl=None, wifi_ssid=None))
+        provision.provision_local(DEVICE_ID, dev_dir, hub_dir, info["mqtt_port"], SKU, 1)
         _host_tools("orders", "profile", "set", DEVICE_ID, *PROFILE, "--data", orders_dir)
         _say(f"provisioned {DEVICE_ID} (orders {SKU}) for {PROFILE[1]}")
         serve = ["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir, "--poll-timeout", "0.5"]

@@ -12,6 +12,7 @@ DigiCert Global Root G2 from the system's certificate store.
 deploy copies the compiled firmware (make mpy), micropython-lib (.mplib) and a device folder to
 a board with mpremote; --dry-run prints the mpremote commands instead of running them.
 """
+import argparse
 import json
 import os
 import subprocess
@@ -161,6 +162,13 @@ def provision(args):
     write_atomic(secrets_path, json.dumps(secrets), mode=0o600)
     write_json(cfg_path, cfg)
     return cfg
+
+
+def provision_local(device_id, out, hub_data, port=None, sku=None, quantity=None):
+    """provision() for a device of the local hub, for scripts (the demo, the bench)."""
+    return provision(argparse.Namespace(
+        device=device_id, out=out, hub_data=hub_data, host=None, port=port, hostname=None, ca=None,
+        sku=sku, quantity=quantity, token_ttl=None, wifi_ssid=None))
 
 
 def cmd_provision(args):

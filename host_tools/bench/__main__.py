@@ -47,12 +47,6 @@ def mpy_size():
                for f in fs if f.endswith(".mpy"))
 
 
-def _provision(device_id, out, hub_dir, port):
-    return provision.provision(argparse.Namespace(
-        device=device_id, out=out, hub_data=hub_dir, host=None, port=port, hostname=None, ca=None,
-        sku=SKU, quantity=1, token_ttl=None, wifi_ssid=None))
-
-
 def _device(dev_dir, heap=None, log=None):
     return DeviceProcess(dev_dir, heapsize=heap, code_dir=MPY).start()
 
@@ -217,8 +211,8 @@ def main(argv=None):
         except processes.ServiceFailed as e:
             sys.exit(f"bench: the hub must listen on {SDK_PORT} for the SDK (is a test or demo using it?): {e}")
         services.append(hub)
-        _provision("bench-button", dev_dir, hub_dir, info["mqtt_port"])
-        _provision("bench-mp", mp_dir, hub_dir, info["mqtt_port"])
+        provision.provision_local("bench-button", dev_dir, hub_dir, info["mqtt_port"], SKU, 1)
+        provision.provision_local("bench-mp", mp_dir, hub_dir, info["mqtt_port"], SKU, 1)
         subprocess.run([sys.executable, "-m", "host_tools", "orders", "profile", "set", "bench-button",
                         *PROFILE, "--data", orders_dir], cwd=REPO, check=True, capture_output=True)
         orders, _ = processes.start(["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir,
