@@ -256,7 +256,7 @@ def table(r):
              f"{r['min_heapsize_kib']} KiB" if r["min_heapsize_kib"] else "did not complete"),
             ("smallest -X heapsize, link only: connect + N QoS 1 orders",
              f"{r['link_min_heapsize_kib']} KiB" if r["link_min_heapsize_kib"] else "did not complete"),
-            ("firmware code resident in that heap (unix; in flash when frozen on an ESP32)",
+            ("firmware code resident in that heap (bytecode + module objects, unix)",
              "%.1f KiB" % (r["code_resident_bytes"] / 1024)),
             ("device peak gc.mem_alloc() during the presses (heap %d KiB)" % r["ours"]["heapsize_kib"],
              f"{r['device_peak_gc_alloc']} B" if r["device_peak_gc_alloc"] else "not reported"),

@@ -1,6 +1,6 @@
 # Heap the firmware's code keeps resident once imported (run by host_tools/bench on MicroPython).
 # On the unix port .mpy bytecode lives in the GC heap; frozen into an ESP32 image it lives in
-# flash, so (smallest working heap - this) is what the running device needs from its heap.
+# flash, and only the modules' globals and function objects stay in RAM.
 import gc
 import json
 
