@@ -6,16 +6,14 @@ Reuse from other test folders:
 `hub` yields a HubHandle: host, mqtt_port, api_port, ca_pem, ca_der, data_dir, service (a
 ServiceClient), and helpers add_device(), connection_string(), device_token(), restart().
 """
-import json
 import os
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 
 import pytest
 
 from firmware.iothub import sas
+from host_tools import processes
 from host_tools.hub.service_client import ServiceClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,32 +36,16 @@ class HubHandle:
     # ---- process ----------------------------------------------------------------------
     def start(self):
         os.makedirs(self.data_dir, exist_ok=True)
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "host_tools", "hub", "--data", self.data_dir, "--host", self.host,
-               "--mqtt-port", str(self._want[0]), "--api-port", str(self._want[1]), "--verbose",
-               "--connect-timeout", str(self.connect_timeout)]
-        self._stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self._stderr)
-        line = _readline_with_deadline(self.proc, START_TIMEOUT)
-        if not line:
-            self.stop()
-            raise RuntimeError("hub did not start: " + self.stderr())
-        info = json.loads(line)
+        self.proc, info = processes.start(
+            ["hub", "--data", self.data_dir, "--host", self.host, "--mqtt-port", str(self._want[0]),
+             "--api-port", str(self._want[1]), "--verbose", "--connect-timeout", str(self.connect_timeout)],
+            self.stderr_path, START_TIMEOUT, name="hub")
         self.mqtt_port, self.api_port = info["mqtt_port"], info["api_port"]
         self.service = ServiceClient.from_data_dir(self.data_dir)
         return self
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc is not None:
-            self.proc.stdout.close()
-            self._stderr.close()
+        processes.stop(self.proc)
         self.proc = None
 
     def restart(self, same_ports=True):
@@ -73,12 +55,6 @@ class HubHandle:
             self._want = ports
         return self.start()
 
-    def stderr(self):
-        try:
-            with open(self.stderr_path, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
 
     # ---- helpers ----------------------------------------------------------------------
     def add_device(self, device_id):
@@ -97,25 +73,6 @@ class HubHandle:
 
     def service_connection_string(self):
         return self.service.connection_string()
-
-
-def _readline_with_deadline(proc, timeout):
-    import selectors
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    buf = b""
-    fd = proc.stdout.fileno()
-    while time.monotonic() < deadline:
-        if not sel.select(max(0.0, deadline - time.monotonic())):
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        buf += chunk
-        if b"\n" in buf:
-            return buf.split(b"\n", 1)[0].decode()
-    return None
 
 
 @contextmanager
@@ -145,7 +102,7 @@ def hub_8883(tmp_path_factory):
     restore = None
     try:
         handle.start()
-    except RuntimeError as exc:
+    except processes.ServiceFailed as exc:
         if "cannot listen for MQTT" not in str(exc) or os.environ.get("HUB_TESTS_REQUIRE_8883"):
             raise
         handle = HubHandle(tmp_path_factory.mktemp("hub8883-free"), mqtt_port=0).start()

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.hub.conftest import REPO, _readline_with_deadline
+from host_tools import processes
+from tests.hub.conftest import REPO
 from tests.hub.mqtt_peer import Peer
 
 
@@ -72,11 +73,9 @@ def test_registry_commands(tmp_path):
 
 def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path):
     data = str(tmp_path / "hub")
-    p = subprocess.Popen([sys.executable, "-m", "host_tools", "hub", "--data", data, "--mqtt-port", "0",
-                          "--api-port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"],
+                              str(tmp_path / "hub.stderr"), 30, name="hub")
     try:
-        line = _readline_with_deadline(p, 30)
-        info = json.loads(line)
         assert set(info) == {"host", "mqtt_port", "api_port"} and info["host"] == "127.0.0.1"
         with open(os.path.join(data, "hub.json")) as f:
             written = json.load(f)
@@ -92,28 +91,19 @@ def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path)
         assert p.wait(15) == 0
         assert not os.path.exists(os.path.join(data, "hub.json"))
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        p.stdout.close()
-        p.stderr.close()
+        processes.stop(p)
 
 
 def test_hub_stops_on_ctrl_c(tmp_path):
-    data = str(tmp_path / "hub")
-    p = subprocess.Popen([sys.executable, "-m", "host_tools", "hub", "--data", data, "--mqtt-port", "0",
-                          "--api-port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    data, log = str(tmp_path / "hub"), tmp_path / "hub.stderr"
+    p, _ = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"],
+                           str(log), 30, name="hub")
     try:
-        assert _readline_with_deadline(p, 30)
         p.send_signal(signal.SIGINT)
         assert p.wait(15) == 0
-        assert p.stderr.read() == b""
+        assert log.read_bytes() == b""
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        p.stdout.close()
-        p.stderr.close()
+        processes.stop(p)
 
 
 def test_service_commands_need_a_running_hub(tmp_path):

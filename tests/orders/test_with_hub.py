@@ -7,8 +7,6 @@ or as the real `orders serve` CLI process. Every wait polls a condition with a d
 """
 import json
 import os
-import selectors
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +17,7 @@ import pytest
 
 from firmware.app import schemas
 from firmware.iothub import topics
+from host_tools import processes
 from host_tools.hub.service_client import HubUnavailable, ServiceClient
 from host_tools.orders import catalogue, timeline
 from host_tools.orders.service import OrderService
@@ -369,33 +368,15 @@ def _cli(*args, check=True):
 
 
 class Serve:
-    def __init__(self, hub, data, *extra):
-        env = dict(os.environ, PYTHONPATH=REPO)
-        self.log = open(os.path.join(data + ".stderr"), "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "host_tools", "orders", "serve", "--hub-data", hub.data_dir,
-             "--data", data, "--poll-timeout", "0.2", *extra],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=self.log)
-        self.ready = json.loads(self._readline())
+    """`orders serve` as a process (host_tools.processes, like the demo)."""
 
-    def _readline(self):
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline, buf = time.monotonic() + DEADLINE, b""
-        while b"\n" not in buf:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0 and sel.select(remaining), "orders serve printed no ready line"
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            assert chunk, "orders serve exited before it was ready"
-            buf += chunk
-        return buf.split(b"\n", 1)[0]
+    def __init__(self, hub, data, *extra):
+        self.proc, self.ready = processes.start(
+            ["orders", "serve", "--hub-data", hub.data_dir, "--data", data, "--poll-timeout", "0.2",
+             *extra], data + ".stderr", DEADLINE, name="orders serve")
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(DEADLINE)
-        self.proc.stdout.close()
-        self.log.close()
-        return code
+        return processes.stop(self.proc, DEADLINE)
 
 
 def test_cli_serve_runs_a_real_timeline(hub, device, tmp_path):
