@@ -3,11 +3,11 @@
 Both call firmware/iothub/sas.py, the one implementation of the algorithm that the device
 signs with and the local hub verifies with.
 """
-import sys
 import time
 
 from firmware.iothub import sas
 from host_tools.errors import CliError
+from host_tools.prompt import arg_or_stdin
 
 
 def add_commands(sub):
@@ -27,10 +27,6 @@ def add_commands(sub):
     p.set_defaults(func=cmd_derive_key)
 
 
-def _key(value):
-    return sys.stdin.readline().strip() if value == "-" else value
-
-
 def cmd_sas(args):
     if not args.device and not args.policy:
         raise CliError("--device is required unless --policy is given (a hub-wide token)")
@@ -39,13 +35,13 @@ def cmd_sas(args):
     expiry = args.expiry if args.expiry is not None else int(time.time()) + args.ttl
     uri = sas.device_resource(args.host, args.device) if args.device else args.host
     try:
-        print(sas.token(uri, _key(args.key), expiry, args.policy))
+        print(sas.token(uri, arg_or_stdin(args.key, "key"), expiry, args.policy))
     except sas.SasError as e:
         raise CliError(f"{e}: pass the key exactly as the hub shows it (base64)") from None
 
 
 def cmd_derive_key(args):
     try:
-        print(sas.derive_key(_key(args.group_key), args.registration_id))
+        print(sas.derive_key(arg_or_stdin(args.group_key, "group key"), args.registration_id))
     except sas.SasError as e:
         raise CliError(f"{e}: pass the enrollment group's primary key (base64)") from None

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from host_tools.errors import CliError
 from host_tools.files import write_atomic, write_json
+from host_tools.prompt import read_secret
 
 DEFAULT_HUB_DATA = os.path.join(".local", "hub")
 DEFAULT_DEVICE_DIR = os.path.join(".local", "device")
@@ -95,15 +96,6 @@ def _system_root():
                    "install ca-certificates or pass --ca FILE")
 
 
-def _stdin_line(what):
-    if sys.stdin is None or sys.stdin.isatty():
-        print(f"{what}: ", end="", file=sys.stderr, flush=True)
-    line = sys.stdin.readline().strip() if sys.stdin else ""
-    if not line:
-        raise CliError(f"no {what} on standard input")
-    return line
-
-
 def _local_identity(args):
     """Register the device in the local hub (if new) and read its key, host and port."""
     from host_tools.hub import certs
@@ -138,7 +130,7 @@ def provision(args):
     cfg, secrets = _read_json(cfg_path), _read_json(secrets_path)
     ca_der = _der(args.ca) if args.ca else None
     if args.host:
-        key = _stdin_line("device key")
+        key = read_secret("device key")
         from firmware.iothub import sas
         try:
             sas.token("check", key, 1)
@@ -156,7 +148,7 @@ def provision(args):
     secrets["device_key"] = key
     if args.wifi_ssid:
         secrets["wifi_ssid"] = args.wifi_ssid
-        secrets["wifi_password"] = _stdin_line("WLAN password")
+        secrets["wifi_password"] = read_secret("WLAN password")
     os.makedirs(args.out, exist_ok=True)
     write_atomic(os.path.join(args.out, "ca.der"), ca_der)
     write_atomic(secrets_path, json.dumps(secrets), mode=0o600)

@@ -11,10 +11,10 @@ Only `serve` talks to the hub; the other commands change the order database, and
 `serve` sends the resulting statuses to the device within about a second.
 """
 import os
-import sys
 from contextlib import contextmanager
 
 from host_tools.errors import CliError
+from host_tools.prompt import arg_or_stdin
 
 DEFAULT_DATA = os.path.join(".local", "orders")
 DEFAULT_HUB_DATA = os.path.join(".local", "hub")
@@ -280,8 +280,7 @@ def _profile_set(args):
     import time
     from host_tools.orders import commerce
     catalogue = _catalogue(args.catalogue)
-    if args.payment_token == "-":
-        args.payment_token = sys.stdin.readline().strip()
+    args.payment_token = arg_or_stdin(args.payment_token, "payment token")
     try:
         commerce.check_profile(catalogue, args.name, args.address, args.shipping_method,
                                args.payment_token)

@@ -63,3 +63,8 @@ def test_derive_key():
     assert r.stdout.strip() == expected
     r = run("derive-key", "--group-key", "%%%", "--registration-id", reg)
     assert r.returncode == 2 and "group key is not valid base64" in r.stderr
+
+
+def test_key_from_empty_stdin_says_so():
+    r = run("sas", "--host", "h", "--device", "d", "--key", "-", "--ttl", "60", stdin="")
+    assert r.returncode == 2 and r.stderr.strip() == "error: no key on standard input"
