@@ -29,6 +29,7 @@ _SETUP_RETRY_MS = const(2000)
 _CLOCK_RETRY_MS = const(10000)
 _REPORT_S = const(300)      # free heap and link counters, while online
 _STATE = "state.json"
+_LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_errors", "connects")
 
 
 def run():
@@ -195,7 +196,7 @@ class Device:
             elif ev[1] >= 300:
                 self.hal.event(twin_status=ev[1], rid=ev[2])
         elif kind == "desired":
-            self._do(orders.twin(s, now, ev[2]))
+            self._do(orders.twin(s, now, ev[2], ev[1]))   # ev[1]: the topic's $version
         elif kind == "method":
             self.hal.event(method=ev[1])
             self._do(orders.method(s, now, ev[2], ev[1], ev[3]))
@@ -243,10 +244,14 @@ class Device:
         if ign != self._ign:
             self._ign = dict(ign)
             self.hal.event(ignored=self._ign)
-        st = self.link.stats
-        short = {"dropped": st["dropped"], "bad_topics": st["bad_topics"],
-                 "handler_errors": st["handler_errors"], "renewals": st["renewals"],
-                 "auth_errors": st["auth_errors"], "connects": st["connects"]}
-        if short != self._link_stats:
-            self._link_stats = short
-            self.hal.event(link_stats=short)
+        # Runs every loop turn, so it allocates nothing unless a counter moved (no comprehension
+        # either: closing over `st` would put it in a heap cell on every call).
+        st, last = self.link.stats, self._link_stats
+        for k in _LINK_STATS:
+            if st[k] != last.get(k):
+                last = {}
+                for j in _LINK_STATS:
+                    last[j] = st[j]
+                self._link_stats = last
+                self.hal.event(link_stats=last)
+                return
