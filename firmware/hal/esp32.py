@@ -135,6 +135,13 @@ class Hal(BaseHal):
     def _pressed(self):
         return self._button.value() == (0 if self._low else 1)
 
+    def _readable(self):
+        # Up to one sample period for the link's socket. ipoll, not poll: this runs every
+        # 10 ms, and poll() allocates a result list each time (96 B measured), ipoll nothing.
+        for _ in self._poll.ipoll(_SAMPLE_MS):
+            return True
+        return False
+
     def wait(self, ms, wake=None):
         # Sample the button every 10 ms for `ms`; returns gestures seen, oldest first.
         # Between samples, wait on `wake` (the link's socket) and return once it is readable.
@@ -154,7 +161,7 @@ class Hal(BaseHal):
                 break
             if wake is None:
                 time.sleep_ms(_SAMPLE_MS)
-            elif self._poll.poll(_SAMPLE_MS):
+            elif self._readable():
                 break
         out, self._out = self._out, []
         return out

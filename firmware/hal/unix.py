@@ -115,8 +115,8 @@ class Hal(BaseHal):
             slice_ms = min(left, 100)
             if self._stdin or wake is not None:
                 woke = False
-                for obj, ev in self._poll.poll(slice_ms):
-                    if obj is not sys.stdin:
+                for ready in self._poll.ipoll(slice_ms):   # ipoll: no list allocated per call
+                    if ready[0] is not sys.stdin:
                         woke = True
                         continue
                     line = sys.stdin.readline()
