@@ -142,11 +142,12 @@ class Device:
 
     def _loop(self):
         last = 0
+        on_link = self._on_link   # bound once: a bound method is a new object each time
         while self._gestures(_LOOP_MS, self.link.pollable()):
             t = self.hal.now()
             if self.link.state != ONLINE and t >= self.link.next_try and not self.hal.network_up():
                 self.link.next_try = t + 5      # no WLAN: try that again before the hub
-            self.link.step(t, self._on_link)
+            self.link.step(t, on_link)
             now = self._now()
             if now != last:
                 last = now

@@ -307,8 +307,10 @@ class Link:
         self.next_try = 0
         self.renew_at = 0
         self.expiry = 0
-        self._last_tx = 0
-        self._ping_at = 0
+        # Keep-alive as deadlines, so the idle check only compares (float arithmetic would
+        # allocate on every loop turn): PINGREQ due, and PINGRESP expected by (0: none pending).
+        self._ping_due = 0
+        self._pong_by = 0
         self._broken = None
         self._rid = 0
         self._now = 0
@@ -345,7 +347,7 @@ class Link:
             self.c.publish(topic, payload, qos=qos, pid=pid if qos else 0)
             if qos:
                 self.inflight[pid][3:] = [self._now, True]
-            self._last_tx = self._now
+            self._ping_due = self._now + self.keepalive // 2
             self.stats["published"] += 1
             return True
         except OSError as e:
@@ -392,7 +394,7 @@ class Link:
                     break
             if c.pingresp:
                 c.pingresp = False
-                self._ping_at = 0
+                self._pong_by = 0
             while c.acked:
                 e = self.inflight.pop(c.acked.pop(0), None)
                 if e is not None:
@@ -404,15 +406,17 @@ class Link:
                     c.ack(pid)
             if self._broken:
                 raise OSError(self._broken)
-            if self._ping_at:
-                if now - self._ping_at > self.keepalive:
+            if self._pong_by:
+                if now > self._pong_by:
                     raise OSError("no PINGRESP")
-            elif now - self._last_tx >= self.keepalive // 2:
+            elif now >= self._ping_due:
                 c.ping()
-                self._last_tx = self._ping_at = now
-            for e in self.inflight.values():
-                if e[3] and now - e[3] > self.keepalive:
-                    raise OSError("no PUBACK")
+                self._pong_by = now + self.keepalive
+                self._ping_due = now + self.keepalive // 2
+            if self.inflight:   # the view alone costs an allocation; idle, nothing is in flight
+                for e in self.inflight.values():
+                    if e[3] and now - e[3] > self.keepalive:
+                        raise OSError("no PUBACK")
         except (OSError, MQTTException, IndexError, MemoryError) as e:
             # MemoryError mid-packet: the stream is out of step, start a fresh connection
             c.close()
@@ -503,8 +507,8 @@ class Link:
         self.state = ONLINE
         self.attempt = 0
         self._broken = None
-        self._ping_at = 0
-        self._last_tx = now
+        self._pong_by = 0
+        self._ping_due = now + self.keepalive // 2
         self.renew_at = sas.renew_at(issued, self.expiry)
         self.stats["connects"] += 1
         try:
