@@ -163,6 +163,8 @@ class Hal(BaseHal):
                 time.sleep_ms(_SAMPLE_MS)
             elif self._readable():
                 break
+        if not self._out:
+            return ()       # nothing pressed (nearly always): no new list every loop turn
         out, self._out = self._out, []
         return out
 

@@ -131,6 +131,8 @@ class Hal(BaseHal):
             else:
                 time.sleep_ms(slice_ms)
             self._read_control()
+        if not self._gestures:
+            return ()       # nothing pressed (nearly always): no new list every loop turn
         g, self._gestures = self._gestures, []
         return g
 
