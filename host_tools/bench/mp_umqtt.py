@@ -9,6 +9,7 @@
 #              with wait_msg(), ours with the decoder)
 # Usage: micropython mp_umqtt.py DEVICE_DIR N
 import json
+import select
 import ssl
 import sys
 import time
@@ -64,8 +65,9 @@ c.disconnect()
 
 
 def wait_for(kind):
+    # as the device loop does: sleep on the socket until it is readable, then read
     while c.check_msg(0) != kind:
-        pass
+        poller.poll(1000)
 
 
 def our_publish(i):
@@ -81,6 +83,8 @@ def our_ping(i):
 c = _Client(dev, host, port, user, 60, params, 10)
 c.pswd = token
 ours["connect"] = ms(lambda i: c.connect())
+poller = select.poll()
+poller.register(c.sock, select.POLLIN)
 ours["subscribe"] = ms(lambda i: c.subscribe_all(FILTERS))
 ours["ping"] = ms(our_ping, n)
 ours["publish"] = ms(our_publish, n)
