@@ -84,7 +84,7 @@ c = _Client(dev, host, port, user, 60, params, 10)
 c.pswd = token
 ours["connect"] = ms(lambda i: c.connect())
 poller = select.poll()
-poller.register(c.sock, select.POLLIN)
+poller.register(c.raw, select.POLLIN)   # the TCP socket, as Link.pollable() gives it
 ours["subscribe"] = ms(lambda i: c.subscribe_all(FILTERS))
 ours["ping"] = ms(our_ping, n)
 ours["publish"] = ms(our_publish, n)

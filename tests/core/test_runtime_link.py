@@ -394,6 +394,25 @@ def test_messages_read_on_a_lost_connection_are_dropped_with_it():
     assert [e[0] for e in ev] == ["c2d"] and b.packets(4)[-1] == b"\x40\x02\x00\x03"
 
 
+def test_the_loop_waits_on_the_tcp_socket_unless_packets_may_wait_inside_tls():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    assert lk.pollable() is lk.c.sock          # right after connecting: the TLS socket
+    _run(lk, 1001)
+    assert lk.pollable() is lk.c.raw           # all read: the TCP socket (a real fd)
+    for pid in range(1, 11):
+        b.publish("devices/dev1/messages/devicebound/", b"m", 1, pid)
+    ev = _run(lk, 1002)
+    assert len([e for e in ev if e[0] == "c2d"]) == 8
+    assert lk.pollable() is lk.c.sock          # stopped at 8 packets: more may wait in TLS
+    ev = _run(lk, 1003)
+    assert len([e for e in ev if e[0] == "c2d"]) == 2 and lk.pollable() is lk.c.raw
+    b.read = lambda n: b""
+    _run(lk, 1004)
+    assert lk.pollable() is None               # offline
+
+
 def test_truncated_packet_times_out_instead_of_hanging():
     # The rest of a packet is not waited for: the loop goes on (the button is sampled), and a
     # packet still incomplete after the socket timeout (10 s) is a broken connection.
