@@ -40,6 +40,7 @@ while not link.online():
     if not link.online():
         time.sleep_ms(10)
 connect_us = time.ticks_diff(time.ticks_us(), t0)
+step()                  # reads what connecting left inside TLS: pollable() is the TCP socket now
 poller = select.poll()
 poller.register(link.pollable(), select.POLLIN)   # what the device loop waits on
 lat = []
