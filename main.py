@@ -1,4 +1,5 @@
 # The order button. On the unix port: MICROPYPATH=.frozen:$PWD/.mplib:$PWD micropython main.py
-from firmware.runtime import device
+# ota_boot picks the firmware version (factory or an over-the-air update) and runs it.
+import ota_boot
 
-device.run()
+ota_boot.run()

@@ -14,7 +14,7 @@ import json
 from firmware.app import gestures, orders, screens
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import sas, topics
-from firmware.runtime import storage
+from firmware.runtime import ota, storage
 from firmware.runtime.link import AUTH_ERROR, Link
 
 try:
@@ -34,15 +34,21 @@ _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_erro
 
 
 def run():
-    # main.py calls this. A "reboot" from the app restarts the device (a fresh Device on
-    # unix, machine.reset() on the ESP32).
+    # ota_boot.run() (main.py) calls this. A "reboot" from the app restarts the device (a fresh
+    # Device on unix, machine.reset() on the ESP32); "restart" (an update installed or rolled
+    # back) is returned, so that ota_boot selects the version again (an ESP32 resets first).
     hal = Hal(gestures, sas.epoch_offset)     # what the HAL needs from above, passed down
     if hal.safe_mode():
         print("safe mode: button held at start, app not started")
         return
     try:
-        while Device(hal).run() == "reboot":
+        while True:
+            r = Device(hal).run()
+            if r not in ("reboot", "restart"):
+                return r
             hal.reboot()
+            if r == "restart":
+                return r
     except KeyboardInterrupt:  # Ctrl-C: stop the app (the link closed on the way out)
         hal.event(stopped="interrupted")
     except Exception as e:  # a bug; SystemExit still ends the program
@@ -62,16 +68,18 @@ class Device:
         self._link_stats = {}
         self._peak = 0
         self._report_at = 0
+        self.version = ota.running() or VERSION
+        self.updates = ()           # the firmware and trust-store updaters (firmware/runtime/ota.py)
 
     # --- start-up ----------------------------------------------------------------------------
 
     def run(self):
         hal = self.hal
         gc.collect()
-        hal.event(boot=VERSION, platform=PLATFORM, heap=hal.mem_free())
+        hal.event(boot=self.version, platform=PLATFORM, heap=hal.mem_free())
         if not self._setup() or not self._network() or not self._clock():
             return self.stop
-        self.s = orders.new(VERSION)
+        self.s = orders.new(self.version)
         blob = storage.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
         if blob and _ignored(self.s).get("blob"):
@@ -118,6 +126,11 @@ class Device:
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
+        fw = ota.Updater("firmware", self.dir, cfg, ca, self.version, self._update_state, self.hal.rand)
+        trust = ota.Updater("trustStore", self.dir, cfg, ca, None, self._update_state, self.hal.rand)
+        trust.current = trust.installed_trust()
+        self.updates = (fw, trust)
+        self.hal.event(ota="firmware", **fw.state)
         return True
 
     def _network(self):
@@ -155,6 +168,7 @@ class Device:
                 self._do(orders.tick(self.s, now))
                 if self.link.online() and now >= self._report_at:
                     self._report({})
+                self._updates(now)
             self._observe()
             a = gc.mem_alloc()
             if a > self._peak + 1024:   # peak heap in use (garbage included), in 1 KB steps
@@ -195,10 +209,12 @@ class Device:
         elif kind == "twin":                          # ("twin", rid, status, body)
             if ev[2] == 200:
                 self._do(orders.twin(s, now, ev[3]))
+                self._desired(ev[3], True)
             elif ev[2] >= 300:
                 self.hal.event(twin_status=ev[2], rid=ev[1])
         elif kind == "desired":                       # ("desired", $version, body)
             self._do(orders.twin(s, now, ev[2], ev[1]))
+            self._desired(ev[2], False)
         elif kind == "method":                        # ("method", rid, name, body)
             self.hal.event(method=ev[2])
             self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
@@ -240,6 +256,8 @@ class Device:
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
+        for u in self.updates:
+            patch[u.kind + "Update"] = u.state
         self.link.report(json.dumps(patch))
         self._report_at = self._now() + _REPORT_S
         self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
@@ -261,6 +279,54 @@ class Device:
                 self._link_stats = last
                 self.hal.event(link_stats=last)
                 return
+
+
+    # --- over-the-air updates (firmware/runtime/ota.py) -------------------------------------
+
+    def _desired(self, body, full):
+        # The desired `firmware` and `trustStore` values of a twin document (full GET or patch).
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return              # the app counted it
+        if full:
+            doc = doc.get("desired") if type(doc) is dict else None
+        if type(doc) is not dict:
+            return
+        now = self._now()
+        for u in self.updates:
+            if full or u.kind in doc:
+                u.want(doc.get(u.kind), now)
+        if full and self.updates[0].confirm():     # connected and read the twin: keep this version
+            self.hal.event(ota_confirmed=self.version)
+
+    def _updates(self, now):
+        # Once a second: a trial that ran out goes back; a due update is applied (blocking, but
+        # presses are still handled after every chunk).
+        if not self.updates:
+            return
+        fw = self.updates[0]
+        if fw.state["phase"] == "trial" and not fw.trial_until:
+            fw.start_trial(now)     # the first loop second of a version on trial
+        if fw.trial_over(now):
+            self.hal.event(ota_rollback=self.version)
+            self.stop = "restart"
+            return
+        for u in self.updates:
+            if u.due(now) and self.link.online():
+                ok = u.apply(now, self._poll)
+                self.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak)
+                if ok:
+                    self.stop = "restart"
+                return
+
+    def _poll(self):
+        self._gestures(1)     # presses during a download: 1 ms, the unix HAL then reads its input
+
+    def _update_state(self, kind, st):
+        self.hal.event(ota=kind, **st)
+        if self.link.online():
+            self._report({})
 
 
 def _ignored(s):

@@ -5,11 +5,13 @@ Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/se
   GET/PATCH /twins/{id}             POST /twins/{id}/methods
   POST /devices/{id}/messages/deviceBound   (C2D; properties from headers, see README)
   GET /events?since=N&timeout=S[&deviceId=D]   long-poll telemetry stream
+Not IoT Hub: GET /releases/{kind}/{version}/{name}, over-the-air update files (releases.py).
 """
 import base64
 import datetime
 import json
 
+from host_tools.cloud.hub import releases
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
 from host_tools.cloud.hub.store import StoreError
@@ -30,6 +32,8 @@ class ServiceApi:
         self.hub = hub
 
     async def handle(self, req):
+        if releases.is_release_request(req):      # update files, not part of IoT Hub's API
+            return releases.serve(self.hub.data_dir, req)
         try:
             self.hub.check_service_token(req.headers.get("authorization"))
             return await self._route(req)

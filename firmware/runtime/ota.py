@@ -1,0 +1,420 @@
+# Over-the-air updates, the I/O: download a release with urequests over HTTPS (the server
+# verified with the device's trust store, SNI), stream it to a staging folder in small chunks,
+# verify every SHA-256 on flash, switch with one atomic write, confirm or roll back.
+# The decisions (is a desired value usable, newer, does the manifest fit) are firmware/app/ota.py.
+#
+# Files in the device folder (DIR):
+#   fw/boot.json     which version runs, its trial and rollback (read at boot by ota_boot.py)
+#   fw/<version>/    an installed version: firmware/... and manifest.json (written last)
+#   fw/.stage/       a download in progress (removed at the start of the next one)
+#   trust.json       {"version": V} of the last trust-store (CA) update installed
+#   <ca_file>.new    a CA download in progress
+import gc
+import hashlib
+import json
+import os
+import sys
+from binascii import hexlify
+
+from firmware.app import ota
+from firmware.runtime import storage
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_CHUNK = const(512)         # bytes read from the TLS socket at a time (one buffer, reused)
+_PROGRESS_STEP = const(25)  # report progress every this many percent (each one a twin patch)
+FW = "fw"
+BOOT = "boot.json"
+STAGE = ".stage"
+TRUST = "trust.json"
+
+
+class Failed(Exception):
+    # An update that did not happen; str(e) is the reason reported in the twin.
+    pass
+
+
+def running():
+    # The version ota_boot selected, None for the factory firmware.
+    try:
+        import ota_boot
+        return ota_boot.RUNNING
+    except ImportError:
+        return None
+
+
+def read_json(path):
+    data = storage.read_bytes(path)
+    try:
+        obj = json.loads(data) if data else None
+    except ValueError:
+        obj = None
+    return obj if type(obj) is dict else None
+
+
+def write_json(path, obj):
+    storage.write_atomic(path, json.dumps(obj).encode())
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def rmtree(path):
+    try:
+        mode = os.stat(path)[0]
+    except OSError:
+        return
+    if mode & 0x4000:
+        for name in os.listdir(path):
+            rmtree(path + "/" + name)
+        os.rmdir(path)
+    else:
+        os.remove(path)
+
+
+def _makedirs(path):
+    cur = ""
+    for part in path.split("/"):
+        cur = cur + "/" + part if cur or path[:1] == "/" else part
+        if part and not _exists(cur):
+            os.mkdir(cur)
+
+
+def free_bytes(path):
+    try:
+        st = os.statvfs(path)
+        return st[0] * st[4]      # f_bsize * f_bavail
+    except (AttributeError, OSError):
+        return None
+
+
+class _Tls:
+    # What urequests imports as `ussl` while we download: it wraps the connected socket with
+    # TLS that verifies the server against the device's trust store (CERT_REQUIRED + SNI),
+    # and bounds every read by `timeout` seconds (a stalled server is an error, not a hang).
+    def __init__(self, ca, timeout):
+        self.ca = ca
+        self.timeout = timeout
+
+    def wrap_socket(self, sock, server_hostname=None):
+        import ssl
+        sock.settimeout(self.timeout)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self.ca)
+        return ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+
+def get(url, ca, timeout):
+    # urequests.get over verified TLS; the response's status checked, its body still unread.
+    if url[:8] != "https://":
+        raise Failed("not https")
+    saved = sys.modules.get("ussl")
+    sys.modules["ussl"] = _Tls(ca, timeout)
+    try:
+        import urequests
+        r = urequests.get(url)
+    finally:
+        if saved is None:
+            del sys.modules["ussl"]
+        else:
+            sys.modules["ussl"] = saved
+    if r.status_code != 200:
+        r.close()
+        raise Failed("http %d" % r.status_code)
+    return r
+
+
+def probe(host, port, name, ca, timeout):
+    # A TLS handshake with the hub using only `ca`: would this trust store verify it?
+    import socket
+    import ssl
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    try:
+        s.settimeout(timeout)
+        s.connect(ai[-1])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=ca)
+        s = ctx.wrap_socket(s, server_hostname=name)
+    finally:
+        s.close()
+
+
+class Updater:
+    # One kind of update: "firmware" (a version into fw/<v>, switched at boot) or "trustStore"
+    # (the CA file, replaced in place). The device calls want() with the desired value from
+    # every twin document, due(now) each loop second, and apply(now, poll) when due; apply
+    # blocks for the download but calls poll() after every chunk (the device handles presses
+    # there). `report(state)` is called on every phase change (a reported-property patch).
+    def __init__(self, kind, folder, cfg, ca, current, report, rand):
+        self.kind = kind
+        self.dir = folder
+        self.cfg = cfg
+        self.ca = ca
+        self.current = current
+        self.report = report
+        self.rand = rand
+        self.fw = storage.join(folder, FW)
+        self.spec = None          # the desired update still to apply
+        self.refused = None       # a desired value refused for good (until it changes)
+        self.attempt = 0
+        self.next_at = 0
+        self.trial_until = 0      # firmware on trial: confirm before this time
+        self.peak = 0             # peak gc.mem_alloc() during the last apply
+        self.state = ota.state(ota.IDLE, current)
+        self.bad = ()             # versions that were rolled back: never installed again
+        if kind == "firmware":
+            self._boot_state()
+
+    # --- what the device asks for ------------------------------------------------------------
+
+    def _boot_state(self):
+        b = read_json(storage.join(self.fw, BOOT)) or {}
+        if b.get("rolledBack"):
+            self.bad = (b["rolledBack"],)
+            self.state = ota.state(ota.ROLLED_BACK, b["rolledBack"], b.get("reason"))
+        elif b.get("trial") and b.get("active") == self.current:
+            self.state = ota.state(ota.TRIAL, self.current)
+        elif b.get("active") == self.current and self.current:
+            self.state = ota.state(ota.CONFIRMED, self.current)
+
+    def start_trial(self, now):
+        if self.state["phase"] == ota.TRIAL:
+            self.trial_until = now + self.cfg.get("ota_trial_s", 300)
+
+    def want(self, value, now):
+        # The desired value of this kind (None when the twin has none).
+        spec, why = ota.desired(value)
+        if why:
+            if self.refused != value:
+                self.refused = value
+                self.spec = None
+                self._set(ota.FAILED, value.get("version") if type(value) is dict else None, why)
+            return
+        if spec is None or spec == self.spec or spec == self.refused:
+            return
+        v = spec["version"]
+        if self.kind == "firmware":
+            if v in self.bad:
+                self.refused = spec
+                if self.state["phase"] != ota.ROLLED_BACK:
+                    self._set(ota.FAILED, v, "rolled back")
+                return
+            if not ota.newer(v, self.current):
+                return            # what runs already, or older: nothing to do
+        elif not ota.newer(v, self.installed_trust()):
+            return
+        self.spec = spec
+        self.attempt = 0
+        self.next_at = now
+
+    def installed_trust(self):
+        t = read_json(storage.join(self.dir, TRUST)) or {}
+        return t.get("version") or "0"
+
+    def due(self, now):
+        return self.spec is not None and now >= self.next_at and not self.trial_until
+
+    def confirm(self):
+        # Connected and read the twin: the version on trial stays.
+        if self.state["phase"] != ota.TRIAL:
+            return False
+        path = storage.join(self.fw, BOOT)
+        b = read_json(path) or {}
+        write_json(path, {"active": b.get("active"), "previous": b.get("previous"), "trial": 0})
+        self.trial_until = 0
+        self._set(ota.CONFIRMED, self.current)
+        return True
+
+    def trial_over(self, now):
+        # True when the trial ran out without a confirm: boot.json now says go back.
+        if not self.trial_until or now < self.trial_until:
+            return False
+        import ota_boot
+        path = storage.join(self.fw, BOOT)
+        b = read_json(path) or {"active": self.current}
+        write_json(path, ota_boot.rolled_back(b, "not connected within the trial"))
+        self.trial_until = 0
+        return True
+
+    # --- doing it ----------------------------------------------------------------------------
+
+    def _set(self, phase, version, reason=None, progress=None):
+        self.state = ota.state(phase, version, reason, progress)
+        self.report(self.kind, self.state)
+
+    def apply(self, now, poll):
+        # -> True when installed (the device restarts), False when it failed (reported; a
+        # later retry with backoff, or none for a permanent reason).
+        spec = self.spec
+        gc.collect()
+        self.peak = gc.mem_alloc()
+        try:
+            if self.kind == "firmware":
+                self._firmware(spec, poll)
+            else:
+                self._trust(spec, poll)
+            self.spec = None
+            return True
+        except Failed as e:
+            why = str(e)
+        except OSError as e:          # timeouts, refused connections, a full filesystem
+            why = "network or storage: %s" % (e.args[0] if e.args else e)
+        except MemoryError:
+            why = "out of memory"
+        except ValueError as e:       # TLS verification, a bad status line
+            why = "bad response: %s" % e
+        finally:
+            gc.collect()
+        if why.split(":")[0] in ota.PERMANENT or why in ota.PERMANENT:
+            self.refused = spec
+            self.spec = None
+        else:
+            self.next_at = now + int(ota.retry_in(self.attempt, self.rand()))
+            self.attempt += 1
+        self._set(ota.FAILED, spec["version"], why)
+        return False
+
+    def _mem(self):
+        a = gc.mem_alloc()
+        if a > self.peak:
+            self.peak = a
+
+    def _manifest(self, spec):
+        self._set(ota.DOWNLOADING, spec["version"], progress=0)
+        r = get(spec["url"], self.ca, self.cfg["timeout_s"])
+        try:
+            data = r.raw.read(spec["size"] + 1)
+        finally:
+            r.close()
+        if len(data) != spec["size"]:
+            raise Failed("manifest size")
+        if hexlify(hashlib.sha256(data).digest()).decode() != spec["sha256"]:
+            raise Failed("manifest hash")
+        try:
+            m = json.loads(data)
+        except ValueError:
+            raise Failed("bad manifest")
+        got = ota.check_manifest(m, spec, self.kind, self.current)
+        if type(got) is str:
+            raise Failed(got)
+        return data, m, got
+
+    def _download(self, spec, m, files, total, target, poll):
+        # The bundle, streamed file by file into target(path) -> the path to write; each file's
+        # SHA-256 computed on the way. Never more than one chunk of it in RAM.
+        r = get(ota.sibling_url(spec["url"], m.get("bundle", "bundle.bin")), self.ca, self.cfg["timeout_s"])
+        buf = bytearray(_CHUNK)
+        mv = memoryview(buf)
+        done = 0
+        said = 0
+        try:
+            for path, size, sha in files:
+                h = hashlib.sha256()
+                out = target(path)
+                with open(out, "wb") as f:
+                    left = size
+                    while left:
+                        n = r.raw.readinto(mv[:min(_CHUNK, left)])
+                        if not n:
+                            raise Failed("truncated")
+                        f.write(mv[:n])
+                        h.update(mv[:n])
+                        left -= n
+                        done += n
+                        self._mem()
+                        pct = done * 100 // total if total else 100
+                        if pct >= said + _PROGRESS_STEP:
+                            said = pct - pct % _PROGRESS_STEP
+                            self._set(ota.DOWNLOADING, spec["version"], progress=said)
+                        poll()
+                if hexlify(h.digest()).decode() != sha:
+                    raise Failed("hash " + path)
+        finally:
+            r.close()
+
+    def _verify(self, spec, files, where):
+        # What is on flash now, read back and hashed again.
+        self._set(ota.VERIFYING, spec["version"])
+        buf = bytearray(_CHUNK)
+        for path, size, sha in files:
+            h = hashlib.sha256()
+            n = 0
+            with open(where(path), "rb") as f:
+                while True:
+                    k = f.readinto(buf)
+                    if not k:
+                        break
+                    h.update(memoryview(buf)[:k])
+                    n += k
+            if n != size or hexlify(h.digest()).decode() != sha:
+                raise Failed("hash on flash " + path)
+            self._mem()
+
+    def _firmware(self, spec, poll):
+        raw, m, (files, total, need) = self._manifest(spec)
+        free = free_bytes(self.dir)
+        if free is not None and free < need:
+            raise Failed("no space: %d bytes free, %d needed" % (free, need))
+        stage = storage.join(self.fw, STAGE)
+        rmtree(stage)
+        _makedirs(stage)
+
+        def staged(path):
+            p = stage + "/" + path
+            _makedirs(p[:p.rfind("/")])
+            return p
+
+        self._download(spec, m, files, total, staged, poll)
+        self._verify(spec, files, lambda p: stage + "/" + p)
+        self._set(ota.INSTALLING, spec["version"])
+        with open(stage + "/manifest.json", "wb") as f:   # the slot is whole once this exists
+            f.write(raw)
+        slot = storage.join(self.fw, spec["version"])
+        rmtree(slot)
+        os.rename(stage, slot)
+        self._prune(spec["version"])
+        # the switch: one atomic write; the next boot runs the new version on trial
+        write_json(storage.join(self.fw, BOOT), {"active": spec["version"], "previous": self.current,
+                                                 "trial": 1, "boots": 0})
+
+    def _prune(self, keep):
+        # Installed versions other than the new one and the one running now: flash is small.
+        try:
+            names = os.listdir(self.fw)
+        except OSError:
+            return
+        for name in names:
+            if name not in (keep, self.current, STAGE, BOOT, BOOT + ".tmp"):
+                rmtree(self.fw + "/" + name)
+
+    def _trust(self, spec, poll):
+        raw, m, (files, total, need) = self._manifest(spec)
+        if [f[0] for f in files] != ["ca.der"]:
+            raise Failed("bad manifest")
+        cfg = self.cfg
+        target = storage.join(self.dir, cfg["ca_file"])
+        new = target + ".new"
+        self._download(spec, m, files, total, lambda p: new, poll)
+        self._verify(spec, files, lambda p: new)
+        with open(new, "rb") as f:
+            ca = f.read()
+        try:
+            probe(cfg["host"], cfg["port"], cfg["hostname"] or cfg["host"], ca, cfg["timeout_s"])
+        except ValueError:          # "not correctly signed by the trusted CA", bad certificate
+            os.remove(new)
+            raise Failed("would not verify the hub")
+        self._set(ota.INSTALLING, spec["version"])
+        os.rename(new, target)      # atomic: the old trust store or the new one, never half
+        write_json(storage.join(self.dir, TRUST), {"version": spec["version"]})
