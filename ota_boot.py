@@ -65,7 +65,15 @@ def select(base=None):
         slot = base + "/fw/" + RUNNING
         if slot in sys.path:
             sys.path.remove(slot)
-    RUNNING = None
+    v = choose(base)
+    if v:
+        sys.path.insert(0, base + "/fw/" + v)
+    RUNNING = v
+    return v
+
+
+def choose(base):
+    # The version to run (None: factory), counting this boot of a version on trial.
     path = base + "/fw/boot.json"
     try:
         b = read(path)
@@ -79,13 +87,11 @@ def select(base=None):
             write(path, b)
         v = b.get("active")
         if type(v) is str and v:
-            slot = base + "/fw/" + v
-            os.stat(slot + "/manifest.json")     # installed whole (written before the switch)
-            sys.path.insert(0, slot)
-            RUNNING = v
+            os.stat(base + "/fw/" + v + "/manifest.json")   # installed whole (written before the switch)
+            return v
     except Exception as e:  # noqa: BLE001  anything: run the factory firmware
         print("ota_boot: factory firmware (%r)" % e)
-    return RUNNING
+    return None
 
 
 def run():

@@ -145,6 +145,7 @@ def state(phase, version=None, reason=None, progress=None):
     return {"phase": phase, "version": version, "progress": progress, "reason": reason}
 
 
-def retry_in(attempt, rand):
-    # Seconds before retry number `attempt` (0 = the first) after a failure: backoff, 30 s to an hour.
-    return retry.delay(attempt, rand, 30, 3600)
+def retry_in(attempt, rand, base=30):
+    # Seconds before retry number `attempt` (0 = the first) after a failure: exponential
+    # backoff with jitter from `base` seconds, at most an hour.
+    return retry.delay(attempt, rand, base, 3600)

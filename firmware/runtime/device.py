@@ -127,8 +127,8 @@ class Device:
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
         fw = ota.Updater("firmware", self.dir, cfg, ca, self.version, self._update_state, self.hal.rand)
-        trust = ota.Updater("trustStore", self.dir, cfg, ca, None, self._update_state, self.hal.rand)
-        trust.current = trust.installed_trust()
+        trust = ota.Updater("trustStore", self.dir, cfg, ca, ota.installed_trust(self.dir),
+                            self._update_state, self.hal.rand)
         self.updates = (fw, trust)
         self.hal.event(ota="firmware", **fw.state)
         return True
@@ -315,7 +315,7 @@ class Device:
         for u in self.updates:
             if u.due(now) and self.link.online():
                 ok = u.apply(now, self._poll)
-                self.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak)
+                self.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak, retry_in=u.retry_in)
                 if ok:
                     self.stop = "restart"
                 return

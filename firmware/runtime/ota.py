@@ -151,6 +151,11 @@ def probe(host, port, name, ca, timeout):
         s.close()
 
 
+def installed_trust(folder):
+    # The version of the trust store installed over the air (None: the provisioned one).
+    return (read_json(storage.join(folder, TRUST)) or {}).get("version")
+
+
 class Updater:
     # One kind of update: "firmware" (a version into fw/<v>, switched at boot) or "trustStore"
     # (the CA file, replaced in place). The device calls want() with the desired value from
@@ -172,10 +177,13 @@ class Updater:
         self.next_at = 0
         self.trial_until = 0      # firmware on trial: confirm before this time
         self.peak = 0             # peak gc.mem_alloc() during the last apply
+        self.retry_in = None      # seconds to the next attempt after the last failure
         self.state = ota.state(ota.IDLE, current)
         self.bad = ()             # versions that were rolled back: never installed again
         if kind == "firmware":
             self._boot_state()
+        elif current:     # a trust store installed over the air (it verified the hub first)
+            self.state = ota.state(ota.CONFIRMED, current)
 
     # --- what the device asks for ------------------------------------------------------------
 
@@ -191,7 +199,7 @@ class Updater:
 
     def start_trial(self, now):
         if self.state["phase"] == ota.TRIAL:
-            self.trial_until = now + self.cfg.get("ota_trial_s", 300)
+            self.trial_until = now + self.cfg["ota_trial_s"]
 
     def want(self, value, now):
         # The desired value of this kind (None when the twin has none).
@@ -213,15 +221,11 @@ class Updater:
                 return
             if not ota.newer(v, self.current):
                 return            # what runs already, or older: nothing to do
-        elif not ota.newer(v, self.installed_trust()):
+        elif not ota.newer(v, self.current or "0"):
             return
         self.spec = spec
         self.attempt = 0
         self.next_at = now
-
-    def installed_trust(self):
-        t = read_json(storage.join(self.dir, TRUST)) or {}
-        return t.get("version") or "0"
 
     def due(self, now):
         return self.spec is not None and now >= self.next_at and not self.trial_until
@@ -258,6 +262,7 @@ class Updater:
         # -> True when installed (the device restarts), False when it failed (reported; a
         # later retry with backoff, or none for a permanent reason).
         spec = self.spec
+        self.retry_in = None
         gc.collect()
         self.peak = gc.mem_alloc()
         try:
@@ -281,8 +286,10 @@ class Updater:
             self.refused = spec
             self.spec = None
         else:
-            self.next_at = now + int(ota.retry_in(self.attempt, self.rand()))
+            wait = int(ota.retry_in(self.attempt, self.rand(), self.cfg["ota_retry_s"]))
+            self.next_at = now + wait
             self.attempt += 1
+            self.retry_in = wait
         self._set(ota.FAILED, spec["version"], why)
         return False
 
