@@ -54,17 +54,10 @@ def rolled_back(b, reason):
 
 
 def select(base=None):
-    # Put the chosen version's folder first on sys.path (before .frozen) and forget every
-    # firmware module imported so far, so the next import comes from the chosen version.
+    # Put the chosen version's folder first on sys.path (before .frozen), before any firmware
+    # module is imported.
     global RUNNING
     base = base or folder()
-    for name in list(sys.modules):
-        if name == "firmware" or name[:9] == "firmware.":
-            del sys.modules[name]
-    if RUNNING:
-        slot = base + "/fw/" + RUNNING
-        if slot in sys.path:
-            sys.path.remove(slot)
     v = choose(base)
     if v:
         sys.path.insert(0, base + "/fw/" + v)
@@ -95,10 +88,8 @@ def choose(base):
 
 
 def run():
-    # main.py: run the selected firmware; an update or a rollback ends with "restart" (unix:
-    # in this process; an ESP32 resets before that) and the selection is made again.
-    while True:
-        select()
-        from firmware.runtime import device
-        if device.run() != "restart":
-            return
+    # main.py: run the selected firmware. After an update or a rollback the device resets
+    # (the HAL's reset()), so the next choice is made here at the next boot, with a fresh heap.
+    select()
+    from firmware.runtime import device
+    device.run()

@@ -14,7 +14,7 @@ import json
 from firmware.app import gestures, orders, screens
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import sas, topics
-from firmware.runtime import ota, storage
+from firmware.runtime import storage
 from firmware.runtime.link import AUTH_ERROR, Link
 
 try:
@@ -36,7 +36,7 @@ _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_erro
 def run():
     # ota_boot.run() (main.py) calls this. A "reboot" from the app restarts the device (a fresh
     # Device on unix, machine.reset() on the ESP32); "restart" (an update installed or rolled
-    # back) is returned, so that ota_boot selects the version again (an ESP32 resets first).
+    # back) is a hard reset on both (hal.reset()), so ota_boot selects the version at boot.
     hal = Hal(gestures, sas.epoch_offset)     # what the HAL needs from above, passed down
     if hal.safe_mode():
         print("safe mode: button held at start, app not started")
@@ -46,9 +46,9 @@ def run():
             r = Device(hal).run()
             if r not in ("reboot", "restart"):
                 return r
-            hal.reboot()
             if r == "restart":
-                return r
+                hal.reset()     # never returns: ota_boot picks the version at the next boot
+            hal.reboot()
     except KeyboardInterrupt:  # Ctrl-C: stop the app (the link closed on the way out)
         hal.event(stopped="interrupted")
     except Exception as e:  # a bug; SystemExit still ends the program
@@ -68,8 +68,9 @@ class Device:
         self._link_stats = {}
         self._peak = 0
         self._report_at = 0
-        self.version = ota.running() or VERSION
+        self.version = _running() or VERSION
         self.updates = ()           # the firmware and trust-store updaters (firmware/runtime/ota.py)
+        self.ota = {}               # kind -> its reported update state
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -126,11 +127,8 @@ class Device:
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
-        fw = ota.Updater("firmware", self.dir, cfg, ca, self.version, self._update_state, self.hal.rand)
-        trust = ota.Updater("trustStore", self.dir, cfg, ca, ota.installed_trust(self.dir),
-                            self._update_state, self.hal.rand)
-        self.updates = (fw, trust)
-        self.hal.event(ota="firmware", **fw.state)
+        self._ca = ca
+        self._ota_start()
         return True
 
     def _network(self):
@@ -256,8 +254,8 @@ class Device:
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
-        for u in self.updates:
-            patch[u.kind + "Update"] = u.state
+        for kind in self.ota:
+            patch[kind + "Update"] = self.ota[kind]
         self.link.report(json.dumps(patch))
         self._report_at = self._now() + _REPORT_S
         self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
@@ -294,10 +292,16 @@ class Device:
         if type(doc) is not dict:
             return
         now = self._now()
+        if not self.updates:
+            for kind in _OTA_KINDS:     # something other than what is installed asked for
+                v = doc.get(kind)
+                if v is not None and (type(v) is not dict or v.get("version") != self.ota[kind]["version"]):
+                    self._updaters()
+                    break
         for u in self.updates:
             if full or u.kind in doc:
                 u.want(doc.get(u.kind), now)
-        if full and self.updates[0].confirm():     # connected and read the twin: keep this version
+        if full and self.updates and self.updates[0].confirm():     # connected and read the twin: keep this version
             self.hal.event(ota_confirmed=self.version)
 
     def _updates(self, now):
@@ -315,7 +319,8 @@ class Device:
         for u in self.updates:
             if u.due(now) and self.link.online():
                 ok = u.apply(now, self._poll)
-                self.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak, retry_in=u.retry_in)
+                self.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak, ota_base=u.base,
+                               retry_in=u.retry_in)
                 if ok:
                     self.stop = "restart"
                 return
@@ -323,10 +328,73 @@ class Device:
     def _poll(self):
         self._gestures(1)     # presses during a download: 1 ms, the unix HAL then reads its input
 
+    def _ota_start(self):
+        # The update code is imported only when there is something to do (a trial to confirm, a
+        # rollback to report, a desired update): on unix its bytecode would sit in the heap.
+        b = _boot_json(self.dir)
+        if b.get("trial") or b.get("rolledBack"):
+            self._updaters()
+            return
+        trust = _trust_version(self.dir)
+        # the phases are firmware/app/ota.py's (not imported here, see above)
+        self.ota = {"firmware": _ota_state("confirmed" if b.get("active") else "idle", self.version),
+                    "trustStore": _ota_state("confirmed" if trust else "idle", trust)}
+        self.hal.event(ota="firmware", **self.ota["firmware"])
+
+    def _updaters(self):
+        gc.collect()
+        try:
+            from firmware.runtime import ota
+        except MemoryError:     # reported; tried again with the next twin document
+            self._update_state("firmware", _ota_state("failed", self.version, "out of memory"))
+            return
+        cfg, rand = self.cfg, self.hal.rand
+        self.updates = (ota.Updater("firmware", self.dir, cfg, self._ca, self.version, self._update_state, rand),
+                        ota.Updater("trustStore", self.dir, cfg, self._ca, _trust_version(self.dir),
+                                    self._update_state, rand))
+        for u in self.updates:
+            self.ota[u.kind] = u.state
+        self.hal.event(ota="firmware", **self.updates[0].state)
+
     def _update_state(self, kind, st):
+        self.ota[kind] = st
         self.hal.event(ota=kind, **st)
         if self.link.online():
             self._report({})
+
+
+_OTA_KINDS = ("firmware", "trustStore")    # the desired keys firmware/runtime/ota.py acts on
+
+
+def _running():
+    # The version ota_boot selected at boot (None: the factory firmware, or no ota_boot).
+    try:
+        import ota_boot
+        return ota_boot.RUNNING
+    except ImportError:
+        return None
+
+
+def _boot_json(folder):
+    # DIR/fw/boot.json (ota_boot.py, firmware/runtime/ota.py), {} when absent or unreadable.
+    try:
+        b = json.loads(storage.read_bytes(storage.join(folder, "fw/boot.json")) or "{}")
+    except ValueError:
+        return {}
+    return b if type(b) is dict else {}
+
+
+def _trust_version(folder):
+    # The trust store's version if one was installed over the air (firmware/runtime/ota.py).
+    try:
+        t = json.loads(storage.read_bytes(storage.join(folder, "trust.json")) or "{}")
+    except ValueError:
+        return None
+    return t.get("version") if type(t) is dict else None
+
+
+def _ota_state(phase, version, reason=None):
+    return {"phase": phase, "version": version, "progress": None, "reason": reason}
 
 
 def _ignored(s):

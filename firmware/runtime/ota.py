@@ -38,15 +38,6 @@ class Failed(Exception):
     pass
 
 
-def running():
-    # The version ota_boot selected, None for the factory firmware.
-    try:
-        import ota_boot
-        return ota_boot.RUNNING
-    except ImportError:
-        return None
-
-
 def read_json(path):
     data = storage.read_bytes(path)
     try:
@@ -151,11 +142,6 @@ def probe(host, port, name, ca, timeout):
         s.close()
 
 
-def installed_trust(folder):
-    # The version of the trust store installed over the air (None: the provisioned one).
-    return (read_json(storage.join(folder, TRUST)) or {}).get("version")
-
-
 class Updater:
     # One kind of update: "firmware" (a version into fw/<v>, switched at boot) or "trustStore"
     # (the CA file, replaced in place). The device calls want() with the desired value from
@@ -176,7 +162,8 @@ class Updater:
         self.attempt = 0
         self.next_at = 0
         self.trial_until = 0      # firmware on trial: confirm before this time
-        self.peak = 0             # peak gc.mem_alloc() during the last apply
+        self.peak = 0             # peak gc.mem_alloc() during the last apply (garbage included)
+        self.base = 0             # gc.mem_alloc() after a collect, as it began
         self.retry_in = None      # seconds to the next attempt after the last failure
         self.state = ota.state(ota.IDLE, current)
         self.bad = ()             # versions that were rolled back: never installed again
@@ -264,7 +251,7 @@ class Updater:
         spec = self.spec
         self.retry_in = None
         gc.collect()
-        self.peak = gc.mem_alloc()
+        self.base = self.peak = gc.mem_alloc()
         try:
             if self.kind == "firmware":
                 self._firmware(spec, poll)
@@ -393,7 +380,8 @@ class Updater:
         os.rename(stage, slot)
         self._prune(spec["version"])
         # the switch: one atomic write; the next boot runs the new version on trial
-        write_json(storage.join(self.fw, BOOT), {"active": spec["version"], "previous": self.current,
+        prev = self.current if _exists(storage.join(self.fw, self.current + "/manifest.json")) else None
+        write_json(storage.join(self.fw, BOOT), {"active": spec["version"], "previous": prev,   # None: factory
                                                  "trial": 1, "boots": 0})
 
     def _prune(self, keep):
