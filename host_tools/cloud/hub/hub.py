@@ -260,7 +260,7 @@ class Hub:
         except OSError as exc:
             raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
                            % (self.host, api_port, exc.strerror)) from None
-        self.api_port = self.api_server.sockets[0].getsockname()[1]
+        self.api_port = self.api_server.port
         info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
                 "pid": os.getpid()}
         write_json(self.paths["hub"], info)
@@ -274,7 +274,7 @@ class Hub:
             except FileNotFoundError:
                 pass
         if self.api_server is not None:
-            self.api_server.close()
+            await self.api_server.close()   # requests in flight get a moment, then end quietly
         for conn in list(self.connections.values()):
             conn.close("hub stopping")
         if self.broker is not None:

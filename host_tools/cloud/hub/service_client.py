@@ -142,7 +142,7 @@ class ServiceClient:
             if value is not None:
                 h[name] = str(value)
         for k, v in (properties or {}).items():
-            h["iothub-app-" + k] = str(v)
+            h["iothub-app-" + quote(k, safe="")] = str(v)   # a header name is a token: no spaces
         r = self.request("POST", "/devices/%s/messages/deviceBound" % quote(device_id, safe=""),
                          body=bytes(body), headers=h)
         return r["messageId"]
