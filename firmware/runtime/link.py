@@ -502,7 +502,8 @@ class Link:
             self.stats["connect_failures"] += 1
             self.state = OFFLINE
             self.next_try = now + self._backoff()
-            print("link: connect failed:", _reason(e))
+            # expected while the hub or the network is away: an event, not a console error
+            self._call(handle, ("connect_failed", _reason(e)))
             return
         self.state = ONLINE
         self.attempt = 0

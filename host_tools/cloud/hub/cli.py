@@ -206,8 +206,13 @@ def cmd_monitor(args):
     client = _client(args)
     since = 0 if args.from_start else -1
     seen = 0
+    events, since = _call(client.events, since, 0, args.device)   # the hub answers: ready
+    print("monitor: ready, printing telemetry%s from the hub at %s:%d (data %s), one JSON line each; "
+          "Ctrl-C stops" % (" of " + args.device if args.device else "", client.host, client.port,
+                            os.path.abspath(args.data)), file=sys.stderr, flush=True)
     while True:
-        events, since = _call(client.events, since, 20, args.device)
+        if not events:
+            events, since = _call(client.events, since, 20, args.device)
         for e in events:
             body = e["body"]
             try:
@@ -219,6 +224,7 @@ def cmd_monitor(args):
             seen += 1
             if args.count and seen >= args.count:
                 return
+        events = []
 
 
 def cmd_c2d_send(args):

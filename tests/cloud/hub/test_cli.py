@@ -141,6 +141,8 @@ def test_c2d_twin_monitor_through_the_cli(hub):
     event = json.loads(mon.stdout)
     assert event["body"] == "pressed" and event["properties"] == {"kind": "press"}
     assert event["systemProperties"]["messageId"] == "t1"
+    # a person is told it is ready and where, on stderr (stdout stays one JSON line per message)
+    assert mon.stderr.startswith("monitor: ready") and ":%d" % hub.api_port in mon.stderr
     peer.close()
 
 
