@@ -97,7 +97,7 @@ class _FakeTty:
 
 def _hal_output(screens):
     """What the unix HAL prints for these screens (frames and EVT lines), on MicroPython."""
-    script = ("from firmware.hal.unix import Hal\nh = Hal()\n" +
+    script = ("from firmware.hal.unix import Hal\nh = Hal(None, lambda year: 0)\n" +
               "".join("h.show(%r, %r)\n" % (sid, lines) for sid, lines in screens))
     env = dict(os.environ, MICROPYPATH=".frozen:" + REPO, ORDER_DEVICE_DIR="/tmp/h6-console-test")
     r = subprocess.run([MICROPYTHON, "-c", script], input="", capture_output=True, text=True,
