@@ -352,3 +352,26 @@ def test_a_service_that_fails_to_start_quotes_only_its_own_run(tmp_path):
         processes.start(["hub", "--data", str(afile), "--mqtt-port", "0", "--api-port", "0"], str(log),
                         name="hub")
     assert "SomethingOld" not in str(exc.value) and "not a folder" in str(exc.value)
+
+
+def test_malformed_requests_are_answered_400_and_log_no_traceback(tmp_path):
+    import socket
+    import ssl
+    data, log = str(tmp_path / "hub"), tmp_path / "hub.log"
+    hub, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"], str(log),
+                                name="hub")
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(data, "certs", "ca.pem"))
+        for bad in (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                    b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", info["api_port"])),
+                                 server_hostname="localhost") as s:
+                s.settimeout(10)
+                s.sendall(bad)
+                head = s.recv(64)
+                assert head.startswith(b"HTTP/1.") and b" 400 " in head, head
+        assert processes.stop(hub) == 0
+    finally:
+        processes.stop(hub)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hub: ready."), lines

@@ -58,6 +58,25 @@ class HttpError(Exception):
                                                                self), "ExceptionMessage": ""}, self.status)
 
 
+class _OneLine(logging.Filter):
+    """aiohttp logs each malformed request with a traceback at ERROR; a client's bad request
+    is no hub error: one line, shown with --verbose only (like the MQTT side's refusals)."""
+
+    def filter(self, record):
+        if record.exc_info:
+            if not log.isEnabledFor(logging.INFO):
+                return False
+            detail = " ".join(str(record.exc_info[1]).split())[:160]
+            record.msg, record.args = "service API: %s (%s)" % (record.getMessage(), detail), None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_server_log = logging.getLogger("host_tools.cloud.hub.http")
+_server_log.addFilter(_OneLine())
+
+
 class Server:
     """A listening service API; `port` is where, close() stops it (awaited)."""
 
@@ -93,7 +112,7 @@ async def serve(handler, host, port, ssl_context):
     # bodies as sent (C2D's Content-Encoding is a message property, not a transfer coding);
     # aiohttp's requests refuse bodies over 1 MiB (MAX_BODY) with 413
     server = web.Server(on_request, access_log=None, keepalive_timeout=_IDLE_TIMEOUT,
-                        auto_decompress=False)
+                        auto_decompress=False, logger=_server_log)
     runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
