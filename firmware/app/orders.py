@@ -44,7 +44,6 @@ _ACKED = const(4)
 _BLOB_V = const(1)
 _MSG_S = const(5)       # a gesture's answer stays this long, then the home screen returns
 _KEEP_DONE = const(2)   # finished orders kept for the screen and duplicate detection
-_MAX_NOTE = const(32)
 _MAX_BLOB = const(16384)
 _MIN_EPOCH = 1704067200  # 2024-01-01: an earlier clock is not set (not const: > 31 bits)
 
@@ -86,10 +85,9 @@ def restore(s, now, blob):
     # old blob is dropped (counted as "blob") and a clean one saved over it. A stored setting
     # today's checks refuse (a firmware update narrowed a range) goes back to its default
     # (counted as "cfg"): the orders and the outbox the customer pressed for are kept.
-    if blob:
-        if not _load(s, blob):
-            _count(s, "blob")
-            s["dirty"] = 1
+    if blob and not _load(s, blob):
+        _count(s, "blob")
+        s["dirty"] = 1
     acts = [("brightness", s["cfg"]["displayBrightness"])]
     return _out(s, now, acts)
 
@@ -153,7 +151,7 @@ def c2d(s, now, props, body):
         _count(s, "orderId")                 # same request, another order: not trusted
     else:
         st = m["status"]
-        note = (m.get("reason") or m.get("eta") or "")[:_MAX_NOTE]
+        note = screens.fit(m.get("reason") or m.get("eta") or "")   # kept as the screen shows it
         _ack(s, rid, st)                     # any status for it: the cloud has the request
         if st == o[_ST]:
             _count(s, "duplicate")
@@ -212,7 +210,7 @@ def twin(s, now, doc, version=None):
         if type(doc) is not dict:
             _count(s, "twin")
             return _out(s, now, [])
-    full = type(doc.get("desired")) is dict
+    full = version is None and type(doc.get("desired")) is dict   # only patches carry a version
     if full:
         s["tw"] = 1
         rep = doc.get("reported")
@@ -409,7 +407,11 @@ def _latest(s, open_only=False):
 
 
 def _entry(s, kind, rid):
-    for e in s["box"]:
+    return _entry_in(s["box"], kind, rid)
+
+
+def _entry_in(box, kind, rid):
+    for e in box:
         if e[_KIND] == kind and e[_RID] == rid:
             return e
     return None
@@ -475,41 +477,96 @@ def _blob(s):
 
 
 def _load(s, blob):
-    # Validate everything first, change s only if the orders and the outbox are good. Each
-    # stored setting that fails today's checks falls back to its default.
+    # -> True when the blob was clean. A blob that is not an object of this version, or not
+    # JSON at all, gives nothing. Otherwise every part is checked on its own: settings that
+    # fail today's checks fall back to their defaults (counted as "cfg"); every order and
+    # outbox entry that passes the structural checks is kept, the rest is refused (the blob
+    # then counts as "blob" and a clean one is saved over it).
     d, err = schemas.load(blob, _MAX_BLOB)
-    try:
-        if err or d.get("v") != _BLOB_V or type(d["seq"]) is not int or d["seq"] < 0:
-            return False
-        acc, rej = settings.apply(settings.DEFAULTS, d.get("cfg"), True)
-        orders = d["orders"]
-        for rid in orders:
-            o = orders[rid]
-            if not (schemas.is_id(rid) and type(o) is list and len(o) == 6 and o[_ST] in RANK
-                    and type(o[_OID]) is str and type(o[_AT]) is int and type(o[_SEQ]) is int
-                    and o[_CXL] in (0, 1) and type(o[_NOTE]) is str):
-                return False
-        if type(d["box"]) is not list:
-            return False
-        box = []
-        waiting = [rid for rid in orders if orders[rid][_ST] == "queued"]
-        for e in d["box"]:
-            if not (type(e) is list and len(e) == 3 and e[0] in (schemas.ORDER, schemas.CANCEL)
-                    and e[1] in orders and type(e[2]) is str):
-                return False
-            box.append([e[0], e[1], e[2].encode(), 0, 0])
-            if e[0] == schemas.ORDER and e[1] in waiting:
-                waiting.remove(e[1])
-        if waiting:          # a queued order must still be in the outbox, or it never leaves
-            return False
-    except (AttributeError, KeyError, TypeError, IndexError):
+    if err or type(d) is not dict or d.get("v") != _BLOB_V:
         return False
+    acc, rej = settings.apply(settings.DEFAULTS, d.get("cfg"), True)
     s["cfg"] = dict(settings.DEFAULTS)
     s["cfg"].update(acc)
     if rej:
         s["ign"]["cfg"] = s["ign"].get("cfg", 0) + len(rej)
         s["dirty"] = 1                  # save the repaired settings over the bad ones
-    s["seq"] = d["seq"]
+    clean = True
+    seq = d.get("seq")
+    if type(seq) is not int or seq < 0:
+        seq, clean = 0, False
+    orders = {}
+    stored = d.get("orders")
+    if type(stored) is not dict:
+        stored, clean = {}, False
+    for rid in stored:
+        o = stored[rid]
+        if _good_order(rid, o):
+            orders[rid] = o
+            seq = max(seq, o[_SEQ])
+        else:
+            clean = False
+    box = []
+    stored = d.get("box")
+    if type(stored) is not list:
+        stored, clean = [], False
+    for e in stored:
+        body = _good_entry(orders, box, e)
+        if body is None:
+            clean = False
+        else:
+            box.append([e[0], e[1], body, 0, 0])
+    # a queued order must still be in the outbox, or it never leaves; a cancel entry needs its order
+    for rid in list(orders):
+        if orders[rid][_ST] == "queued" and _entry_in(box, schemas.ORDER, rid) is None:
+            del orders[rid]
+            clean = False
+    for e in box:
+        if e[_RID] not in orders:
+            clean = False
+    box = [e for e in box if e[_RID] in orders]
+    s["seq"] = seq
     s["orders"] = orders
     s["box"] = box
-    return True
+    n = len(orders)
+    _prune(s)
+    return clean and n == len(orders)
+
+
+def _good_order(rid, o):
+    # A stored order: [status, orderId, createdAt, seq, cancel 0/1, note], as this firmware
+    # writes them (orderId as the contract allows, note as the screen shows it).
+    return (schemas.is_id(rid) and type(o) is list and len(o) == 6 and o[_ST] in RANK
+            and schemas.is_order_id(o[_OID], True) and type(o[_AT]) is int
+            and type(o[_SEQ]) is int and o[_SEQ] >= 0 and o[_CXL] in (0, 1)
+            and type(o[_NOTE]) is str and screens.fit(o[_NOTE]) == o[_NOTE])
+
+
+def _good_entry(orders, box, e):
+    # A stored outbox entry [kind, orderRequestId, body] -> the body bytes to send, or None.
+    # The body must be exactly what this firmware builds from its own fields (MicroPython's
+    # json accepts malformed text, so parsing is not enough), for an order the blob holds
+    # that is waiting for it: an order request while queued, a cancel once one was asked
+    # for and while the order is open; one entry of each kind per order at most.
+    if type(e) is not list or len(e) != 3 or type(e[2]) is not str:
+        return None
+    kind, rid = e[0], e[1]
+    o = orders.get(rid) if type(rid) is str else None
+    if o is None or _entry_in(box, kind, rid) is not None:
+        return None
+    d = schemas.load(e[2], _MAX_BLOB)[0]
+    if type(d) is not dict:
+        return None
+    at, seq = d.get("createdAt"), d.get("seq")
+    if type(at) is not int or type(seq) is not int or seq < 0:
+        return None
+    if kind == schemas.ORDER and o[_ST] == "queued":
+        sku, n = d.get("sku"), d.get("quantity")
+        if settings.check("sku", sku) or not sku or settings.check("quantity", n):
+            return None
+        body = schemas.order_request(rid, sku, n, o[_AT], o[_SEQ])
+    elif kind == schemas.CANCEL and o[_CXL] and RANK[o[_ST]] != _DONE:
+        body = schemas.cancel_request(rid, at, seq)
+    else:
+        return None
+    return body if body.decode() == e[2] else None

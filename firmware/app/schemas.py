@@ -32,6 +32,16 @@ def is_id(x):
     return True
 
 
+def is_order_id(x, empty=False):
+    # An orderId from the cloud: up to 64 printable ASCII characters ("" only if `empty`).
+    if type(x) is not str or len(x) > _MAX_ID or not (x or empty):
+        return False
+    for c in x:
+        if not " " <= c <= "~":
+            return False
+    return True
+
+
 def mid(kind, rid):
     # The $.mid of a request: the orderRequestId itself, "<id>-cancel" for its cancel.
     return rid if kind == ORDER else rid + "-cancel"
@@ -93,7 +103,7 @@ def parse_status(props, body):
     if status not in STATUSES:
         return "status"
     oid = doc.get("orderId", "")
-    if type(oid) is not str or len(oid) > _MAX_ID or (not oid and status != "failed"):
+    if not is_order_id(oid, status == "failed"):
         return "orderId"
     out = {"orderRequestId": rid, "orderId": oid, "status": status}
     for k in ("reason", "eta"):

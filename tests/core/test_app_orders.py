@@ -337,11 +337,25 @@ def test_fuzzed_c2d_never_raises():
     assert order_status(s, R1) in ("queued", "accepted")
 
 
-def test_unicode_order_id_is_shown_safely():
+def test_order_id_is_printable_ascii_and_shown_safely():
+    # The contract: orderId is up to 64 printable ASCII characters; anything else is refused
+    # (it is stored and compared, and the stored state has a size bound to keep).
     s = device()
     ev(orders.press, s, T + 1, R1)
-    acts = c2d(s, T + 2, R1, "accepted", oid="Bestellung-\u00e9\u2603-123456789")
-    assert acts[1][2][1] == "Bestellung-??-12", acts[1]
+    c2d(s, T + 2, R1, "accepted", oid="Bestellung-\u00e9\u2603-123456789")
+    assert order_status(s, R1) == "queued" and s["ign"] == {"orderId": 1}
+    c2d(s, T + 2, R1, "accepted", oid="x" * 65)
+    assert order_status(s, R1) == "queued" and s["ign"] == {"orderId": 2}
+    acts = c2d(s, T + 3, R1, "accepted", oid='Bestellung-"{}"-123456789')
+    assert acts[1][2][1] == 'Bestellung-"{}"-', acts[1]
+
+
+def test_note_is_kept_as_the_screen_shows_it():
+    s = device()
+    ev(orders.press, s, T + 1, R1)
+    acts = c2d(s, T + 2, R1, "accepted", reason="\u00e9t\u00e9 \u2603 and a long reason behind")
+    assert acts[1][2][2] == "?t? ? and a long"
+    assert s["orders"][R1][5] == "?t? ? and a long"
 
 
 def test_old_finished_orders_are_forgotten():
@@ -437,13 +451,15 @@ def corrupt(**change):
 
 
 def test_corrupt_or_old_blobs_start_clean_and_are_counted():
+    # Nothing in these blobs passes: not JSON, another version, or the only order fails a
+    # check (or loses its outbox entry, so it could never leave).
     d = good_blob()
     bad_order = dict(d["orders"])
     bad_order[R1] = ["queued", "", "yesterday", 1, 0, ""]
     blobs = [
         b"garbage", b"\xff\xfe", b"{}", b"[]", b"null", b"{" * 50000, b'{"v":1}',
-        corrupt(v=0), corrupt(v=2), corrupt(seq=-1), corrupt(seq="1"),
-        corrupt(orders=[]),
+        corrupt(v=0), corrupt(v=2),
+        corrupt(orders=[]), corrupt(orders="orders"), corrupt(orders=None),
         corrupt(orders={"nothex": ["queued", "", 1, 1, 0, ""]}), corrupt(orders=bad_order),
         corrupt(orders={R1: ["lost", "", 1, 1, 0, ""]}), corrupt(box=[["orderRequest", R2, "{}"]]),
         corrupt(box=[["order", R1, "{}"]]), corrupt(box={}), corrupt(box=[[1, 2]]),
@@ -452,11 +468,120 @@ def test_corrupt_or_old_blobs_start_clean_and_are_counted():
     for blob in blobs:
         s = orders.new("1")
         acts = ev(orders.restore, s, T, blob)
-        assert s["ign"] == {"blob": 1}, blob[:60]
-        assert s["orders"] == {} and s["box"] == [] and s["seq"] == 0
+        assert s["ign"]["blob"] == 1, blob[:60]
+        assert s["orders"] == {} and s["box"] == [] and s["seq"] in (0, 1), blob[:60]
         assert kinds(acts)[0] == "save"                # a clean blob replaces the bad one
         assert json.loads(acts[0][1])["orders"] == {}
         assert shown(acts) == "connecting"
+
+
+def restored(blob):
+    s = orders.new("1")
+    acts = ev(orders.restore, s, T + 2, blob)
+    return s, acts
+
+
+def test_a_blob_with_a_bad_part_keeps_every_part_that_passes():
+    # The issue 14 rule: set the bad parts aside, keep the order the customer pressed for,
+    # and save the clean state at once (the runtime keeps the bad file as state.json.corrupt).
+    for change in ({"seq": -1}, {"seq": "1"}, {"junk": 1} and {"seq": None}):
+        s, acts = restored(corrupt(**change))
+        assert s["ign"] == {"blob": 1}, (change, s["ign"])
+        assert list(s["orders"]) == [R1] and box(s) == [R1] and s["seq"] == 1, change
+        saved = json.loads(acts[0][1])
+        assert kinds(acts)[0] == "save" and saved["seq"] == 1 and list(saved["orders"]) == [R1]
+        assert [p[3] for p in only(ev(orders.connected, s, T + 3), "publish")] == [R1]
+
+
+def two_orders_blob():
+    # R1 accepted with a cancel asked for (its cancel entry waits), R2 queued; and its acts.
+    s = device(online=False, maxOpenOrders=3)
+    ev(orders.press, s, T + 1, R1)
+    c2d(s, T + 2, R1, "accepted")
+    ev(orders.long_press, s, T + 3)
+    log = [ev(orders.press, s, T + 4, R2)]
+    return json.loads(last_save(log))
+
+
+def test_restore_refuses_each_unusable_outbox_entry_and_keeps_the_rest():
+    # Regression (issue 14, defect 4): a body that is not what the device builds, that names
+    # another order, a second entry for the same request, a cancel whose order never asked
+    # for one. Each is refused on its own; the good entries and their orders stay.
+    good = two_orders_blob()
+    c_entry, r2_entry = good["box"]
+    assert c_entry[:2] == ["cancelRequest", R1] and r2_entry[:2] == ["orderRequest", R2]
+    r2_body = r2_entry[2]
+    bad_entries = [
+        ["orderRequest", R2, r2_body[:-1] + ":1}"],                          # MicroPython parses it
+        ["orderRequest", R2, "[1 2]"],
+        ["orderRequest", R2, r2_body[:-1]],
+        ["orderRequest", R2, r2_body.replace(R2, R1)],                     # names another order
+        ["orderRequest", R2, r2_body.replace('"quantity":2', '"quantity":0')],
+        ["orderRequest", R2, r2_body.replace("SKU-1", "bad sku")],
+        ["orderRequest", R2, r2_body.replace("orderRequest", "cancelRequest", 1)],
+        ["orderRequest", R2, "\ud800"],                                   # a lone surrogate
+        ["cancelRequest", R2, c_entry[2].replace(R1, R2)],                 # R2 asked no cancel
+        ["orderRequest", R1, r2_body.replace(R2, R1)],                     # R1 is not queued
+        c_entry,                                                            # twice the same
+        ["orderRequest", R3, r2_body.replace(R2, R3)],                      # no such order
+    ]
+    for bad in bad_entries:
+        d = json.loads(json.dumps(good))
+        d["box"].append(bad)
+        if bad[0] == "orderRequest" and bad[1] == R2:
+            d["box"].remove(r2_entry)           # the only entry for R2 is the bad one
+        s, acts = restored(json.dumps(d).encode())
+        assert s["ign"] == {"blob": 1}, (bad, s["ign"])
+        assert R1 + "-cancel" in box(s), bad                         # the good parts stay
+        if bad[0] == "orderRequest" and bad[1] == R2:
+            assert sorted(s["orders"]) == [R1] and box(s) == [R1 + "-cancel"], (bad, box(s))
+        else:
+            assert sorted(s["orders"]) == [R1, R2] and box(s) == [R1 + "-cancel", R2], bad
+        assert json.loads(acts[0][1])["box"] == [e for e in good["box"] if e[1] in s["orders"]]
+        well_formed(orders.connected(s, T + 5))
+    # the untouched blob is clean: nothing is counted or saved
+    s, acts = restored(json.dumps(good).encode())
+    assert s["ign"] == {} and not only(acts, "save") and box(s) == [R1 + "-cancel", R2]
+
+
+def test_restore_refuses_a_cancel_entry_for_an_order_that_asked_none():
+    good = two_orders_blob()
+    good["orders"][R1][4] = 0                   # the cancel flag is off
+    s, acts = restored(json.dumps(good).encode())
+    assert s["ign"] == {"blob": 1} and box(s) == [R2] and sorted(s["orders"]) == [R1, R2]
+
+
+def test_restore_never_raises_on_a_lone_surrogate_or_odd_strings():
+    # Regression (issue 14, defect 3): CPython's str.encode raised UnicodeEncodeError on a
+    # stored body with a lone surrogate; MicroPython read it as a garbage body.
+    good = two_orders_blob()
+    for text in (b"\\ud800", b"\\udfff\\ud800", b"\\u0000", b"\\ud83d\\ude00"):
+        for where in range(4):
+            d = json.loads(json.dumps(good))
+            if where == 0:
+                d["box"][1][2] = "HERE"
+            elif where == 1:
+                d["box"][1][2] = d["box"][1][2][:-1] + "HERE}"
+            elif where == 2:
+                d["orders"][R1][1] = "HERE"
+            else:
+                d["orders"][R1][5] = "HERE"
+            s, acts = restored(json.dumps(d).encode().replace(b"HERE", text))
+            assert s["ign"].get("blob") == 1, (text, where)
+            assert list(s["orders"]) == ([R1] if where < 2 else [R2]), (text, where)
+            well_formed(orders.connected(s, T + 9))
+
+
+def test_restore_refuses_orders_that_are_not_an_object():
+    # Regression (issue 14, defect 2): a list or a string was accepted, the next press raised
+    # TypeError, and every later save wrote the bad value back.
+    for bad in ([], "", [[R1]], "orders", 5):
+        s, acts = restored(corrupt(orders=bad, box=[]))
+        assert s["orders"] == {} and s["ign"]["blob"] == 1
+        assert json.loads(acts[0][1])["orders"] == {}
+        s["cfg"]["sku"] = "SKU-1"
+        ev(orders.connected, s, T + 3)
+        assert only(ev(orders.press, s, T + 4, R2), "publish")
 
 
 STORED_CFG = [
@@ -622,6 +747,30 @@ def test_full_twin_reports_only_the_difference():
     rep = only(acts, "report")[0][1]
     assert rep == {"freeHeap": None, "oldKey": None, "rejected": {"sku": None}}, rep
     # the runtime overwrites freeHeap with the real figure, so only oldKey really goes away
+
+
+def test_a_patch_named_desired_is_a_patch_not_a_whole_twin():
+    # Regression (issue 14, defect 1): a desired property called "desired" made a patch look
+    # like a full twin GET answer: every setting went back to its default (the sku emptied,
+    # the button stopped ordering), earlier rejections were wiped and a "reported" object in
+    # the patch replaced the device's copy of the cloud's reported state.
+    s = device(maxOpenOrders=3)
+    ev(orders.twin, s, T + 1, {"quantity": 500}, 2)
+    assert s["rej"] == {"quantity": "int 1..99"}
+    cfg = dict(s["cfg"])
+    for i, doc in enumerate((b'{"desired": {}}', b'{"desired": {"sku": "X"}, "reported": {}}',
+                             {"desired": {}, "reported": {"firmwareVersion": "0"}})):
+        acts = ev(orders.twin, s, T + 2 + i, doc, 3 + i)
+        assert s["cfg"] == cfg, (doc, s["cfg"])            # nothing reset, nothing set
+        assert s["rej"]["desired"] == "unknown setting" and s["rej"]["quantity"] == "int 1..99"
+        assert i or shown(acts) == "rejected"
+        rep = only(acts, "report")
+        assert not rep or ("firmwareVersion" not in rep[0][1] and "settings" not in rep[0][1]), rep
+        assert s["rep"] == orders.reported(s)        # the device's copy was not replaced
+    assert only(ev(orders.press, s, T + 9, R1), "publish")
+    # the same document without a version is the full twin GET answer it looks like
+    ev(orders.twin, s, T + 10, {"desired": {"sku": "SKU-2"}, "reported": {}})
+    assert s["cfg"]["sku"] == "SKU-2" and s["cfg"]["quantity"] == 1
 
 
 def test_twin_brightness_and_garbage():
