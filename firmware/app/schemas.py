@@ -6,40 +6,12 @@
 # CPython (MicroPython dicts do not keep insertion order) and a re-send is byte-identical.
 import json
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
+from firmware.app import contract
 
-ORDER = "orderRequest"
-CANCEL = "cancelRequest"
-STATUSES = ("accepted", "payment_authorized", "shipped", "delivered", "cancelled", "failed")
-
-_MAX_BODY = const(512)   # a real order-status body is ~150 bytes; bigger is refused unparsed
-_MAX_ID = const(64)      # orderId
-_MAX_NOTE = const(64)    # reason, eta
-_HEX = "0123456789abcdef"
-
-
-def is_id(x):
-    # An orderRequestId: 16 lowercase hex characters.
-    if type(x) is not str or len(x) != 16:
-        return False
-    for c in x:
-        if c not in _HEX:
-            return False
-    return True
-
-
-def is_order_id(x, empty=False):
-    # An orderId from the cloud: up to 64 printable ASCII characters ("" only if `empty`).
-    if type(x) is not str or len(x) > _MAX_ID or not (x or empty):
-        return False
-    for c in x:
-        if not " " <= c <= "~":
-            return False
-    return True
+ORDER = contract.ORDER_REQUEST
+CANCEL = contract.CANCEL_REQUEST
+STATUSES = contract.STATUSES
+is_id = contract.is_request_id     # an orderRequestId
 
 
 def mid(kind, rid):
@@ -65,7 +37,7 @@ def cancel_request(rid, created_at, seq):
             % (rid, created_at, seq)).encode()
 
 
-def load(body, limit=_MAX_BODY):
+def load(body, limit=contract.STATUS_BODY_MAX):
     # bytes/str JSON -> (value, None) or (None, reason). Size is checked before parsing.
     if type(body) not in (bytes, bytearray, str):
         return None, "body"
@@ -85,7 +57,7 @@ def parse_status(props, body):
     # (display-only: a bad one must not cost the device the status itself).
     if type(props) is not dict:
         return "props"
-    if props.get("messageType") != "orderStatus":
+    if props.get("messageType") != contract.ORDER_STATUS:
         return "type"
     if props.get("$.ct", "application/json") != "application/json":
         return "ct"
@@ -103,11 +75,11 @@ def parse_status(props, body):
     if status not in STATUSES:
         return "status"
     oid = doc.get("orderId", "")
-    if not is_order_id(oid, status == "failed"):
+    if not contract.is_order_id(oid, status == "failed"):
         return "orderId"
     out = {"orderRequestId": rid, "orderId": oid, "status": status}
     for k in ("reason", "eta"):
         v = doc.get(k)
-        if type(v) is str and 0 < len(v) <= _MAX_NOTE:
+        if type(v) is str and 0 < len(v) <= contract.NOTE_MAX:
             out[k] = v
     return out
