@@ -35,8 +35,8 @@ $(SETUP_STAMP): requirements.txt requirements.lock
 	$(VPY) -m pip install -q -r requirements.txt -c requirements.lock
 	@touch $@
 
-# pip refuses these old upip sdists: host_tools/mplib.py fetches and checks them itself.
-$(MPLIB_STAMP): host_tools/mplib.lock.json host_tools/mplib.py $(wildcard host_tools/mplib_shims/*.py) | $(SETUP_STAMP)
+# pip refuses these old upip sdists: host_tools/mplib/__main__.py fetches and checks them itself.
+$(MPLIB_STAMP): host_tools/mplib/lock.json host_tools/mplib/__main__.py $(wildcard host_tools/mplib/shims/*.py) | $(SETUP_STAMP)
 	$(VPY) -m host_tools.mplib
 
 # Both runs always happen; make test fails if either failed.
@@ -74,7 +74,6 @@ mpy: setup
 clean:
 	rm -rf build
 
-# Filled in by the device issue.
 demo: setup
 	$(VPY) -m host_tools demo $(if $(AUTO),--auto)
 

@@ -10,11 +10,12 @@ import sys
 from host_tools.errors import CliError
 
 _COMMAND_MODULES = (
-    "host_tools.keys",
-    "host_tools.provision",
-    "host_tools.hub.cli",
-    "host_tools.orders.cli",
-    "host_tools.demo",
+    "host_tools.fleet.keys",
+    "host_tools.fleet.provision",
+    "host_tools.fleet.deploy",
+    "host_tools.cloud.hub.cli",
+    "host_tools.cloud.orders.cli",
+    "host_tools.harness.demo",
 )
 
 
@@ -22,13 +23,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m host_tools")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a feature not built yet
-        module.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -22,9 +22,10 @@ import sys
 import threading
 import time
 
-from host_tools import processes, provision
+from host_tools import processes
+from host_tools.fleet import provision
 from host_tools.files import write_atomic
-from host_tools.device_process import DeviceProcess, micropython, micropypath
+from host_tools.harness.device_process import DeviceProcess, micropython, micropypath
 from host_tools.processes import REPO
 
 BUILD = os.path.join(REPO, "build")
@@ -167,7 +168,7 @@ def link_min_heap(mp_dir, n, lo=16, hi=256, step=4):
 
 
 def compare_with_sdk(work, hub_dir, ca_pem, mp_dir, runs, n, heap_k):
-    from host_tools.hub.store import Store
+    from host_tools.cloud.hub.store import Store
     store = Store(os.path.join(hub_dir, "hub.sqlite3"))
     key = (store.get_device("bench-sdk") or store.add_device("bench-sdk"))["primary_key"]
     store.close()

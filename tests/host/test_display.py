@@ -2,7 +2,7 @@
 import os
 import subprocess
 
-from host_tools.device_process import REPO, micropypath, micropython
+from host_tools.harness.device_process import REPO, micropypath, micropython
 
 
 def render(tmp_path, lines):

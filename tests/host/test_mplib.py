@@ -1,4 +1,4 @@
-"""host_tools/mplib.py against a real local index served over HTTP on 127.0.0.1.
+"""host_tools/mplib/__main__.py against a real local index served over HTTP on 127.0.0.1.
 
 The index serves PEP 691 JSON when asked for it and PEP 503 HTML otherwise, so both code
 paths run; the fetcher runs as a subprocess, as `make setup` runs it.
@@ -187,7 +187,7 @@ def test_lock_computes_the_entry_from_the_index(tmp_path, index):
 
 
 def test_the_committed_lock_pins_the_packages_the_design_names():
-    with open(os.path.join(REPO, "host_tools", "mplib.lock.json")) as f:
+    with open(os.path.join(REPO, "host_tools", "mplib", "lock.json")) as f:
         packages = {p["name"]: p for p in json.load(f)["packages"]}
     assert packages["micropython-umqtt.simple"]["version"] == "1.3.4"
     assert packages["micropython-umqtt.simple"]["sha256"] == \

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from host_tools.hub.store import Store
+from host_tools.cloud.hub.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MICROPYTHON = os.environ.get("MICROPYTHON", os.path.join(REPO, ".venv", "bin", "micropython"))
@@ -75,7 +75,7 @@ def test_azure_provision_reads_the_key_from_stdin_and_uses_the_public_root(tmp_p
     cfg = json.loads((dev / "config.json").read_text())
     assert (cfg["host"], cfg["port"]) == ("myhub.azure-devices.net", 8883)
     import ssl
-    from host_tools.provision import _system_root
+    from host_tools.fleet.provision import _system_root
     with open(_system_root()) as f:
         assert (dev / "ca.der").read_bytes() == ssl.PEM_cert_to_DER_cert(f.read())
 
@@ -100,10 +100,10 @@ def test_bad_key_and_broken_files_are_one_clear_line(tmp_path):
 def test_deploy_dry_run_lists_what_goes_on_the_board(tmp_path):
     dev = tmp_path / "dev"
     assert run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(tmp_path / "hub")).returncode == 0
-    from host_tools import provision
+    from host_tools.fleet import deploy
     if not os.path.isdir(os.path.join(REPO, "build", "mpy", "firmware")):
         with pytest.raises(Exception, match="make mpy"):
-            provision.deploy_plan(REPO, str(dev))
+            deploy.deploy_plan(REPO, str(dev))
         subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
     r = run("deploy", "--device-dir", str(dev), "--dry-run")
     assert r.returncode == 0, r.stderr

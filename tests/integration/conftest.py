@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from host_tools import processes
-from tests.hub.conftest import hub, running_hub, wait_for  # noqa: F401  (the `hub` fixture)
+from tests.cloud.hub.conftest import hub, running_hub, wait_for  # noqa: F401  (the `hub` fixture)
 from tests.integration.device_harness import REPO, DeviceProcess
 
 DEADLINE = 20

@@ -56,7 +56,7 @@ def test_setup_errors_say_what_to_do_and_never_show_the_key(tmp_path):
 
 
 def _real_ca(tmp_path):
-    from host_tools.hub import certs
+    from host_tools.cloud.hub import certs
     p, _ = certs.ensure(str(tmp_path / "certs"))
     with open(p["ca.der"], "rb") as f:
         der = f.read()

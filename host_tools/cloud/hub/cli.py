@@ -1,0 +1,241 @@
+"""CLI of the local IoT Hub: certs, registry, hub, monitor, c2d, twin, method.
+
+Registry commands work on the data folder directly (the hub need not run); monitor, c2d, twin and
+method talk to the running hub's service API.
+"""
+import json
+import os
+import sys
+
+from host_tools.errors import CliError
+
+DEFAULT_DATA = os.path.join(".local", "hub")
+
+
+def add_commands(sub):
+    p = sub.add_parser("certs", help="make the local CA and the hub's TLS certificate")
+    p.add_argument("--out", default=os.path.join(DEFAULT_DATA, "certs"), help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("registry", help="manage device identities of the local hub")
+    rs = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    for action, helptext in (("add", "register a device (new random key)"), ("list", "list devices"),
+                             ("show", "show one device"), ("remove", "delete a device"),
+                             ("disable", "refuse a device's connections"), ("enable", "allow it again")):
+        a = rs.add_parser(action, help=helptext)
+        if action != "list":
+            a.add_argument("device", help="device id")
+        _data_arg(a)
+        if action in ("add", "show"):
+            a.add_argument("--show-connection-string", action="store_true",
+                           help="print HostName=...;DeviceId=...;SharedAccessKey=... (contains the key)")
+            a.add_argument("--host", default=None, help="HostName in the connection string")
+        a.set_defaults(func=cmd_registry, action=action)
+
+    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops)")
+    _data_arg(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
+    p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
+    p.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds a new connection may take to send CONNECT (default %(default)s)")
+    p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
+    p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("monitor", help="print device telemetry as it arrives (one JSON line each)")
+    _data_arg(p)
+    p.add_argument("--device", default=None, help="only this device")
+    p.add_argument("--from-start", action="store_true", help="also print telemetry recorded earlier")
+    p.add_argument("--count", type=int, default=0, help="stop after this many messages")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("c2d", help="cloud-to-device messages")
+    cs = p.add_subparsers(dest="c2d_command", metavar="ACTION", required=True)
+    a = cs.add_parser("send", help="queue a message for a device")
+    a.add_argument("device")
+    a.add_argument("--body", required=True)
+    a.add_argument("--prop", action="append", default=[], metavar="K=V", help="application property")
+    a.add_argument("--message-id")
+    a.add_argument("--correlation-id")
+    a.add_argument("--content-type")
+    a.add_argument("--content-encoding")
+    a.add_argument("--ttl", type=int, help="seconds (default 3600)")
+    _data_arg(a)
+    a.set_defaults(func=cmd_c2d_send)
+
+    p = sub.add_parser("twin", help="device twins")
+    ts = p.add_subparsers(dest="twin_command", metavar="ACTION", required=True)
+    a = ts.add_parser("show", help="print a device's twin")
+    a.add_argument("device")
+    _data_arg(a)
+    a.set_defaults(func=cmd_twin_show)
+    a = ts.add_parser("set-desired", help="patch desired properties (JSON object; null deletes)")
+    a.add_argument("device")
+    a.add_argument("patch", metavar="JSON")
+    _data_arg(a)
+    a.set_defaults(func=cmd_twin_set_desired)
+
+    p = sub.add_parser("method", help="direct methods")
+    ms = p.add_subparsers(dest="method_command", metavar="ACTION", required=True)
+    a = ms.add_parser("invoke", help="call a method on a connected device and print its answer")
+    a.add_argument("device")
+    a.add_argument("name")
+    a.add_argument("--payload", default="null", metavar="JSON")
+    a.add_argument("--timeout", type=int, default=30, help="seconds, 5..300")
+    _data_arg(a)
+    a.set_defaults(func=cmd_method_invoke)
+
+
+def _data_arg(p):
+    p.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
+
+
+def _json_arg(text, what):
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CliError("%s is not valid JSON (%s); quote it, e.g. '{\"key\": 1}'" % (what, exc)) from None
+
+
+# ---- certs, registry, hub ---------------------------------------------------------------------
+def cmd_certs(args):
+    from host_tools.cloud.hub import certs
+    paths, created = certs.ensure(args.out, force=args.force)
+    print(("created" if created else "kept existing") + " certificates in " + args.out)
+    for name in ("ca.pem", "ca.der", "server.pem"):
+        print("  " + paths[name])
+
+
+def _store(data_dir):
+    from host_tools.cloud.hub.hub import ensure_data_dir
+    from host_tools.cloud.hub.store import Store
+    paths, _ = ensure_data_dir(data_dir)
+    return Store(paths["db"])
+
+
+def _host(args):
+    if getattr(args, "host", None):
+        return args.host
+    try:
+        with open(os.path.join(args.data, "hub.json")) as f:
+            return json.load(f)["host"]
+    except (OSError, ValueError, KeyError):
+        return "127.0.0.1"
+
+
+def cmd_registry(args):
+    from host_tools.cloud.hub.store import StoreError
+    store = _store(args.data)
+    try:
+        if args.action == "list":
+            for d in store.list_devices():
+                print("%-32s %s" % (d["device_id"], d["status"]))
+            return
+        if args.action == "add":
+            dev = store.add_device(args.device)
+        elif args.action == "remove":
+            store.remove_device(args.device)
+            print("removed " + args.device)
+            return
+        elif args.action in ("disable", "enable"):
+            dev = store.update_device(args.device, status=args.action + "d")
+        else:
+            dev = store.require_device(args.device)
+        if getattr(args, "show_connection_string", False):
+            print("HostName=%s;DeviceId=%s;SharedAccessKey=%s" % (_host(args), dev["device_id"], dev["primary_key"]))
+        else:
+            print("%s %s" % (dev["device_id"], dev["status"]))
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def cmd_hub(args):
+    import asyncio
+    import logging
+    from host_tools.cloud.hub.hub import run
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    from host_tools.cloud.hub.hub import HubError
+    try:
+        asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
+                        connect_timeout=args.connect_timeout))
+    except HubError as exc:
+        raise CliError(str(exc)) from None
+
+
+# ---- service side -----------------------------------------------------------------------------
+def _client(args):
+    from host_tools.cloud.hub.service_client import HubUnavailable, ServiceClient
+    try:
+        return ServiceClient.from_data_dir(args.data)
+    except HubUnavailable as exc:
+        raise CliError(str(exc)) from None
+
+
+def _call(fn, *a, **kw):
+    from host_tools.cloud.hub.service_client import HubUnavailable, ServiceError
+    try:
+        return fn(*a, **kw)
+    except HubUnavailable as exc:
+        raise CliError("%s; is the hub running? (python -m host_tools hub)" % exc) from None
+    except ServiceError as exc:
+        raise CliError("hub refused: %s" % exc) from None
+
+
+def cmd_monitor(args):
+    client = _client(args)
+    since = 0 if args.from_start else -1
+    seen = 0
+    while True:
+        events, since = _call(client.events, since, 20, args.device)
+        for e in events:
+            body = e["body"]
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError:
+                body = {"base64": __import__("base64").b64encode(body).decode()}
+            out = dict(e, body=body)
+            print(json.dumps(out), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                return
+
+
+def cmd_c2d_send(args):
+    props = {}
+    for p in args.prop:
+        k, sep, v = p.partition("=")
+        if not sep or not k:
+            raise CliError("--prop takes KEY=VALUE, got %r" % p)
+        props[k] = v
+    client = _client(args)
+    mid = _call(client.send_c2d, args.device, args.body, properties=props, message_id=args.message_id,
+                correlation_id=args.correlation_id, content_type=args.content_type,
+                content_encoding=args.content_encoding, ttl=args.ttl)
+    print("queued " + mid)
+
+
+def cmd_twin_show(args):
+    print(json.dumps(_call(_client(args).get_twin, args.device), indent=2))
+
+
+def cmd_twin_set_desired(args):
+    patch = _json_arg(args.patch, "the desired patch")
+    if not isinstance(patch, dict):
+        raise CliError("the desired patch must be a JSON object, e.g. '{\"led\": \"on\"}'")
+    twin = _call(_client(args).update_desired, args.device, patch)
+    print(json.dumps(twin["properties"]["desired"], indent=2))
+
+
+def cmd_method_invoke(args):
+    payload = _json_arg(args.payload, "--payload")
+    if not 5 <= args.timeout <= 300:
+        raise CliError("--timeout must be between 5 and 300 seconds")
+    result = _call(_client(args).invoke_method, args.device, args.name, payload, args.timeout)
+    print(json.dumps(result))
+    return 0 if 200 <= int(result.get("status", 500)) < 300 else 1

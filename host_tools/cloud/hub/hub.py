@@ -1,0 +1,461 @@
+"""The local IoT Hub: device side (MQTT over TLS via amqtt) and service side (HTTPS JSON API).
+
+Hub owns the store, the live device connections and the pending direct-method calls; both
+listeners run in one asyncio loop. `run()` is what `python -m host_tools hub` calls.
+"""
+import asyncio
+import itertools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+
+from firmware.iothub import sas
+from host_tools.cloud.hub import certs, topics
+from host_tools.files import read_json, write_json
+from host_tools.cloud.hub.store import Store, StoreError, new_key
+
+log = logging.getLogger("host_tools.cloud.hub")
+
+POLICY = "iothubowner"
+HOST_NAMES = ("127.0.0.1", "localhost")
+
+
+class HubError(Exception):
+    """A service request that fails with an HTTP status (404 device offline, 504 timeout...)."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def data_paths(data_dir):
+    return {
+        "db": os.path.join(data_dir, "hub.sqlite3"),
+        "certs": os.path.join(data_dir, "certs"),
+        "service": os.path.join(data_dir, "service.json"),
+        "hub": os.path.join(data_dir, "hub.json"),
+    }
+
+
+def ensure_data_dir(data_dir):
+    """Create the data folder, its certificates and the service key when missing."""
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    p = data_paths(data_dir)
+    cert_paths, _ = certs.ensure(p["certs"])
+    if not os.path.exists(p["service"]):
+        write_json(p["service"], {"policy": POLICY, "key": new_key()}, mode=0o600)
+    return p, cert_paths
+
+
+def _filter_matches(topic_filter, topic):
+    f, t = topic_filter.split("/"), topic.split("/")
+    for i, level in enumerate(f):
+        if level == "#":
+            return True
+        if i >= len(t) or (level != "+" and level != t[i]):
+            return False
+    return len(f) == len(t)
+
+
+class Connection:
+    """One authenticated MQTT connection of a device."""
+
+    def __init__(self, hub, device_id, expiry, clean_session):
+        self.hub = hub
+        self.device_id = device_id
+        self.expiry = expiry
+        self.clean_session = clean_session
+        self.handler = None
+        self.session_present = False
+        self.subscriptions = set()
+        self.closing = False
+        self.closed_event = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.c2d_wakeup = asyncio.Event()
+        self._tasks = []
+        self._expiry_timer = None
+
+    def close(self, reason):
+        if not self.closing:
+            self.closing = True
+            log.info("%s: closing connection (%s)", self.device_id, reason)
+            self.closed_event.set()
+
+    def started(self):
+        delay = max(0.0, self.expiry - time.time())
+        self._expiry_timer = asyncio.get_running_loop().call_later(delay, self.close, "token expired")
+        self._tasks.append(asyncio.ensure_future(self._c2d_pump()))
+
+    def stop(self):
+        if self._expiry_timer:
+            self._expiry_timer.cancel()
+        for t in self._tasks:
+            t.cancel()
+
+    def subscribed(self, topic):
+        return any(_filter_matches(f, topic) for f in self.subscriptions)
+
+    async def send(self, topic, body, qos=0):
+        if self.closing or not self.subscribed(topic):
+            return False
+        await self.handler.mqtt_publish(topic, body, qos, retain=False)
+        return True
+
+    # ---- from the protocol handler ------------------------------------------------------
+    def on_subscribe(self, requested):
+        for topic_filter, _qos in requested:
+            if not topics.allowed_filter(topic_filter, self.device_id):
+                self.close("subscribe to a topic it may not use: %s" % topic_filter)
+                return None
+        self.subscriptions.update(f for f, _ in requested)
+        if not self.clean_session:
+            self.hub.store.set_subscriptions(self.device_id, self.subscriptions)
+        return [min(q, 1) for _, q in requested]
+
+    def after_subscribe(self):
+        self.c2d_wakeup.set()
+
+    def on_unsubscribe(self, filters):
+        self.subscriptions.difference_update(filters)
+        if not self.clean_session:
+            self.hub.store.set_subscriptions(self.device_id, self.subscriptions)
+
+    async def on_publish(self, topic, data):
+        """Route one device publish; False (and the connection closing) when it breaks the rules."""
+        try:
+            kind = topics.parse_publish(topic, self.device_id)
+        except topics.TopicError as exc:
+            self.close("malformed topic: %s" % exc)
+            return False
+        if kind is None:
+            self.close("publish to a topic it may not use: %s" % topic)
+            return False
+        try:
+            if kind[0] == "telemetry":
+                self.hub.record_telemetry(self.device_id, kind[1], data)
+            elif kind[0] == "twin_get":
+                await self._twin_get(kind[1])
+            elif kind[0] == "twin_reported":
+                await self._twin_reported(kind[1], data)
+            elif kind[0] == "method_res":
+                self.hub.method_response(self.device_id, kind[2], kind[1], data)
+        except Exception:
+            log.exception("%s: failed to handle a publish on %s", self.device_id, topic)
+            self.close("internal error")
+            return False
+        return True
+
+    async def _twin_get(self, rid):
+        twin = self.hub.store.get_twin(self.device_id)
+        doc = {"desired": dict(twin["desired"], **{"$version": twin["desired_version"]}),
+               "reported": dict(twin["reported"], **{"$version": twin["reported_version"]})}
+        await self.send(topics.twin_response(200, rid), json.dumps(doc).encode())
+
+    async def _twin_reported(self, rid, data):
+        try:
+            patch = json.loads(data.decode() or "null")
+            version = self.hub.store.patch_twin(self.device_id, "reported", patch)
+        except (ValueError, UnicodeDecodeError, StoreError):
+            await self.send(topics.twin_response(400, rid), b"")
+            return
+        await self.send(topics.twin_response(204, rid, version), b"")
+
+    async def _c2d_pump(self):
+        """Deliver queued C2D messages in order, one in flight, completing each on PUBACK."""
+        store = self.hub.store
+        last = 0
+        while not self.closing:
+            c2d_subscribed = any(topics.is_c2d_filter(f, self.device_id) for f in self.subscriptions)
+            batch = store.pending_c2d(self.device_id, after_seq=last) if c2d_subscribed else []
+            if not batch:
+                self.c2d_wakeup.clear()
+                await self.c2d_wakeup.wait()
+                continue
+            for seq, props, body in batch:
+                if self.closing:
+                    return
+                store.count_delivery(seq)
+                # waits for the PUBACK while connected; if the connection ends first, the
+                # message stays queued and goes out again after a reconnect
+                await self.handler.publish_until_acked(topics.c2d(self.device_id, props), body)
+                store.complete_c2d(seq)
+                last = seq
+
+
+class Hub:
+    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0):
+        self.data_dir = data_dir
+        self.host = host
+        self.paths, self.cert_paths = ensure_data_dir(data_dir)
+        self.service = read_json(self.paths["service"])
+        self.store = Store(self.paths["db"])
+        self.connect_timeout = connect_timeout
+        self.connections = {}
+        self._methods = {}
+        self._rids = itertools.count(1)
+        self._event_signal = asyncio.Event()
+        self.broker = None
+        self.api_server = None
+        self.mqtt_port = self.api_port = None
+
+    # ---- life cycle -----------------------------------------------------------------------
+    async def start(self, mqtt_port=8883, api_port=443):
+        from host_tools.cloud.hub.broker import HubBroker
+        from host_tools.cloud.hub.http_server import serve
+        from host_tools.cloud.hub.service_api import ServiceApi
+
+        listener = {"type": "tcp", "bind": "%s:%d" % (self.host, mqtt_port), "ssl": True,
+                    "certfile": self.cert_paths["server.pem"], "keyfile": self.cert_paths["server.key"]}
+        from amqtt.errors import BrokerError
+        other = _running_pid(self.paths["hub"])
+        if other:
+            raise HubError(0, "a hub is already running for %s (pid %d)" % (self.data_dir, other))
+        broker = HubBroker(self, {"listeners": {"default": listener}, "plugins": {}},
+                           connect_timeout=self.connect_timeout)
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            raise HubError(0, "cannot listen for MQTT on %s:%d (%s); port taken? --mqtt-port 0 picks a free one"
+                           % (self.host, mqtt_port, getattr(exc.__cause__, "strerror", None) or exc)) from None
+        self.broker = broker
+        self.mqtt_port = self.broker.port()
+        try:
+            self.api_server = await serve(ServiceApi(self).handle, self.host, api_port, self._ssl_context())
+        except OSError as exc:
+            raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
+                           % (self.host, api_port, exc.strerror)) from None
+        self.api_port = self.api_server.sockets[0].getsockname()[1]
+        info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
+                "pid": os.getpid()}
+        write_json(self.paths["hub"], info)
+        self._wrote_info = True
+        return info
+
+    async def stop(self):
+        if getattr(self, "_wrote_info", False):
+            try:
+                os.remove(self.paths["hub"])
+            except FileNotFoundError:
+                pass
+        if self.api_server is not None:
+            self.api_server.close()
+        for conn in list(self.connections.values()):
+            conn.close("hub stopping")
+        if self.broker is not None:
+            for conn in list(self.connections.values()):
+                try:
+                    await asyncio.wait_for(conn.finished.wait(), 5)
+                except asyncio.TimeoutError:
+                    pass
+            await self.broker.shutdown()
+        self.store.close()
+
+    def _ssl_context(self):
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_paths["server.pem"], self.cert_paths["server.key"])
+        return ctx
+
+    # ---- device connections ---------------------------------------------------------------
+    def authenticate(self, session):
+        """CONNECT -> Connection, or None (CONNACK 5). Never logs the token."""
+        device_id = session.client_id or ""
+        username = session.username or ""
+        try:
+            kind, host, user_device, _ = topics.parse_username(username)
+        except topics.TopicError:
+            kind = user_device = None
+        if kind != "hub" or user_device != device_id:
+            log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
+            return None
+        if host.lower() not in self.host_names():
+            log.info("%s: refused, username names another hub (%s)", device_id, host)
+            return None
+        dev = self.store.get_device(device_id)
+        if dev is None or dev["status"] != "enabled":
+            log.info("%s: refused, device %s", device_id, "unknown" if dev is None else "disabled")
+            return None
+        resource = sas.device_resource(host, device_id)
+        token = session.password or ""
+        if isinstance(token, bytes):
+            token = token.decode("utf-8", "replace")
+        now = time.time()
+        claims, reason = None, "no token"
+        for key in (dev["primary_key"], dev["secondary_key"]):
+            try:
+                claims = sas.check(token, key, now, resource_uri=resource)
+                break
+            except sas.SasError as exc:
+                reason = str(exc)
+        if claims is None or claims.get("skn"):
+            log.info("%s: refused, %s", device_id, reason if claims is None else "policy token")
+            return None
+        return Connection(self, device_id, claims["se"], bool(session.clean_session))
+
+    def host_names(self):
+        return {self.host.lower(), *HOST_NAMES}
+
+    async def attach(self, conn):
+        old = self.connections.get(conn.device_id)
+        if old is not None:
+            old.close("another connection with the same device id")
+            try:
+                await asyncio.wait_for(old.finished.wait(), 5)
+            except asyncio.TimeoutError:
+                log.warning("%s: old connection did not finish in time", conn.device_id)
+        if conn.clean_session:
+            # CleanSession=1: no persistent session; queued C2D messages are dropped
+            self.store.set_subscriptions(conn.device_id, ())
+            self.store.purge_c2d(conn.device_id)
+        else:
+            conn.subscriptions = self.store.subscriptions(conn.device_id)
+            conn.session_present = bool(conn.subscriptions)
+        self.connections[conn.device_id] = conn
+        log.info("%s: connected", conn.device_id)
+
+    async def detach(self, conn):
+        conn.closing = True
+        conn.stop()
+        if self.connections.get(conn.device_id) is conn:
+            del self.connections[conn.device_id]
+            log.info("%s: disconnected", conn.device_id)
+        # a method call in flight to this device is left to time out (504), as with IoT Hub
+
+    def kick(self, device_id, reason):
+        conn = self.connections.get(device_id)
+        if conn is not None:
+            conn.close(reason)
+
+    # ---- telemetry ------------------------------------------------------------------------
+    def record_telemetry(self, device_id, bag, body):
+        system, app = topics.split_properties(bag)
+        seq = self.store.add_event(device_id, system, app, body)
+        signal_, self._event_signal = self._event_signal, asyncio.Event()
+        signal_.set()
+        return seq
+
+    async def events(self, since, timeout, device_id=None):
+        deadline = time.monotonic() + max(0.0, min(timeout, 300.0))
+        while True:
+            waiter = self._event_signal
+            rows = self.store.events_since(since, device_id)
+            if rows:
+                return rows
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            try:
+                await asyncio.wait_for(waiter.wait(), remaining)
+            except asyncio.TimeoutError:
+                return []
+
+    # ---- C2D ------------------------------------------------------------------------------
+    def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
+                 content_encoding=None, properties=None, ttl=None, ack=None):
+        self.store.require_device(device_id)
+        props = [("$.mid", message_id or str(uuid.uuid4())),
+                 ("$.to", "/devices/%s/messages/deviceBound" % device_id)]
+        for key, value in (("$.cid", correlation_id), ("$.ct", content_type), ("$.ce", content_encoding),
+                           ("iothub-ack", ack)):
+            if value is not None:
+                props.append((key, value))
+        for key, value in (properties or {}).items():
+            props.append((key, value))
+        mid = self.store.enqueue_c2d(device_id, body, props, ttl=ttl)
+        conn = self.connections.get(device_id)
+        if conn is not None:
+            conn.c2d_wakeup.set()
+        return mid
+
+    # ---- twins ----------------------------------------------------------------------------
+    async def update_desired(self, device_id, patch):
+        version = self.store.patch_twin(device_id, "desired", patch)
+        conn = self.connections.get(device_id)
+        if conn is not None:
+            body = dict(patch, **{"$version": version})
+            await conn.send(topics.desired_patch(version), json.dumps(body).encode())
+        return version
+
+    # ---- direct methods -------------------------------------------------------------------
+    async def invoke_method(self, device_id, name, payload, timeout=30):
+        self.store.require_device(device_id)
+        conn = self.connections.get(device_id)
+        topic = topics.method_request(name, "0")
+        if conn is None or conn.closing or not conn.subscribed(topic):
+            raise HubError(404, "device %s is not connected (or not listening for methods)" % device_id)
+        rid = "%x" % next(self._rids)
+        fut = asyncio.get_running_loop().create_future()
+        self._methods[(device_id, rid)] = fut
+        try:
+            await conn.send(topics.method_request(name, rid), json.dumps(payload).encode())
+            status, body = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise HubError(504, "device %s did not answer %s within %ss" % (device_id, name, timeout)) from None
+        finally:
+            self._methods.pop((device_id, rid), None)
+        text = body.decode("utf-8", "replace").strip()
+        try:
+            result = json.loads(text) if text else None
+        except ValueError:
+            result = text
+        return {"status": status, "payload": result}
+
+    def method_response(self, device_id, rid, status, body):
+        fut = self._methods.get((device_id, rid))
+        if fut is not None and not fut.done():
+            fut.set_result((status, body))
+
+    # ---- service auth ---------------------------------------------------------------------
+    def check_service_token(self, token):
+        """Raise HubError(401) unless `token` is a live iothubowner token for this hub."""
+        if not token:
+            raise HubError(401, "missing Authorization (a SharedAccessSignature for iothubowner)")
+        try:
+            claims = sas.check(token, self.service["key"], time.time())
+        except sas.SasError as exc:
+            raise HubError(401, "unauthorized: %s" % exc) from None
+        host = claims["sr"].split("/")[0]
+        if ":" in host:
+            host = host.rsplit(":", 1)[0]  # the connection string's HostName may carry a port
+        if claims.get("skn") != self.service.get("policy", POLICY) or host.lower() not in self.host_names():
+            raise HubError(401, "unauthorized: token is not for %s on this hub" % POLICY)
+
+
+def _running_pid(hub_json):
+    """The pid of a live hub that wrote hub_json, else None (a stale file from a crash is ignored)."""
+    try:
+        pid = int(read_json(hub_json)["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
+              connect_timeout=10.0):
+    """Run the hub in the foreground until SIGINT/SIGTERM."""
+    hub = Hub(data_dir, host, connect_timeout=connect_timeout)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        info = await hub.start(mqtt_port, api_port)  # HubError when a port is taken
+        out.write(json.dumps({"host": info["host"], "mqtt_port": info["mqtt_port"],
+                              "api_port": info["api_port"]}) + "\n")
+        out.flush()
+        await stop.wait()
+    finally:
+        await hub.stop()

@@ -1,0 +1,180 @@
+"""The hub's HTTPS service API, shaped like IoT Hub's service REST API (api-version 2021-04-12).
+
+Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/service.json's key.
+  PUT/GET/DELETE /devices/{id}      GET /devices
+  GET/PATCH /twins/{id}             POST /twins/{id}/methods
+  POST /devices/{id}/messages/deviceBound   (C2D; properties from headers, see README)
+  GET /events?since=N&timeout=S[&deviceId=D]   long-poll telemetry stream
+"""
+import base64
+import datetime
+import json
+
+from host_tools.cloud.hub.http_server import HttpError, Response
+from host_tools.cloud.hub.hub import HubError
+from host_tools.cloud.hub.store import StoreError
+
+
+def iso(ts):
+    if not ts:
+        return "0001-01-01T00:00:00Z"
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _etag(n):
+    return base64.b64encode(str(n).encode()).decode()
+
+
+class ServiceApi:
+    def __init__(self, hub):
+        self.hub = hub
+
+    async def handle(self, req):
+        try:
+            self.hub.check_service_token(req.headers.get("authorization"))
+            return await self._route(req)
+        except (HubError, StoreError) as exc:
+            raise HttpError(exc.status, str(exc)) from None
+
+    async def _route(self, req):
+        seg, m = req.segments, req.method
+        if seg == ["devices"] and m == "GET":
+            return Response.json([self._device(d) for d in self.hub.store.list_devices()])
+        if len(seg) == 2 and seg[0] == "devices":
+            return await self._devices(req, seg[1])
+        if len(seg) == 4 and seg[0] == "devices" and seg[2:] == ["messages", "deviceBound"] and m == "POST":
+            return self._send_c2d(req, seg[1])
+        if len(seg) == 2 and seg[0] == "twins":
+            return await self._twins(req, seg[1])
+        if len(seg) == 3 and seg[0] == "twins" and seg[2] == "methods" and m == "POST":
+            return await self._method(req, seg[1])
+        if seg == ["events"] and m == "GET":
+            return await self._events(req)
+        raise HttpError(404, "no such resource: %s %s" % (m, req.path))
+
+    # ---- registry -------------------------------------------------------------------------
+    def _device(self, dev):
+        conn = dev["device_id"] in self.hub.connections
+        return {
+            "deviceId": dev["device_id"], "generationId": dev["generation_id"],
+            "etag": _etag(dev["etag"]),
+            "connectionState": "Connected" if conn else "Disconnected",
+            "status": dev["status"], "statusReason": None,
+            "connectionStateUpdatedTime": iso(None), "statusUpdatedTime": iso(dev["status_updated"]),
+            "lastActivityTime": iso(None),
+            "cloudToDeviceMessageCount": self.hub.store.queued_c2d_count(dev["device_id"]),
+            "authentication": {"type": "sas", "symmetricKey": {
+                "primaryKey": dev["primary_key"], "secondaryKey": dev["secondary_key"]},
+                "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None}},
+            "capabilities": {"iotEdge": False},
+        }
+
+    async def _devices(self, req, device_id):
+        store = self.hub.store
+        if req.method == "GET":
+            return Response.json(self._device(store.require_device(device_id)))
+        if req.method == "DELETE":
+            store.remove_device(device_id)
+            self.hub.kick(device_id, "device deleted")
+            return Response(204)
+        if req.method == "PUT":
+            body = req.json()
+            if not isinstance(body, dict):
+                raise HttpError(400, "body must be a Device object")
+            if body.get("deviceId", device_id) != device_id:
+                raise HttpError(400, "deviceId in the body does not match the URL")
+            auth = body.get("authentication") or {}
+            if auth.get("type", "sas") != "sas":
+                raise HttpError(400, "only SAS (symmetric key) authentication is supported")
+            keys = auth.get("symmetricKey") or {}
+            status = body.get("status") or "enabled"
+            if store.get_device(device_id) is None:
+                dev = store.add_device(device_id, keys.get("primaryKey"), keys.get("secondaryKey"), status)
+            else:
+                dev = store.update_device(device_id, status, keys.get("primaryKey"), keys.get("secondaryKey"))
+                if dev["status"] != "enabled":
+                    self.hub.kick(device_id, "device disabled")
+            return Response.json(self._device(dev))
+        raise HttpError(405, "method not allowed")
+
+    # ---- twins ----------------------------------------------------------------------------
+    def _twin(self, device_id):
+        dev = self.hub.store.require_device(device_id)
+        twin = self.hub.store.get_twin(device_id)
+        meta = {"$lastUpdated": iso(dev["status_updated"])}
+        return {
+            "deviceId": device_id, "etag": _etag(twin["desired_version"]),
+            "deviceEtag": _etag(dev["etag"]),
+            "version": twin["desired_version"] + twin["reported_version"],
+            "status": dev["status"],
+            "connectionState": "Connected" if device_id in self.hub.connections else "Disconnected",
+            "lastActivityTime": iso(None),
+            "cloudToDeviceMessageCount": self.hub.store.queued_c2d_count(device_id),
+            "authenticationType": "sas", "tags": twin["tags"],
+            "properties": {
+                "desired": dict(twin["desired"], **{"$metadata": meta, "$version": twin["desired_version"]}),
+                "reported": dict(twin["reported"], **{"$metadata": meta, "$version": twin["reported_version"]}),
+            },
+            "capabilities": {"iotEdge": False},
+        }
+
+    async def _twins(self, req, device_id):
+        if req.method == "GET":
+            return Response.json(self._twin(device_id))
+        if req.method == "PATCH":
+            body = req.json()
+            if not isinstance(body, dict):
+                raise HttpError(400, "body must be a Twin object")
+            self.hub.store.require_device(device_id)
+            tags = body.get("tags")
+            if tags:
+                self.hub.store.patch_twin(device_id, "tags", tags)
+            desired = (body.get("properties") or {}).get("desired")
+            if desired is not None:
+                if not isinstance(desired, dict):
+                    raise HttpError(400, "properties.desired must be an object")
+                await self.hub.update_desired(device_id, desired)
+            return Response.json(self._twin(device_id))
+        raise HttpError(405, "method not allowed")
+
+    async def _method(self, req, device_id):
+        body = req.json()
+        if not isinstance(body, dict) or not body.get("methodName"):
+            raise HttpError(400, "body must be {\"methodName\": ..., \"payload\": ...}")
+        timeout = body.get("responseTimeoutInSeconds") or 30
+        if not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
+            raise HttpError(400, "responseTimeoutInSeconds must be between 5 and 300")
+        result = await self.hub.invoke_method(device_id, body["methodName"], body.get("payload"), timeout)
+        return Response.json(result)
+
+    # ---- C2D and telemetry ----------------------------------------------------------------
+    def _send_c2d(self, req, device_id):
+        h = req.headers
+        # application property names are case-sensitive in IoT Hub: take them as sent
+        props = {k[len("iothub-app-"):]: v for k, v in req.raw_headers if k.lower().startswith("iothub-app-")}
+        ttl = h.get("iothub-ttl", req.query.get("ttl"))
+        try:
+            ttl = None if ttl in (None, "") else int(ttl)
+        except ValueError:
+            raise HttpError(400, "ttl must be a whole number of seconds") from None
+        mid = self.hub.send_c2d(
+            device_id, req.body, message_id=h.get("iothub-messageid") or None,
+            correlation_id=h.get("iothub-correlationid"), content_type=h.get("content-type"),
+            content_encoding=h.get("content-encoding"), properties=props, ttl=ttl,
+            ack=h.get("iothub-ack"))
+        return Response.json({"messageId": mid})
+
+    async def _events(self, req):
+        try:
+            since = int(req.query.get("since", "0"))
+            timeout = float(req.query.get("timeout", "0"))
+        except ValueError:
+            raise HttpError(400, "since and timeout must be numbers") from None
+        if since < 0:
+            since = self.hub.store.last_event_seq()
+        rows = await self.hub.events(since, timeout, req.query.get("deviceId") or None)
+        events = [{"seq": r["seq"], "deviceId": r["deviceId"], "enqueuedTime": iso(r["enqueued"]),
+                   "systemProperties": r["systemProperties"], "properties": r["properties"],
+                   "body": base64.b64encode(r["body"]).decode()} for r in rows]
+        nxt = rows[-1]["seq"] if rows else since
+        return Response(200, json.dumps({"events": events, "next": nxt}).encode())

@@ -1,0 +1,309 @@
+"""`python -m host_tools orders ...`: run the order service and look after its orders.
+
+  orders serve     [--hub-data DIR] [--data DIR] [--timeline SPEC] [--catalogue FILE]
+  orders list      [--device ID] [--limit N] [--json]
+  orders show      ORDER|REQUEST_ID
+  orders advance   ORDER|REQUEST_ID [--to STATUS]
+  orders cancel    ORDER|REQUEST_ID
+  orders profile set DEVICE --name N --address A --shipping-method M --payment-token T
+  orders profile show DEVICE
+Only `serve` talks to the hub; the other commands change the order database, and a running
+`serve` sends the resulting statuses to the device within about a second.
+"""
+import os
+from contextlib import contextmanager
+
+from host_tools.errors import CliError
+from host_tools.prompt import arg_or_stdin
+
+DEFAULT_DATA = os.path.join(".local", "orders")
+DEFAULT_HUB_DATA = os.path.join(".local", "hub")
+_LOCK_NAME = "serve.lock"
+
+
+def add_commands(subparsers):
+    orders = subparsers.add_parser("orders", help="the local order service (cloud orchestrator)")
+    sub = orders.add_subparsers(dest="orders_command", metavar="SUBCOMMAND", required=True)
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--data", default=DEFAULT_DATA,
+                       help=f"order service data folder (default {DEFAULT_DATA})")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("serve", _serve, "consume order requests from the hub and run their timelines")
+    p.add_argument("--hub-data", default=DEFAULT_HUB_DATA,
+                   help=f"the local hub's data folder (default {DEFAULT_HUB_DATA})")
+    p.add_argument("--timeline", default=None,
+                   help="status offsets in seconds after placement, e.g. "
+                        "'payment_authorized=2,shipped=4,delivered=6' (the default), 'manual', "
+                        "or a JSON file with the same keys")
+    p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
+    p.add_argument("--poll-timeout", type=float, default=1.0,
+                   help="seconds one telemetry long-poll may wait (default 1)")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    p = command("list", _list, "list orders, newest first")
+    p.add_argument("--device", help="only this device's orders")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = command("show", _show, "show one order, its components and its history")
+    p.add_argument("key", metavar="ORDER|REQUEST_ID")
+
+    p = command("advance", _advance, "move an order to its next status (or up to --to)")
+    p.add_argument("key", metavar="ORDER|REQUEST_ID")
+    p.add_argument("--to", choices=("payment_authorized", "shipped", "delivered"))
+
+    p = command("cancel", _cancel, "cancel an order that has not shipped")
+    p.add_argument("key", metavar="ORDER|REQUEST_ID")
+
+    profile = sub.add_parser("profile", help="the customer profile bound to a device")
+    psub = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND", required=True)
+    p = psub.add_parser("set", help="bind a customer (address, shipping, payment) to a device")
+    p.add_argument("device")
+    p.add_argument("--name", required=True)
+    p.add_argument("--address", required=True)
+    p.add_argument("--shipping-method", required=True)
+    p.add_argument("--payment-token", required=True,
+                   help="the payment provider's token; '-' reads it from standard input "
+                        "(keeps it out of shell history and the process list)")
+    p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.set_defaults(func=_profile_set)
+    p = psub.add_parser("show", help="show a device's customer profile (token masked)")
+    p.add_argument("device")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.set_defaults(func=_profile_show)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _print_json(obj, pretty=False):
+    import json
+    print(json.dumps(obj, indent=2 if pretty else None, sort_keys=pretty), flush=True)
+
+
+def _catalogue(path):
+    from host_tools.cloud.orders import catalogue
+    try:
+        return catalogue.load(path)
+    except catalogue.CatalogueError as exc:
+        raise CliError(f"{exc}; fix the file or pass another with --catalogue") from None
+
+
+def _timeline(spec):
+    from host_tools.cloud.orders import timeline
+    try:
+        return timeline.parse(spec)
+    except timeline.TimelineError as exc:
+        raise CliError(f"{exc} (example: --timeline {timeline.DEFAULT_SPEC})") from None
+
+
+def _open_store(data, create=False):
+    import sqlite3
+    from host_tools.cloud.orders.store import Store
+    try:
+        return Store(data, create=create)
+    except FileNotFoundError:
+        raise CliError(f"no order data in {data}: start `python -m host_tools orders serve "
+                       f"--data {data}` or set a profile first") from None
+    except (sqlite3.Error, OSError) as exc:
+        raise CliError(f"cannot open the order database in {data}: {exc}") from None
+
+
+def _offline_service(args):
+    """An OrderService without a hub connection, scheduling with the timeline `serve` last
+    stored (the default one if it never ran)."""
+    from host_tools.cloud.orders import timeline
+    from host_tools.cloud.orders.service import OrderService
+    store = _open_store(args.data)
+    stored = store.timeline_config()
+    tl = timeline.Timeline.from_dict(stored) if stored is not None else timeline.parse(None)
+    return OrderService(store, _catalogue(None), tl)
+
+
+@contextmanager
+def _resolve_errors(key, data):
+    from host_tools.cloud.orders.service import Ambiguous, NotFound
+    try:
+        yield
+    except NotFound:
+        raise CliError(f"no order {key} in {data}; `python -m host_tools orders list` shows "
+                       f"them") from None
+    except Ambiguous as exc:
+        ids = ", ".join(f"{o.order_id or '-'} ({o.device_id})" for o in exc.orders)
+        raise CliError(f"{key} matches several orders: {ids}; use the order id") from None
+
+
+def _iso(epoch):
+    from host_tools.cloud.orders.messages import iso_utc
+    return iso_utc(epoch) if epoch is not None else None
+
+
+def _describe(order, history=None):
+    from host_tools.cloud.orders import commerce, lifecycle
+    out = {"orderId": order.order_id, "orderRequestId": order.request_id,
+           "deviceId": order.device_id, "status": order.status}
+    if order.reason:
+        out["reason"] = order.reason
+    out["placedAt"] = _iso(order.placed_at)
+    out["updatedAt"] = _iso(order.updated_at)
+    if order.next_status:
+        out["next"] = {"status": order.next_status, "at": _iso(order.next_due)}
+    if order.eta is not None and order.status not in lifecycle.TERMINAL:
+        out["eta"] = _iso(order.eta)
+    if order.document:
+        out["order"] = commerce.redacted(order.document)
+    if history is not None:
+        out["history"] = [{"at": _iso(h["at"]), "status": h["status"], "source": h["source"],
+                           **({"reason": h["reason"]} if h["reason"] else {})} for h in history]
+    return out
+
+
+# -- handlers -----------------------------------------------------------------------------
+def _serve(args):
+    import fcntl
+    import json
+    import logging
+    import signal
+    import threading
+
+    from host_tools.cloud.orders.service import OrderService, hub_errors
+
+    catalogue = _catalogue(args.catalogue)
+    tl = _timeline(args.timeline)
+    if args.poll_timeout < 0:
+        raise CliError("--poll-timeout must be >= 0")
+    try:
+        HubUnavailable, ServiceError = hub_errors()
+        from host_tools.cloud.hub.service_client import ServiceClient
+    except ImportError as exc:
+        raise CliError(f"the hub service client is not available ({exc})") from None
+
+    store = _open_store(args.data, create=True)
+    lock = open(os.path.join(args.data, _LOCK_NAME), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise CliError(f"another `orders serve` is already running on {args.data}; stop it "
+                       "first") from None
+    with store.transaction():
+        store.set_timeline_config(tl.as_dict())
+    logging.basicConfig(level=args.log_level, format="%(asctime)s orders %(levelname)s %(message)s")
+
+    service = OrderService(store, catalogue, tl,
+                           connect=lambda: ServiceClient.from_data_dir(args.hub_data))
+    try:
+        service.step(0)
+    except HubUnavailable as exc:
+        raise CliError(f"the hub is not running for {args.hub_data} ({exc}); start it with "
+                       f"`python -m host_tools hub --data {args.hub_data}`") from None
+    except ServiceError as exc:
+        raise CliError(f"the hub refused the order service: {exc}") from None
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    _print_json({"ready": True, "service": "orders", "data": os.path.abspath(args.data),
+                 "hubData": os.path.abspath(args.hub_data), "timeline": tl.as_dict(),
+                 "cursor": store.cursor(), "pid": os.getpid()})
+    try:
+        service.serve(stop, poll_timeout=args.poll_timeout)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        logging.getLogger("host_tools.cloud.orders").info("stopped: %s", json.dumps(service.stats))
+        store.close()
+        lock.close()
+    return 0
+
+
+def _list(args):
+    store = _open_store(args.data)
+    orders = store.orders(args.device, args.limit)
+    if args.json:
+        for order in orders:
+            _print_json(_describe(order))
+        return 0
+    if not orders:
+        print("no orders")
+        return 0
+    from host_tools.cloud.orders.catalogue import format_cents
+    rows = [("ORDER", "REQUEST", "DEVICE", "STATUS", "TOTAL", "UPDATED", "NEXT")]
+    for o in orders:
+        total = f"{format_cents(o.amount_cents)} {o.currency}" if o.amount_cents is not None else "-"
+        nxt = f"{o.next_status} {_iso(o.next_due)}" if o.next_status else (o.reason or "")
+        rows.append((o.order_id or "-", o.request_id, o.device_id, o.status, total,
+                     _iso(o.updated_at), nxt))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0
+
+
+def _show(args):
+    from host_tools.cloud.orders.service import OrderService
+    store = _open_store(args.data)
+    with _resolve_errors(args.key, args.data):
+        order = OrderService(store, None, None).resolve(args.key)
+    _print_json(_describe(order, store.history(order.pk)), pretty=True)
+    return 0
+
+
+def _advance(args):
+    from host_tools.cloud.orders.lifecycle import IllegalTransition
+    service = _offline_service(args)
+    with _resolve_errors(args.key, args.data):
+        try:
+            order = service.advance(args.key, args.to)
+        except IllegalTransition as exc:
+            raise CliError(f"{args.key}: {exc}") from None
+    _print_json(_describe(order))
+    return 0
+
+
+def _cancel(args):
+    from host_tools.cloud.orders import lifecycle
+    service = _offline_service(args)
+    with _resolve_errors(args.key, args.data):
+        order, outcome = service.cancel(args.key)
+    if outcome == lifecycle.CANCEL_REFUSE:
+        raise CliError(f"{args.key} was not cancelled: it is already {order.status}")
+    if outcome == lifecycle.CANCEL_REPEAT and order.status != lifecycle.CANCELLED:
+        raise CliError(f"{args.key} was not cancelled: it is already {order.status}")
+    _print_json(_describe(order))
+    return 0
+
+
+def _profile_set(args):
+    import time
+    from host_tools.cloud.orders import commerce
+    catalogue = _catalogue(args.catalogue)
+    args.payment_token = arg_or_stdin(args.payment_token, "payment token")
+    try:
+        commerce.check_profile(catalogue, args.name, args.address, args.shipping_method,
+                               args.payment_token)
+    except ValueError as exc:
+        raise CliError(f"profile for {args.device}: {exc}") from None
+    if not args.device.strip():
+        raise CliError("the device id must not be empty")
+    store = _open_store(args.data, create=True)
+    with store.transaction():
+        store.set_profile(args.device, args.name.strip(), args.address.strip(),
+                          args.shipping_method, args.payment_token.strip(), time.time())
+    _print_json(commerce.Profile(args.device, args.name.strip(), args.address.strip(),
+                                 args.shipping_method, args.payment_token.strip()).as_dict())
+    return 0
+
+
+def _profile_show(args):
+    from host_tools.cloud.orders.service import profile_from_row
+    store = _open_store(args.data)
+    profile = profile_from_row(store.profile(args.device))
+    if profile is None:
+        raise CliError(f"no profile for device {args.device}; set one with `python -m host_tools "
+                       f"orders profile set {args.device} --name .. --address .. "
+                       f"--shipping-method .. --payment-token ..`")
+    _print_json(profile.as_dict())
+    return 0

@@ -1,0 +1,380 @@
+"""The order service: the I/O around the pure parts.
+
+    hub telemetry --events()--> handle_events --> orders + outbox (one SQLite transaction)
+    clock         -----------> run_due        --> timeline steps + outbox
+    outbox        --send_c2d()-> hub C2D queue --> device
+
+Exactly once, by construction:
+- an order is keyed by (deviceId, orderRequestId) (UNIQUE in SQLite): a redelivered or re-sent
+  request finds the existing order and gets its current status back;
+- a batch of events, the orders it creates and the new cursor commit together: a crash before
+  the commit replays the batch (nothing was written), a crash after it does not re-read it;
+- each status change and its C2D message commit together into the outbox; the outbox is sent
+  after the commit and a message is deleted once the hub accepted it. A crash between the two
+  re-sends that one message with the same message id, which the device ignores as stale.
+
+Time comes from `clock` (a callable returning Unix seconds) and the schedule from `timeline`
+(host_tools.cloud.orders.timeline.Timeline), both injected, so tests drive time without sleeping.
+"""
+import logging
+import threading
+import time
+import uuid
+
+from host_tools.cloud.orders import commerce, lifecycle, messages
+
+log = logging.getLogger("host_tools.cloud.orders")
+
+_DUE_BATCH = 100
+_OUTBOX_BATCH = 100
+_MAX_BACKOFF = 5.0
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Ambiguous(LookupError):
+    def __init__(self, key, orders):
+        super().__init__(f"{key} matches {len(orders)} orders")
+        self.orders = orders
+
+
+def hub_errors():
+    from host_tools.cloud.hub.service_client import HubUnavailable, ServiceError
+    return HubUnavailable, ServiceError
+
+
+def profile_from_row(row):
+    if row is None:
+        return None
+    return commerce.Profile(row["device_id"], row["name"], row["address"],
+                            row["shipping_method"], row["payment_token"])
+
+
+def _give_up(status, attempts, max_attempts):
+    """404: the device is gone. 403 (its C2D queue is full), 429 and 5xx pass: retry them for
+    as long as it takes. Any other refusal will not change: give up after max_attempts."""
+    if status == 404:
+        return True
+    if status in (403, 429) or status >= 500:
+        return False
+    return attempts >= max_attempts
+
+
+class OrderService:
+    def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
+                 new_message_id=None, max_attempts=10):
+        """connect: a callable returning a hub ServiceClient (called again after an outage);
+        None for the CLI's offline commands, which only write to the store and the outbox."""
+        self.store = store
+        self.catalogue = catalogue
+        self.timeline = timeline
+        self.connect = connect
+        self.clock = clock
+        self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
+        self.max_attempts = max_attempts
+        self.client = None
+        self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
+                      "skipped": 0, "sent": 0}
+
+    # -- telemetry in --------------------------------------------------------------------
+    def handle_events(self, events, next_cursor):
+        """Apply a batch of hub events and move the cursor, all in one transaction."""
+        from sqlite3 import Error as DbError
+        with self.store.transaction():
+            now = self.clock()
+            for event in events:
+                self.stats["events"] += 1
+                try:
+                    with self.store.transaction():  # a savepoint: a bad event undoes only itself
+                        self._handle_event(event, now)
+                except DbError:
+                    raise  # storage trouble: keep the cursor, retry the whole batch later
+                except Exception:
+                    self.stats["skipped"] += 1
+                    log.exception("skipped event seq=%s from %s: unexpected error",
+                                  event.get("seq"), event.get("deviceId"))
+            self.store.set_cursor(next_cursor)
+
+    def _handle_event(self, event, now):
+        device_id = event.get("deviceId")
+        try:
+            request = messages.parse_event(event)
+        except messages.Malformed as exc:
+            if exc.kind == messages.ORDER_REQUEST and exc.request_id and device_id:
+                existing = self.store.find(device_id, exc.request_id)
+                if existing is None:
+                    self._record_failed(device_id, exc.request_id, "invalid request: " + exc.reason,
+                                        now)
+                else:  # re-sent: answer again, the first "failed" may never have arrived
+                    self.stats["duplicates"] += 1
+                    self._notify(existing, now)
+                return
+            self.stats["skipped"] += 1
+            log.warning("skipped malformed %s from %s (event seq=%s): %s",
+                        exc.kind or "message", device_id, event.get("seq"), exc.reason)
+            return
+        if request is None:
+            log.debug("ignored telemetry seq=%s from %s: not an order message",
+                      event.get("seq"), device_id)
+            return
+        if not isinstance(device_id, str) or not device_id:
+            self.stats["skipped"] += 1
+            log.warning("skipped order message seq=%s: event has no deviceId", event.get("seq"))
+            return
+        if isinstance(request, messages.OrderRequest):
+            self._on_order_request(device_id, request, now)
+        else:
+            self._on_cancel_request(device_id, request, now)
+
+    def _on_order_request(self, device_id, request, now):
+        existing = self.store.find(device_id, request.request_id)
+        if existing is not None:
+            self.stats["duplicates"] += 1
+            log.info("request %s from %s again: re-sending %s", request.request_id, device_id,
+                     existing.status)
+            self._notify(existing, now)
+            return
+        try:
+            document, amount = commerce.build_order(
+                device_id, request, profile_from_row(self.store.profile(device_id)), self.catalogue)
+        except commerce.Rejected as exc:
+            self._record_failed(device_id, request.request_id, exc.reason, now)
+            return
+        order_id = self.store.allocate_order_id()
+        document = dict(orderId=order_id, **document)
+        next_status, next_due = self.timeline.next_step(lifecycle.ACCEPTED, now)
+        order = self.store.insert_order(
+            order_id, device_id, request.request_id, lifecycle.ACCEPTED, None, now, next_status,
+            next_due, self.timeline.eta(now), amount, self.catalogue.currency, document, "device")
+        self.stats["placed"] += 1
+        log.info("placed %s for request %s from %s (%s x %s, %s %s)", order_id,
+                 request.request_id, device_id, request.quantity, request.sku,
+                 document["totals"]["grandTotal"], self.catalogue.currency)
+        self._notify(order, now)
+
+    def _record_failed(self, device_id, request_id, reason, now):
+        """A request that could not become an order: remembered (so a re-send gets the same
+        answer) with orderId ''."""
+        order = self.store.insert_order("", device_id, request_id, lifecycle.FAILED, reason, now,
+                                        None, None, None, None, None, {}, "device")
+        self.stats["failed"] += 1
+        log.info("request %s from %s failed: %s", request_id, device_id, reason)
+        self._notify(order, now)
+
+    def _on_cancel_request(self, device_id, request, now):
+        order = self.store.find(device_id, request.request_id)
+        if order is None:
+            # The cancel overtook its order (or the order was lost): remember the request as
+            # cancelled so that a late order request is answered, not placed. It gets an order
+            # id because only `failed` may go to the device without one (firmware/app/README.md).
+            order = self.store.insert_order(
+                self.store.allocate_order_id(), device_id, request.request_id, lifecycle.CANCELLED,
+                "cancelled before the order was placed", now, None, None, None, None, None, {},
+                "device")
+            self.stats["cancelled"] += 1
+            self._notify(order, now)
+            return
+        self._cancel(order, now, "device")
+
+    # -- status changes ------------------------------------------------------------------
+    def _cancel(self, order, now, source):
+        """Cancel before shipment. A device whose cancel cannot apply gets the current status
+        back (with the refusal reason after shipment); an operator gets only the outcome."""
+        outcome = lifecycle.cancel_outcome(order.status)
+        if outcome == lifecycle.CANCEL_APPLY:
+            order = self._move(order, lifecycle.CANCEL, now, source)
+            self.stats["cancelled"] += 1
+        elif source == "device":
+            if outcome == lifecycle.CANCEL_REFUSE:
+                log.info("refused cancel of %s: already %s", order.order_id, order.status)
+                self._notify(order, now, reason=lifecycle.CANCEL_REFUSED)
+            else:
+                self._notify(order, now)
+        return order, outcome
+
+    def _move(self, order, event, now, source, reason=None):
+        """Apply one lifecycle event (ADVANCE, CANCEL, FAIL) and queue the new status."""
+        status = lifecycle.transition(order.status, event)
+        if status == lifecycle.PAYMENT_AUTHORIZED:
+            declined = commerce.authorize_payment(order.document)
+            if declined:
+                status, reason = lifecycle.transition(order.status, lifecycle.FAIL), declined
+        if status in lifecycle.TERMINAL:
+            next_status, next_due = None, None
+        else:
+            next_status, next_due = self.timeline.next_step(status, order.placed_at)
+        order = self.store.update_status(order.pk, status, reason, now, next_status, next_due,
+                                         source)
+        log.info("%s (request %s) is %s%s", order.order_id, order.request_id, status,
+                 f" ({reason})" if reason else "")
+        self._notify(order, now)
+        return order
+
+    def _notify(self, order, now, reason=None):
+        eta = order.eta if order.status not in lifecycle.TERMINAL else None
+        body = messages.status_body(order.request_id, order.order_id, order.status,
+                                    reason if reason is not None else order.reason, eta)
+        self.store.enqueue(order.device_id, self.new_message_id(), order.request_id,
+                           messages.encode(body), now)
+
+    def run_due(self):
+        """Move every order whose timeline step is due at clock(); returns the steps taken."""
+        steps = 0
+        while True:
+            with self.store.transaction():
+                now = self.clock()
+                batch = self.store.due(now, _DUE_BATCH)
+                for order in batch:
+                    self._move(order, lifecycle.ADVANCE, now, "timeline")
+            steps += len(batch)
+            if not batch:
+                return steps
+
+    def next_wakeup(self):
+        return self.store.next_due()
+
+    # -- operator commands (CLI) ---------------------------------------------------------
+    def resolve(self, key):
+        found = self.store.lookup(key)
+        if not found:
+            raise NotFound(key)
+        if len(found) > 1:
+            raise Ambiguous(key, found)
+        return found[0]
+
+    def advance(self, key, to=None):
+        """Move an order on by hand: one step, or through every step up to `to`."""
+        with self.store.transaction():
+            now = self.clock()
+            order = self.resolve(key)
+            target = to or lifecycle.next_progress(order.status)
+            if target is None:
+                raise lifecycle.IllegalTransition(order.status, lifecycle.ADVANCE)
+            for _ in lifecycle.path_to(order.status, target):
+                order = self._move(order, lifecycle.ADVANCE, now, "operator")
+                if order.status == lifecycle.FAILED:
+                    break
+            return order
+
+    def cancel(self, key):
+        """Cancel by hand; returns (order, outcome) with lifecycle.CANCEL_* as outcome."""
+        with self.store.transaction():
+            return self._cancel(self.resolve(key), self.clock(), "operator")
+
+    # -- hub I/O -------------------------------------------------------------------------
+    def _hub(self):
+        if self.client is None:
+            if self.connect is None:
+                raise RuntimeError("no hub connection configured")
+            client = self.connect()
+            self._check_cursor(client)
+            self.client = client
+        return self.client
+
+    def _check_cursor(self, client):
+        """A hub whose newest event is older than our cursor has lost its data (a new data
+        folder): read it from the start, or its events would never be seen."""
+        cursor = self.store.cursor()
+        if cursor <= 0:
+            return
+        _, newest = client.events(-1, timeout=0)
+        if newest < cursor:
+            log.warning("the hub's newest event is %s but the cursor is at %s: the hub's data "
+                        "was reset, reading its events from the start", newest, cursor)
+            with self.store.transaction():
+                self.store.set_cursor(0)
+
+    def poll(self, timeout):
+        """One long-poll for telemetry; returns the number of events handled."""
+        since = self.store.cursor()
+        events, next_cursor = self._hub().events(since, timeout=timeout)
+        if events or next_cursor != since:
+            self.handle_events(events, next_cursor)
+        return len(events)
+
+    def flush(self):
+        """Send the outbox in order; a message leaves the outbox once the hub has it."""
+        HubUnavailable, ServiceError = hub_errors()
+        sent, blocked, after = 0, set(), 0
+        while True:
+            batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
+            if not batch:
+                break
+            for message in batch:
+                after = message["id"]
+                if message["device_id"] in blocked:  # keep each device's statuses in order
+                    continue
+                sent += self._send(message, blocked, HubUnavailable, ServiceError)
+        self.stats["sent"] += sent
+        return sent
+
+    def _send(self, message, blocked, HubUnavailable, ServiceError):
+        """Send one outbox message; 1 when the hub took it (and it left the outbox)."""
+        device_id = message["device_id"]
+        try:
+            self._hub().send_c2d(
+                device_id, message["body"], properties=dict(messages.C2D_PROPERTIES),
+                message_id=message["message_id"], correlation_id=message["correlation_id"],
+                content_type=messages.CONTENT_TYPE,
+                content_encoding=messages.CONTENT_ENCODING)
+        except HubUnavailable:
+            self.client = None
+            raise
+        except ServiceError as exc:
+            if exc.status == 401:  # the hub has a new service key: reconnect, keep the message
+                self.client = None
+                raise
+            with self.store.transaction():
+                if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
+                    log.error("dropped status for %s (%s): %s", device_id,
+                              message["body"], exc)
+                    self.store.delivered(message["id"])
+                else:
+                    if message["attempts"] == 0:
+                        log.warning("hub refused status for %s, will retry: %s",
+                                    device_id, exc)
+                    self.store.attempt_failed(message["id"], str(exc))
+                    blocked.add(device_id)
+            return 0
+        with self.store.transaction():
+            self.store.delivered(message["id"])
+        return 1
+
+    def step(self, timeout=0.0):
+        """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""
+        self.flush()
+        self.poll(timeout)
+        self.run_due()
+        self.flush()
+
+    def serve(self, stop=None, poll_timeout=1.0):
+        """Run until `stop` (a threading.Event) is set. Nothing here ends the loop but `stop`:
+        a hub outage (or any other failure) is logged once and retried with backoff, and the
+        transactions guarantee a failed turn left nothing half done."""
+        HubUnavailable, ServiceError = hub_errors()
+        stop = stop or threading.Event()
+        backoff, trouble = 0.2, None
+        while not stop.is_set():
+            try:
+                wait = poll_timeout
+                due = self.next_wakeup()
+                if due is not None:
+                    wait = max(0.0, min(wait, due - self.clock()))
+                self.step(wait)
+                if trouble:
+                    log.warning("recovered from: %s", trouble)
+                backoff, trouble = 0.2, None
+                continue
+            except (HubUnavailable, ServiceError, OSError) as exc:
+                problem = f"hub: {exc}"
+                if trouble is None:
+                    log.warning("%s; retrying", problem)
+            except Exception as exc:  # a bug or storage failure: keep serving, loudly
+                problem = f"{type(exc).__name__}: {exc}"
+                log.exception("order service turn failed; retrying")
+            self.client = None
+            trouble = problem
+            stop.wait(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)

@@ -1,0 +1,148 @@
+"""`demo`: the whole flow on this machine, from a press to a delivered order.
+
+Starts the local IoT Hub and the local order service, provisions a demo button with a customer
+profile, and runs the real firmware on the unix MicroPython port in this terminal. A person
+presses Enter and watches the display; Ctrl-C stops everything. With --auto (make demo AUTO=1)
+nobody is needed: one press, the status timeline is printed, exit 0 once the order is delivered.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+from host_tools import processes
+from host_tools.errors import CliError
+
+DEVICE_ID = "demo-button"
+SKU = "COFFEE-1KG"
+PROGRESS = ("accepted", "payment_authorized", "shipped", "delivered")
+ENDED_BADLY = ("cancelled", "failed", "auth")
+PROFILE = ["--name", "Ada Lovelace", "--address", "12 Analytical Row, London",
+           "--shipping-method", "standard", "--payment-token", "tok_demo_visa_4242"]
+
+
+def add_commands(sub):
+    p = sub.add_parser("demo", help="run hub, order service and the firmware together (make demo)")
+    p.add_argument("--auto", action="store_true",
+                   help="no person: one press, print the status timeline, exit 0 when delivered")
+    p.add_argument("--data", default=".local",
+                   help="where the demo keeps hub, orders and device folders (default %(default)s)")
+    p.add_argument("--timeline", help="order timeline for the service, e.g. shipped=4,delivered=6")
+    p.add_argument("--timeout", type=float, default=90, help="--auto: seconds until it gives up")
+    p.add_argument("--verbose", action="store_true", help="also show the device's EVT lines")
+    p.set_defaults(func=cmd_demo)
+
+
+def _say(text):
+    print("demo: " + text, file=sys.stderr)
+
+
+def _host_tools(*args):
+    r = subprocess.run([sys.executable, "-m", "host_tools", *args], cwd=processes.REPO,
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise CliError(f"{' '.join(args[:3])} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def _folders(args):
+    root = os.path.abspath(args.data)
+    if args.auto:  # a clean slate every time, so one press always means one new order
+        root = os.path.join(root, "demo-auto")
+        shutil.rmtree(root, ignore_errors=True)
+    return [os.path.join(root, name) for name in ("hub", "orders", "device")]
+
+
+def cmd_demo(args):
+    from host_tools.fleet import provision
+    from host_tools.harness.device_process import DeviceProcess, NoMicroPython
+
+    hub_dir, orders_dir, dev_dir = _folders(args)
+    services, dev = [], None
+    try:
+        _say("starting the local IoT Hub")
+        hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", "0", "--api-port", "0"],
+                                    os.path.join(hub_dir, "hub.log"), name="hub")
+        services.append(hub)
+        _say(f"hub on {info['host']}: MQTT {info['mqtt_port']}, service API {info['api_port']}")
+        provision.provision_local(DEVICE_ID, dev_dir, hub_dir, info["mqtt_port"], SKU, 1)
+        _host_tools("orders", "profile", "set", DEVICE_ID, *PROFILE, "--data", orders_dir)
+        _say(f"provisioned {DEVICE_ID} (orders {SKU}) for {PROFILE[1]}")
+        serve = ["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir, "--poll-timeout", "0.5"]
+        if args.timeline:
+            serve += ["--timeline", args.timeline]
+        orders, _ = processes.start(serve, os.path.join(orders_dir, "serve.log"), name="order service")
+        services.append(orders)
+        _say("order service running; starting the firmware on the unix MicroPython port")
+        show = None if args.auto else _printer(args.verbose)
+        dev = DeviceProcess(dev_dir, on_line=show).start()
+        return _auto(dev, args.timeout) if args.auto else _interactive(dev)
+    except (processes.ServiceFailed, NoMicroPython) as e:
+        raise CliError(str(e)) from None
+    except KeyboardInterrupt:
+        _say("stopping")
+        return 0
+    finally:
+        if dev is not None:
+            dev.stop()
+            dev.close()
+        for proc in reversed(services):
+            processes.stop(proc)
+
+
+def _printer(verbose):
+    def show(line):
+        if verbose or not line.startswith("EVT "):
+            print(line, flush=True)
+    return show
+
+
+def _interactive(dev):
+    print("\nEnter = order   l Enter = long press (cancel)   d Enter = double press (status)\n"
+          "q Enter or Ctrl-C = stop everything\n", flush=True)
+    done = threading.Event()
+
+    def watch():
+        dev.proc.wait()
+        done.set()
+    threading.Thread(target=watch, daemon=True).start()
+    for line in sys.stdin:
+        if done.is_set():
+            break
+        dev.key(line.strip())
+        if line.strip() in ("q", "quit"):
+            break
+    return 0
+
+
+def _auto(dev, timeout):
+    deadline = time.monotonic() + timeout
+    dev.wait_screen("ready", timeout)
+    mark = dev.mark()
+    t0 = time.monotonic()
+    dev.gesture("press")
+    print("press")
+    seen = []
+    watch = PROGRESS + ENDED_BADLY
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            e = dev.wait(lambda e: e.get("screen") in watch and e["screen"] not in seen,
+                         max(left, 0.1), "the next order status", since=mark)
+        except AssertionError as err:
+            raise CliError(f"no delivery within {timeout:.0f} s; statuses seen: "
+                           f"{', '.join(seen) or 'none'}\n{err}") from None
+        sid = e["screen"]
+        seen.append(sid)
+        detail = " ".join(s.strip() for s in e.get("lines", [])[1:] if s.strip())
+        print(f"{time.monotonic() - t0:7.2f} s  {sid:<20} {detail}", flush=True)
+        if sid == "delivered":
+            missing = [s for s in PROGRESS if s not in seen]
+            if missing:
+                raise CliError("delivered without showing " + ", ".join(missing))
+            print("delivered: the order went through every status")
+            return 0
+        if sid in ENDED_BADLY:
+            raise CliError(f"the order ended as {sid}: {detail or 'no reason given'}")

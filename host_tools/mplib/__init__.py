@@ -1,0 +1,1 @@
+"""micropython-lib packages for the device, fetched and checked: `python -m host_tools.mplib`."""
