@@ -270,6 +270,7 @@ class Case:
         damaged = blob is not None and rng.chance(40)
         if damaged:
             blob = self.damage(blob)
+            self.blob = blob            # what is on disk now, until restore saves over it
         kept = dict(self.s["orders"])
         self.s = orders.new("9.9.9")
         self.events += 1
