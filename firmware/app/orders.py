@@ -547,22 +547,31 @@ def _load(s, blob):
             seq = max(seq, o[_SEQ])
         else:
             clean = False
+    # at most as many open orders as any setting allows (the oldest are kept): the state
+    # stays as small as a device can make it, whatever the blob holds
+    opened = [(orders[rid][_SEQ], rid) for rid in orders
+              if not contract.is_final(orders[rid][_STATUS])]
+    opened.sort()
+    for _, rid in opened[settings.RANGES["maxOpenOrders"][1]:]:
+        del orders[rid]
+        clean = False
     outbox = []
     stored = d.get(names[1])
     if type(stored) is not list:
         stored, clean = [], False
     for e in stored:
-        body = _good_entry(orders, outbox, e)
-        if body is None:
+        good = _good_entry(orders, outbox, e)
+        if good is None:
             clean = False
         else:
-            outbox.append([e[_KIND], e[_RID], body, 0, 0])
+            outbox.append([e[_KIND], e[_RID], good[0], 0, 0])
+            seq = max(seq, good[1])
     # a queued order must still have its request in the outbox, or it never leaves
     for rid in list(orders):
         if orders[rid][_STATUS] == "queued" and _entry(outbox, schemas.ORDER, rid) is None:
             del orders[rid]
             clean = False
-    kept = [e for e in outbox if e[_RID] in orders]
+    kept = [e for e in outbox if e[_RID] in orders]      # the cancels of orders just refused
     clean = clean and len(kept) == len(outbox)
     s["seq"] = seq
     s["orders"] = orders
@@ -583,8 +592,8 @@ def _good_order(rid, o):
 
 
 def _good_entry(orders, outbox, e):
-    # A stored outbox entry [kind, orderRequestId, body text] -> the body bytes to send, or
-    # None. The body must be exactly what this firmware builds from its own fields
+    # A stored outbox entry [kind, orderRequestId, body text] -> (body bytes to send, its
+    # seq), or None. The body must be exactly what this firmware builds from its own fields
     # (MicroPython's json accepts malformed text, so parsing is not enough), for an order the
     # blob holds that waits for it: an order request while queued, a cancel once one was
     # asked for and while the order is open; one entry of each kind per order.
@@ -609,4 +618,4 @@ def _good_entry(orders, outbox, e):
         body = schemas.cancel_request(rid, at, seq)
     else:
         return None
-    return body if body.decode() == e[_BODY] else None
+    return (body, seq) if body.decode() == e[_BODY] else None

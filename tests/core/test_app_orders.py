@@ -572,6 +572,27 @@ def test_restore_never_raises_on_a_lone_surrogate_or_odd_strings():
             well_formed(orders.connected(s, T + 9))
 
 
+def test_restore_keeps_no_more_open_orders_than_a_device_can_have():
+    d = good_blob()
+    body = d["outbox"][0][2]
+    for i in range(11):                         # R1 (seq 1) and 11 more: 12 open orders
+        rid = "%016x" % (0xf0 + i)
+        d["orders"][rid] = ["queued", "", T + 1, 2 + i, 0, ""]
+        d["outbox"].append(["orderRequest", rid, body.replace(R1, rid).replace('"seq":1', '"seq":%d' % (2 + i))])
+    s, acts = restored(json.dumps(d).encode())
+    assert s["ignored"] == {"blob": 1} and len(s["orders"]) == 10 and len(s["outbox"]) == 10
+    assert R1 in s["orders"] and "%016x" % 0xfa not in s["orders"]     # the oldest stay
+
+
+def test_restore_never_reuses_a_sequence_number():
+    good = two_orders_blob()                  # R1 seq 1, its cancel seq 2, R2 seq 3
+    good["seq"] = 1
+    del good["orders"][R2]
+    good["outbox"] = good["outbox"][:1]
+    s, acts = restored(json.dumps(good).encode())
+    assert s["seq"] == 2 and box(s) == [R1 + "-cancel"]
+
+
 def test_restore_refuses_orders_that_are_not_an_object():
     # Regression (issue 14, defect 2): a list or a string was accepted, the next press raised
     # TypeError, and every later save wrote the bad value back.
