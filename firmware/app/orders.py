@@ -196,7 +196,7 @@ def published(s, now, tag):
     # The hub PUBACKed the publish action with this tag: the entry is "sent" (not done: only
     # an order-status C2D removes it). An unknown tag is ignored.
     for e in s["outbox"]:
-        if schemas.mid(e[_KIND], e[_RID]) == tag:
+        if schemas.mid(e[_RID], e[_KIND]) == tag:
             e[_PUBACKED] = 1
     return _out(s, now, [])
 
@@ -323,7 +323,7 @@ def status(s):
         orders[rid] = {"status": o[_STATUS], "orderId": o[_ORDER_ID],
                        "createdAt": o[_CREATED_AT], "seq": o[_SEQ]}
     return {"state": _state(s), "online": bool(s["online"]), "orders": orders,
-            "outbox": [schemas.mid(e[_KIND], e[_RID]) for e in s["outbox"]],
+            "outbox": [schemas.mid(e[_RID], e[_KIND]) for e in s["outbox"]],
             "settings": s["settings"], "rejected": s["rejected"], "ignored": s["ignored"]}
 
 
@@ -357,7 +357,7 @@ def home(s, now):
         return ("offline",) if s["ever_online"] else ("connecting",)
     rid, o = latest
     if o[_STATUS] == "queued":
-        e = _entry(s["outbox"], schemas.ORDER, rid)
+        e = _entry(s["outbox"], rid, schemas.ORDER)
         if not s["online"] or e is None:
             return ("saved", "", "", hint)
         return ("sent" if e[_PUBACKED] else "sending", "", "", hint)
@@ -433,7 +433,7 @@ def _latest(s, open_only=False):
     return best
 
 
-def _entry(outbox, kind, rid):
+def _entry(outbox, rid, kind):
     for e in outbox:
         if e[_KIND] == kind and e[_RID] == rid:
             return e
@@ -487,8 +487,8 @@ def _send(s, now, which):
             go = age >= resend or age < 0
         if go:
             e[_PUBLISHED_AT] = now
-            tag = schemas.mid(e[_KIND], e[_RID])
-            acts.append(("publish", tag, schemas.props(e[_KIND], e[_RID]), e[_BODY]))
+            tag = schemas.mid(e[_RID], e[_KIND])
+            acts.append(("publish", tag, schemas.props(e[_RID], e[_KIND]), e[_BODY]))
     return acts
 
 
@@ -568,7 +568,7 @@ def _load(s, blob):
             seq = max(seq, good[1])
     # a queued order must still have its request in the outbox, or it never leaves
     for rid in list(orders):
-        if orders[rid][_STATUS] == "queued" and _entry(outbox, schemas.ORDER, rid) is None:
+        if orders[rid][_STATUS] == "queued" and _entry(outbox, rid, schemas.ORDER) is None:
             del orders[rid]
             clean = False
     kept = [e for e in outbox if e[_RID] in orders]      # the cancels of orders just refused
@@ -601,7 +601,7 @@ def _good_entry(orders, outbox, e):
         return None
     kind, rid = e[_KIND], e[_RID]
     o = orders.get(rid) if type(rid) is str else None
-    if o is None or _entry(outbox, kind, rid) is not None:
+    if o is None or _entry(outbox, rid, kind) is not None:
         return None
     d = schemas.load(e[_BODY], MAX_BLOB)[0]
     if type(d) is not dict:

@@ -14,14 +14,14 @@ STATUSES = contract.STATUSES
 is_id = contract.is_request_id     # an orderRequestId
 
 
-def mid(kind, rid):
+def mid(rid, kind):
     # The $.mid of a request: the orderRequestId itself, "<id>-cancel" for its cancel.
     return rid if kind == ORDER else rid + "-cancel"
 
 
-def props(kind, rid):
+def props(rid, kind):
     # Telemetry properties for firmware.iothub.topics.telemetry(device_id, props).
-    return {"$.mid": mid(kind, rid), "$.ct": "application/json", "$.ce": "utf-8",
+    return {"$.mid": mid(rid, kind), "$.ct": "application/json", "$.ce": "utf-8",
             "messageType": kind}
 
 

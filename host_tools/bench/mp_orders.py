@@ -45,7 +45,7 @@ poller.register(link.c.sock, select.POLLIN)
 lat = []
 for i in range(n):
     rid = "%016x" % random.getrandbits(32)
-    topic = topics.telemetry(cfg["device_id"], schemas.props("orderRequest", rid))
+    topic = topics.telemetry(cfg["device_id"], schemas.props(rid, schemas.ORDER))
     body = schemas.order_request(rid, "COFFEE-1KG", 1, int(time.time()), i + 1)
     t = time.ticks_us()
     link.publish(topic, body, 1, rid)

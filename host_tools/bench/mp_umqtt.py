@@ -22,7 +22,7 @@ token = sas.token(sas.device_resource(host, dev), storage.load_secrets(folder)["
                   int(time.time()) + 3600)
 user = topics.username(host, dev)
 rid = "0123456789abcdef"
-topic = topics.telemetry(dev, schemas.props("orderRequest", rid))
+topic = topics.telemetry(dev, schemas.props(rid, schemas.ORDER))
 body = schemas.order_request(rid, "COFFEE-1KG", 1, int(time.time()), 1)
 
 

@@ -92,7 +92,7 @@ def well_formed(acts):
             assert props["$.mid"] == tag and type(body) is bytes, a
             d = json.loads(body)
             assert d["type"] == props["messageType"], a
-            assert tag == schemas.mid(d["type"], d["orderRequestId"]), a
+            assert tag == schemas.mid(d["orderRequestId"], d["type"]), a
         elif kind == "method_response":
             assert type(a[2]) is int and a[2] in (200, 400, 404, 409), a
             json.dumps(a[3])
@@ -320,7 +320,7 @@ class Case:
                 self.run(orders.connected)
         elif k < 60:
             out = self.s["outbox"]
-            tag = schemas.mid(out[0][0], out[0][1]) if out and rng.chance(80) else rng.text(8)
+            tag = schemas.mid(out[0][1], out[0][0]) if out and rng.chance(80) else rng.text(8)
             self.run(orders.published, tag)
         elif k < 70:
             self.twin()

@@ -85,7 +85,7 @@ def c2d(s, now, rid, st, oid="O-1", **extra):
 
 
 def box(s):
-    return [schemas.mid(e[0], e[1]) for e in s["outbox"]]
+    return [schemas.mid(e[1], e[0]) for e in s["outbox"]]
 
 
 def order_status(s, rid):
@@ -102,7 +102,7 @@ def test_press_online_saves_then_shows_then_publishes():
     assert saved["orders"][R1][0] == "queued" and saved["outbox"][0][1] == R1
     assert shown(acts) == "sending"
     _, tag, props, body = acts[3]
-    assert props == schemas.props(schemas.ORDER, R1) and tag == R1
+    assert props == schemas.props(R1, schemas.ORDER) and tag == R1
     assert json.loads(body) == {"type": "orderRequest", "orderRequestId": R1, "sku": "SKU-1",
                                 "quantity": 2, "createdAt": T + 1, "seq": 1}
     # PUBACK: "sent", still in the outbox until the cloud answers
@@ -197,7 +197,7 @@ def test_cancel_inside_the_window():
     assert kinds(acts)[0] == "save" and shown(acts) == "cancelling"
     pub = only(acts, "publish")
     assert len(pub) == 1 and pub[0][1] == R1 + "-cancel"
-    assert pub[0][2] == schemas.props(schemas.CANCEL, R1)
+    assert pub[0][2] == schemas.props(R1, schemas.CANCEL)
     assert json.loads(pub[0][3]) == {"type": "cancelRequest", "orderRequestId": R1,
                                      "createdAt": T + 61, "seq": 2}
     # a second long press does not send another

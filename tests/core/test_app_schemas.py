@@ -30,9 +30,9 @@ def test_cancel_request_bytes_are_exact():
 
 
 def test_request_props():
-    assert schemas.props(schemas.ORDER, RID) == {
+    assert schemas.props(RID, schemas.ORDER) == {
         "$.mid": RID, "$.ct": "application/json", "$.ce": "utf-8", "messageType": "orderRequest"}
-    assert schemas.props(schemas.CANCEL, RID) == {
+    assert schemas.props(RID, schemas.CANCEL) == {
         "$.mid": RID + "-cancel", "$.ct": "application/json", "$.ce": "utf-8",
         "messageType": "cancelRequest"}
 
