@@ -247,7 +247,7 @@ def twin(s, now, doc, version=None):
 def method(s, now, rid, name, payload):
     # A direct method (name and rid from topics.parse_method_request, payload bytes, may be
     # empty). The answer comes first; what the method does follows (reboot last).
-    handler = _METHODS.get(name)
+    handler = _METHODS.get(name) if type(name) is str else None
     acts = []
     if handler is None:
         code, res = 404, {"error": "unknown method"}

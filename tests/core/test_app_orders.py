@@ -852,6 +852,8 @@ def test_methods():
     json.dumps(doc)
     assert respond(ev(orders.method, s, T, "11", "selfDestruct", b"{}"))[1:] == (
         404, {"error": "unknown method"})
+    for name in ("", None, ["status"], b"status"):
+        assert respond(ev(orders.method, s, T, "12", name, b""))[1] == 404, name
 
 
 def test_cancel_method():
