@@ -21,7 +21,7 @@
 # order) leave the orders unchanged.
 import json
 
-from firmware.app import contract, schemas, screens, settings
+from firmware.app import schemas, screens, settings
 
 try:
     from micropython import const
@@ -102,7 +102,7 @@ def press(s, now, rid):
     s["answer"] = None
     cfg = s["settings"]
     n = _open(s)
-    if now < contract.CLOCK_SET_EPOCH:
+    if now < schemas.CLOCK_SET_EPOCH:
         _say(s, now, ("notime",))
     elif not cfg["sku"]:
         _say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
@@ -159,7 +159,7 @@ def c2d(s, now, props, body):
             _count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
                 _say(s, now, (status, o[_ORDER_ID], note, _hint(s)))
-        elif not contract.follows(status, o[_STATUS]):
+        elif not schemas.follows(status, o[_STATUS]):
             _count(s, "stale")
         else:
             o[_STATUS] = status
@@ -265,7 +265,7 @@ def tick(s, now):
     # Call about once a second: ends answer screens, notices the clock got set, re-sends what
     # waited resendSeconds. Allocates next to nothing when none of that is due.
     acts = _send(s, now, _DUE) if s["online"] else []
-    if acts or s["clock_set"] != (now >= contract.CLOCK_SET_EPOCH) \
+    if acts or s["clock_set"] != (now >= schemas.CLOCK_SET_EPOCH) \
             or (s["answer"] and _answer_over(s, now)):
         return _out(s, now, acts)
     return acts
@@ -341,7 +341,7 @@ def home(s, now):
     # The screen to show when no gesture answer is up: a pure function of the state.
     if s["auth_refused"]:
         return ("auth",)
-    if now < contract.CLOCK_SET_EPOCH:
+    if now < schemas.CLOCK_SET_EPOCH:
         return ("notime",)
     cfg = s["settings"]
     if not cfg["sku"]:
@@ -372,7 +372,7 @@ def _out(s, now, acts):
     head = []
     if s["answer"] and _answer_over(s, now):
         s["answer"] = None
-    s["clock_set"] = now >= contract.CLOCK_SET_EPOCH
+    s["clock_set"] = now >= schemas.CLOCK_SET_EPOCH
     if s["unsaved"]:
         s["unsaved"] = 0
         head.append(("save", _blob(s)))
@@ -417,7 +417,7 @@ def _state(s):
 def _open(s):
     n = 0
     for rid in s["orders"]:
-        if not contract.is_final(s["orders"][rid][_STATUS]):
+        if not schemas.is_final(s["orders"][rid][_STATUS]):
             n += 1
     return n
 
@@ -427,7 +427,7 @@ def _latest(s, open_only=False):
     best = None
     for rid in s["orders"]:
         o = s["orders"][rid]
-        if (not open_only or not contract.is_final(o[_STATUS])) \
+        if (not open_only or not schemas.is_final(o[_STATUS])) \
                 and (best is None or o[_SEQ] > best[1][_SEQ]):
             best = (rid, o)
     return best
@@ -442,9 +442,9 @@ def _entry(outbox, rid, kind):
 
 def _cancel(s, now, rid, o):
     # Queue a cancel for the order -> None, or the screen that says why not.
-    if contract.is_final(o[_STATUS]):
+    if schemas.is_final(o[_STATUS]):
         return ("nocancel",)
-    if not contract.cancel_honoured(o[_STATUS]):
+    if not schemas.cancel_honoured(o[_STATUS]):
         return ("toolate", screens.LABEL[o[_STATUS]])
     if o[_CANCEL_ASKED]:
         return ("cancelagain",)
@@ -464,7 +464,7 @@ def _ack(s, rid, status):
     keep = []
     for e in s["outbox"]:
         if e[_RID] == rid and (e[_KIND] == schemas.ORDER or e[_PUBACKED]
-                               or contract.is_final(status)):
+                               or schemas.is_final(status)):
             s["unsaved"] = 1
         else:
             keep.append(e)
@@ -495,7 +495,7 @@ def _send(s, now, which):
 def _prune(s):
     # Forget all but the newest KEEP_FINISHED finished orders.
     done = [(s["orders"][r][_SEQ], r) for r in s["orders"]
-            if contract.is_final(s["orders"][r][_STATUS])]
+            if schemas.is_final(s["orders"][r][_STATUS])]
     done.sort()
     for seq, rid in done[:-KEEP_FINISHED]:
         del s["orders"][rid]
@@ -550,7 +550,7 @@ def _load(s, blob):
     # at most as many open orders as any setting allows (the oldest are kept): the state
     # stays as small as a device can make it, whatever the blob holds
     opened = [(orders[rid][_SEQ], rid) for rid in orders
-              if not contract.is_final(orders[rid][_STATUS])]
+              if not schemas.is_final(orders[rid][_STATUS])]
     opened.sort()
     for _, rid in opened[settings.RANGES["maxOpenOrders"][1]:]:
         del orders[rid]
@@ -585,8 +585,8 @@ def _good_order(rid, o):
     # A stored order as this firmware writes them (orderId as the contract allows it, the
     # note as the screen shows it).
     return (schemas.is_id(rid) and type(o) is list and len(o) == 6
-            and type(o[_STATUS]) is str and o[_STATUS] in contract.STATUS_RULE
-            and contract.is_order_id(o[_ORDER_ID], True) and type(o[_CREATED_AT]) is int
+            and type(o[_STATUS]) is str and o[_STATUS] in schemas.STATUS_RULE
+            and schemas.is_order_id(o[_ORDER_ID], True) and type(o[_CREATED_AT]) is int
             and type(o[_SEQ]) is int and o[_SEQ] >= 0 and o[_CANCEL_ASKED] in (0, 1)
             and type(o[_NOTE]) is str and screens.fit(o[_NOTE]) == o[_NOTE])
 
@@ -611,10 +611,10 @@ def _good_entry(orders, outbox, e):
         return None
     if kind == schemas.ORDER and o[_STATUS] == "queued":
         sku, n = d.get("sku"), d.get("quantity")
-        if not contract.is_sku(sku) or not contract.is_quantity(n):
+        if not schemas.is_sku(sku) or not schemas.is_quantity(n):
             return None
         body = schemas.order_request(rid, sku, n, o[_CREATED_AT], o[_SEQ])
-    elif kind == schemas.CANCEL and o[_CANCEL_ASKED] and not contract.is_final(o[_STATUS]):
+    elif kind == schemas.CANCEL and o[_CANCEL_ASKED] and not schemas.is_final(o[_STATUS]):
         body = schemas.cancel_request(rid, at, seq)
     else:
         return None

@@ -1,7 +1,7 @@
 # Twin desired settings: defaults, validation, applying a patch, and reported-property patches.
 # Pure: no I/O, never raises on what the cloud sends.
 
-from firmware.app import contract
+from firmware.app import schemas
 
 try:
     from micropython import const
@@ -13,7 +13,7 @@ except ImportError:  # CPython
 DEFAULTS = {"sku": "", "quantity": 1, "maxOpenOrders": 1, "cancelWindowSeconds": 60,
             "displayBrightness": 128, "resendSeconds": 60}
 # integer settings: key -> (lowest, highest)
-RANGES = {"quantity": (1, contract.QUANTITY_MAX), "maxOpenOrders": (1, 10), "cancelWindowSeconds": (0, 3600),
+RANGES = {"quantity": (1, schemas.QUANTITY_MAX), "maxOpenOrders": (1, 10), "cancelWindowSeconds": (0, 3600),
           "displayBrightness": (0, 255), "resendSeconds": (10, 3600)}
 
 _MAX_REJECTED = const(8)   # a hostile desired document cannot grow the reported one without end
@@ -23,9 +23,9 @@ _MAX_KEY = const(32)
 def check(key, value):
     # None if value is valid for key, else a short reason.
     if key == "sku":
-        if type(value) is not str or len(value) > contract.SKU_MAX:
-            return "string of up to %d" % contract.SKU_MAX
-        if value and not contract.is_sku(value):      # "" is allowed: not set
+        if type(value) is not str or len(value) > schemas.SKU_MAX:
+            return "string of up to %d" % schemas.SKU_MAX
+        if value and not schemas.is_sku(value):      # "" is allowed: not set
             return "A-Z a-z 0-9 - _ ."
         return None
     lo, hi = RANGES[key]

@@ -10,7 +10,7 @@
 # both requests in the outbox; accepted: an orderId and a note stored instead).
 import json
 
-from firmware.app import contract, orders, schemas, settings
+from firmware.app import orders, schemas, settings
 
 T = 1800000000                  # createdAt: 10 digits until the year 2286
 SEQ = 999999000                 # the sequence numbers stay at 9 digits
@@ -53,7 +53,7 @@ def build(fill, accepted):
     s = orders.new("1.0.0")
     blob = _last_save(orders.restore(s, T, None), None)
     top = {k: settings.RANGES[k][1] for k in settings.RANGES}
-    top["sku"] = "S" * contract.SKU_MAX
+    top["sku"] = "S" * schemas.SKU_MAX
     top["$version"] = 1
     blob = _last_save(orders.twin(s, T, top), blob)
     d = json.loads(blob)

@@ -10,7 +10,7 @@
 # replays exactly that case.
 import json
 
-from firmware.app import contract, orders, schemas, screens, settings
+from firmware.app import orders, schemas, screens, settings
 from firmware.iothub import topics
 
 T = 1800000000
@@ -121,7 +121,7 @@ def restores_the_same(blob, s):
 
 def bounded(s, blob):
     assert blob is None or len(blob) <= BLOB_BOUND, len(blob)
-    opened = [r for r in s["orders"] if not contract.is_final(s["orders"][r][0])]
+    opened = [r for r in s["orders"] if not schemas.is_final(s["orders"][r][0])]
     assert len(opened) <= MAX_OPEN and len(s["orders"]) - len(opened) <= orders.KEEP_FINISHED
     assert len(s["outbox"]) <= 2 * len(opened)
     for k in orders.ignored(s):
@@ -153,7 +153,7 @@ class Case:
         if acts and acts[0][0] == "save":
             restores_the_same(self.blob, self.s)
         for rid in self.s["orders"]:
-            r = contract.STATUS_RULE[self.s["orders"][rid][0]][0]
+            r = schemas.STATUS_RULE[self.s["orders"][rid][0]][0]
             assert r >= self.rank.get(rid, 0), ("status went back", rid, self.s["orders"][rid])
             self.rank[rid] = r
         bounded(self.s, self.blob)
@@ -183,7 +183,7 @@ class Case:
         if rid in self.s["orders"]:
             assert rid not in had and len(self.s["orders"]) >= 1
             cfg = self.s["settings"]
-            assert cfg["sku"] and self.now >= contract.CLOCK_SET_EPOCH
+            assert cfg["sku"] and self.now >= schemas.CLOCK_SET_EPOCH
         else:
             self.allowed.discard(rid)
             assert not [a for a in acts if a[0] == "publish" and a[1] == rid]
@@ -193,7 +193,7 @@ class Case:
         known = sorted(self.s["orders"]) + sorted(self.allowed)[:3]
         rid = rng.choice(known) if known and rng.chance(85) else rng.hex16()
         props = {"messageType": "orderStatus", "$.cid": rid, "$.ct": "application/json"}
-        doc = {"orderRequestId": rid, "status": rng.choice(contract.STATUSES),
+        doc = {"orderRequestId": rid, "status": rng.choice(schemas.STATUSES),
                "orderId": rng.choice(("O-1", "O-2", "", "ORD-" + rid))}
         if rng.chance(30):
             doc["reason"] = rng.text(70)
@@ -282,7 +282,7 @@ class Case:
             assert sorted(self.s["orders"]) == sorted(kept) and not orders.ignored(self.s)
         self.rank = {}
         for rid in self.s["orders"]:
-            self.rank[rid] = contract.STATUS_RULE[self.s["orders"][rid][0]][0]
+            self.rank[rid] = schemas.STATUS_RULE[self.s["orders"][rid][0]][0]
         bounded(self.s, self.blob)
 
     def damage(self, blob):

@@ -6,13 +6,13 @@ accepted < payment_authorized < shipped < delivered; cancelled and failed are te
 follow any non-terminal status; a cancel is honoured only before shipment.
 """
 
-from firmware.app import contract
+from firmware.app import schemas
 
-# the statuses and their rule come from the contract the device uses (firmware/app/contract.py)
-STATUSES = contract.STATUSES
+# the statuses and their rule come from the contract the device uses (firmware/app/schemas.py)
+STATUSES = schemas.STATUSES
 ACCEPTED, PAYMENT_AUTHORIZED, SHIPPED, DELIVERED, CANCELLED, FAILED = STATUSES
 PROGRESS = (ACCEPTED, PAYMENT_AUTHORIZED, SHIPPED, DELIVERED)   # the happy path, by rank
-TERMINAL = frozenset(s for s in STATUSES if contract.is_final(s))
+TERMINAL = frozenset(s for s in STATUSES if schemas.is_final(s))
 
 ADVANCE = "advance"
 CANCEL = "cancel"

@@ -35,7 +35,7 @@ def test_bad_prices_are_refused_with_the_field_named(bad):
 @pytest.mark.parametrize("sku,quantity,error", [("S" * 33, 5, "a SKU is 1-32"), ("bad sku", 5, "a SKU is"),
                                                 ("", 5, "a SKU is"), ("OK-1", 100, "OK-1.maxQuantity")])
 def test_a_catalogue_holds_only_what_a_device_can_order(sku, quantity, error):
-    # the device's contract (firmware/app/contract.py): sku 1-32 of A-Z a-z 0-9 - _ ., quantity 1-99
+    # the device's contract (firmware/app/schemas.py): sku 1-32 of A-Z a-z 0-9 - _ ., quantity 1-99
     item = {"name": "x", "unitPrice": "1", "maxQuantity": quantity}
     with pytest.raises(catalogue.CatalogueError, match=error):
         catalogue.parse({"currency": "EUR", "products": {sku: item},
