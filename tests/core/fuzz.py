@@ -267,7 +267,7 @@ class Case:
         # power cut: boot from the last blob, or a damaged copy of it
         rng = self.rng
         blob = self.blob
-        damaged = blob is not None and rng.chance(40)
+        damaged = bool(blob) and rng.chance(40)
         if damaged:
             blob = self.damage(blob)
             self.blob = blob            # what is on disk now, until restore saves over it
