@@ -1,6 +1,7 @@
 # Which firmware runs: the one the device was flashed with ("factory": frozen on an ESP32,
 # the code folder on unix) or an update installed over the air into DIR/fw/<version>/
-# (firmware/runtime/ota.py). main.py calls run(); this file is never replaced by an update.
+# (firmware/runtime/ota.py). main.py calls select() before any firmware module is imported,
+# then drops this module; this file is never replaced by an update.
 #
 # DIR/fw/boot.json (written atomically: temp + rename) is the one switch:
 #   {"active": "1.1" or null (factory), "previous": ..., "trial": 1, "boots": 0}
@@ -13,7 +14,6 @@ import json
 import os
 import sys
 
-RUNNING = None          # the update version in use (None: factory), read by the runtime
 _DEFAULT_DIR = "/data"  # the ESP32's storage folder; unix: $ORDER_DEVICE_DIR (firmware/hal/unix.py)
 
 
@@ -55,41 +55,35 @@ def rolled_back(b, reason):
 
 def select(base=None):
     # Put the chosen version's folder first on sys.path (before .frozen), before any firmware
-    # module is imported.
-    global RUNNING
+    # module is imported. -> (the version, None for the factory; whether a trial or a rollback
+    # is pending), for device.run().
     base = base or folder()
-    v = choose(base)
+    v, pending = choose(base)
     if v:
         sys.path.insert(0, base + "/fw/" + v)
-    RUNNING = v
-    return v
+    return v, pending
 
 
 def choose(base):
-    # The version to run (None: factory), counting this boot of a version on trial.
+    # (the version to run (None: factory), trial or rollback pending), counting this boot of a
+    # version on trial.
     path = base + "/fw/boot.json"
     try:
         b = read(path)
         if type(b) is not dict:
-            return None
+            return None, False
         if b.get("trial"):
             if b.get("boots", 0) >= 1:
                 b = rolled_back(b, "trial boot did not confirm")
             else:
                 b["boots"] = 1
             write(path, b)
+        pending = bool(b.get("trial") or b.get("rolledBack"))
         v = b.get("active")
         if type(v) is str and v:
             os.stat(base + "/fw/" + v + "/manifest.json")   # installed whole (written before the switch)
-            return v
+            return v, pending
+        return None, pending
     except Exception as e:  # noqa: BLE001  anything: run the factory firmware
         print("ota_boot: factory firmware (%r)" % e)
-    return None
-
-
-def run():
-    # main.py: run the selected firmware. After an update or a rollback the device resets
-    # (the HAL's reset()), so the next choice is made here at the next boot, with a fresh heap.
-    select()
-    from firmware.runtime import device
-    device.run()
+    return None, False

