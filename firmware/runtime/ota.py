@@ -460,6 +460,9 @@ class Updates:
                 u.want(doc.get(u.kind), now)
         if full and self.fw.confirm():     # connected and read the twin: this version stays
             self.dev.hal.event(ota_confirmed=self.dev.version)
+        elif full and self.dev.link.online():
+            # the app's reconcile of a full twin deletes reported keys it does not own: ours again
+            self.dev._report({})
 
     def tick(self, now):
         # Once a second. True when the device must reset: an update installed, or a trial that
