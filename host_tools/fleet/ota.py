@@ -131,6 +131,8 @@ def cmd_publish(args):
         if base:
             value = twin_value(args.version, release_url(base, kind, args.version), manifest)
             print("  desired twin value: %s" % json.dumps({kind: value}))
+        elif args.out:
+            print("  pass --url-base URL (where these files will be served) to print the twin value")
         else:
             print("  the hub is not running: ota rollout will compute the URL")
     return 0
