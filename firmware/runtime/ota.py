@@ -436,6 +436,9 @@ class Updates:
 
     def _changed(self, kind, st):
         self.dev.hal.event(ota=kind, **st)
+        if st["phase"] == ota.INSTALLING:
+            # the one step where a press is not handled (switch, then reset): say so
+            self.dev.hal.show("updating", ("Updating", ("to " + st["version"])[:16], "Press again in", "a few seconds"))
         if self.dev.link.online():
             self.dev._report({})
 

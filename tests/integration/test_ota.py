@@ -117,6 +117,7 @@ def test_update_is_confirmed_the_twin_reports_it_and_an_order_saved_before_goes_
     assert set(seen[:seen.index("downloading")]) <= {"idle"}, seen     # the updater loaded, then
     assert "verifying" in seen and "installing" in seen, seen
     assert seen[seen.index("installing") + 1:] == ["trial", "confirmed"], seen
+    assert "updating" in dev.screens(mark)     # the one step where a press waits: it says so
     rep = reported(hub, "button-1", lambda r: r.get("firmwareVersion") == "1.1"
                    and (r.get("firmwareUpdate") or {}).get("phase") == "confirmed", "1.1 confirmed")
     assert rep["outboxDepth"] == 1        # the order saved on 1.0.0 is still there on 1.1
