@@ -283,7 +283,8 @@ def ota_apply(dev_dir, hub_dir, heaps=(128, 144, 160, 176, 192, 224, 256), timeo
             mark = dev.mark()
             subprocess.run(cli + ["rollout", "--version", "999.0", "--devices", "bench-button", "--data", hub_dir],
                            cwd=REPO, check=True, capture_output=True)
-            start = dev.wait(lambda e: e.get("ota") == "firmware" and e.get("version") == "999.0",
+            start = dev.wait(lambda e: e.get("ota") == "firmware" and (e.get("version") == "999.0"
+                                                                       or e.get("phase") == "failed"),
                              timeout, "download", mark)
             done = dev.wait(lambda e: "ota_done" in e or e.get("phase") == "failed", timeout, "installed", mark)
             if not done.get("ok"):
