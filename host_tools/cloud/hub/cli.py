@@ -40,6 +40,8 @@ def add_commands(sub):
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="seconds a new connection may take to send CONNECT (default %(default)s)")
+    p.add_argument("--dps-retry-after", type=int, default=None, metavar="S",
+                   help="retry-after DPS answers a register with (default 3, as Azure's DPS)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
 
@@ -163,7 +165,7 @@ def cmd_hub(args):
     from host_tools.cloud.hub.hub import HubError
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout))
+                        connect_timeout=args.connect_timeout, dps_retry_after=args.dps_retry_after))
     except HubError as exc:
         raise CliError(str(exc)) from None
 

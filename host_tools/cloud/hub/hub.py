@@ -14,6 +14,7 @@ import time
 import uuid
 
 from firmware.iothub import sas
+from host_tools.cloud.dps import topics as dps_topics
 from host_tools.cloud.hub import certs, topics
 from host_tools.files import read_json, write_json
 from host_tools.cloud.hub.store import Store, StoreError, new_key
@@ -38,6 +39,7 @@ def data_paths(data_dir):
         "certs": os.path.join(data_dir, "certs"),
         "service": os.path.join(data_dir, "service.json"),
         "hub": os.path.join(data_dir, "hub.json"),
+        "dps": os.path.join(data_dir, "dps.sqlite3"),
     }
 
 
@@ -63,6 +65,7 @@ def _filter_matches(topic_filter, topic):
 
 class Connection:
     """One authenticated MQTT connection of a device."""
+    registry = True   # a device of the hub (a DPS connection is not: host_tools/cloud/dps)
 
     def __init__(self, hub, device_id, expiry, clean_session):
         self.hub = hub
@@ -187,12 +190,14 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0):
+    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None):
+        from host_tools.cloud.dps.service import DEFAULT_RETRY_AFTER, Dps
         self.data_dir = data_dir
         self.host = host
         self.paths, self.cert_paths = ensure_data_dir(data_dir)
         self.service = read_json(self.paths["service"])
         self.store = Store(self.paths["db"])
+        self.dps = Dps(self, self.paths["dps"], DEFAULT_RETRY_AFTER if dps_retry_after is None else dps_retry_after)
         self.connect_timeout = connect_timeout
         self.connections = {}
         self._methods = {}
@@ -253,6 +258,7 @@ class Hub:
                     pass
             await self.broker.shutdown()
         self.store.close()
+        self.dps.close()
 
     def _ssl_context(self):
         import ssl
@@ -266,6 +272,8 @@ class Hub:
         """CONNECT -> Connection, or None (CONNACK 5). Never logs the token."""
         device_id = session.client_id or ""
         username = session.username or ""
+        if dps_topics.parse_username(username) is not None:
+            return self.dps.authenticate(session)   # the same listener serves DPS
         head, sep, query = username.partition("/?")
         host, _, user_device = head.rpartition("/")
         if not sep or user_device != device_id or "api-version" not in topics.decode_bag_safe(query):
@@ -299,6 +307,8 @@ class Hub:
         return {self.host.lower(), *HOST_NAMES}
 
     async def attach(self, conn):
+        if not conn.registry:
+            return
         old = self.connections.get(conn.device_id)
         if old is not None:
             old.close("another connection with the same device id")
@@ -319,7 +329,7 @@ class Hub:
     async def detach(self, conn):
         conn.closing = True
         conn.stop()
-        if self.connections.get(conn.device_id) is conn:
+        if conn.registry and self.connections.get(conn.device_id) is conn:
             del self.connections[conn.device_id]
             log.info("%s: disconnected", conn.device_id)
         # a method call in flight to this device is left to time out (504), as with IoT Hub
@@ -442,9 +452,9 @@ def _running_pid(hub_json):
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0):
+              connect_timeout=10.0, dps_retry_after=None):
     """Run the hub in the foreground until SIGINT/SIGTERM."""
-    hub = Hub(data_dir, host, connect_timeout=connect_timeout)
+    hub = Hub(data_dir, host, connect_timeout=connect_timeout, dps_retry_after=dps_retry_after)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
