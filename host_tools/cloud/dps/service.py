@@ -133,17 +133,15 @@ class Dps:
         return 200, {"operationId": op_id, "status": op["status"], "registrationState": state}, None
 
     # ---- MQTT -------------------------------------------------------------------------------
-    def authenticate(self, session):
-        """A DPS CONNECT -> a connection; None (CONNACK 5) when the user name is not DPS's form
-        for this client id. The token is checked per request, as DPS does."""
-        parsed = topics.parse_username(session.username or "")
-        reg_id = session.client_id or ""
-        if parsed is None or parsed[1] != reg_id:
-            log.info("%s: refused, DPS user name does not match {idScope}/registrations/{clientId}/"
-                     "api-version=...", reg_id)
+    def authenticate(self, session, scope, reg_id):
+        """A CONNECT whose user name the hub parsed as DPS's -> a connection; None (CONNACK 5)
+        when the registration id is not the client id. The token is checked per request, as DPS
+        does, not here."""
+        if reg_id != (session.client_id or ""):
+            log.info("%s: refused, DPS user name names registration %s", session.client_id, reg_id)
             return None
         token = session.password or ""
         if isinstance(token, bytes):
             token = token.decode("utf-8", "replace")
         from host_tools.cloud.dps.connection import DpsConnection
-        return DpsConnection(self, parsed[0], reg_id, token)
+        return DpsConnection(self, scope, reg_id, token)

@@ -14,7 +14,6 @@ import time
 import uuid
 
 from firmware.iothub import sas
-from host_tools.cloud.dps import topics as dps_topics
 from host_tools.cloud.hub import certs, topics
 from host_tools.files import read_json, write_json
 from host_tools.cloud.hub.store import Store, StoreError, new_key
@@ -272,11 +271,13 @@ class Hub:
         """CONNECT -> Connection, or None (CONNACK 5). Never logs the token."""
         device_id = session.client_id or ""
         username = session.username or ""
-        if dps_topics.parse_username(username) is not None:
-            return self.dps.authenticate(session)   # the same listener serves DPS
-        head, sep, query = username.partition("/?")
-        host, _, user_device = head.rpartition("/")
-        if not sep or user_device != device_id or "api-version" not in topics.decode_bag_safe(query):
+        try:
+            kind, host, user_device, _ = topics.parse_username(username)
+        except topics.TopicError:
+            kind = user_device = None
+        if kind == "dps":
+            return self.dps.authenticate(session, host, user_device)   # same listener: host is the id scope
+        if kind != "hub" or user_device != device_id:
             log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
             return None
         if host.lower() not in self.host_names():
