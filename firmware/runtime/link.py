@@ -46,13 +46,15 @@ _MAX_IN = const(16384)      # a bigger incoming message is read past, counted an
 class _Client(MQTTClient):
     # umqtt.simple with single-write packets, bounded reads and a queue for incoming messages.
 
-    def __init__(self, client_id, server, port, user, keepalive, ssl_params, timeout):
+    def __init__(self, client_id, server, port, user, keepalive, ca, hostname, timeout):
         # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
         # newer micropython-lib versions take ssl=<SSLContext> and no ssl_params. TLS is done
-        # here in connect() with the legacy parameters, so both behave the same.
+        # here in connect(), so both behave the same.
         super().__init__(client_id, server, port, user, "", keepalive)
         self.ssl = True
-        self.ssl_params = ssl_params
+        self.ca = ca              # the trusted roots: a tuple of DER certificates
+        self.hostname = hostname
+        self.ctx = None
         self.timeout = timeout
         self.raw = None
         self.sock = None
@@ -100,7 +102,7 @@ class _Client(MQTTClient):
             except OSError:
                 pass  # a port without the option still works, only slower
             raw.connect(socket.getaddrinfo(self.server, self.port)[0][-1])
-            self.sock = ssl.wrap_socket(raw, **self.ssl_params)
+            self.sock = self._tls().wrap_socket(raw, server_hostname=self.hostname)
             cid, user, pswd = _b(self.client_id), _b(self.user), _b(self.pswd)
             rem = 10 + 2 + len(cid) + 2 + len(user) + 2 + len(pswd)
             buf = self._packet(rem + 5)
@@ -122,6 +124,18 @@ class _Client(MQTTClient):
         except BaseException:
             self.close()
             raise
+
+    def _tls(self):
+        # One context for every connect, made at the first: each root goes in with its own
+        # load_verify_locations call, since MicroPython's cadata takes ONE DER certificate
+        # (certificates back to back: only the first is trusted; PEM: "invalid cert").
+        if self.ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            for der in self.ca:
+                ctx.load_verify_locations(cadata=der)
+            self.ctx = ctx
+        return self.ctx
 
     def close(self):
         # What was read on this connection ends with it: packet ids are per connection (an
@@ -288,7 +302,7 @@ class Link:
     #   ("desired", version, body bytes)   ("method", name, rid, body bytes)
     # `now` is Unix seconds; `rand()` returns a float in [0, 1).
 
-    def __init__(self, host, port, device_id, key_b64, ca_der, rand, token_ttl=3600,
+    def __init__(self, host, port, device_id, key_b64, ca, rand, token_ttl=3600,
                  keepalive=60, timeout=10, retry_cap=60, hostname=None):
         self.device_id = device_id
         self._key = key_b64
@@ -298,10 +312,10 @@ class Link:
         self.token_ttl = token_ttl
         self.keepalive = keepalive
         self.retry_cap = retry_cap
-        params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca_der,
-                  "server_hostname": name}
+        if isinstance(ca, (bytes, bytearray)):
+            ca = (ca,)        # one DER certificate
         self.c = _Client(topics.client_id(device_id), host, port,
-                         topics.username(name, device_id), keepalive, params, timeout)
+                         topics.username(name, device_id), keepalive, ca, name, timeout)
         self.state = OFFLINE
         self.attempt = 0
         self.next_try = 0

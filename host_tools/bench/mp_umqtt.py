@@ -17,7 +17,7 @@ from firmware.runtime.link import _Client
 folder, n = sys.argv[1], int(sys.argv[2])
 cfg = storage.load_config(folder)
 host, port, dev = cfg["host"], cfg["port"], cfg["device_id"]
-params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": storage.load_ca(folder, cfg), "server_hostname": host}
+params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": storage.load_ca(folder, cfg)[0], "server_hostname": host}
 token = sas.token(sas.device_resource(host, dev), storage.load_secrets(folder)["device_key"],
                   int(time.time()) + 3600)
 user = topics.username(host, dev)

@@ -136,14 +136,33 @@ class _SocketModule:
 
 class _SslModule:
     CERT_REQUIRED = 2
+    PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
+
+    def SSLContext(self, protocol):
+        return _SslContext(self)
 
     def wrap_socket(self, raw, **params):
         self.broker.params = params
         self.broker.blocking = True
         return self.broker
+
+
+class _SslContext:
+    # records what the link trusts; wrap_socket hands it to the module's (the tests' hook)
+    def __init__(self, module):
+        self.module = module
+        self.verify_mode = 0
+        self.cas = []
+
+    def load_verify_locations(self, cadata):
+        self.cas.append(cadata)
+
+    def wrap_socket(self, raw, server_hostname=None):
+        return self.module.wrap_socket(raw, cert_reqs=self.verify_mode, cadata=b"".join(self.cas),
+                                       cas=list(self.cas), server_hostname=server_hostname)
 
 
 def _link(broker, **kw):
