@@ -27,6 +27,10 @@ TEXT = {
     "connecting": ("Connecting...",),
     "offline": ("Offline", "Retrying..."),
     "auth": ("Auth error", "Check device key", "or provisioning"),
+    # DPS: {0} what happens next ("retry in 30 s"), {1} the hub or the reason
+    "registering": ("Registering...", "with DPS", "{0}"),
+    "registered": ("Registered", "{1}"),
+    "refused": ("Not enrolled", "DPS refused:", "{1}", "{0}"),
     "ready": ("Ready", "Press to order", "{0} x {1}", "{2}"),
     # one order, from the press to the end
     "saved": ("Order saved", "Sends when", "online", "{2}"),

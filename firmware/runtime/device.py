@@ -13,9 +13,9 @@ import json
 
 from firmware.app import orders, screens
 from firmware.hal import PLATFORM, Hal
-from firmware.iothub import topics
+from firmware.iothub import retry, topics
 from firmware.runtime import storage
-from firmware.runtime.link import AUTH_ERROR, ONLINE, Link
+from firmware.runtime.link import AUTH_ERROR, HOST_NOT_FOUND, ONLINE, Link
 
 try:
     from micropython import const
@@ -55,6 +55,10 @@ class Device:
         self.dir = hal.storage_dir
         self.state_path = storage.join(self.dir, _STATE)
         self.link = None
+        self.dps = None             # firmware.runtime.dps.Dps when config.json has a "dps" section
+        self._reregister = False
+        self._dps_again = 0         # re-registrations since the link was last online
+        self._dps_not_before = 0    # no re-registration before this (one per backoff period)
         self.s = None
         self.stop = None            # "quit" or "reboot" ends the loop
         self._ign = {}
@@ -69,6 +73,8 @@ class Device:
         gc.collect()
         hal.event(boot=VERSION, platform=PLATFORM, heap=hal.mem_free())
         if not self._setup() or not self._network() or not self._clock():
+            return self.stop
+        if self.link is None and not self._register():
             return self.stop
         self.s = orders.new(VERSION)
         blob = storage.read_bytes(self.state_path)
@@ -113,11 +119,77 @@ class Device:
             if not self._gestures(_SETUP_RETRY_MS):
                 return False
         self.hal.configure(cfg, secrets)
-        self.link = Link(cfg["host"], cfg["port"], cfg["device_id"], secrets["device_key"], ca,
+        self._key, self._ca = secrets["device_key"], ca
+        if "dps" in cfg:
+            from firmware.runtime.dps import Dps   # only devices that register carry its cost
+            self.dps = Dps(cfg["dps"], self._key, ca, timeout=cfg["timeout_s"])
+            a = storage.load_assignment(self.dir, cfg["dps"])
+            if a is None:
+                return True                         # run() registers once the network is up
+            self._assigned(a)
+        self._make_link()
+        return True
+
+    def _make_link(self):
+        cfg = self.cfg
+        if self.link is not None:
+            self.link.close()
+        self.link = Link(cfg["host"], cfg["port"], cfg["device_id"], self._key, self._ca,
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
-        return True
+
+    def _assigned(self, a):
+        self.cfg["host"], self.cfg["device_id"] = a["host"], a["device_id"]
+        self.cfg["hostname"] = None             # the TLS name is the assigned hub's
+
+    # --- DPS ---------------------------------------------------------------------------------
+
+    def _register(self):
+        # Register with DPS until it assigns a hub (cached atomically: the next boot goes
+        # straight to the hub), then make the link. Between attempts a bounded backoff, and the
+        # screen says what happens. False when stopped.
+        attempt = 0
+        while True:
+            self._show_screen(screens.screen("registering"))
+            self.hal.event(dps="registering", attempt=attempt)
+            t0 = self.hal.now()
+            res = self.dps.register(t0, self._dps_wait)
+            if self.stop is not None:
+                return False
+            if res[0] == "assigned":
+                a = storage.save_assignment(self.dir, self.cfg["dps"], res[1], res[2])
+                self.hal.event(dps="registered", hub=res[1], device_id=res[2],
+                               seconds=self.hal.now() - t0)
+                self._show_screen(screens.screen("registered", "", res[1]))
+                self._assigned(a)
+                self._make_link()
+                return True
+            if res[0] == "refused":     # the enrollment will not have us: a human must act
+                wait = retry.delay_for(retry.AUTH, attempt, self.hal.rand())
+                scr = screens.screen("refused", "retry in %d s" % wait, res[1])
+            else:
+                wait = retry.delay(attempt, self.hal.rand(), 1, self.cfg["retry_cap_s"])
+                scr = screens.screen("registering", "retry in %d s" % wait)
+            attempt += 1
+            self.hal.event(dps=res[0], reason=res[1], retry_in=wait)
+            self._show_screen(scr)
+            if not self._gestures(int(wait * 1000)):
+                return False
+
+    def _dps_wait(self, seconds):
+        return self._gestures(int(seconds * 1000))
+
+    def _dps_refused(self, why):
+        # The hub refused the assigned identity (CONNACK 4/5) or its name does not resolve:
+        # register again, at most once per backoff period.
+        now = self.hal.now()
+        if self.dps is None or now < self._dps_not_before:
+            return
+        self._dps_not_before = now + retry.delay_for(retry.AUTH, self._dps_again, self.hal.rand())
+        self._dps_again += 1
+        self._reregister = True
+        self.hal.event(dps="re-register", why=why)
 
     def _network(self):
         while not self.hal.network_up():
@@ -148,6 +220,10 @@ class Device:
             if self.link.state != ONLINE and t >= self.link.next_try and not self.hal.network_up():
                 self.link.next_try = t + 5      # no WLAN: try that again before the hub
             self.link.step(t, on_link)
+            if self._reregister:
+                self._reregister = False
+                if not self._register():
+                    break
             now = self._now()
             if now != last:
                 last = now
@@ -176,6 +252,8 @@ class Device:
         # Events from the link, called from the loop (never from inside a socket read).
         s, now, kind = self.s, self._now(), ev[0]
         if kind == "connected":
+            self._dps_again = 0
+            self._dps_not_before = 0
             self.hal.event(link="online", session_present=ev[1])
             self._report_at = now + 2
             self._do(orders.connected(s, now))
@@ -185,6 +263,10 @@ class Device:
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
             self._do(orders.disconnected(s, now, "auth"))
+            self._dps_refused("CONNACK %s" % ev[1])
+        elif kind == "connect_failed":
+            if ev[1] == HOST_NOT_FOUND:
+                self._dps_refused(HOST_NOT_FOUND)
         elif kind == "puback":
             self.hal.event(puback=ev[1])
             self._do(orders.published(s, now, ev[1]))

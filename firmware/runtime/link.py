@@ -32,6 +32,7 @@ except ImportError:  # CPython (tests)
 OFFLINE = "offline"
 ONLINE = "online"
 AUTH_ERROR = "auth_error"
+HOST_NOT_FOUND = "host not found"   # the reason of a connect whose host name does not resolve
 
 _BUF_SIZE = const(512)      # one packet up to this size goes out without allocating
 _INBOX_MAX = const(8)       # incoming messages waiting for the loop
@@ -101,7 +102,11 @@ class _Client(MQTTClient):
                 raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             except OSError:
                 pass  # a port without the option still works, only slower
-            raw.connect(socket.getaddrinfo(self.server, self.port)[0][-1])
+            try:
+                addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+            except (OSError, IndexError):
+                raise OSError(HOST_NOT_FOUND)
+            raw.connect(addr)
             self.sock = self._tls().wrap_socket(raw, server_hostname=self.hostname)
             cid, user, pswd = _b(self.client_id), _b(self.user), _b(self.pswd)
             rem = 10 + 2 + len(cid) + 2 + len(user) + 2 + len(pswd)
@@ -296,7 +301,7 @@ class Link:
     # Keeps one device connected. Drive it with step(now, handle) from the main loop;
     # `handle(event)` receives tuples:
     #   ("connected", session_present)     ("disconnected", reason)
-    #   ("auth_error", connack_code, retry_in_s)
+    #   ("auth_error", connack_code, retry_in_s)  ("connect_failed", reason)
     #   ("puback", tag)                    a QoS 1 publish was acknowledged by the hub
     #   ("c2d", props dict, body bytes)    ("twin", status, rid, body bytes)
     #   ("desired", version, body bytes)   ("method", name, rid, body bytes)
@@ -517,6 +522,7 @@ class Link:
             self.state = OFFLINE
             self.next_try = now + self._backoff()
             print("link: connect failed:", _reason(e))
+            self._call(handle, ("connect_failed", _reason(e)))
             return
         self.state = ONLINE
         self.attempt = 0

@@ -19,6 +19,7 @@ _CONFIG_DEFAULTS = {
     "retry_cap_s": 60,
     "timeout_s": 10,
 }
+ASSIGNMENT = "assignment.json"   # what DPS assigned: {registration_id, id_scope, host, device_id}
 _CA_MANIFEST = "ca.json"   # the CA bundle's version and its certificates' SHA-256
 _PROVISION_HINT = "run python -m host_tools provision --device ID --out DIR (DIR = this device's folder)"
 
@@ -85,15 +86,50 @@ def _load_required(folder, name, what):
 
 
 def load_config(folder):
+    # With a "dps" section the hub's host and the device id come from the assignment DPS gives
+    # (load_assignment); without, config.json names them.
     cfg = dict(_CONFIG_DEFAULTS)
     cfg.update(_load_required(folder, "config.json", "hub host, port, device id"))
+    d = cfg.get("dps")
+    if d is not None:
+        if not isinstance(d, dict):
+            raise SetupError("config.json: dps must be an object: %s" % _PROVISION_HINT)
+        d = cfg["dps"] = dict(d)
+        d.setdefault("port", cfg["port"])
+        for k in ("id_scope", "registration_id", "host"):
+            if not isinstance(d.get(k), str) or not d[k]:
+                raise SetupError("config.json: dps has no %s: %s" % (k, _PROVISION_HINT))
+        if not isinstance(d["port"], int) or d["port"] <= 0:
+            raise SetupError("config.json: dps port must be a positive integer")
     for k in ("host", "device_id"):
-        if not isinstance(cfg.get(k), str) or not cfg[k]:
+        if d is None and (not isinstance(cfg.get(k), str) or not cfg[k]):
             raise SetupError("config.json has no %s: %s" % (k, _PROVISION_HINT))
     for k in ("port", "token_ttl_s", "keepalive_s", "retry_cap_s", "timeout_s"):
         if not isinstance(cfg[k], int) or cfg[k] <= 0:
             raise SetupError("config.json: %s must be a positive integer" % k)
     return cfg
+
+
+def load_assignment(folder, dps_cfg):
+    # The hub and device id DPS assigned to this registration, or None (register first). An
+    # assignment for another registration or id scope (the device was provisioned again) or a
+    # broken file is not used.
+    data = read_bytes(join(folder, ASSIGNMENT))
+    try:
+        a = json.loads(data) if data else None
+        if (a["registration_id"] == dps_cfg["registration_id"] and a["id_scope"] == dps_cfg["id_scope"]
+                and a["host"] and a["device_id"]):
+            return a
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def save_assignment(folder, dps_cfg, host, device_id):
+    a = {"registration_id": dps_cfg["registration_id"], "id_scope": dps_cfg["id_scope"],
+         "host": host, "device_id": device_id}
+    write_atomic(join(folder, ASSIGNMENT), json.dumps(a))
+    return a
 
 
 def load_secrets(folder):

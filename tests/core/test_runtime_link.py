@@ -555,7 +555,9 @@ def test_a_ca_the_tls_layer_rejects_is_a_failed_connect_not_a_crash():
 
     link.ssl = _BadCa(b)
     ev = _run(lk, 1000)
-    assert ev == [] and lk.state == link.OFFLINE and lk.next_try > 1000
+    # issue 9: a failed connect is reported (the device re-registers with DPS when the
+    # hub's host name does not resolve)
+    assert ev == [("connect_failed", "invalid cert")] and lk.state == link.OFFLINE and lk.next_try > 1000
     assert lk.stats["connect_failures"] == 1
 
 
@@ -574,3 +576,28 @@ def test_subscription_refused_is_a_failed_connect():
     _run(lk, 1000)
     assert lk.state == link.OFFLINE and lk.stats["connect_failures"] == 1
 
+
+
+def test_a_host_that_does_not_resolve_is_reported_as_such():
+    b = Broker()
+    lk = _link(b)
+
+    class _NoDns(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _NoDns
+    ev = _run(lk, 1000)
+    assert ev == [("connect_failed", link.HOST_NOT_FOUND)] and lk.state == link.OFFLINE
+    link.socket = _SocketModule
+
+
+def test_every_root_of_the_bundle_is_loaded_one_by_one():
+    # MicroPython's cadata takes one DER certificate: the link loads each root separately
+    b = Broker()
+    link.socket = _SocketModule
+    link.ssl = _SslModule(b)
+    lk = link.Link("hub.example", 8883, "dev1", KEY, (b"root1", b"root2", b"root3"), lambda: 0.5)
+    _run(lk, 1000)
+    assert b.params["cas"] == [b"root1", b"root2", b"root3"] and b.params["cert_reqs"] == 2
