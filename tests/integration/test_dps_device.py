@@ -143,3 +143,22 @@ def test_a_disabled_enrollment_shows_refused_and_backs_off(hub, tmp_path):
     finally:
         dev.stop()
         dev.close()
+
+
+def test_an_assigned_hub_that_does_not_resolve_makes_it_register_again(hub, tmp_path):
+    dev, group = _dps_device(hub, tmp_path, "button-dns")
+    cfg = json.loads(open(os.path.join(dev.dir, "config.json")).read())
+    # a cached assignment naming a hub that is gone (.invalid never resolves)
+    dev.write("assignment.json", json.dumps({"registration_id": "button-dns",
+                                             "id_scope": cfg["dps"]["id_scope"],
+                                             "host": "gone-hub.invalid", "device_id": "button-dns"}))
+    try:
+        dev.start()
+        e = dev.wait(lambda e: e.get("dps") == "re-register", what="re-registration")
+        assert e["why"] == "host not found"
+        dev.wait(lambda e: e.get("dps") == "registered", what="new assignment")
+        dev.wait_online()
+        assert json.loads(open(os.path.join(dev.dir, "assignment.json")).read())["host"] == "127.0.0.1"
+    finally:
+        dev.stop()
+        dev.close()
