@@ -11,7 +11,7 @@ import gc
 
 from umqtt.simple import MQTTException
 
-from firmware.iothub import dps, sas, topics
+from firmware.iothub import dps, mqtt, sas, topics
 from firmware.runtime.link import _Client
 
 _TOKEN_S = 3600
@@ -77,4 +77,4 @@ class Dps:
                 if res is not None and res[1] == rid:
                     a = dps.answer(res[0], res[2], msg)
                     return ("unreachable", "DPS busy") if a[0] == "retry" else a
-            c.wait_msg(block=True)
+            c._await(mqtt.PUBLISH)     # the link's bounded blocking read, while connecting
