@@ -5,7 +5,7 @@ change at the next request). An enrollment's keys are printed once, by the `add`
 """
 import json
 
-from host_tools.cloud.hub.cli import DEFAULT_DATA, _data_arg, _host
+from host_tools.cloud.hub.cli import _data_arg, _host
 from host_tools.errors import CliError
 
 
@@ -89,5 +89,3 @@ def cmd_change(args):
         return "%s %s" % (e["name"], e["status"])
     print(_run(args, change))
 
-
-__all__ = ["add_commands", "DEFAULT_DATA"]

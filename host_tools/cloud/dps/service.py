@@ -22,7 +22,6 @@ import uuid
 
 from firmware.iothub import sas
 from firmware.iothub import topics as device_topics
-from host_tools.cloud.dps import topics
 from host_tools.cloud.dps.store import DpsStore
 from host_tools.cloud.hub.store import StoreError
 
@@ -36,7 +35,9 @@ def _utc(ts):
 
 
 def error_body(status, message):
-    code = {400: 400000, 401: 401002, 404: 404000, 500: 500000}.get(status, status * 1000)
+    # 401002 is what Azure's DPS sends for a bad token (seen in the SDKs' issue trackers); the
+    # sub-codes of the others are not documented, so they are the status times 1000
+    code = {401: 401002}.get(status, status * 1000)
     return {"errorCode": code, "trackingId": str(uuid.uuid4()), "message": message,
             "timestampUtc": _utc(time.time())}
 

@@ -163,6 +163,8 @@ def cmd_hub(args):
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
+    if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
+        raise CliError("--dps-retry-after must be between 1 and 60 seconds")
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
                         connect_timeout=args.connect_timeout, dps_retry_after=args.dps_retry_after))
