@@ -13,7 +13,7 @@ import json
 
 from firmware.app import gestures, orders, screens
 from firmware.hal import PLATFORM, Hal
-from firmware.iothub import retry, sas, topics
+from firmware.iothub import sas, topics
 from firmware.runtime import storage
 from firmware.runtime.link import AUTH_ERROR, HOST_NOT_FOUND, Link
 
@@ -56,10 +56,7 @@ class Device:
         self.dir = hal.storage_dir
         self.state_path = storage.join(self.dir, _STATE)
         self.link = None
-        self.dps = None             # firmware.runtime.dps.Dps when config.json has a "dps" section
-        self._reregister = False
-        self._dps_again = 0         # re-registrations since the link was last online
-        self._dps_not_before = 0    # no re-registration before this (one per backoff period)
+        self.dps = None             # firmware.runtime.dps.Onboarding when config.json has "dps"
         self.s = None
         self.stop = None            # "quit" or "reboot" ends the loop
         self._ign = {}
@@ -75,7 +72,7 @@ class Device:
         hal.event(boot=VERSION, platform=PLATFORM, heap=hal.mem_free())
         if not self._setup() or not self._network() or not self._clock():
             return self.stop
-        if self.link is None and not self._register():
+        if self.link is None and not self.dps.register():
             return self.stop
         self.s = orders.new(VERSION)
         blob = storage.read_bytes(self.state_path)
@@ -109,7 +106,10 @@ class Device:
             try:
                 self.cfg = cfg = storage.load_config(self.dir)
                 secrets = storage.load_secrets(self.dir)
-                ca = storage.load_ca(self.dir, cfg)
+                self._key, self._ca = secrets["device_key"], storage.load_ca(self.dir, cfg)
+                if "dps" in cfg:
+                    from firmware.runtime.dps import Onboarding   # only devices that register carry it
+                    self.dps = Onboarding(self)
                 break
             except storage.SetupError as e:
                 if str(e) != said:
@@ -120,15 +120,8 @@ class Device:
             if not self._gestures(_SETUP_RETRY_MS):
                 return False
         self.hal.configure(cfg, secrets)
-        self._key, self._ca = secrets["device_key"], ca
-        if "dps" in cfg:
-            from firmware.runtime.dps import Dps   # only devices that register carry its cost
-            self.dps = Dps(cfg["dps"], self._key, ca, timeout=cfg["timeout_s"])
-            a = storage.load_assignment(self.dir, cfg["dps"])
-            if a is None:
-                return True                         # run() registers once the network is up
-            self._assigned(a)
-        self._make_link()
+        if self.dps is None or self.dps.cached():
+            self._make_link()       # else run() registers with DPS once the network is up
         return True
 
     def _make_link(self):
@@ -139,58 +132,6 @@ class Device:
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
-
-    def _assigned(self, a):
-        self.cfg["host"], self.cfg["device_id"] = a["host"], a["device_id"]
-        self.cfg["hostname"] = None             # the TLS name is the assigned hub's
-
-    # --- DPS ---------------------------------------------------------------------------------
-
-    def _register(self):
-        # Register with DPS until it assigns a hub (cached atomically: the next boot goes
-        # straight to the hub), then make the link. Between attempts a bounded backoff, and the
-        # screen says what happens. False when stopped.
-        attempt = 0
-        while True:
-            self._show_screen(screens.screen("registering"))
-            self.hal.event(dps="registering", attempt=attempt)
-            t0 = self.hal.now()
-            res = self.dps.register(t0, self._dps_wait)
-            if self.stop is not None:
-                return False
-            if res[0] == "assigned":
-                a = storage.save_assignment(self.dir, self.cfg["dps"], res[1], res[2])
-                self.hal.event(dps="registered", hub=res[1], device_id=res[2],
-                               seconds=self.hal.now() - t0)
-                self._show_screen(screens.screen("registered", "", res[1]))
-                self._assigned(a)
-                self._make_link()
-                return True
-            if res[0] == "refused":     # the enrollment will not have us: a human must act
-                wait = retry.delay_for(retry.AUTH, attempt, self.hal.rand())
-                scr = screens.screen("refused", "retry in %d s" % wait, res[1])
-            else:
-                wait = retry.delay(attempt, self.hal.rand(), 1, self.cfg["retry_cap_s"])
-                scr = screens.screen("registering", "retry in %d s" % wait)
-            attempt += 1
-            self.hal.event(dps=res[0], reason=res[1], retry_in=wait)
-            self._show_screen(scr)
-            if not self._gestures(int(wait * 1000)):
-                return False
-
-    def _dps_wait(self, seconds):
-        return self._gestures(int(seconds * 1000))
-
-    def _dps_refused(self, why):
-        # The hub refused the assigned identity (CONNACK 4/5) or its name does not resolve:
-        # register again, at most once per backoff period.
-        now = self.hal.now()
-        if self.dps is None or now < self._dps_not_before:
-            return
-        self._dps_not_before = now + retry.delay_for(retry.AUTH, self._dps_again, self.hal.rand())
-        self._dps_again += 1
-        self._reregister = True
-        self.hal.event(dps="re-register", why=why)
 
     def _network(self):
         while not self.hal.network_up():
@@ -221,10 +162,8 @@ class Device:
             if self.link.connect_due(t) and not self.hal.network_up():
                 self.link.network_down(t, _NO_NETWORK_S)
             self.link.step(t, on_link)
-            if self._reregister:
-                self._reregister = False
-                if not self._register():
-                    break
+            if self.dps is not None and self.dps.due and not self.dps.register():
+                break
             now = self._now()
             if now != last:
                 last = now
@@ -253,8 +192,8 @@ class Device:
         # Events from the link, called from the loop (never from inside a socket read).
         s, now, kind = self.s, self._now(), ev[0]
         if kind == "connected":
-            self._dps_again = 0
-            self._dps_not_before = 0
+            if self.dps is not None:
+                self.dps.online()
             self.hal.event(link="online", session_present=ev[1])
             self._report_at = now + 2
             self._do(orders.connected(s, now))
@@ -264,10 +203,11 @@ class Device:
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
             self._do(orders.disconnected(s, now, "auth"))
-            self._dps_refused("CONNACK %s" % ev[1])
+            if self.dps is not None:
+                self.dps.refused("CONNACK %s" % ev[1])
         elif kind == "connect_failed":
-            if ev[1] == HOST_NOT_FOUND:
-                self._dps_refused(HOST_NOT_FOUND)
+            if self.dps is not None and ev[1] == HOST_NOT_FOUND:
+                self.dps.refused(HOST_NOT_FOUND)
         elif kind == "puback":
             self.hal.event(puback=ev[1])
             self._do(orders.published(s, now, ev[1]))

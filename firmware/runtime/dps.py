@@ -6,13 +6,21 @@
 # Dps(cfg_dps, key, ca, timeout).register(now, wait) -> one of
 #   ("assigned", hub host, device id)   ("refused", reason)   ("unreachable", reason)
 # `wait(seconds)` sleeps while the device stays responsive (gestures); False aborts.
+# Onboarding(device) is the device's side: the cached assignment, registering with the screen
+# saying what happens, and when to register again. Only devices whose config has a "dps"
+# section import this module, so the others carry none of its code.
 # Only the device key is here: the group key never is on the device.
 import gc
+import json
 
 from umqtt.simple import MQTTException
 
-from firmware.iothub import dps, mqtt, sas, topics
+from firmware.app import screens
+from firmware.iothub import dps, mqtt, retry, sas, topics
+from firmware.runtime import storage
 from firmware.runtime.link import _Client
+
+ASSIGNMENT = "assignment.json"   # what DPS assigned: {registration_id, id_scope, host, device_id}
 
 _TOKEN_S = 3600
 _POLLS_MAX = 10     # polls of one registration before it counts as a failure
@@ -78,3 +86,113 @@ class Dps:
                     a = dps.answer(res[0], res[2], msg)
                     return ("unreachable", "DPS busy") if a[0] == "retry" else a
             c._await(mqtt.PUBLISH)     # the link's bounded blocking read, while connecting
+
+
+def load_assignment(folder, dps_cfg):
+    # The hub and device id DPS assigned to this registration, or None (register first). An
+    # assignment for another registration or id scope (the device was provisioned again) or a
+    # broken file is not used.
+    data = storage.read_bytes(storage.join(folder, ASSIGNMENT))
+    try:
+        a = json.loads(data) if data else None
+        if (a["registration_id"] == dps_cfg["registration_id"] and a["id_scope"] == dps_cfg["id_scope"]
+                and a["host"] and a["device_id"]):
+            return a
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def save_assignment(folder, dps_cfg, host, device_id):
+    a = {"registration_id": dps_cfg["registration_id"], "id_scope": dps_cfg["id_scope"],
+         "host": host, "device_id": device_id}
+    storage.write_atomic(storage.join(folder, ASSIGNMENT), json.dumps(a))
+    return a
+
+
+class Onboarding:
+    # The device's side of DPS (firmware/runtime/device.py calls cached(), register(), online(),
+    # refused() and reads `due`).
+
+    def __init__(self, dev):
+        # storage.SetupError when config.json's dps section is unusable
+        self.dev = dev
+        cfg = dev.cfg
+        d = cfg["dps"]
+        if not isinstance(d, dict):
+            raise storage.SetupError("config.json: dps must be an object")
+        d.setdefault("port", cfg["port"])
+        for k in ("id_scope", "registration_id", "host"):
+            if not isinstance(d.get(k), str) or not d[k]:
+                raise storage.SetupError("config.json: dps has no " + k)
+        if not isinstance(d["port"], int) or d["port"] <= 0:
+            raise storage.SetupError("config.json: dps port must be a positive integer")
+        self.client = Dps(cfg["dps"], dev._key, dev._ca, timeout=cfg["timeout_s"])
+        self.due = False        # the loop should register again
+        self._again = 0         # re-registrations since the link was last online
+        self._not_before = 0    # no re-registration before this (one per backoff period)
+
+    def cached(self):
+        # Use the cached assignment, if there is one for this registration.
+        a = load_assignment(self.dev.dir, self.dev.cfg["dps"])
+        if a is not None:
+            self._use(a)
+        return a is not None
+
+    def _use(self, a):
+        cfg = self.dev.cfg
+        cfg["host"], cfg["device_id"] = a["host"], a["device_id"]
+        cfg["hostname"] = None          # the TLS name is the assigned hub's
+
+    def register(self):
+        # Register until DPS assigns a hub (cached atomically: the next boot goes straight to
+        # the hub), then make the link. Between attempts a bounded backoff, and the screen says
+        # what happens. False when the device was stopped.
+        dev = self.dev
+        hal = dev.hal
+        self.due = False
+        attempt = 0
+        while True:
+            dev._show_screen(screens.screen("registering"))
+            hal.event(dps="registering", attempt=attempt)
+            t0 = hal.now()
+            res = self.client.register(t0, self._wait)
+            if dev.stop is not None:
+                return False
+            if res[0] == "assigned":
+                a = save_assignment(dev.dir, dev.cfg["dps"], res[1], res[2])
+                hal.event(dps="registered", hub=res[1], device_id=res[2], seconds=hal.now() - t0)
+                dev._show_screen(screens.screen("registered", "", res[1]))
+                self._use(a)
+                dev._make_link()
+                return True
+            if res[0] == "refused":     # the enrollment will not have us: a human must act
+                wait = retry.delay_for(retry.AUTH, attempt, hal.rand())
+                scr = screens.screen("refused", "retry in %d s" % wait, res[1])
+            else:
+                wait = retry.delay(attempt, hal.rand(), 1, dev.cfg["retry_cap_s"])
+                scr = screens.screen("registering", "retry in %d s" % wait)
+            attempt += 1
+            hal.event(dps=res[0], reason=res[1], retry_in=wait)
+            dev._show_screen(scr)
+            if not dev._gestures(int(wait * 1000)):
+                return False
+
+    def _wait(self, seconds):
+        return self.dev._gestures(int(seconds * 1000))
+
+    def online(self):
+        self._again = 0
+        self._not_before = 0
+
+    def refused(self, why):
+        # The hub refused the assigned identity (CONNACK 4/5) or its name does not resolve:
+        # register again, at most once per backoff period.
+        hal = self.dev.hal
+        now = hal.now()
+        if now < self._not_before:
+            return
+        self._not_before = now + retry.delay_for(retry.AUTH, self._again, hal.rand())
+        self._again += 1
+        self.due = True
+        hal.event(dps="re-register", why=why)

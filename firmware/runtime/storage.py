@@ -19,8 +19,6 @@ _CONFIG_DEFAULTS = {
     "retry_cap_s": 60,
     "timeout_s": 10,
 }
-ASSIGNMENT = "assignment.json"   # what DPS assigned: {registration_id, id_scope, host, device_id}
-_CA_MANIFEST = "ca.json"   # the CA bundle's version and its certificates' SHA-256
 _PROVISION_HINT = "run python -m host_tools provision --device ID --out DIR (DIR = this device's folder)"
 
 
@@ -90,46 +88,14 @@ def load_config(folder):
     # (load_assignment); without, config.json names them.
     cfg = dict(_CONFIG_DEFAULTS)
     cfg.update(_load_required(folder, "config.json", "hub host, port, device id"))
-    d = cfg.get("dps")
-    if d is not None:
-        if not isinstance(d, dict):
-            raise SetupError("config.json: dps must be an object: %s" % _PROVISION_HINT)
-        d = cfg["dps"] = dict(d)
-        d.setdefault("port", cfg["port"])
-        for k in ("id_scope", "registration_id", "host"):
-            if not isinstance(d.get(k), str) or not d[k]:
-                raise SetupError("config.json: dps has no %s: %s" % (k, _PROVISION_HINT))
-        if not isinstance(d["port"], int) or d["port"] <= 0:
-            raise SetupError("config.json: dps port must be a positive integer")
+    # (firmware/runtime/dps.py checks that section); without, config.json names them.
     for k in ("host", "device_id"):
-        if d is None and (not isinstance(cfg.get(k), str) or not cfg[k]):
+        if "dps" not in cfg and (not isinstance(cfg.get(k), str) or not cfg[k]):
             raise SetupError("config.json has no %s: %s" % (k, _PROVISION_HINT))
     for k in ("port", "token_ttl_s", "keepalive_s", "retry_cap_s", "timeout_s"):
         if not isinstance(cfg[k], int) or cfg[k] <= 0:
             raise SetupError("config.json: %s must be a positive integer" % k)
     return cfg
-
-
-def load_assignment(folder, dps_cfg):
-    # The hub and device id DPS assigned to this registration, or None (register first). An
-    # assignment for another registration or id scope (the device was provisioned again) or a
-    # broken file is not used.
-    data = read_bytes(join(folder, ASSIGNMENT))
-    try:
-        a = json.loads(data) if data else None
-        if (a["registration_id"] == dps_cfg["registration_id"] and a["id_scope"] == dps_cfg["id_scope"]
-                and a["host"] and a["device_id"]):
-            return a
-    except (ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def save_assignment(folder, dps_cfg, host, device_id):
-    a = {"registration_id": dps_cfg["registration_id"], "id_scope": dps_cfg["id_scope"],
-         "host": host, "device_id": device_id}
-    write_atomic(join(folder, ASSIGNMENT), json.dumps(a))
-    return a
 
 
 def load_secrets(folder):
@@ -143,8 +109,8 @@ def load_secrets(folder):
 
 def load_ca(folder, cfg):
     # The roots the hub's server certificate may chain to, as a tuple of DER certificates: the
-    # bundle file holds one or more (DER back to back, or PEM). ca.json, when there, lists each
-    # certificate's SHA-256: a bundle that does not match it (a cut OTA write) is not used.
+    # bundle file holds one or more (DER back to back, or PEM). Its version is in ca.json, which
+    # the provisioning tool writes beside it for an OTA to compare; the device does not read it.
     name = cfg["ca_file"]
     data = read_bytes(join(folder, name))
     if not data:
@@ -157,23 +123,7 @@ def load_ca(folder, cfg):
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=der)
     except (ValueError, UnicodeError, OSError):  # bad base64 or not a certificate (SSLError)
         raise SetupError("%s is not a CA certificate (DER or PEM): %s" % (name, _PROVISION_HINT))
-    _check_manifest(folder, name, certs)
     return certs
-
-
-def _check_manifest(folder, name, certs):
-    data = read_bytes(join(folder, _CA_MANIFEST))
-    if data is None:
-        return
-    try:
-        listed = [c["sha256"] for c in json.loads(data)["certs"]]
-    except (ValueError, KeyError, TypeError):
-        raise SetupError("%s is not valid: %s" % (_CA_MANIFEST, _PROVISION_HINT))
-    import binascii
-    import hashlib
-    have = [binascii.hexlify(hashlib.sha256(c).digest()).decode() for c in certs]
-    if have != listed:
-        raise SetupError("%s does not match %s: %s" % (name, _CA_MANIFEST, _PROVISION_HINT))
 
 
 def split_der(data):
