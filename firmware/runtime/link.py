@@ -512,13 +512,13 @@ class Link:
         self.next_try = now + wait
 
     def _failed(self, now, e):
-        # No answer (network, TLS, memory): back off and try again.
+        # No answer (network, TLS, memory): back off and try again. Expected while the hub or
+        # the network is away: the caller reports it as an event, never a console error.
         self.c.close()
         gc.collect()
         self.stats["connect_failures"] += 1
         self.state = OFFLINE
         self.next_try = now + self._backoff()
-        print("link: connect failed:", _reason(e))
 
     def _online(self, now, issued):
         self.state = ONLINE

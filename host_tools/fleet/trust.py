@@ -96,19 +96,25 @@ def azure_roots(system_dirs=SYSTEM_CERT_DIRS):
     return [_root(name, fp, system_dirs) for name, fp in AZURE_ROOTS]
 
 
-def write_bundle(folder, certs, write_atomic):
-    """Write ca.der and ca.json; the version goes up only when the certificates change."""
-    manifest_path = os.path.join(folder, MANIFEST)
+def bundle(folder, certs):
+    """(ca.der bytes, ca.json text) for `certs`; the version goes up only when they change
+    against the ca.json already in `folder`."""
     entries = [{"subject": x509.load_der_x509_certificate(c).subject.rfc4514_string(),
                 "sha256": sha256(c)} for c in certs]
     try:
-        with open(manifest_path) as f:
+        with open(os.path.join(folder, MANIFEST)) as f:
             old = json.load(f)
         version = int(old["version"])
         if old.get("certs") != entries:
             version += 1
     except (OSError, ValueError, KeyError, TypeError):
         version = 1
-    write_atomic(os.path.join(folder, BUNDLE), b"".join(certs))
-    write_atomic(manifest_path, json.dumps({"version": version, "certs": entries}, indent=1) + "\n")
-    return version
+    return b"".join(certs), json.dumps({"version": version, "certs": entries}, indent=1) + "\n"
+
+
+def write_bundle(folder, certs, write_atomic):
+    """Write ca.der and ca.json; returns the bundle's version."""
+    data, manifest = bundle(folder, certs)
+    write_atomic(os.path.join(folder, BUNDLE), data)
+    write_atomic(os.path.join(folder, MANIFEST), manifest)
+    return json.loads(manifest)["version"]
