@@ -202,14 +202,13 @@ class Device:
             self._do(orders.disconnected(s, now))
         elif kind == "connect_failed":
             self.hal.event(link="connect_failed", reason=ev[1])
+            if self.dps is not None and ev[1] == HOST_NOT_FOUND:
+                self.dps.refused(HOST_NOT_FOUND)
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
             self._do(orders.disconnected(s, now, "auth"))
             if self.dps is not None:
                 self.dps.refused("CONNACK %s" % ev[1])
-        elif kind == "connect_failed":
-            if self.dps is not None and ev[1] == HOST_NOT_FOUND:
-                self.dps.refused(HOST_NOT_FOUND)
         elif kind == "puback":
             self.hal.event(puback=ev[1])
             self._do(orders.published(s, now, ev[1]))
