@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "host_tools.fleet.deploy",
     "host_tools.fleet.ota",
     "host_tools.cloud.hub.cli",
+    "host_tools.cloud.dps.cli",
     "host_tools.cloud.orders.cli",
     "host_tools.harness.demo",
 )

@@ -7,8 +7,9 @@
 #   fw/boot.json     which version runs, its trial and rollback (read at boot by ota_boot.py)
 #   fw/<version>/    an installed version: firmware/... and manifest.json (written last)
 #   fw/.stage/       a download in progress (removed at the start of the next one)
-#   trust.json       {"version": V} of the last trust-store (CA) update installed
-#   <ca_file>.new    a CA download in progress
+#   ca.der, ca.json  the trust store (host_tools/fleet/trust.py): the roots back to back, and
+#                    {"version": N, "certs": [...]}; a trust-store update replaces both
+#   *.new            a trust-store download in progress
 import gc
 import hashlib
 import json
@@ -30,7 +31,7 @@ _PROGRESS_STEP = const(25)  # report progress every this many percent (each one 
 FW = "fw"
 BOOT = "boot.json"
 STAGE = ".stage"
-TRUST = "trust.json"
+TRUST = "ca.json"
 
 
 def _setting(cfg, key, default):
@@ -109,7 +110,8 @@ class _Tls:
         sock.settimeout(self.timeout)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=self.ca)
+        for der in self.ca:        # MicroPython's cadata takes one DER certificate a call
+            ctx.load_verify_locations(cadata=der)
         return ctx.wrap_socket(sock, server_hostname=server_hostname)
 
 
@@ -134,7 +136,8 @@ def get(url, ca, timeout):
 
 
 def probe(host, port, name, ca, timeout):
-    # A TLS handshake with the hub using only `ca`: would this trust store verify it?
+    # A TLS handshake with the hub using only the roots `ca` (a tuple of DER certificates):
+    # would this trust store verify it?
     import socket
     import ssl
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
@@ -144,7 +147,8 @@ def probe(host, port, name, ca, timeout):
         s.connect(ai[-1])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=ca)
+        for der in ca:
+            ctx.load_verify_locations(cadata=der)
         s = ctx.wrap_socket(s, server_hostname=name)
     finally:
         s.close()
@@ -403,24 +407,38 @@ class Updater:
                 rmtree(self.fw + "/" + name)
 
     def _trust(self, spec, poll):
+        # The bundle's two files (ca.der, ca.json) to *.new, hashed and read back; the roots must
+        # verify the hub before they replace the old ones. ca.der goes first: a power cut
+        # between the two renames leaves the old version number, so the same bundle installs again.
         raw, m, (files, total, need) = self._manifest(spec)
-        if [f[0] for f in files] != ["ca.der"]:
+        if [f[0] for f in files] != ["ca.der", "ca.json"]:
             raise Failed("bad manifest")
         cfg = self.cfg
-        target = storage.join(self.dir, cfg["ca_file"])
-        new = target + ".new"
-        self._download(spec, m, files, total, lambda p: new, poll)
-        self._verify(spec, files, lambda p: new)
-        with open(new, "rb") as f:
-            ca = f.read()
+        target = {"ca.der": storage.join(self.dir, cfg["ca_file"]), "ca.json": storage.join(self.dir, TRUST)}
+        self._download(spec, m, files, total, lambda p: target[p] + ".new", poll)
+        self._verify(spec, files, lambda p: target[p] + ".new")
         try:
+            with open(target["ca.der"] + ".new", "rb") as f:
+                ca = storage.split_der(f.read())
+            t = read_json(target["ca.json"] + ".new") or {}
+            if str(t.get("version")) != spec["version"]:
+                raise Failed("other version")
             probe(cfg["host"], cfg["port"], cfg["hostname"] or cfg["host"], ca, cfg["timeout_s"])
-        except ValueError:          # "not correctly signed by the trusted CA", bad certificate
-            os.remove(new)
+        except ValueError:          # "not correctly signed by the trusted CA", not a certificate
             raise Failed("would not verify the hub")
+        finally:
+            ca = None
         self._set(ota.INSTALLING, spec["version"])
-        os.rename(new, target)      # atomic: the old trust store or the new one, never half
-        write_json(storage.join(self.dir, TRUST), {"version": spec["version"]})
+        for p in ("ca.der", "ca.json"):
+            _replace(target[p] + ".new", target[p])
+
+
+def _replace(src, dst):
+    try:
+        os.rename(src, dst)         # atomic where the filesystem renames over a file
+    except OSError:
+        os.remove(dst)
+        os.rename(src, dst)
 
 
 class Updates:
@@ -429,9 +447,10 @@ class Updates:
     def __init__(self, dev):
         self.dev = dev
         trust = (read_json(storage.join(dev.dir, TRUST)) or {}).get("version")
+        trust = None if trust is None else str(trust)
         rand = dev.hal.rand
-        self.fw = Updater("firmware", dev.dir, dev.cfg, dev.ca, dev.version, self._changed, rand)
-        self.all = (self.fw, Updater("trustStore", dev.dir, dev.cfg, dev.ca, trust, self._changed, rand))
+        self.fw = Updater("firmware", dev.dir, dev.cfg, dev._ca, dev.version, self._changed, rand)
+        self.all = (self.fw, Updater("trustStore", dev.dir, dev.cfg, dev._ca, trust, self._changed, rand))
         dev.hal.event(ota="firmware", **self.fw.state)
 
     def _changed(self, kind, st):

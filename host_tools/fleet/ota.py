@@ -42,22 +42,24 @@ def firmware_files(build):
     return out
 
 
-def ca_der(path):
-    """The CA certificate in `path` (PEM or DER) as DER, the form the device's TLS loads."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
+def ca_bundle(path, version):
+    """The trust-store release's files: ca.der (the roots in `path`, PEM or DER, one or more,
+    as DER back to back) and ca.json ({"version": N, "certs": [...]}), the bundle format
+    provisioning writes (host_tools/fleet/trust.py); N is the release's version, a whole number."""
+    from host_tools.fleet import trust
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise CliError("cannot read CA bundle %s: %s" % (path, exc.strerror)) from None
-    try:
-        certs = x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data else [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise CliError("%s is not a certificate (PEM or DER)" % path) from None
-    if len(certs) != 1:
-        raise CliError("%s holds %d certificates; the device's trust store takes one root today" % (path, len(certs)))
-    return certs[0].public_bytes(Encoding.DER)
+    if not version.isdigit():
+        raise CliError("a trust-store release's --version is a whole number (ca.json's version), got %r" % version)
+    certs = trust.der_certificates(data, path)
+    from cryptography import x509
+    entries = [{"subject": x509.load_der_x509_certificate(c).subject.rfc4514_string(), "sha256": trust.sha256(c)}
+               for c in certs]
+    return [("ca.der", b"".join(certs)),
+            ("ca.json", (json.dumps({"version": int(version), "certs": entries}, indent=1) + "\n").encode())]
 
 
 def build(kind, version, files, min_free=0, base=None):
@@ -107,7 +109,7 @@ def cmd_publish(args):
     from host_tools.cloud.hub import releases
     made = []
     if args.ca_bundle:
-        made.append(("trustStore", [("ca.der", ca_der(args.ca_bundle))]))
+        made.append(("trustStore", ca_bundle(args.ca_bundle, args.version)))
     if not args.ca_bundle or args.firmware:
         files = []
         for path, full in firmware_files(args.source):
@@ -214,7 +216,7 @@ def add_commands(sub):
     pub.add_argument("--version", required=True, help="the release's version, e.g. 1.1")
     pub.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
     pub.add_argument("--from", dest="source", default=DEFAULT_BUILD, help="make mpy output (default %(default)s)")
-    pub.add_argument("--ca-bundle", help="a trust-store release: this CA certificate (PEM or DER)")
+    pub.add_argument("--ca-bundle", help="a trust-store release: the roots in this file (PEM or DER, one or more)")
     pub.add_argument("--firmware", action="store_true", help="with --ca-bundle: a firmware release too")
     pub.add_argument("--min-free", type=int, default=0, help="free flash the device must have, bytes")
     pub.add_argument("--base", help="the version this release applies to (devices running another refuse it)")

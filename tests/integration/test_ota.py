@@ -327,11 +327,11 @@ def test_power_cut_between_install_steps_boots_one_whole_version(device, hub, re
 
 # ---- the trust store ----------------------------------------------------------------------------
 
-def test_trust_store_update_replaces_the_ca_and_a_foreign_one_is_refused(device, hub, release_build, tmp_path):
+def test_trust_store_update_replaces_the_bundle_and_a_foreign_one_is_refused(device, hub, release_build, tmp_path):
     dev = device("button-1", heapsize=OTA_HEAP)
     dev.start()
     dev.wait_online()
-    # a root that would not verify this hub: refused, ca.der untouched
+    # a bundle of roots none of which would verify this hub: refused, the bundle untouched
     from host_tools.cloud.hub import certs
     other, _ = certs.ensure(str(tmp_path / "other-ca"))
     before = open(os.path.join(dev.dir, "ca.der"), "rb").read()
@@ -341,14 +341,19 @@ def test_trust_store_update_replaces_the_ca_and_a_foreign_one_is_refused(device,
     failed = dev.wait(lambda e: phase(e, "failed", "trustStore"), since=mark, what="refused")
     assert failed["reason"] == "would not verify the hub"
     assert open(os.path.join(dev.dir, "ca.der"), "rb").read() == before
-    # the hub's own root as release 3: installed, the firmware untouched, the device reconnects
-    ok("publish", "--version", "3", "--data", hub.data_dir, "--ca-bundle", hub.ca_pem)
+    assert not os.path.exists(os.path.join(dev.dir, "ca.json"))
+    # version 3: a foreign root and the hub's own, several roots as provisioning writes them
+    both = tmp_path / "roots.pem"
+    both.write_bytes(open(other["ca.pem"], "rb").read() + open(hub.ca_pem, "rb").read())
+    ok("publish", "--version", "3", "--data", hub.data_dir, "--ca-bundle", str(both))
     mark = dev.mark()
     rollout(hub, "3", "--kind", "trustStore", "--all")
     dev.wait(lambda e: e.get("ota_done") == "trustStore" and e["ok"], since=mark, what="installed")
     dev.wait_online(since=mark)
-    assert booted(dev, mark) == [FACTORY]
-    assert json.load(open(os.path.join(dev.dir, "trust.json")))["version"] == "3"
+    assert booted(dev, mark) == [FACTORY]           # the firmware untouched
+    bundle = json.load(open(os.path.join(dev.dir, "ca.json")))
+    assert bundle["version"] == 3 and len(bundle["certs"]) == 2
+    assert open(os.path.join(dev.dir, "ca.der"), "rb").read() != before
     reported(hub, "button-1", lambda r: (r.get("trustStoreUpdate") or {}).get("version") == "3"
              and r["trustStoreUpdate"]["phase"] == "confirmed", "trust store 3")
 
