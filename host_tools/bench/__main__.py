@@ -208,7 +208,7 @@ def main(argv=None):
     try:
         try:
             hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", str(SDK_PORT),
-                                         "--api-port", "0"], os.path.join(hub_dir, "hub.log"), name="hub")
+                                         "--api-port", "0", "--amqp-port", "0"], os.path.join(hub_dir, "hub.log"), name="hub")
         except processes.ServiceFailed as e:
             sys.exit(f"bench: the hub must listen on {SDK_PORT} for the SDK (is a test or demo using it?): {e}")
         services.append(hub)

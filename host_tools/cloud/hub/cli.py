@@ -33,15 +33,33 @@ def add_commands(sub):
             a.add_argument("--host", default=None, help="HostName in the connection string")
         a.set_defaults(func=cmd_registry, action=action)
 
-    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops)")
+    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops); "
+                                   "'hub connection-strings' prints its service connection strings")
+    p.add_argument("what", nargs="?", choices=("connection-strings",),
+                   help="print the service and Event Hubs-compatible connection strings of the running "
+                        "hub as JSON (they hold a key)")
     _data_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
+    p.add_argument("--amqp-port", type=int, default=5671,
+                   help="AMQP 1.0 over TLS (service side: C2D, Event Hubs-compatible endpoint); 0 picks a free port")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="partitions of the Event Hubs-compatible endpoint (default 2; fixed when the hub is created)")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="seconds a new connection may take to send CONNECT (default %(default)s)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("consumer-group", help="consumer groups of the Event Hubs-compatible endpoint")
+    gs = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    for action, helptext in (("add", "create a consumer group"), ("remove", "delete a consumer group"),
+                             ("list", "list consumer groups")):
+        a = gs.add_parser(action, help=helptext)
+        if action != "list":
+            a.add_argument("name")
+        _data_arg(a)
+        a.set_defaults(func=cmd_consumer_group, action=action)
 
     p = sub.add_parser("monitor", help="print device telemetry as it arrives (one JSON line each)")
     _data_arg(p)
@@ -153,6 +171,8 @@ def cmd_registry(args):
 
 
 def cmd_hub(args):
+    if args.what == "connection-strings":
+        return cmd_connection_strings(args)
     import asyncio
     import logging
     from host_tools.cloud.hub.hub import run
@@ -163,9 +183,42 @@ def cmd_hub(args):
     from host_tools.cloud.hub.hub import HubError
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout))
+                        connect_timeout=args.connect_timeout, amqp_port=args.amqp_port,
+                        partitions=args.partitions))
     except HubError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_connection_strings(args):
+    from host_tools.cloud.hub.amqp import config
+    from host_tools.files import read_json
+    try:
+        info = read_json(os.path.join(args.data, "hub.json"))
+    except (OSError, ValueError):
+        raise CliError("no hub is running for %s (start: python -m host_tools hub --data %s)"
+                       % (args.data, args.data)) from None
+    if not info.get("amqp_port"):
+        raise CliError("the hub running for %s has no AMQP endpoint; restart it" % args.data)
+    try:
+        out = config.connection_strings(args.data, info["host"], info["api_port"], info["amqp_port"])
+    except (config.ConfigError, OSError, KeyError, ValueError) as exc:
+        raise CliError("cannot read the hub's settings in %s: %s" % (args.data, exc)) from None
+    print(json.dumps(out, indent=1))
+
+
+def cmd_consumer_group(args):
+    from host_tools.cloud.hub.amqp import config
+    try:
+        if args.action == "add":
+            eh = config.add_consumer_group(args.data, args.name)
+        elif args.action == "remove":
+            eh = config.remove_consumer_group(args.data, args.name)
+        else:
+            eh = config.load(args.data)
+    except config.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    for g in eh["consumerGroups"]:
+        print(g)
 
 
 # ---- service side -----------------------------------------------------------------------------

@@ -201,9 +201,12 @@ class Hub:
         self.broker = None
         self.api_server = None
         self.mqtt_port = self.api_port = None
+        self.amqp = None            # the AMQP 1.0 service endpoints (amqp/server.py)
+        self.amqp_port = None
+        self.partitions = None      # of the Event Hubs-compatible endpoint, once started
 
     # ---- life cycle -----------------------------------------------------------------------
-    async def start(self, mqtt_port=8883, api_port=443):
+    async def start(self, mqtt_port=8883, api_port=443, amqp_port=5671, partitions=None):
         from host_tools.cloud.hub.broker import HubBroker
         from host_tools.cloud.hub.http_server import serve
         from host_tools.cloud.hub.service_api import ServiceApi
@@ -229,13 +232,31 @@ class Hub:
             raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
                            % (self.host, api_port, exc.strerror)) from None
         self.api_port = self.api_server.sockets[0].getsockname()[1]
+        await self._start_amqp(amqp_port, partitions)
         info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
-                "pid": os.getpid()}
+                "amqp_port": self.amqp_port, "pid": os.getpid()}
         write_json(self.paths["hub"], info)
         self._wrote_info = True
         return info
 
+    async def _start_amqp(self, port, partitions):
+        from host_tools.cloud.hub.amqp import config
+        from host_tools.cloud.hub.amqp.server import AmqpServer
+        try:
+            eventhub = config.ensure(self.data_dir, partitions)
+        except config.ConfigError as exc:
+            raise HubError(0, str(exc)) from None
+        self.partitions = eventhub["partitions"]
+        self.amqp = AmqpServer(self, eventhub)
+        try:
+            self.amqp_port = await self.amqp.start(self.host, port, self._ssl_context())
+        except OSError as exc:
+            raise HubError(0, "cannot listen for AMQP on %s:%d (%s); port taken? --amqp-port 0 picks a free one"
+                           % (self.host, port, exc.strerror)) from None
+
     async def stop(self):
+        if self.amqp is not None:
+            await self.amqp.stop()
         if getattr(self, "_wrote_info", False):
             try:
                 os.remove(self.paths["hub"])
@@ -332,9 +353,15 @@ class Hub:
     # ---- telemetry ------------------------------------------------------------------------
     def record_telemetry(self, device_id, bag, body):
         system, app = topics.split_properties(bag)
-        seq = self.store.add_event(device_id, system, app, body)
+        partition = None
+        if self.partitions:
+            from host_tools.cloud.hub.amqp.rules import partition_of
+            partition = partition_of(device_id, self.partitions)
+        seq = self.store.add_event(device_id, system, app, body, partition=partition)
         signal_, self._event_signal = self._event_signal, asyncio.Event()
         signal_.set()
+        if self.amqp is not None:
+            self.amqp.telemetry()
         return seq
 
     async def events(self, since, timeout, device_id=None):
@@ -442,7 +469,7 @@ def _running_pid(hub_json):
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0):
+              connect_timeout=10.0, amqp_port=5671, partitions=None):
     """Run the hub in the foreground until SIGINT/SIGTERM."""
     hub = Hub(data_dir, host, connect_timeout=connect_timeout)
     stop = asyncio.Event()
@@ -450,9 +477,9 @@ async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        info = await hub.start(mqtt_port, api_port)  # HubError when a port is taken
+        info = await hub.start(mqtt_port, api_port, amqp_port, partitions)  # HubError when a port is taken
         out.write(json.dumps({"host": info["host"], "mqtt_port": info["mqtt_port"],
-                              "api_port": info["api_port"]}) + "\n")
+                              "api_port": info["api_port"], "amqp_port": info["amqp_port"]}) + "\n")
         out.flush()
         await stop.wait()
     finally:

@@ -73,7 +73,7 @@ def test_registry_commands(tmp_path):
 
 def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path):
     data = str(tmp_path / "hub")
-    p, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"],
+    p, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                               str(tmp_path / "hub.stderr"), 30, name="hub")
     try:
         assert set(info) == {"host", "mqtt_port", "api_port"} and info["host"] == "127.0.0.1"
@@ -96,7 +96,7 @@ def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path)
 
 def test_hub_stops_on_ctrl_c(tmp_path):
     data, log = str(tmp_path / "hub"), tmp_path / "hub.stderr"
-    p, _ = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"],
+    p, _ = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                            str(log), 30, name="hub")
     try:
         p.send_signal(signal.SIGINT)
@@ -159,11 +159,11 @@ def test_cli_errors_are_one_clear_line(hub, args, needle):
 
 
 def test_second_hub_on_same_data_or_port_is_one_clear_line(hub, tmp_path):
-    same_dir = cli("hub", "--data", hub.data_dir, "--mqtt-port", "0", "--api-port", "0", check=False)
+    same_dir = cli("hub", "--data", hub.data_dir, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0", check=False)
     assert same_dir.returncode == 2 and same_dir.stderr.count("\n") == 1
     assert "already running" in same_dir.stderr
     taken = cli("hub", "--data", str(tmp_path / "other"), "--mqtt-port", str(hub.mqtt_port),
-                "--api-port", "0", check=False)
+                "--api-port", "0", "--amqp-port", "0", check=False)
     assert taken.returncode == 2 and taken.stderr.count("\n") == 1
     assert "cannot listen for MQTT" in taken.stderr
     # the first hub is untouched
