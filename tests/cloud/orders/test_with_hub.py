@@ -249,10 +249,14 @@ def test_malformed_telemetry_is_skipped_and_service_goes_on(service, device):
     dev.publish(b"{this is not json", {"messageType": "orderRequest"})
     dev.publish(b'{"temperature": 21.5}', {"kind": "telemetry"})
     dev.publish({"type": "orderRequest", "sku": "COFFEE-1KG"}, {"messageType": "orderRequest"})
+    other = device("sensor-9")  # a foreign device on the same hub, maybe another partition
+    other.publish(b'{"type": "reading", "value": 3}', {"messageType": "somethingElse"})
+    other.publish(b"\xff\xfe not utf-8", {})
     dev.order("3333333333333333")
     dev.wait_statuses("3333333333333333", ["accepted"], pump(svc))
-    assert dev.statuses() == ["accepted"]
-    assert svc.stats["skipped"] == 2
+    drive(svc, lambda: svc.stats["ignored"] == 3, "the foreign telemetry counted", lambda: svc.poll(0.05))
+    assert dev.statuses() == ["accepted"] and other.statuses() == []
+    assert svc.stats["skipped"] == 2 and svc.stats["ignored"] == 3
 
 
 def test_restart_mid_timeline_resumes_without_duplicates(service, device, hub):
@@ -446,3 +450,60 @@ def test_cli_serve_without_hub_is_one_clear_error(tmp_path):
                 check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no hub is running") and proc.stderr.count("\n") == 1
+
+
+# -- Azure's shape: partitions, kill -9 ------------------------------------------------------
+def _devices_on_both_partitions(n_each=2):
+    from host_tools.cloud.hub.amqp.rules import partition_of
+    picked = {0: [], 1: []}
+    i = 0
+    while min(len(v) for v in picked.values()) < n_each:
+        name = f"button-{i}"
+        p = partition_of(name, 2)
+        if len(picked[p]) < n_each:
+            picked[p].append(name)
+        i += 1
+    return [d for pair in zip(picked[0], picked[1]) for d in pair]  # interleaved
+
+
+def test_kill_9_mid_stream_loses_and_duplicates_nothing_across_two_partitions(hub, device, tmp_path):
+    names = _devices_on_both_partitions()
+    data = str(tmp_path / "orders")
+    for name in names:
+        _cli("profile", "set", name, "--name", "Ada", "--address", "1 Main St",
+             "--shipping-method", "standard", "--payment-token", "tok_visa_4242", "--data", data)
+    devs = [device(name) for name in names]
+    per_device = 30
+    requests = {d.id: [f"{i:02x}{k:014x}" for k in range(per_device)] for i, d in enumerate(devs)}
+    stop = threading.Event()
+
+    def publish(d):  # the devices keep ordering, interleaved, through the crash
+        for rid in requests[d.id]:
+            if stop.is_set():
+                return
+            d.order(rid)
+    serve = Serve(hub, data, "--timeline", "manual")
+    workers = [threading.Thread(target=publish, args=(d,), daemon=True) for d in devs]
+    for w in workers:
+        w.start()
+    wait_for(lambda: sum(len(d.statuses()) for d in devs) >= 10, DEADLINE, what="the first statuses")
+    serve.proc.kill()  # kill -9 mid-stream
+    serve.proc.wait()
+    serve = Serve(hub, data, "--timeline", "manual")
+    try:
+        for w in workers:
+            w.join(DEADLINE * 3)
+        total = len(names) * per_device
+        wait_for(lambda: all(set(b["orderRequestId"] for _, b in d.messages()) == set(requests[d.id])
+                             for d in devs), DEADLINE * 3, what="an answer to every request")
+    finally:
+        assert serve.stop() == 0
+    listed = [json.loads(line) for line in _cli("list", "--json", "--limit", "100000", "--data", data).stdout.splitlines()]
+    assert len(listed) == total, "one order per request, none lost, none twice"
+    assert {(o["deviceId"], o["orderRequestId"]) for o in listed} == {
+        (d, r) for d, rs in requests.items() for r in rs}
+    for d in devs:
+        accepted = [(p, b) for p, b in d.messages() if b["status"] == "accepted"]
+        # a status re-sent after the crash keeps its message id: the device sees it as a repeat
+        assert len({p.get("$.mid") for p, _ in accepted}) == per_device
+        assert len({b["orderId"] for _, b in accepted}) == per_device
