@@ -29,6 +29,9 @@ log = logging.getLogger("host_tools.cloud.azure")
 
 DEVICE_ID = b"iothub-connection-device-id"
 TOKEN_TTL = 3600
+# pyamqp hands a batch to the callback only after a socket read times out with nothing more to
+# read: its default (0.2 s) is the floor of telemetry latency. Measured: 0.2 s -> ~345 ms per event.
+SOCKET_TIMEOUT = 0.005
 
 
 class HubUnavailable(Exception):
@@ -124,7 +127,7 @@ class Telemetry:
             kw["custom_endpoint_address"] = settings.event_hub_endpoint
         self.client = EventHubConsumerClient.from_connection_string(
             settings.event_hub, consumer_group=settings.consumer_group, transport_type=TransportType.Amqp,
-            retry_total=2, **kw)
+            retry_total=2, socket_timeout=SOCKET_TIMEOUT, **kw)
         self.prefetch = prefetch
         self.queue = queue.Queue()
         self.errors = queue.Queue()
