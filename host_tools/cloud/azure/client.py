@@ -10,16 +10,18 @@ service's own checkpoints (sequence numbers, exclusive), into a queue. Nothing h
 the caller stores the cursors with the orders they produced, so events fetched but not yet
 committed are simply read again after a restart.
 
-C2D: uamqp, the AMQP library azure-iot-hub uses, built as azure-iot-hub builds it (SAS token on
-$cbs, target amqps://{host}/messages/devicebound), with two differences the README explains:
-each message's outcome is read (the SDK's send_c2d_message raises a bare "C2D message send
-failure", losing whether the queue was full, the device unknown or the hub throttling), and a
-batch of messages is queued before waiting (one round trip per batch, not per message).
+C2D: one AMQP connection with python-qpid-proton as the client, as IoT Hub's service side
+expects it (SAS token on $cbs for https://{HostName}, a sender link to /messages/devicebound);
+a batch of messages goes out pipelined and each message's own outcome is read, so queue full
+(403), throttled (429) and device not found (404) are told apart. The README says why this is
+not azure-iot-hub's send_c2d_message (which is tested against the local hub on its own).
 """
 import logging
+import os
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Optional
 
@@ -62,10 +64,6 @@ _STATUS = {
 }
 
 
-# what uamqp reports when the message never got an answer (the link or connection broke)
-_NO_ANSWER = ("amqp:client-error", "amqp:unknown-error")
-
-
 def status_of(condition):
     if isinstance(condition, bytes):
         condition = condition.decode("utf-8", "replace")
@@ -84,6 +82,8 @@ class C2d:
     content_type: Optional[str] = None
     content_encoding: Optional[str] = None
     properties: Optional[dict] = None
+    ttl: Optional[int] = None          # seconds (absolute-expiry-time); None: the hub's default
+    ack: Optional[str] = None          # iothub-ack: none, positive, negative, full
 
 
 def _split_host(host):
@@ -110,9 +110,15 @@ def event_dict(partition, event):
             body = b"".join(bytes(b) for b in body)
     except Exception:
         body = None
+    system = {name: text(sysp[key]) for key, name in _SYSTEM.items() if sysp.get(key) is not None}
     return {"seq": f"{partition}:{event.sequence_number}", "partition": partition,
-            "sequence": event.sequence_number, "deviceId": device, "properties": props,
-            "systemProperties": {"messageId": text(sysp.get(b"message-id"))}, "body": body}
+            "sequence": event.sequence_number, "offset": int(event.offset), "deviceId": device,
+            "enqueuedTime": event.enqueued_time.isoformat().replace("+00:00", "Z") if event.enqueued_time else None,
+            "properties": props, "systemProperties": system, "body": body}
+
+
+_SYSTEM = {b"message-id": "messageId", b"correlation-id": "correlationId", b"content-type": "contentType",
+           b"content-encoding": "contentEncoding", b"user-id": "userId"}
 
 
 class Telemetry:
@@ -120,6 +126,9 @@ class Telemetry:
 
     def __init__(self, settings, prefetch=300):
         from azure.eventhub import EventHubConsumerClient, TransportType
+        from host_tools.cloud.azure import local
+        if settings.ca_file:
+            local.trust(settings.ca_file)
         kw = {}
         if settings.ca_file:
             kw["connection_verify"] = settings.ca_file
@@ -136,8 +145,8 @@ class Telemetry:
     def partitions(self):
         return {p: self.client.get_partition_properties(p) for p in self.client.get_partition_ids()}
 
-    def start(self, cursors):
-        position = {p: (seq if seq >= 0 else "-1") for p, seq in cursors.items()}
+    def start(self, position):
+        """position: {partition: int sequence number or str offset} (both exclusive; "-1" = all)."""
 
         def on_batch(context, events):
             if events:
@@ -192,65 +201,124 @@ class Telemetry:
 
 
 class C2dSender:
-    def __init__(self, settings, port=None):
-        import uamqp
-        from azure.core.credentials import AccessToken
-        from uamqp import authentication, errors
-        cs = settings.parts("service")
-        host, _api_port = _split_host(cs["HostName"])
-        self.host = host
-        policy, key = cs["SharedAccessKeyName"], cs["SharedAccessKey"]
+    """C2D over one AMQP connection (python-qpid-proton as the client): a SAS token on $cbs for
+    https://{HostName}, then a sender link to /messages/devicebound. send() puts a whole batch
+    on the link and waits, without spinning, until every message has its outcome."""
 
-        def get_token():
-            expiry = int(time.time()) + TOKEN_TTL
-            return AccessToken(sas.token(cs["HostName"], key, expiry, policy), expiry)
-        auth = authentication.JWTTokenAuth(
-            audience="https://" + cs["HostName"], uri="https://" + cs["HostName"], get_token=get_token,
-            token_type=b"servicebus.windows.net:sastoken", port=port or 5671)
-        auth.update_token()
-        self.client = uamqp.SendClient("amqps://%s/messages/devicebound" % host, auth=auth,
-                                       keep_alive_interval=120,
-                                       error_policy=errors.ErrorPolicy(max_retries=0))
-        self._uamqp = uamqp
+    def __init__(self, settings, port=None, timeout=30):
+        from proton import SSLDomain
+        from proton.utils import BlockingConnection
+        cs = settings.parts("service")
+        self.host_name = cs["HostName"]
+        self.host, _api_port = _split_host(self.host_name)
+        self.policy, self.key = cs["SharedAccessKeyName"], cs["SharedAccessKey"]
+        self.timeout = timeout
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        ca = settings.ca_file or _system_roots()
+        domain.set_trusted_ca_db(ca)
+        # proton matches DNS names only: for an IP literal (a local hub on 127.0.0.1) the chain
+        # is verified against the CA, the name cannot be
+        domain.set_peer_authentication(SSLDomain.VERIFY_PEER if _is_ip(self.host) else SSLDomain.VERIFY_PEER_NAME, ca)
+        try:
+            self.conn = BlockingConnection("amqps://%s:%d" % (self.host, port or 5671), ssl_domain=domain,
+                                           timeout=timeout, allowed_mechs="ANONYMOUS", virtual_host=self.host)
+            self._cbs_in = self.conn.create_receiver("$cbs", name="cbs-in-" + uuid.uuid4().hex[:8])
+            self._cbs_out = self.conn.create_sender("$cbs", name="cbs-out-" + uuid.uuid4().hex[:8])
+            self._put_token()
+            self.link = self.conn.create_sender("/messages/devicebound", name="c2d-" + uuid.uuid4().hex[:8])
+        except ServiceError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise HubUnavailable(f"AMQP to {self.host}: {type(exc).__name__}: {exc}") from None
+
+    def _put_token(self):
+        from proton import Message
+        self._expiry = int(time.time()) + TOKEN_TTL
+        token = sas.token(self.host_name, self.key, self._expiry, self.policy)
+        mid = uuid.uuid4().hex
+        self._cbs_out.send(Message(body=token, id=mid, reply_to="$cbs", properties={
+            "operation": "put-token", "type": "servicebus.windows.net:sastoken",
+            "name": "https://" + self.host_name}))
+        reply = self._cbs_in.receive(timeout=self.timeout)
+        try:
+            self._cbs_in.accept()
+        except IndexError:
+            pass  # the reply came settled
+        status = (reply.properties or {}).get("status-code")
+        if status not in (200, 202):
+            raise ServiceError(401, "the hub refused the service token: %s"
+                               % (reply.properties or {}).get("status-description"))
 
     def send(self, items):
         """Send all, then wait for every outcome, in the same order: None (accepted),
         ServiceError (refused by the hub) or HubUnavailable (no answer: the link broke)."""
-        uamqp = self._uamqp
-        results = [ServiceError(500, "no outcome")] * len(items)
-        for i, m in enumerate(items):
-            props = uamqp.message.MessageProperties(
-                message_id=m.message_id, to="/devices/%s/messages/devicebound" % m.device_id,
-                correlation_id=m.correlation_id, content_type=m.content_type,
-                content_encoding=m.content_encoding)
-
-            def done(result, exc, i=i):
-                if result == uamqp.constants.MessageSendResult.Ok:
-                    results[i] = None
-                else:
-                    cond = getattr(exc, "condition", None) or getattr(exc, "error_condition", None)
-                    desc = getattr(exc, "description", None) or str(exc)
-                    if isinstance(desc, bytes):
-                        desc = desc.decode("utf-8", "replace")
-                    cond = _text(getattr(cond, "value", cond))      # uamqp's ErrorCodes enum
-                    if isinstance(cond, str) and ":" in cond and cond not in _NO_ANSWER:   # the hub's answer
-                        results[i] = ServiceError(status_of(cond), f"{desc} ({cond})")
-                    else:                                       # never got an answer
-                        results[i] = HubUnavailable(f"C2D link to {self.host}: {desc} ({cond})")
-            message = uamqp.Message(m.body, properties=props, application_properties=dict(m.properties or {}))
-            message.on_send_complete = done
-            self.client.queue_message(message)
+        from proton import Delivery, Message, symbol
         try:
-            self.client.send_all_messages(close_on_done=False)
+            if time.time() > self._expiry - 300:
+                self._put_token()
+            deliveries = []
+            for m in items:
+                app = {str(k): str(v) for k, v in (m.properties or {}).items()}
+                if m.ack:
+                    app["iothub-ack"] = m.ack
+                body = m.body.encode() if isinstance(m.body, str) else bytes(m.body)
+                msg = Message(body=body, inferred=True, id=m.message_id,
+                              address="/devices/%s/messages/devicebound" % m.device_id,
+                              correlation_id=m.correlation_id, properties=app or None)
+                if m.content_type:
+                    msg.content_type = symbol(m.content_type)
+                if m.content_encoding:
+                    msg.content_encoding = symbol(m.content_encoding)
+                if m.ttl is not None:
+                    msg.expiry_time = time.time() + m.ttl
+                deliveries.append(msg.send(self.link.link))
+            self.conn.wait(lambda: all(d.remote_state for d in deliveries), timeout=self.timeout,
+                           msg="C2D outcomes")
+        except ServiceError:
+            raise
         except Exception as exc:
-            raise HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}") from None
+            broken = HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}")
+            return [broken] * len(items)
+        results = []
+        for d in deliveries:
+            if d.remote_state == Delivery.ACCEPTED:
+                results.append(None)
+            else:
+                cond = d.remote.condition
+                name = cond.name if cond is not None else "amqp:internal-error"
+                desc = (cond.description if cond is not None else None) or str(d.remote_state)
+                results.append(ServiceError(status_of(name), f"{desc} ({name})"))
+            d.settle()
         return results
 
     def close(self):
-        try:
-            self.client.close()
-        except Exception:
-            pass
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+
+def _is_ip(host):
+    import ipaddress
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def _system_roots():
+    """The CA bundle to trust for Azure itself: the system's, else certifi's."""
+    import ssl
+    paths = ssl.get_default_verify_paths()
+    if paths.cafile and os.path.exists(paths.cafile):
+        return paths.cafile
+    import certifi
+    return certifi.where()
 
 
 def _text(v):
@@ -273,7 +341,7 @@ class AzureHub:
         self.c2d = None
 
     def start(self, cursors):
-        self.telemetry.start(cursors)
+        self.telemetry.start({p: (seq if seq >= 0 else "-1") for p, seq in cursors.items()})
 
     def next_events(self, timeout):
         """(events in arrival order, {partition: last sequence number among them})."""
@@ -305,3 +373,40 @@ class AzureHub:
         self.telemetry.close()
         if self.c2d is not None:
             self.c2d.close()
+
+
+def read_events(settings, since, timeout, device_id=None):
+    """Telemetry after offset `since` (-1: from now) from every partition, waiting up to
+    `timeout` s for the first; -> (events ordered by offset, the highest offset read or `since`).
+    One short-lived consumer per call: for tools and tests (the order service keeps one)."""
+    from host_tools.cloud.azure import local
+    if settings.ca_file:
+        local.trust(settings.ca_file)
+    tel = Telemetry(settings)
+    try:
+        parts = tel.partitions()
+        ends = {p: int(info["last_enqueued_offset"]) for p, info in parts.items()}
+        if since < 0:
+            since = max([0, *ends.values()])
+        behind = {p for p, end in ends.items() if end > since}   # events already there to read
+        tel.start({p: str(since) for p in parts})
+        got, seen = [], {}
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            wait = 0.05 if (got or behind) else left
+            batches = tel.take(max(0.0, min(wait, left)))
+            for partition, events in batches:
+                for ev in events:
+                    e = event_dict(partition, ev)
+                    seen[partition] = e["offset"]
+                    if device_id is None or e["deviceId"] == device_id:
+                        got.append(e)
+            behind = {p for p in behind if seen.get(p, -1) < ends[p]}
+            if (got and not batches and not behind) or left <= 0:
+                break
+        got.sort(key=lambda e: e["offset"])
+        newest = max([since, *seen.values()])
+        return got, newest
+    finally:
+        tel.close()

@@ -241,22 +241,40 @@ def _call(fn, *a, **kw):
 
 
 def cmd_monitor(args):
-    client = _client(args)
-    since = 0 if args.from_start else -1
+    """Telemetry as a service reads it on Azure: from the Event Hubs-compatible endpoint."""
+    import base64
+    from host_tools.cloud.azure import client as azure
+    from host_tools.cloud.azure import settings
+    try:
+        tel = azure.Telemetry(settings.from_hub_data(args.data))
+        partitions = tel.partitions()
+    except settings.SettingsError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        raise CliError("cannot read telemetry from the hub's AMQP endpoint: %s" % exc) from None
+    tel.start({p: ("-1" if args.from_start else "@latest") for p in partitions})
     seen = 0
-    while True:
-        events, since = _call(client.events, since, 20, args.device)
-        for e in events:
-            body = e["body"]
+    try:
+        while True:
             try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                body = {"base64": __import__("base64").b64encode(body).decode()}
-            out = dict(e, body=body)
-            print(json.dumps(out), flush=True)
-            seen += 1
-            if args.count and seen >= args.count:
-                return
+                batches = tel.take(1.0)
+            except azure.HubUnavailable as exc:
+                raise CliError("%s; is the hub running? (python -m host_tools hub)" % exc) from None
+            for partition, events in batches:
+                for ev in events:
+                    e = azure.event_dict(partition, ev)
+                    if args.device and e["deviceId"] != args.device:
+                        continue
+                    try:
+                        e["body"] = e["body"].decode("utf-8")
+                    except (UnicodeDecodeError, AttributeError):
+                        e["body"] = {"base64": base64.b64encode(e["body"] or b"").decode()}
+                    print(json.dumps(e), flush=True)
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        return
+    finally:
+        tel.close()
 
 
 def cmd_c2d_send(args):

@@ -197,7 +197,6 @@ class Hub:
         self.connections = {}
         self._methods = {}
         self._rids = itertools.count(1)
-        self._event_signal = asyncio.Event()
         self.broker = None
         self.api_server = None
         self.mqtt_port = self.api_port = None
@@ -360,26 +359,9 @@ class Hub:
             from host_tools.cloud.hub.amqp.rules import partition_of
             partition = partition_of(device_id, self.partitions)
         seq = self.store.add_event(device_id, system, app, body, partition=partition)
-        signal_, self._event_signal = self._event_signal, asyncio.Event()
-        signal_.set()
         if self.amqp is not None:
             self.amqp.telemetry()
         return seq
-
-    async def events(self, since, timeout, device_id=None):
-        deadline = time.monotonic() + max(0.0, min(timeout, 300.0))
-        while True:
-            waiter = self._event_signal
-            rows = self.store.events_since(since, device_id)
-            if rows:
-                return rows
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            try:
-                await asyncio.wait_for(waiter.wait(), remaining)
-            except asyncio.TimeoutError:
-                return []
 
     # ---- C2D ------------------------------------------------------------------------------
     def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,

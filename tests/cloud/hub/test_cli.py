@@ -76,14 +76,14 @@ def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path)
     p, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                               str(tmp_path / "hub.stderr"), 30, name="hub")
     try:
-        assert set(info) == {"host", "mqtt_port", "api_port"} and info["host"] == "127.0.0.1"
+        assert set(info) == {"host", "mqtt_port", "api_port", "amqp_port"} and info["host"] == "127.0.0.1"
         with open(os.path.join(data, "hub.json")) as f:
             written = json.load(f)
         assert written["mqtt_port"] == info["mqtt_port"] and written["pid"] == p.pid
-        # both ports speak TLS with the hub's CA
+        # all ports speak TLS with the hub's CA
         ctx = ssl.create_default_context(cafile=os.path.join(data, "certs", "ca.pem"))
         import socket
-        for port in (info["mqtt_port"], info["api_port"]):
+        for port in (info["mqtt_port"], info["api_port"], info["amqp_port"]):
             with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10),
                                  server_hostname="127.0.0.1") as s:
                 assert s.version() in ("TLSv1.2", "TLSv1.3")
@@ -148,7 +148,7 @@ def test_c2d_twin_monitor_through_the_cli(hub):
     (["twin", "set-desired", "d", "[1]"], "must be a JSON object"),
     (["method", "invoke", "d", "m", "--payload", "{x"], "not valid JSON"),
     (["method", "invoke", "d", "m"], "not connected"),
-    (["c2d", "send", "ghost", "--body", "x"], "not registered"),
+    (["c2d", "send", "ghost", "--body", "x"], "Device ghost not found"),  # the AMQP refusal
     (["c2d", "send", "d", "--body", "x", "--prop", "novalue"], "KEY=VALUE"),
 ])
 def test_cli_errors_are_one_clear_line(hub, args, needle):
