@@ -245,7 +245,7 @@ def bench(work, counts=(1, 50, 200), seconds=10.0, rate=100, latency_devices=50,
         hub, _ = processes.start(["hub", "--data", hub_dir, "--mqtt-port", "0", "--api-port", "0",
                                   "--amqp-port", "0"], os.path.join(work, "hub.log"), name="hub")
         services.append(hub)
-        keys = register_devices(hub_dir, orders_dir, max(counts + (latency_devices,)))
+        keys = register_devices(hub_dir, orders_dir, max(tuple(counts) + (latency_devices,)))
         orders, _ = processes.start(["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir,
                                      "--timeline", "manual", "--log-level", "WARNING"],
                                     os.path.join(work, "serve.log"), name="order service")
