@@ -94,6 +94,11 @@ def _split_host(host):
     return host, None
 
 
+def host_of(settings):
+    """The host name of the hub the settings point at (no port)."""
+    return _split_host(settings.parts("service")["HostName"])[0]
+
+
 def event_dict(partition, event):
     """An EventData as the order service reads telemetry."""
     sysp = event.system_properties or {}

@@ -119,17 +119,31 @@ def _json_arg(text, what):
 # ---- certs, registry, hub ---------------------------------------------------------------------
 def cmd_certs(args):
     from host_tools.cloud.hub import certs
-    paths, created = certs.ensure(args.out, force=args.force)
+    try:
+        paths, created = certs.ensure(args.out, force=args.force)
+    except certs.CertsError as exc:
+        raise CliError(str(exc)) from None
     print(("created" if created else "kept existing") + " certificates in " + args.out)
     for name in ("ca.pem", "ca.der", "server.pem"):
         print("  " + paths[name])
 
 
-def _store(data_dir):
-    from host_tools.cloud.hub.hub import ensure_data_dir
-    from host_tools.cloud.hub.store import Store
-    paths, _ = ensure_data_dir(data_dir)
-    return Store(paths["db"])
+def _store(data_dir, create):
+    """The registry in data_dir. Only a command that makes a hub (create) makes the folder:
+    a mistyped --data for the others is an error, not a new empty hub."""
+    from host_tools.cloud.hub.hub import HubError, data_paths, ensure_data_dir
+    from host_tools.cloud.hub.store import Store, StoreError
+    try:
+        if create:
+            ensure_data_dir(data_dir)
+        elif not os.path.isdir(data_dir):
+            raise CliError("no hub data folder %s; `registry add` or `hub --data %s` makes one"
+                           % (data_dir, data_dir))
+        return Store(data_paths(data_dir)["db"], create=create)
+    except (HubError, StoreError) as exc:
+        if getattr(exc, "status", None) == 404:
+            raise CliError("%s; `registry add` or `hub --data %s` makes one" % (exc, data_dir)) from None
+        raise CliError(str(exc)) from None
 
 
 def _host(args):
@@ -144,7 +158,7 @@ def _host(args):
 
 def cmd_registry(args):
     from host_tools.cloud.hub.store import StoreError
-    store = _store(args.data)
+    store = _store(args.data, create=args.action == "add")
     try:
         if args.action == "list":
             for d in store.list_devices():
@@ -181,11 +195,12 @@ def cmd_hub(args):
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
+    from host_tools.cloud.hub.store import StoreError
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
                         connect_timeout=args.connect_timeout, amqp_port=args.amqp_port,
-                        partitions=args.partitions))
-    except HubError as exc:
+                        partitions=args.partitions, say=sys.stderr))
+    except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
 
 
@@ -246,7 +261,8 @@ def cmd_monitor(args):
     from host_tools.cloud.azure import client as azure
     from host_tools.cloud.azure import settings
     try:
-        tel = azure.Telemetry(settings.from_hub_data(args.data))
+        where = settings.from_hub_data(args.data)
+        tel = azure.Telemetry(where)
         partitions = tel.partitions()
     except settings.SettingsError as exc:
         raise CliError(str(exc)) from None
@@ -254,6 +270,10 @@ def cmd_monitor(args):
         raise CliError("cannot read telemetry from the hub's AMQP endpoint: %s" % exc) from None
     tel.start({p: ("-1" if args.from_start else "@latest") for p in partitions})
     seen = 0
+    print("monitor: ready, printing telemetry%s from the hub's Event Hubs-compatible endpoint at amqps://%s:%s "
+          "(data %s), one JSON line each; Ctrl-C stops" % (" of " + args.device if args.device else "",
+                                                           azure.host_of(where), where.amqp_port,
+                                                           os.path.abspath(args.data)), file=sys.stderr, flush=True)
     try:
         while True:
             try:

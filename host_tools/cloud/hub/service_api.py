@@ -8,7 +8,6 @@ over AMQP (amqp/).
 """
 import base64
 import datetime
-import json
 
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError

@@ -28,6 +28,16 @@ class HubUnavailable(Exception):
     """The hub is not running (no hub.json) or does not answer."""
 
 
+def tls_context(ca_file):
+    """A client TLS context trusting ca_file; HubUnavailable naming the file when it is unusable."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        what = exc.strerror if not isinstance(exc, ssl.SSLError) else "not a PEM certificate (truncated?)"
+        raise HubUnavailable("CA certificate %s: %s; `python -m host_tools certs --out %s` says what is "
+                             "wrong" % (ca_file, what, os.path.dirname(ca_file) or ".")) from None
+
+
 class ServiceError(Exception):
     def __init__(self, status, message):
         super().__init__("%s: %s" % (status, message))
@@ -42,7 +52,7 @@ class ServiceClient:
         self.key = key
         self.policy = policy
         self.timeout = timeout
-        self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._ssl = tls_context(ca_file)
         self._token = None
         self._token_expiry = 0
 
@@ -62,8 +72,12 @@ class ServiceClient:
                 service = json.load(f)
         except (OSError, ValueError):
             raise HubUnavailable("%s has no service.json; start the hub once to create it" % data_dir) from None
-        client = cls(info["host"], info["api_port"], service["key"],
-                     os.path.join(data_dir, "certs", "ca.pem"), service.get("policy", "iothubowner"), timeout)
+        try:
+            host, port, key = info["host"], int(info["api_port"]), service["key"]
+            policy = service.get("policy", "iothubowner")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise HubUnavailable("%s: hub.json or service.json is incomplete; restart the hub" % data_dir) from None
+        client = cls(host, port, key, os.path.join(data_dir, "certs", "ca.pem"), policy, timeout)
         client._data_dir = data_dir
         return client
 
