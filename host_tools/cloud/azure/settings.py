@@ -71,11 +71,21 @@ def from_hub_data(data_dir):
                             f"--data {data_dir}`)") from None
     if not info.get("amqp_port"):
         raise SettingsError(f"the hub running for {data_dir} has no AMQP endpoint; restart it")
+    _check_ca(os.path.join(data_dir, "certs", "ca.pem"))
     try:
         d = config.connection_strings(data_dir, info["host"], info["api_port"], info["amqp_port"])
     except (config.ConfigError, OSError, KeyError, ValueError) as exc:
         raise SettingsError(f"cannot read the hub's settings in {data_dir}: {exc}") from None
     return HubSettings.from_dict(d, f"hub data {data_dir}")
+
+
+def _check_ca(path):
+    import ssl
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise SettingsError(f"cannot use the hub's CA certificate {path} ({exc}); recreate it with "
+                            f"`python -m host_tools certs --force` and restart the hub") from None
 
 
 def from_file(path, stdin=None):

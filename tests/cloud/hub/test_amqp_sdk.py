@@ -356,3 +356,22 @@ def test_good_token_is_accepted(hub):
     key = policy_key(hub, "service")
     token = sas.token("127.0.0.1", key, int(time.time()) + 600, policy="service")
     assert put_token(hub, cs, "https://127.0.0.1", token) == (200, "OK")
+
+
+def test_partitions_are_chosen_at_creation_and_fixed(tmp_path):
+    from tests.cloud.hub.conftest import HubHandle
+    handle = HubHandle(tmp_path / "hub4", partitions=4).start()
+    try:
+        cs = connection_strings(handle)
+        assert cs["partitions"] == 4
+        assert consumer(cs).get_partition_ids() == ["0", "1", "2", "3"]
+        assert cs["service"].startswith("HostName=127.0.0.1:%d;SharedAccessKeyName=service;SharedAccessKey=" % handle.api_port)
+        assert cs["eventHub"].startswith("Endpoint=sb://127.0.0.1/;SharedAccessKeyName=service;SharedAccessKey=")
+        assert cs["eventHub"].endswith(";EntityPath=" + cs["eventHubName"])
+    finally:
+        handle.stop()
+    out = subprocess.run([sys.executable, "-m", "host_tools", "hub", "--data", handle.data_dir, "--mqtt-port", "0",
+                          "--api-port", "0", "--amqp-port", "0", "--partitions", "2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "created with 4 partitions" in out.stderr

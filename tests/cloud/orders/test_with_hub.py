@@ -507,3 +507,28 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing_across_two_partitions(hu
         # a status re-sent after the crash keeps its message id: the device sees it as a repeat
         assert len({p.get("$.mid") for p, _ in accepted}) == per_device
         assert len({b["orderId"] for _, b in accepted}) == per_device
+
+
+def test_cli_serve_from_a_connection_file_as_the_portal_shows_it(hub, device, tmp_path):
+    strings = json.loads(subprocess.run(
+        [sys.executable, "-m", "host_tools", "hub", "connection-strings", "--data", hub.data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True).stdout)
+    conf = tmp_path / "hub-connection.json"
+    conf.write_text(json.dumps(strings))
+    data = str(tmp_path / "orders")
+    os.chmod(conf, 0o644)  # others can read the keys: refused before anything starts
+    loose = _cli("serve", "--connection-file", str(conf), "--data", data, check=False)
+    assert loose.returncode == 2 and loose.stderr.count("\n") == 1 and "chmod 600" in loose.stderr
+    os.chmod(conf, 0o600)
+    _cli("profile", "set", "button-1", "--name", "Ada", "--address", "1 Main St",
+         "--shipping-method", "standard", "--payment-token", "tok_visa_4242", "--data", data)
+    proc, ready = processes.start(["orders", "serve", "--connection-file", str(conf), "--data", data,
+                                   "--poll-timeout", "0.2", "--timeline", "manual"],
+                                  data + ".stderr", DEADLINE, name="orders serve")
+    try:
+        assert ready["hub"] == str(conf) and ready["hubData"] is None
+        dev = device("button-1")
+        dev.order("c0c0c0c0c0c0c0c0")
+        dev.wait_statuses("c0c0c0c0c0c0c0c0", ["accepted"])
+    finally:
+        assert processes.stop(proc, DEADLINE) == 0
