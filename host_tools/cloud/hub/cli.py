@@ -39,9 +39,23 @@ def add_commands(sub):
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
     p.add_argument("--connect-timeout", type=float, default=10.0,
-                   help="seconds a new connection may take to send CONNECT (default %(default)s)")
+                   help="seconds for a new connection's TLS handshake and CONNECT, and for any packet "
+                        "once begun (default %(default)s)")
+    p.add_argument("--c2d-lock-seconds", type=float, default=60.0,
+                   help="how long a delivered C2D message stays locked (IoT Hub: 60; shorter for tests)")
+    p.add_argument("--max-idle-seconds", type=float, default=1767.0,
+                   help="cap on the silence allowed by any keep-alive (IoT Hub: 1767; shorter for tests)")
+    p.add_argument("--inject", action="append", default=[], metavar="FAULT",
+                   help="test tooling: arm a fault, e.g. twin_get=429:3, twin_patch=503:1, connect=3:2, "
+                        "c2d_lock=1, drop=1 (repeatable; see 'hub inject --help')")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
+    hs = p.add_subparsers(dest="hub_command", metavar="ACTION")
+    a = hs.add_parser("inject", help="test tooling: arm faults on the running hub",
+                      description=_faults_doc())
+    a.add_argument("fault", nargs="*", metavar="FAULT", help="KIND=VALUE; none: print what is armed")
+    _data_arg(a)
+    a.set_defaults(func=cmd_hub_inject)
 
     p = sub.add_parser("monitor", help="print device telemetry as it arrives (one JSON line each)")
     _data_arg(p)
@@ -85,6 +99,11 @@ def add_commands(sub):
     a.add_argument("--timeout", type=int, default=30, help="seconds, 5..300")
     _data_arg(a)
     a.set_defaults(func=cmd_method_invoke)
+
+
+def _faults_doc():
+    from host_tools.cloud.hub import faults
+    return faults.__doc__
 
 
 def _data_arg(p):
@@ -161,11 +180,33 @@ def cmd_hub(args):
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
+    from host_tools.cloud.hub import faults
+    for spec in args.inject:
+        try:
+            faults.parse(spec)
+        except faults.FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+    for name in ("connect_timeout", "c2d_lock_seconds", "max_idle_seconds"):
+        if not getattr(args, name) > 0:
+            raise CliError("--%s must be more than 0" % name.replace("_", "-"))
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout))
+                        connect_timeout=args.connect_timeout, c2d_lock_seconds=args.c2d_lock_seconds,
+                        max_idle=args.max_idle_seconds, inject=args.inject))
     except HubError as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_hub_inject(args):
+    from host_tools.cloud.hub import faults
+    for spec in args.fault:
+        try:
+            faults.parse(spec)
+        except faults.FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+    client = _client(args)
+    armed = _call(client.inject_faults, args.fault) if args.fault else _call(client.faults)
+    print(json.dumps(armed))
 
 
 # ---- service side -----------------------------------------------------------------------------

@@ -5,11 +5,14 @@ Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/se
   GET/PATCH /twins/{id}             POST /twins/{id}/methods
   POST /devices/{id}/messages/deviceBound   (C2D; properties from headers, see README)
   GET /events?since=N&timeout=S[&deviceId=D]   long-poll telemetry stream
+Test tooling, not an IoT Hub API (fault injection for tests and demos, see faults.py):
+  GET/POST /test-tooling/faults   {"inject": ["twin_get=429:3", ...]} -> what is armed
 """
 import base64
 import datetime
 import json
 
+from host_tools.cloud.hub import faults
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
 from host_tools.cloud.hub.store import StoreError
@@ -50,6 +53,8 @@ class ServiceApi:
             return await self._method(req, seg[1])
         if seg == ["events"] and m == "GET":
             return await self._events(req)
+        if seg == ["test-tooling", "faults"] and m in ("GET", "POST"):
+            return self._faults(req)
         raise HttpError(404, "no such resource: %s %s" % (m, req.path))
 
     # ---- registry -------------------------------------------------------------------------
@@ -146,6 +151,21 @@ class ServiceApi:
             raise HttpError(400, "responseTimeoutInSeconds must be between 5 and 300")
         result = await self.hub.invoke_method(device_id, body["methodName"], body.get("payload"), timeout)
         return Response.json(result)
+
+    # ---- test tooling -------------------------------------------------------------------------
+    def _faults(self, req):
+        if req.method == "POST":
+            body = req.json()
+            specs = body.get("inject") if isinstance(body, dict) else None
+            if not isinstance(specs, list) or not all(isinstance(x, str) for x in specs):
+                raise HttpError(400, "body must be {\"inject\": [\"KIND=VALUE\", ...]}")
+            try:
+                parsed = [faults.parse(x) for x in specs]
+            except faults.FaultSpecError as exc:
+                raise HttpError(400, str(exc)) from None
+            for kind, value, count in parsed:
+                self.hub.faults.arm(kind, value, count)
+        return Response.json(self.hub.faults.state())
 
     # ---- C2D and telemetry ----------------------------------------------------------------
     def _send_c2d(self, req, device_id):

@@ -21,8 +21,9 @@ START_TIMEOUT = 30
 
 
 class HubHandle:
-    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10):
+    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10, extra=()):
         self.data_dir = str(data_dir)
+        self.extra = list(extra)  # more `hub` options, e.g. ["--c2d-lock-seconds", "2"]
         self.connect_timeout = connect_timeout
         self.host = host
         self._want = (mqtt_port, api_port)
@@ -38,7 +39,7 @@ class HubHandle:
         os.makedirs(self.data_dir, exist_ok=True)
         self.proc, info = processes.start(
             ["hub", "--data", self.data_dir, "--host", self.host, "--mqtt-port", str(self._want[0]),
-             "--api-port", str(self._want[1]), "--verbose", "--connect-timeout", str(self.connect_timeout)],
+             "--api-port", str(self._want[1]), "--verbose", "--connect-timeout", str(self.connect_timeout)] + self.extra,
             self.stderr_path, START_TIMEOUT, name="hub")
         self.mqtt_port, self.api_port = info["mqtt_port"], info["api_port"]
         self.service = ServiceClient.from_data_dir(self.data_dir)
@@ -76,8 +77,8 @@ class HubHandle:
 
 
 @contextmanager
-def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10):
-    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout).start()
+def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10, extra=()):
+    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout, extra=extra).start()
     try:
         yield handle
     finally:
