@@ -357,9 +357,11 @@ class Hub:
 
     def _authenticate(self, session, device_id):
         username = session.username or ""
-        head, sep, query = username.partition("/?")
-        host, _, user_device = head.rpartition("/")
-        if not sep or user_device != device_id or "api-version" not in topics.decode_bag_safe(query):
+        try:
+            kind, host, user_device, _ = topics.parse_username(username)
+        except topics.TopicError:
+            kind = user_device = None
+        if kind != "hub" or user_device != device_id:
             log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
             return None
         if host.lower() not in self.host_names():
