@@ -89,10 +89,15 @@ class ServiceApi:
             if body.get("deviceId", device_id) != device_id:
                 raise HttpError(400, "deviceId in the body does not match the URL")
             auth = body.get("authentication") or {}
-            if auth.get("type", "sas") != "sas":
-                raise HttpError(400, "only SAS (symmetric key) authentication is supported")
+            if not isinstance(auth, dict) or auth.get("type", "sas") != "sas":
+                raise HttpError(400, "authentication must be an object of type sas (symmetric key)")
             keys = auth.get("symmetricKey") or {}
+            if not isinstance(keys, dict) or not all(isinstance(keys.get(k), (str, type(None)))
+                                                     for k in ("primaryKey", "secondaryKey")):
+                raise HttpError(400, "authentication.symmetricKey must be an object of key strings")
             status = body.get("status") or "enabled"
+            if not isinstance(status, str):
+                raise HttpError(400, "status must be enabled or disabled")
             if store.get_device(device_id) is None:
                 dev = store.add_device(device_id, keys.get("primaryKey"), keys.get("secondaryKey"), status)
             else:
@@ -134,7 +139,10 @@ class ServiceApi:
             tags = body.get("tags")
             if tags:
                 self.hub.store.patch_twin(device_id, "tags", tags)
-            desired = (body.get("properties") or {}).get("desired")
+            properties = body.get("properties") or {}
+            if not isinstance(properties, dict):
+                raise HttpError(400, "properties must be an object")
+            desired = properties.get("desired")
             if desired is not None:
                 if not isinstance(desired, dict):
                     raise HttpError(400, "properties.desired must be an object")
@@ -144,10 +152,10 @@ class ServiceApi:
 
     async def _method(self, req, device_id):
         body = req.json()
-        if not isinstance(body, dict) or not body.get("methodName"):
+        if not isinstance(body, dict) or not isinstance(body.get("methodName"), str) or not body["methodName"]:
             raise HttpError(400, "body must be {\"methodName\": ..., \"payload\": ...}")
         timeout = body.get("responseTimeoutInSeconds") or 30
-        if not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
             raise HttpError(400, "responseTimeoutInSeconds must be between 5 and 300")
         result = await self.hub.invoke_method(device_id, body["methodName"], body.get("payload"), timeout)
         return Response.json(result)
