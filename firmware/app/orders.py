@@ -283,6 +283,20 @@ def method(s, now, rid, name, payload):
     return _out(s, now, acts)
 
 
+def report_again(s, now):
+    # The hub did not take a reported patch (429, 5xx...): report the whole current state
+    # (not the lost patch: a newer one may have followed it).
+    if s["on"]:
+        s["rep"] = {}
+    return _out(s, now, [])
+
+
+def clock_check(s, now):
+    # The hub refused the token; the runtime re-syncs the clock before trying again.
+    _say(s, now, ("clock",), 5)
+    return _out(s, now, [])
+
+
 def tick(s, now):
     # Call about once a second: ends answer screens, notices the clock got set, re-sends what
     # waited resendSeconds. Allocates next to nothing when none of that is due.

@@ -27,6 +27,7 @@ TEXT = {
     "connecting": ("Connecting...",),
     "offline": ("Offline", "Retrying..."),
     "auth": ("Auth error", "Check device key", "or provisioning"),
+    "clock": ("Token refused", "Checking the", "clock..."),
     "ready": ("Ready", "Press to order", "{0} x {1}", "{2}"),
     # one order, from the press to the end
     "saved": ("Order saved", "Sends when", "online", "{2}"),

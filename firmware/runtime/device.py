@@ -13,7 +13,7 @@ import json
 
 from firmware.app import orders, screens
 from firmware.hal import PLATFORM, Hal
-from firmware.iothub import topics
+from firmware.iothub import retry, topics
 from firmware.runtime import storage
 from firmware.runtime.link import AUTH_ERROR, ONLINE, Link
 
@@ -30,6 +30,8 @@ _CLOCK_RETRY_MS = const(10000)
 _REPORT_S = const(300)      # free heap and link counters, while online
 _STATE = "state.json"
 _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_errors", "connects")
+_REPORT_RIDS = const(8)     # reported patches awaiting the hub's answer, newest kept
+_CLOCK_MOVED_S = const(30)  # a re-sync that moves the clock more than this explains a refusal
 
 
 def run():
@@ -61,6 +63,10 @@ class Device:
         self._link_stats = {}
         self._peak = 0
         self._report_at = 0
+        self._twin_retry = retry.Backoff()     # the twin GET, until the hub answers 200
+        self._report_retry = retry.Backoff()   # a reported patch the hub did not take
+        self._report_rids = []
+        self._resync = False                   # the hub refused the token: check the clock
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -147,11 +153,15 @@ class Device:
             t = self.hal.now()
             if self.link.state != ONLINE and t >= self.link.next_try and not self.hal.network_up():
                 self.link.next_try = t + 5      # no WLAN: try that again before the hub
+            if self._resync:
+                t = self._resync_clock(t)
             self.link.step(t, on_link)
             now = self._now()
             if now != last:
                 last = now
                 self._do(orders.tick(self.s, now))
+                if self.link.online():
+                    self._retries(now)
                 if self.link.online() and now >= self._report_at:
                     self._report({})
             self._observe()
@@ -178,12 +188,16 @@ class Device:
         if kind == "connected":
             self.hal.event(link="online", session_present=ev[1])
             self._report_at = now + 2
+            self._twin_retry.ok()          # the link sent a fresh GET
+            self._report_retry.ok()        # connected() reports everything anyway
+            self._report_rids = []
             self._do(orders.connected(s, now))
         elif kind == "disconnected":
             self.hal.event(link="offline", reason=ev[1])
             self._do(orders.disconnected(s, now))
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
+            self._resync = True
             self._do(orders.disconnected(s, now, "auth"))
         elif kind == "puback":
             self.hal.event(puback=ev[1])
@@ -192,10 +206,7 @@ class Device:
             self.hal.event(c2d=ev[1])
             self._do(orders.c2d(s, now, ev[1], ev[2]))
         elif kind == "twin":
-            if ev[1] == 200:
-                self._do(orders.twin(s, now, ev[3]))
-            elif ev[1] >= 300:
-                self.hal.event(twin_status=ev[1], rid=ev[2])
+            self._twin_answer(ev[1], ev[2], ev[3], now)
         elif kind == "desired":
             self._do(orders.twin(s, now, ev[2], ev[1]))   # ev[1]: the topic's $version
         elif kind == "method":
@@ -231,11 +242,62 @@ class Device:
     def _show_screen(self, scr):
         self.hal.show(scr[0], scr[1])
 
+    # --- what the hub must take: the twin GET, reported patches, a token ------------------------
+
+    def _twin_answer(self, status, rid, body, now):
+        # The hub answers twin GETs and reported patches on the same topic, told apart by rid.
+        if rid in self._report_rids:
+            self._report_rids.remove(rid)
+            if status < 300:
+                if not self._report_retry.due:
+                    self._report_retry.ok()
+            elif not self._report_retry.due:
+                # not taken (429 throttled, 5xx, 400...): the whole reported state goes again
+                # when the backoff ends, not this patch (a newer one may have followed it)
+                wait = self._report_retry.fail(now, status, self.hal.rand())
+                self.hal.event(report_status=status, rid=rid, retry_in=int(wait))
+        elif status == 200:
+            self._twin_retry.ok()
+            self._do(orders.twin(self.s, now, body))
+        else:
+            # a GET the hub did not answer (429, 5xx): without it a new button has no product
+            wait = self._twin_retry.fail(now, status, self.hal.rand())
+            self.hal.event(twin_status=status, rid=rid, retry_in=int(wait))
+
+    def _retries(self, now):
+        # Called once a second while online: requests whose backoff has ended go again.
+        if self._twin_retry.due and now >= self._twin_retry.due:
+            self._twin_retry.due = 0
+            self.hal.event(twin_get=self.link.twin_get(), attempt=self._twin_retry.attempt)
+        if self._report_retry.due and now >= self._report_retry.due:
+            self._report_retry.due = 0
+            self.hal.event(report_again=self._report_retry.attempt)
+            self._do(orders.report_again(self.s, now))
+
+    def _resync_clock(self, t):
+        # The hub refused the token (CONNACK 4/5). A wrong clock makes every token refused
+        # (expired, or not valid yet), so the time is synced again before the next attempt
+        # and the screen says so; if that moved the clock, the refusal was the clock: try
+        # at once. -> the (new) time.
+        self._resync = False
+        self._do(orders.clock_check(self.s, self._now()))
+        ok = self.hal.sync_time()
+        now = self.hal.now()
+        moved = now - t
+        self.hal.event(clock="resync", ok=ok, moved=int(moved))
+        if moved > _CLOCK_MOVED_S or moved < -_CLOCK_MOVED_S:
+            self.link.next_try = now
+        return now
+
     def _report(self, patch):
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
-        self.link.report(json.dumps(patch))
+        rid = self.link.report(json.dumps(patch))
+        if rid is not None:
+            self._report_rids.append(rid)
+            if len(self._report_rids) > _REPORT_RIDS:
+                self._report_rids.pop(0)
         self._report_at = self._now() + _REPORT_S
         self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
 

@@ -296,6 +296,7 @@ class Link:
         self._resource = sas.device_resource(name, device_id)
         self._rand = rand
         self.token_ttl = token_ttl
+        keepalive = min(keepalive, topics.MAX_KEEPALIVE_S)   # what IoT Hub allows
         self.keepalive = keepalive
         self.retry_cap = retry_cap
         params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca_der,
@@ -359,8 +360,17 @@ class Link:
         return str(self._rid)
 
     def report(self, body):
-        # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event).
-        return self.publish(topics.twin_patch_reported(self.next_rid()), body, qos=0)
+        # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event with
+        # this rid). Returns the rid, or None when it could not be written.
+        rid = self.next_rid()
+        return rid if self.publish(topics.twin_patch_reported(rid), body, qos=0) else None
+
+    def twin_get(self):
+        # Ask for the whole twin (after every connect; again when the hub answered with an
+        # error). The answer arrives as a "twin" event. Returns the rid.
+        rid = self.next_rid()
+        self.publish(topics.twin_get(rid), b" ", qos=0)
+        return rid
 
     def method_response(self, status, rid, body):
         return self.publish(topics.method_response(status, rid), body, qos=0)
@@ -518,9 +528,9 @@ class Link:
                 self.stats["resent"] += e[4]
                 e[3] = now
                 e[4] = True
-            c.publish(topics.twin_get(self.next_rid()), b" ")
         except OSError as e:
             self._broken = "resend: " + _reason(e)
+        self.twin_get()
         self._call(handle, ("connected", present))
 
 
