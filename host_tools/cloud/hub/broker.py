@@ -21,6 +21,7 @@ from functools import partial
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.connack import ConnackPacket
@@ -129,6 +130,9 @@ class HubBroker(Broker):
 
     async def _create_server_instance(self, listener_name, listener_type, address, port, ssl_context):
         # amqtt leaves the TLS handshake to asyncio's 60 s default: bound it like the CONNECT
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type, address, port,
+                                                         ssl_context)
         return await asyncio.start_server(
             partial(self.stream_connected, listener_name=listener_name), address, port,
             reuse_address=True, ssl=ssl_context,

@@ -226,6 +226,15 @@ class Connection:
         its PUBACK makes the message visible again: re-sent (DUP) on this connection, or delivered
         after a reconnect. Lock expiry is not an abandon: the delivery count does not grow, and
         the message keeps coming back until its TTL."""
+        try:
+            await self._c2d_deliver()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dead pump would leave the device without its messages
+            log.exception("%s: C2D delivery failed", self.device_id)
+            self.close("C2D delivery failed: %r" % exc)
+
+    async def _c2d_deliver(self):
         store, lock = self.hub.store, self.hub.c2d_lock_seconds
         while not self.closing:
             now = time.time()
