@@ -291,6 +291,13 @@ def report_again(s, now):
     return _out(s, now, [])
 
 
+def twin_too_large(s, now):
+    # The twin (a GET answer or a desired patch) is too large for the device to read: the
+    # settings stay as they are and the cloud sees why (reported "rejected").
+    s["rej"] = settings.rejected(s["rej"], {}, {}, {"desired": "twin too large to read"})
+    return _out(s, now, [])
+
+
 def clock_check(s, now):
     # The hub refused the token; the runtime re-syncs the clock before trying again.
     _say(s, now, ("clock",), 5)
