@@ -14,7 +14,7 @@ import time
 import uuid
 
 from firmware.iothub import sas
-from host_tools.cloud.hub import certs, topics
+from host_tools.cloud.hub import certs, topics, twin_rules
 from host_tools.files import read_json, write_json
 from host_tools.cloud.hub.faults import Faults
 from host_tools.cloud.hub.packets import MAX_IDLE_SECONDS
@@ -477,7 +477,7 @@ class Hub:
         version = self.store.patch_twin(device_id, "desired", patch)
         conn = self.connections.get(device_id)
         if conn is not None:
-            body = dict(patch, **{"$version": version})
+            body = dict(twin_rules.strip_read_only(patch), **{"$version": version})
             await conn.send(topics.desired_patch(version), json.dumps(body).encode())
         return version
 
