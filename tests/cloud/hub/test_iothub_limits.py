@@ -7,9 +7,9 @@ import time
 import pytest
 
 from host_tools.cloud.hub.service_client import ServiceError
-from tests.cloud.hub.conftest import running_hub, wait_for
-from tests.cloud.hub.mqtt_peer import (closed_by_peer, publish_packet, puback_packet, raw_device, read_packet,
-                                       subscribe_packet, tls_socket, twin_request)
+from tests.cloud.hub.conftest import running_hub
+from tests.cloud.hub.mqtt_peer import (closed_by_peer, publish_packet, raw_device, read_packet, subscribe_packet,
+                                       twin_request)
 
 CONNECT_TIMEOUT = 2
 MAX_IDLE = 3
