@@ -125,3 +125,19 @@ def test_unacknowledged_message_stops_at_its_ttl(tmp_path):
         s = _device(hub, "u6", key)
         wait_for(lambda: _queued(hub, "u6") == 1, timeout=15, what="the short one expired")
         s.close()
+
+
+def test_a_lock_survives_a_hub_restart_and_the_message_still_comes_back(hub):
+    key = hub.add_device("u7")
+    hub.service.send_c2d("u7", b"durable")
+    s = _device(hub, "u7", key)
+    read_publish(s)
+    sent = time.monotonic()
+    s.close()
+    hub.restart()
+    s = _device(hub, "u7", key, subscribe=False)
+    _, pid, _, body, _ = read_publish(s, timeout=LOCK + 15)
+    assert body == b"durable" and time.monotonic() - sent >= LOCK - 0.3
+    s.sendall(puback_packet(pid))
+    wait_for(lambda: _queued(hub, "u7") == 0, what="completed")
+    s.close()
