@@ -15,7 +15,7 @@ STATUSES = ["accepted", "payment_authorized", "shipped", "delivered"]
 
 @pytest.fixture
 def hub(tmp_path):
-    with running_hub(tmp_path / "hub", extra=["--c2d-lock-seconds", str(LOCK)]) as h:
+    with running_hub(tmp_path / "hub", extra_args=["--c2d-lock-seconds", str(LOCK)]) as h:
         yield h
 
 

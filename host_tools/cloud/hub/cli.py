@@ -48,6 +48,8 @@ def add_commands(sub):
     p.add_argument("--inject", action="append", default=[], metavar="FAULT",
                    help="test tooling: arm a fault, e.g. twin_get=429:3, twin_patch=503:1, connect=3:2, "
                         "c2d_lock=1, drop=1 (repeatable; see 'hub inject --help')")
+    p.add_argument("--dps-retry-after", type=int, default=None, metavar="S",
+                   help="retry-after DPS answers a register with (default 3, as Azure's DPS)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
     hs = p.add_subparsers(dest="hub_command", metavar="ACTION")
@@ -195,6 +197,8 @@ def cmd_hub(args):
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
     from host_tools.cloud.hub.store import StoreError
+    if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
+        raise CliError("--dps-retry-after must be between 1 and 60 seconds")
     from host_tools.cloud.hub import faults
     for spec in args.inject:
         try:
@@ -207,8 +211,8 @@ def cmd_hub(args):
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
                         connect_timeout=args.connect_timeout, say=sys.stderr,
-                        c2d_lock_seconds=args.c2d_lock_seconds, max_idle=args.max_idle_seconds,
-                        inject=args.inject))
+                        dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
+                        max_idle=args.max_idle_seconds, inject=args.inject))
     except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
 

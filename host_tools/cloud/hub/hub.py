@@ -41,6 +41,7 @@ def data_paths(data_dir):
         "service": os.path.join(data_dir, "service.json"),
         "hub": os.path.join(data_dir, "hub.json"),
         "lock": os.path.join(data_dir, "hub.lock"),
+        "dps": os.path.join(data_dir, "dps.sqlite3"),
     }
 
 
@@ -106,6 +107,7 @@ class _InFlight:
 
 class Connection:
     """One authenticated MQTT connection of a device."""
+    registry = True   # a device of the hub (a DPS connection is not: host_tools/cloud/dps)
 
     def __init__(self, hub, device_id, expiry, clean_session):
         self.hub = hub
@@ -302,8 +304,9 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, c2d_lock_seconds=C2D_LOCK_SECONDS,
-                 max_idle=MAX_IDLE_SECONDS, inject=()):
+    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None,
+                 c2d_lock_seconds=C2D_LOCK_SECONDS, max_idle=MAX_IDLE_SECONDS, inject=()):
+        from host_tools.cloud.dps.service import DEFAULT_RETRY_AFTER, Dps
         self.data_dir = data_dir
         self.host = host
         self.c2d_lock_seconds = c2d_lock_seconds
@@ -314,6 +317,7 @@ class Hub:
         self.paths, self.cert_paths = ensure_data_dir(data_dir)
         self.service = _service(self.paths["service"])
         self.store = Store(self.paths["db"])
+        self.dps = Dps(self, self.paths["dps"], DEFAULT_RETRY_AFTER if dps_retry_after is None else dps_retry_after)
         self.connect_timeout = connect_timeout
         self.connections = {}
         self._methods = {}
@@ -376,6 +380,7 @@ class Hub:
                     pass
             await self.broker.shutdown()
         self.store.close()
+        self.dps.close()
         if getattr(self, "_lock", None) is not None:
             os.close(self._lock)      # the kernel would release it at exit, even after SIGKILL
             self._lock = None
@@ -405,6 +410,8 @@ class Hub:
             kind, host, user_device, _ = topics.parse_username(username)
         except topics.TopicError:
             kind = user_device = None
+        if kind == "dps":
+            return self.dps.authenticate(session, host, user_device)   # same listener: host is the id scope
         if kind != "hub" or user_device != device_id:
             log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
             return None
@@ -436,6 +443,8 @@ class Hub:
         return {self.host.lower(), *HOST_NAMES}
 
     async def attach(self, conn):
+        if not conn.registry:
+            return
         old = self.connections.get(conn.device_id)
         if old is not None:
             old.close("another connection with the same device id")
@@ -456,7 +465,7 @@ class Hub:
     async def detach(self, conn):
         conn.closing = True
         conn.stop()
-        if self.connections.get(conn.device_id) is conn:
+        if conn.registry and self.connections.get(conn.device_id) is conn:
             del self.connections[conn.device_id]
             log.info("%s: disconnected", conn.device_id)
         # a method call in flight to this device is left to time out (504), as with IoT Hub
@@ -584,8 +593,8 @@ def _pid(hub_json):
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
               connect_timeout=10.0, say=None, **options):
-    """Run the hub in the foreground until SIGINT/SIGTERM. options: c2d_lock_seconds, max_idle,
-    inject (fault specs, see faults.py).
+    """Run the hub in the foreground until SIGINT/SIGTERM. options: dps_retry_after,
+    c2d_lock_seconds, max_idle, inject (fault specs, see faults.py).
 
     Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
     hub = Hub(data_dir, host, connect_timeout=connect_timeout, **options)

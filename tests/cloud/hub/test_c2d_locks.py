@@ -17,7 +17,7 @@ LOCK = 3.0
 
 @pytest.fixture
 def hub(tmp_path):
-    with running_hub(tmp_path / "hub", extra=["--c2d-lock-seconds", str(LOCK)]) as h:
+    with running_hub(tmp_path / "hub", extra_args=["--c2d-lock-seconds", str(LOCK)]) as h:
         yield h
 
 
@@ -105,7 +105,7 @@ def test_puback_out_of_order_closes_the_connection_and_completes_nothing(hub):
 def test_lock_expiry_is_not_a_delivery_and_never_dead_letters(tmp_path):
     # IoT Hub's max delivery count (10) counts abandons and rejects; over MQTT a message only
     # comes back on lock expiry, so it cycles until its TTL
-    with running_hub(tmp_path / "fast", extra=["--c2d-lock-seconds", "0.2"]) as hub:
+    with running_hub(tmp_path / "fast", extra_args=["--c2d-lock-seconds", "0.2"]) as hub:
         key = hub.add_device("u5")
         hub.service.send_c2d("u5", b"cycling")
         s = _device(hub, "u5", key)
@@ -118,7 +118,7 @@ def test_lock_expiry_is_not_a_delivery_and_never_dead_letters(tmp_path):
 
 
 def test_unacknowledged_message_stops_at_its_ttl(tmp_path):
-    with running_hub(tmp_path / "ttl", extra=["--c2d-lock-seconds", "0.5"]) as hub:
+    with running_hub(tmp_path / "ttl", extra_args=["--c2d-lock-seconds", "0.5"]) as hub:
         key = hub.add_device("u6")
         hub.service.send_c2d("u6", b"short", ttl=2)
         hub.service.send_c2d("u6", b"long")

@@ -21,7 +21,7 @@ def _twin_device(hub, device_id):
 
 
 def test_twin_get_429_from_the_command_line(tmp_path):
-    with running_hub(tmp_path / "hub", extra=["--inject", "twin_get=429:2"]) as hub:
+    with running_hub(tmp_path / "hub", extra_args=["--inject", "twin_get=429:2"]) as hub:
         s = _twin_device(hub, "g1")
         assert [twin_request(s, GET % i, b" ", str(i))[0] for i in range(3)] == [429, 429, 200]
         s.close()
@@ -63,7 +63,7 @@ def test_connect_answered_connack_3(hub):
 
 
 def test_c2d_lock_fault_loses_a_puback_so_the_message_comes_back(tmp_path):
-    with running_hub(tmp_path / "hub", extra=["--c2d-lock-seconds", "2", "--inject", "c2d_lock=1"]) as hub:
+    with running_hub(tmp_path / "hub", extra_args=["--c2d-lock-seconds", "2", "--inject", "c2d_lock=1"]) as hub:
         key = hub.add_device("l1")
         hub.service.send_c2d("l1", b"once")
         s = raw_device(hub, "l1", key)

@@ -26,7 +26,7 @@ def hub(tmp_path):
 def idle_hub(tmp_path):
     """IoT Hub caps the silence any keep-alive allows at 1767 s; here at MAX_IDLE s."""
     with running_hub(tmp_path / "hub", connect_timeout=CONNECT_TIMEOUT,
-                     extra=["--max-idle-seconds", str(MAX_IDLE)]) as h:
+                     extra_args=["--max-idle-seconds", str(MAX_IDLE)]) as h:
         yield h
 
 
