@@ -30,7 +30,7 @@ def test_twin_get_429_from_the_command_line(tmp_path):
 def test_inject_on_a_running_hub(tmp_path):
     with running_hub(tmp_path / "hub") as hub:
         s = _twin_device(hub, "p1")
-        out = cli("hub", "inject", "--data", hub.data_dir, "twin_patch=503:1", "twin_get=500")
+        out = cli("hub", "inject", "twin_patch=503:1", "twin_get=500", "--data", hub.data_dir)
         assert json.loads(out.stdout) == {"twin_patch": {"value": 503, "count": 1},
                                           "twin_get": {"value": 500, "count": 1}}
         assert twin_request(s, PATCH % "1", b'{"a": 1}', "1")[0] == 503
@@ -38,14 +38,14 @@ def test_inject_on_a_running_hub(tmp_path):
         assert twin_request(s, GET % "3", b"", "3")[0] == 500
         assert twin_request(s, GET % "4", b"", "4")[0] == 200
         assert json.loads(cli("hub", "inject", "--data", hub.data_dir).stdout) == {}
-        cli("hub", "inject", "--data", hub.data_dir, "drop=3")
-        assert json.loads(cli("hub", "inject", "--data", hub.data_dir, "drop=off").stdout) == {}
+        cli("hub", "inject", "drop=3", "--data", hub.data_dir)
+        assert json.loads(cli("hub", "--data", hub.data_dir, "inject", "drop=off").stdout) == {}
         s.close()
 
 
 @pytest.mark.parametrize("spec", ["twin_get=429:x", "twin_get=200", "nonsense=1", "drop=-1", "connect=9"])
 def test_bad_fault_is_one_line_and_exit_2(tmp_path, spec):
-    r = cli("hub", "inject", "--data", str(tmp_path), spec, check=False)
+    r = cli("hub", "inject", spec, "--data", str(tmp_path), check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     r = cli("hub", "--data", str(tmp_path), "--inject", spec, check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
