@@ -269,6 +269,27 @@ def method(s, now, rid, name, payload):
     return _out(s, now, acts)
 
 
+def report_again(s, now):
+    # The hub did not take a reported patch (429, 5xx...): report the whole current state
+    # (not the lost patch: a newer one may have followed it).
+    if s["online"]:
+        s["cloud_reported"] = {}
+    return _out(s, now, [])
+
+
+def twin_too_large(s, now):
+    # The twin (a GET answer or a desired patch) is too large for the device to read: the
+    # settings stay as they are and the cloud sees why (reported "rejected").
+    s["rejected"] = settings.rejected(s["rejected"], {}, {}, {"desired": "twin too large to read"})
+    return _out(s, now, [])
+
+
+def clock_check(s, now):
+    # The hub refused the token; the runtime re-syncs the clock before trying again.
+    _say(s, now, ("clock",), 5)
+    return _out(s, now, [])
+
+
 def tick(s, now):
     # Call about once a second: ends answer screens, notices the clock got set, re-sends what
     # waited resendSeconds, asks for the status of open orders without news for resendSeconds.

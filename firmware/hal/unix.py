@@ -7,7 +7,9 @@
 #   printed in a frame of 18 rows (2x4 pixels per character), when it changes.
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
-# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
+# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset or wrong
+#   clock). sync_time() stands for NTP: it answers only with $ORDER_DEVICE_NTP set, and then
+#   sets the clock to the host's.
 import framebuf
 import json
 import os
@@ -72,7 +74,9 @@ class Hal(BaseHal):
         # directly, so `gestures` (the button's gesture machine) is not needed here.
         self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
         _makedirs(self.storage_dir)
-        self._offset = epoch_offset(time.gmtime(0)[0]) + float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._epoch = epoch_offset(time.gmtime(0)[0])
+        self._offset = self._epoch + float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._ntp = bool(os.getenv("ORDER_DEVICE_NTP"))
         self._control = self.storage_dir + "/control"
         try:
             self._control_pos = os.stat(self._control)[6]
@@ -96,6 +100,8 @@ class Hal(BaseHal):
         return True
 
     def sync_time(self):
+        if self._ntp:
+            self._offset = self._epoch
         return self.time_ok()
 
     def crash(self, e):
