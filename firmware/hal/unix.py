@@ -4,7 +4,10 @@
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
 #   ("press", "long", "double", "quit"); only lines written after start-up count.
 # Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
-#   printed in a frame with 2x2 pixels per character, when it changes.
+#   printed in a frame with 2x2 pixels per character, when it changes. With
+#   $ORDER_DEVICE_DISPLAY=framebuf it is driven as the ESP32 drives its SSD1306 instead (what
+#   `make bench` measures): the framebuf drawn, then its 1024 bytes written in one write per
+#   refresh, to DIR/display.fb (opened once), and no frame printed.
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
 # Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
@@ -74,7 +77,11 @@ class Hal(BaseHal):
         self._stdin = True
         self._poll.register(sys.stdin, select.POLLIN)    # plus the link's socket: BaseHal._watch
         self._screen = None
-        self._fb = framebuf.FrameBuffer(bytearray(128 * 64 // 8), 128, 64, framebuf.MONO_VLSB)
+        buf = bytearray(128 * 64 // 8)
+        self._fb = framebuf.FrameBuffer(buf, 128, 64, framebuf.MONO_VLSB)
+        self._panel = None
+        if os.getenv("ORDER_DEVICE_DISPLAY") == "framebuf":
+            self._panel = (open(self.storage_dir + "/display.fb", "wb"), buf)
         self._gestures = []
 
     # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
@@ -168,7 +175,12 @@ class Hal(BaseHal):
             return
         self._screen = (sid, lines)
         draw(self._fb, lines)
-        terminal(self._fb, sys.stdout.buffer.write)
+        if self._panel:
+            f, buf = self._panel
+            f.seek(0)
+            f.write(buf)    # the SSD1306's one I2C write of the buffer
+        else:
+            terminal(self._fb, sys.stdout.buffer.write)
         self.event(screen=sid, lines=lines, led=led)
 
     def brightness(self, level):
