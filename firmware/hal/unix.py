@@ -97,6 +97,13 @@ class Hal(BaseHal):
     def sync_time(self):
         return self.time_ok()
 
+    # The watchdog is the ESP32's; here its start and park are events, so tests see the order.
+    def watchdog_start(self):
+        self.event(watchdog="started")
+
+    def watchdog_park(self):
+        self.event(watchdog="parked")
+
     def feed(self):
         pass
 
