@@ -8,6 +8,8 @@
 # 15): GPIO0 held low at reset starts the serial bootloader instead of MicroPython.
 # Nothing that the unix port lacks (machine.Pin, network, ntptime) is imported at module level,
 # so this file also imports (and compiles) on a PC.
+# Nothing above the HAL is imported either: the runtime passes the gesture machine and
+# the epoch rule.
 import os
 import select
 import time
@@ -15,8 +17,6 @@ import time
 import framebuf
 from micropython import const
 
-from firmware.iothub import sas
-from firmware.app import gestures
 from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "esp32"
@@ -48,15 +48,19 @@ class _SSD1306(framebuf.FrameBuffer):
 
 
 class Hal(BaseHal):
-    def __init__(self):
+    def __init__(self, gestures, epoch_offset):
+        # gestures: the button's gesture machine (new() and feed(g, level, ms), as
+        # firmware.app.gestures); epoch_offset(gmtime(0) year): seconds to add to time.time()
+        # for Unix time (firmware.iothub.sas.epoch_offset).
         self.storage_dir = "/data"
         self._poll = select.poll()      # the link's socket: BaseHal._watch
         try:
             os.mkdir(self.storage_dir)
         except OSError:
             pass
-        self._offset = sas.epoch_offset(time.gmtime(0)[0])
-        self._gestures = gestures.new()
+        self._offset = epoch_offset(time.gmtime(0)[0])
+        self._gesture_machine = gestures
+        self._gesture_state = gestures.new()
         self._out = []
         self._wdt = None
         self._oled = None
@@ -103,7 +107,7 @@ class Hal(BaseHal):
             if time.ticks_diff(time.ticks_ms(), start) > timeout_s * 1000:
                 wlan.disconnect()
                 return False
-            self.feed()
+            self._feed()
             time.sleep_ms(200)
         return True
 
@@ -133,7 +137,7 @@ class Hal(BaseHal):
             print("hal: app stopped; the watchdog resets the board in %d min unless fed"
                   % (_PARKED_MS // 60000))
 
-    def feed(self):
+    def _feed(self):
         if self._wdt:
             self._wdt.feed()
 
@@ -167,9 +171,9 @@ class Hal(BaseHal):
         self._watch(wake)
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
-            self.feed()
+            self._feed()
             now = time.ticks_ms()
-            for g in gestures.feed(self._gestures, self._pressed(), now):
+            for g in self._gesture_machine.feed(self._gesture_state, self._pressed(), now):
                 self._out.append(g)
             if self._flash_until is not None and self._led is not None:
                 on = time.ticks_diff(self._flash_until, now) > 0
@@ -189,10 +193,8 @@ class Hal(BaseHal):
 
     # --- screen, LED, events ---------------------------------------------------------------
 
-    def show(self, sid, lines, led=None):
+    def show(self, sid, lines):
         lines = [str(s)[:16] for s in lines[:4]]
-        if led is not None and self._led is not None:
-            self._led.value(1 if led else 0)
         if (sid, lines) == self._screen:
             return
         self._screen = (sid, lines)
