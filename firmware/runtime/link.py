@@ -60,6 +60,13 @@ class _Client(MQTTClient):
         # >= 1.6 takes ssl=<SSLContext> and no ssl_params. TLS is done in connect().
         super().__init__(client_id, server, port, user, "", keepalive)
         self.ssl_params = ssl_params
+        # One TLS context for every connection, made at the first connect attempt (right after
+        # boot, while the heap is fresh) and kept: it holds the parsed CA and mbedTLS's configuration
+        # and entropy, one ~1.7 KB block on a 32-bit port. Made at each connect it needed that
+        # block free each time, and after an offline spell of retries the heap had it only in
+        # pieces: every connect then failed with MemoryError (make bench's 32-bit build: a
+        # 28 KiB device that waited 20 s for the hub never got online; now 26 KiB does).
+        self._tls = None
         self.timeout = timeout
         self.raw = None
         self._buf = bytearray(_BUF_SIZE)
@@ -77,6 +84,12 @@ class _Client(MQTTClient):
         # is one write, and TCP, TLS and CONNACK are each bounded by the socket timeout.
         # Returns session present.
         self.close()
+        p = self.ssl_params
+        if self._tls is None:   # the first attempt, even if the hub cannot be reached yet
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = p["cert_reqs"]
+            ctx.load_verify_locations(cadata=p["cadata"])   # ValueError: a failed connect
+            self._tls = ctx
         raw = socket.socket()
         self.raw = raw
         try:
@@ -88,7 +101,7 @@ class _Client(MQTTClient):
             except OSError:
                 pass  # a port without the option still works, only slower
             raw.connect(socket.getaddrinfo(self.server, self.port)[0][-1])
-            self.sock = ssl.wrap_socket(raw, **self.ssl_params)
+            self.sock = self._tls.wrap_socket(raw, server_hostname=p["server_hostname"])
             self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
                                          _b(self.pswd), self.keepalive, clean_session))
             p = self._await(mqtt.CONNACK)

@@ -135,10 +135,30 @@ class _SocketModule:
 
 
 class _SslModule:
+    # ssl as the link uses it: one SSLContext (counted in .contexts), wrap_socket per connect;
+    # what a connect asked for ends up in broker.params.
     CERT_REQUIRED = 2
+    PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
+        self.contexts = 0
+        mod = self
+
+        class SSLContext:
+            def __init__(self, protocol):
+                assert protocol == mod.PROTOCOL_TLS_CLIENT
+                mod.contexts += 1
+                self.verify_mode = 0
+                self.cadata = None
+
+            def load_verify_locations(self, cadata=None):
+                self.cadata = cadata
+
+            def wrap_socket(self, raw, server_hostname=None):
+                return mod.wrap_socket(raw, cert_reqs=self.verify_mode, cadata=self.cadata,
+                                       server_hostname=server_hostname)
+        self.SSLContext = SSLContext
 
     def wrap_socket(self, raw, **params):
         self.broker.params = params
@@ -482,6 +502,20 @@ def test_token_is_renewed_by_reconnecting_before_expiry():
     tok = b.connects[1][b.connects[1].find(b"SharedAccessSignature"):].decode()
     assert sas.parse(tok)["se"] == renew + 20
     assert lk.stats["renewals"] == 1
+
+
+def test_one_tls_context_serves_every_connect():
+    # made once, at the first connect: a 32-bit heap fragmented by a long offline spell may no
+    # longer hold its ~1.7 KB block in one piece (issue 11)
+    b = Broker()
+    b.connack = 3
+    lk = _link(b)
+    _run(lk, 1000)                          # refused: offline, retried later
+    b.connack = 0
+    _run(lk, lk.next_try)                   # online
+    ev = _run(lk, lk.renew_at)              # and again, with a fresh token
+    assert ev[1][0] == "connected" and len(b.connects) == 3
+    assert link.ssl.contexts == 1
 
 
 def test_unacknowledged_publish_is_resent_with_dup_after_reconnect():
