@@ -68,7 +68,7 @@ def build32():
         return None, f"mp32: {e}"
     if r.returncode == 0:
         return r.stdout.strip().splitlines()[-1], None
-    lines = (r.stderr + r.stdout).strip().splitlines()
+    lines = (r.stderr.strip() or r.stdout.strip()).splitlines()   # its reason is the last line
     return None, lines[-1] if lines else f"mp32: build32.sh exited {r.returncode}"
 
 

@@ -87,7 +87,7 @@ def _mp32():
     r = subprocess.run(["sh", os.path.join(REPO, "host_tools", "bench", "build32.sh")], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
-        pytest.skip((r.stderr or r.stdout).strip().splitlines()[-1])
+        pytest.skip((r.stderr.strip() or r.stdout.strip() or "build32.sh failed").splitlines()[-1])
     return r.stdout.strip().splitlines()[-1]
 
 
