@@ -1,6 +1,7 @@
 # Two commands: `make demo` and `make test`. Everything else is plumbing they depend on.
 #   make setup   .venv (Python 3.11, pinned host packages) and .mplib/ (micropython-lib)
 #   make test    pytest over tests/ on CPython, then tests/core/ on MicroPython
+#   make fuzz    the order core under many more random event sequences, on both interpreters
 #   make mpy     firmware/ (and lib/umqtt from .mplib) compiled with mpy-cross into build/mpy/
 #   make mp32    a 32-bit unix MicroPython with the firmware frozen, from Debian's source packages
 #   make lock    recompute requirements.lock from requirements.txt in a clean venv
@@ -20,7 +21,7 @@ SETUP_STAMP := $(VENV)/.setup-done
 MPLIB_STAMP := .mplib/INSTALLED.json
 STUBS_STAMP := .esp32-stubs/.installed
 
-.PHONY: help setup test mpy mp32 clean demo bench lock
+.PHONY: help setup test fuzz mpy mp32 clean demo bench lock
 .DEFAULT_GOAL := help
 
 help:
@@ -56,6 +57,13 @@ test: setup
 		echo "make: no micropython at $(MICROPYTHON); build ports/unix and set MICROPYTHON= (see README)" >&2; status=1; \
 	fi; \
 	exit $$status
+
+# tests/core/fuzz.py with a new seed (printed; FUZZ_SEED= and FUZZ_CASES= set them).
+fuzz: setup
+	@seed=$${FUZZ_SEED:-$$(date +%s)}; cases=$${FUZZ_CASES:-20000}; \
+	echo "make fuzz: $$cases cases from seed $$seed (replay one: FUZZ_SEED=<its seed> FUZZ_CASES=1 make fuzz)"; \
+	$(VPY) -m tests.core.fuzz $$cases $$seed && \
+	MICROPYPATH=$(MP_PATH) $(MICROPYTHON) tests/core/fuzz.py $$cases $$seed
 
 # Every firmware module as .mpy, mirroring the tree, and the tested umqtt.simple as
 # build/mpy/lib/umqtt/simple.mpy: what `deploy` installs on a board whose image does not freeze

@@ -1,6 +1,7 @@
 """`make bench` (python -m host_tools.bench): figures, not pass/fail.
 
-1. the firmware's total .mpy size (make mpy);
+1. the firmware's total .mpy size (make mpy), and the largest state blob the order core can be
+   driven to save against the size beyond which restore refuses one (mp_state_blob.py);
 2. the smallest `-X heapsize` at which the real order flow (press -> delivered, over TLS
    against the local hub and order service) still completes, running the .mpy build; then the
    device-true figures, on a 32-bit unix MicroPython built by build32.sh (make mp32): the same
@@ -101,6 +102,14 @@ def mpy_size():
     subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(MPY, "firmware"))
                for f in fs if f.endswith(".mpy"))
+
+
+def state_blob():
+    """The worst-case state blob and its limit, on MicroPython running the .mpy build."""
+    r = measure([micropython(), os.path.join(REPO, "host_tools", "bench", "mp_state_blob.py")],
+                dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
+    return {"state_blob_max_bytes": r["state_blob_max_bytes"],
+            "state_blob_limit_bytes": r["state_blob_limit_bytes"], "state_blob_case": r["case"]}
 
 
 def _device(dev_dir, heap=None, target=None):
@@ -263,6 +272,7 @@ def main(argv=None):
                "micropython": micropython()}
     results["mpy_bytes"] = mpy_size()
     print(f"firmware .mpy: {results['mpy_bytes']} bytes", file=sys.stderr)
+    results.update(state_blob())
     binary, why = build32()
     results["micropython32"] = binary or why
     if why:
@@ -330,7 +340,10 @@ def _kib(v):
 
 
 def table(r):
-    rows = [("firmware .mpy total", f"{r['mpy_bytes']} B")]
+    rows = [("firmware .mpy total", f"{r['mpy_bytes']} B"),
+            ("largest state blob / limit restore accepts",
+             "%d / %d B  (%.0f%% of it)" % (r["state_blob_max_bytes"], r["state_blob_limit_bytes"],
+                                            100 * r["state_blob_max_bytes"] / r["state_blob_limit_bytes"]))]
     if "heap32_frozen_kib" in r:
         rows += [("32-bit: smallest heap, press -> delivered over TLS, firmware frozen", _kib(r["heap32_frozen_kib"])),
                  ("32-bit: smallest heap, press -> delivered, firmware as .mpy files", _kib(r["heap32_mpy_kib"])),
