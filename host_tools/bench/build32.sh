@@ -17,8 +17,8 @@
 #      (the firmware through firmware/manifest.py, plus a small ssl module over the tls one).
 #
 # Prints one line at the end: the path of the binary, or "mp32: ..." saying why there is none
-# (exit 1). Needs: apt-get, a C compiler that can build 32-bit code (apt-get install
-# gcc-multilib), make, python3. About 1 min the first time; later runs rebuild only what the
+# (exit 1). Needs: apt-get, a C compiler that can build 32-bit code (gcc-multilib: installed
+# here when run as root, as on CI), make, python3. About 1 min the first time; later runs rebuild only what the
 # firmware changed (about 2 s).
 set -eu
 
@@ -38,8 +38,14 @@ command -v python3 >/dev/null || fail "no python3 (MicroPython's build scripts n
 CC=${CC:-cc}
 mkdir -p "$OUT"
 printf 'int main(void) { return sizeof(void *) != 4; }\n' > "$OUT/probe.c"
-"$CC" -m32 -o "$OUT/probe" "$OUT/probe.c" 2>/dev/null && "$OUT/probe" \
-    || fail "no 32-bit C toolchain (apt-get install gcc-multilib)"
+probe() { "$CC" -m32 -o "$OUT/probe" "$OUT/probe.c" 2>/dev/null && "$OUT/probe"; }
+if ! probe && [ "$(id -u)" = 0 ] && [ "${MP32_APT_INSTALL:-1}" = 1 ]; then
+    # root on a Debian machine (as CI is): install the toolchain, as a person would be told to
+    echo "mp32: apt-get install gcc-multilib (a 32-bit C toolchain; MP32_APT_INSTALL=0 skips this)"
+    { apt-get install -y -qq gcc-multilib || { apt-get update -qq && apt-get install -y -qq gcc-multilib; }; } \
+        >"$OUT/apt-install.log" 2>&1 || true
+fi
+probe || fail "no 32-bit C toolchain (apt-get install gcc-multilib)"
 
 SRC="$OUT/src"
 MP="$SRC/micropython-${MP_VERSION%+ds-*}"
