@@ -1,5 +1,5 @@
 # Two commands: `make demo` and `make test`. Everything else is plumbing they depend on.
-#   make setup   .venv (Python 3.11, pinned host packages) and .mplib/ (micropython-lib)
+#   make setup   .venv (Python 3.11, pinned host packages), .mplib/ (micropython-lib), .esp32-stubs/
 #   make test    pytest over tests/ on CPython, then tests/core/ on MicroPython
 #   make fuzz    the order core under many more random event sequences, on both interpreters
 #   make mpy     firmware/ (and lib/umqtt from .mplib) compiled with mpy-cross into build/mpy/
