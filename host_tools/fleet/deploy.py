@@ -24,7 +24,7 @@ from host_tools.errors import CliError
 from host_tools.fleet.provision import BOARD_DATA, DEFAULT_DEVICE_DIR
 from host_tools.processes import REPO
 
-DEVICE_FILES = ("config.json", "secrets.json", "ca.der")
+DEVICE_FILES = ("config.json", "secrets.json", "ca.der", "ca.json")   # older folders have no ca.json
 
 # Run on the board first (mpremote exec, in /): the data folder, and no firmware or umqtt copies
 # left from an earlier deploy: a removed module must not linger, and with --frozen nothing on the
@@ -77,7 +77,8 @@ def deploy_plan(repo, device_dir, port="auto", frozen=False):
     if not frozen:
         steps.append(["fs", "cp", "-r", os.path.join(mpy, "firmware"), ":"])
         steps.append(["fs", "cp", "-r", os.path.join(mpy, "lib"), ":"])
-    steps.append(["fs", "cp", *(os.path.join(device_dir, n) for n in DEVICE_FILES), ":" + BOARD_DATA + "/"])
+    names = [n for n in DEVICE_FILES if n != "ca.json" or os.path.exists(os.path.join(device_dir, n))]
+    steps.append(["fs", "cp", *(os.path.join(device_dir, n) for n in names), ":" + BOARD_DATA + "/"])
     steps.append(["fs", "cp", os.path.join(repo, "boot.py"), os.path.join(repo, "main.py"), ":"])
     steps.append(["reset"])
     return steps

@@ -135,35 +135,37 @@ class _SocketModule:
 
 
 class _SslModule:
-    # ssl as the link uses it: one SSLContext (counted in .contexts), wrap_socket per connect;
-    # what a connect asked for ends up in broker.params.
+    # ssl as the link uses it: SSLContext (each one counted in .contexts), wrap_socket per connect
     CERT_REQUIRED = 2
     PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
         self.contexts = 0
-        mod = self
 
-        class SSLContext:
-            def __init__(self, protocol):
-                assert protocol == mod.PROTOCOL_TLS_CLIENT
-                mod.contexts += 1
-                self.verify_mode = 0
-                self.cadata = None
-
-            def load_verify_locations(self, cadata=None):
-                self.cadata = cadata
-
-            def wrap_socket(self, raw, server_hostname=None):
-                return mod.wrap_socket(raw, cert_reqs=self.verify_mode, cadata=self.cadata,
-                                       server_hostname=server_hostname)
-        self.SSLContext = SSLContext
+    def SSLContext(self, protocol):
+        self.contexts += 1
+        return _SslContext(self)
 
     def wrap_socket(self, raw, **params):
         self.broker.params = params
         self.broker.blocking = True
         return self.broker
+
+
+class _SslContext:
+    # records what the link trusts; wrap_socket hands it to the module's (the tests' hook)
+    def __init__(self, module):
+        self.module = module
+        self.verify_mode = 0
+        self.cas = []
+
+    def load_verify_locations(self, cadata):
+        self.cas.append(cadata)
+
+    def wrap_socket(self, raw, server_hostname=None):
+        return self.module.wrap_socket(raw, cert_reqs=self.verify_mode, cadata=b"".join(self.cas),
+                                       cas=list(self.cas), server_hostname=server_hostname)
 
 
 def _link(broker, **kw):
@@ -504,13 +506,23 @@ def test_token_is_renewed_by_reconnecting_before_expiry():
     assert lk.stats["renewals"] == 1
 
 
-def test_one_tls_context_serves_every_connect():
-    # made once, at the first connect: a 32-bit heap fragmented by a long offline spell may no
-    # longer hold its ~1.7 KB block in one piece (issue 11)
+def test_one_tls_context_made_at_the_first_attempt_serves_every_connect():
+    # made once, and before the first TCP connect, even one that fails: a 32-bit heap left in
+    # pieces by an offline spell may no longer hold its 1728-byte block (issue 11)
     b = Broker()
-    b.connack = 3
     lk = _link(b)
-    _run(lk, 1000)                          # refused: offline, retried later
+
+    class _Down(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _Down
+    _run(lk, 1000)                          # the hub cannot be reached
+    assert lk.state == link.OFFLINE and link.ssl.contexts == 1
+    link.socket = _SocketModule
+    b.connack = 3
+    _run(lk, lk.next_try)                   # refused: offline, retried later
     b.connack = 0
     _run(lk, lk.next_try)                   # online
     ev = _run(lk, lk.renew_at)              # and again, with a fresh token
@@ -638,3 +650,28 @@ def test_subscription_refused_is_a_failed_connect():
     _run(lk, 1000)
     assert lk.state == link.OFFLINE and lk.stats["connect_failures"] == 1
 
+
+
+def test_a_host_that_does_not_resolve_is_reported_as_such():
+    b = Broker()
+    lk = _link(b)
+
+    class _NoDns(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _NoDns
+    ev = _run(lk, 1000)
+    assert ev == [("connect_failed", link.HOST_NOT_FOUND)] and lk.state == link.OFFLINE
+    link.socket = _SocketModule
+
+
+def test_every_root_of_the_bundle_is_loaded_one_by_one():
+    # MicroPython's cadata takes one DER certificate: the link loads each root separately
+    b = Broker()
+    link.socket = _SocketModule
+    link.ssl = _SslModule(b)
+    lk = link.Link("hub.example", 8883, "dev1", KEY, (b"root1", b"root2", b"root3"), lambda: 0.5)
+    _run(lk, 1000)
+    assert b.params["cas"] == [b"root1", b"root2", b"root3"] and b.params["cert_reqs"] == 2

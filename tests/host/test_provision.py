@@ -43,7 +43,7 @@ def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_l
     # the firmware's own loader accepts it, on the real interpreter
     script = ("from firmware.runtime import storage as s\n"
               "d=%r\nc=s.load_config(d)\nk=s.load_secrets(d)\nca=s.load_ca(d,c)\n"
-              "print(c['device_id'], c['port'], len(k['device_key']), ca[:1] == b'0')\n" % str(dev))
+              "print(c['device_id'], c['port'], len(k['device_key']), ca[0][:1] == b'0')\n" % str(dev))
     out = subprocess.run([MICROPYTHON, "-c", script], capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, MICROPYPATH=".frozen:" + REPO))
     assert out.stdout.split() == ["button-1", "8883", str(len(key)), "True"], out.stderr
@@ -75,10 +75,13 @@ def test_azure_provision_reads_the_key_from_stdin_and_uses_the_public_root(tmp_p
         "device_key": key, "wifi_ssid": "shop", "wifi_password": "wlan-pass"}
     cfg = json.loads((dev / "config.json").read_text())
     assert (cfg["host"], cfg["port"]) == ("myhub.azure-devices.net", 8883)
-    import ssl
-    from host_tools.fleet.provision import _system_root
-    with open(_system_root()) as f:
-        assert (dev / "ca.der").read_bytes() == ssl.PEM_cert_to_DER_cert(f.read())
+    # issue 9: the three roots Microsoft asks devices to trust, one bundle, with its manifest
+    from host_tools.fleet import trust
+    roots = trust.azure_roots()
+    assert (dev / "ca.der").read_bytes() == b"".join(roots)
+    manifest = json.loads((dev / "ca.json").read_text())
+    assert manifest["version"] == 1
+    assert [c["sha256"] for c in manifest["certs"]] == [fp for _, fp in trust.AZURE_ROOTS]
 
 
 def test_bad_key_and_broken_files_are_one_clear_line(tmp_path):
@@ -135,7 +138,8 @@ def test_deploy_is_one_mpremote_session_that_a_person_can_paste(tmp_path):
     assert steps[0][0] == "exec"                                   # prepare the board first
     assert ["fs", "cp", "-r", os.path.join(REPO, "build", "mpy", "firmware"), ":"] in steps
     assert ["fs", "cp", "-r", os.path.join(REPO, "build", "mpy", "lib"), ":"] in steps   # lib/umqtt/simple.mpy
-    assert ["fs", "cp"] + [str(dev / n) for n in ("config.json", "secrets.json", "ca.der")] + [":/data/"] in steps
+    assert (dev / "ca.json").exists()       # provision writes the bundle's manifest too
+    assert ["fs", "cp"] + [str(dev / n) for n in ("config.json", "secrets.json", "ca.der", "ca.json")] + [":/data/"] in steps
     assert steps[-2][-1] == ":" and steps[-2][2:4] == [os.path.join(REPO, "boot.py"), os.path.join(REPO, "main.py")]
     assert steps[-1] == ["reset"]
 
@@ -146,7 +150,7 @@ def test_deploy_to_a_frozen_image_copies_no_firmware(tmp_path):
     assert r.returncode == 0, r.stderr
     _, steps = _steps(r.stdout)
     copied = [a for s in steps if s[:2] == ["fs", "cp"] for a in s[2:-1]]
-    assert sorted(os.path.basename(a) for a in copied) == ["boot.py", "ca.der", "config.json", "main.py", "secrets.json"]
+    assert sorted(os.path.basename(a) for a in copied) == ["boot.py", "ca.der", "ca.json", "config.json", "main.py", "secrets.json"]
     assert steps[0][0] == "exec" and steps[-1] == ["reset"]
 
 
