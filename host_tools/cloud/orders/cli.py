@@ -1,6 +1,6 @@
 """`python -m host_tools orders ...`: run the order service and look after its orders.
 
-  orders serve     [--hub-data DIR] [--data DIR] [--timeline SPEC] [--catalogue FILE]
+  orders serve     [--hub-data DIR | --connection-file FILE|-] [--data DIR] [--timeline SPEC] ...
   orders list      [--device ID] [--limit N] [--json]
   orders show      ORDER|REQUEST_ID
   orders advance   ORDER|REQUEST_ID [--to STATUS]
@@ -34,7 +34,13 @@ def add_commands(subparsers):
 
     p = command("serve", _serve, "consume order requests from the hub and run their timelines")
     p.add_argument("--hub-data", default=DEFAULT_HUB_DATA,
-                   help=f"the local hub's data folder (default {DEFAULT_HUB_DATA})")
+                   help=f"shortcut for a local hub: read its connection strings from its data "
+                        f"folder (default {DEFAULT_HUB_DATA})")
+    p.add_argument("--connection-file", default=None, metavar="FILE|-",
+                   help="JSON with the hub's 'service' and 'eventHub' connection strings, as the "
+                        "Azure portal shows them (mode 0600; '-' reads it from standard input)")
+    p.add_argument("--consumer-group", default=None,
+                   help="consumer group of the Event Hubs-compatible endpoint (default $Default)")
     p.add_argument("--timeline", default=None,
                    help="status offsets in seconds after placement, e.g. "
                         "'payment_authorized=2,shipped=4,delivered=6' (the default), 'manual', "
@@ -177,9 +183,19 @@ def _serve(args):
         raise CliError("--poll-timeout must be >= 0")
     try:
         HubUnavailable, ServiceError = hub_errors()
-        from host_tools.cloud.hub.service_client import ServiceClient
+        from host_tools.cloud.azure import settings as hub_settings
+        from host_tools.cloud.azure.client import AzureHub
     except ImportError as exc:
-        raise CliError(f"the hub service client is not available ({exc})") from None
+        raise CliError(f"the Azure client libraries are not available ({exc}); run make setup") from None
+
+    def settings():
+        if args.connection_file:
+            s = hub_settings.from_file(args.connection_file)
+        else:
+            s = hub_settings.from_hub_data(args.hub_data)
+        if args.consumer_group:
+            s.consumer_group = args.consumer_group
+        return s
 
     store = _open_store(args.data, create=True)
     lock = open(os.path.join(args.data, _LOCK_NAME), "w")
@@ -188,17 +204,30 @@ def _serve(args):
     except OSError:
         raise CliError(f"another `orders serve` is already running on {args.data}; stop it "
                        "first") from None
+    try:
+        where = settings()   # read once now: a bad file is one clear error before anything starts
+    except hub_settings.SettingsError as exc:
+        raise CliError(str(exc)) from None
+    if args.connection_file:
+        fixed = where
+        settings = lambda: fixed  # noqa: E731  (stdin can be read once)
     with store.transaction():
         store.set_timeline_config(tl.as_dict())
     logging.basicConfig(level=args.log_level, format="%(asctime)s orders %(levelname)s %(message)s")
 
-    service = OrderService(store, catalogue, tl,
-                           connect=lambda: ServiceClient.from_data_dir(args.hub_data))
+    def connect():
+        try:
+            return AzureHub(settings())
+        except hub_settings.SettingsError as exc:
+            raise HubUnavailable(str(exc)) from None
+
+    service = OrderService(store, catalogue, tl, connect=connect)
     try:
         service.step(0)
     except HubUnavailable as exc:
-        raise CliError(f"the hub is not running for {args.hub_data} ({exc}); start it with "
-                       f"`python -m host_tools hub --data {args.hub_data}`") from None
+        hint = ("" if args.connection_file else
+                f"; start it with `python -m host_tools hub --data {args.hub_data}`")
+        raise CliError(f"cannot reach the hub ({where.source}): {exc}{hint}") from None
     except ServiceError as exc:
         raise CliError(f"the hub refused the order service: {exc}") from None
 
@@ -206,10 +235,11 @@ def _serve(args):
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     _print_json({"ready": True, "service": "orders", "data": os.path.abspath(args.data),
-                 "hubData": os.path.abspath(args.hub_data), "timeline": tl.as_dict(),
-                 "cursor": store.cursor(), "pid": os.getpid()})
+                 "hub": where.source, "hubData": None if args.connection_file else os.path.abspath(args.hub_data),
+                 "timeline": tl.as_dict(), "cursors": store.cursors(), "pid": os.getpid()})
     try:
         service.serve(stop, poll_timeout=args.poll_timeout)
+        service._drop_client()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
