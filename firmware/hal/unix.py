@@ -2,7 +2,8 @@
 #
 # Button: the keyboard (Enter = press, "l" Enter = long press, "d" Enter = double press,
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
-#   ("press", "long", "double", "quit"); only lines written after start-up count.
+#   ("press", "long", "double", "quit", and "interrupt": Ctrl-C as mpremote sends it to a
+#   board); only lines written after start-up count.
 # Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
 #   printed in a frame of 18 rows (2x4 pixels per character), when it changes. With
 #   $ORDER_DEVICE_DISPLAY=framebuf it is driven as the ESP32 drives its SSD1306 instead (what
@@ -158,6 +159,11 @@ class Hal(BaseHal):
         g = _WORDS.get(line.strip().lower())
         if g:
             self._gestures.append(g)
+        elif line.strip() == "interrupt":
+            # Ctrl-C as an ESP32 gets it from mpremote: a KeyboardInterrupt raised in the loop.
+            # A unix SIGINT is raised asynchronously, even inside a collection or a finaliser,
+            # where it can leave the heap locked or be swallowed: no model of the board.
+            raise KeyboardInterrupt
         else:
             print("keys: Enter = press, l = long press, d = double press, q = quit")
 
