@@ -146,7 +146,7 @@ def double_press(s, now):
 def c2d(s, now, props, body):
     # An order-status message (props from topics.parse_c2d, body bytes).
     m = schemas.parse_status(props, body)
-    if type(m) is str:
+    if isinstance(m, str):
         _count(s, m)
         return _out(s, now, [])
     rid = m["orderRequestId"]

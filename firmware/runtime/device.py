@@ -52,7 +52,8 @@ def run(boot=(None, False)):
             if r == "restart":
                 hal.reset()     # never returns: ota_boot picks the version at the next boot
             hal.reboot()
-    except KeyboardInterrupt:  # Ctrl-C: stop the app (the link closed on the way out)
+    except KeyboardInterrupt:  # Ctrl-C (mpremote sends it): stop the app, link closed on the way out
+        hal.watchdog_park()     # first: a board at the REPL must stay there long enough to deploy to
         hal.event(stopped="interrupted")
     except Exception as e:  # a bug; SystemExit still ends the program
         hal.event(crash=repr(e))
@@ -101,6 +102,7 @@ class Device:
             storage.write_atomic(self.state_path + ".corrupt", blob)
             hal.event(state_corrupt=self.state_path + ".corrupt")
         self._do(acts)
+        self.hal.watchdog_start()   # only now, fed by every loop turn; it cannot be stopped
         try:
             self._loop()
         finally:

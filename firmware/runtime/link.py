@@ -80,6 +80,13 @@ class _Client(MQTTClient):
         # is one write, and TCP, TLS and CONNACK are each bounded by the socket timeout.
         # Returns session present.
         self.close()
+        # The TLS context is made at the first attempt, even one that cannot reach the hub: it
+        # is one 1728-byte block on a 32-bit port, and an offline spell of retries leaves the
+        # heap in pieces; made at the first TCP connect that succeeds, after such a spell, it
+        # found no such block and every connect failed with MemoryError (make bench's 32-bit
+        # build, firmware frozen: a 28 KiB device that waited 30 s for the hub never got
+        # online; made here, 27 KiB does). ValueError (a CA it refuses): a failed connect.
+        ctx = self._tls()
         raw = socket.socket()
         self.raw = raw
         try:
@@ -95,7 +102,7 @@ class _Client(MQTTClient):
             except (OSError, IndexError):
                 raise OSError(HOST_NOT_FOUND)
             raw.connect(addr)
-            self.sock = self._tls().wrap_socket(raw, server_hostname=self.hostname)
+            self.sock = ctx.wrap_socket(raw, server_hostname=self.hostname)
             self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
                                          _b(self.pswd), self.keepalive, clean_session))
             p = self._await(mqtt.CONNACK)

@@ -135,13 +135,16 @@ class _SocketModule:
 
 
 class _SslModule:
+    # ssl as the link uses it: SSLContext (each one counted in .contexts), wrap_socket per connect
     CERT_REQUIRED = 2
     PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
+        self.contexts = 0
 
     def SSLContext(self, protocol):
+        self.contexts += 1
         return _SslContext(self)
 
     def wrap_socket(self, raw, **params):
@@ -552,6 +555,30 @@ def test_token_is_renewed_by_reconnecting_before_expiry():
     tok = b.connects[1][b.connects[1].find(b"SharedAccessSignature"):].decode()
     assert sas.parse(tok)["se"] == renew + 20
     assert lk.stats["renewals"] == 1
+
+
+def test_one_tls_context_made_at_the_first_attempt_serves_every_connect():
+    # made once, and before the first TCP connect, even one that fails: a 32-bit heap left in
+    # pieces by an offline spell may no longer hold its 1728-byte block (issue 11)
+    b = Broker()
+    lk = _link(b)
+
+    class _Down(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _Down
+    _run(lk, 1000)                          # the hub cannot be reached
+    assert lk.state == link.OFFLINE and link.ssl.contexts == 1
+    link.socket = _SocketModule
+    b.connack = 3
+    _run(lk, lk.next_try)                   # refused: offline, retried later
+    b.connack = 0
+    _run(lk, lk.next_try)                   # online
+    ev = _run(lk, lk.renew_at)              # and again, with a fresh token
+    assert ev[1][0] == "connected" and len(b.connects) == 3
+    assert link.ssl.contexts == 1
 
 
 def test_unacknowledged_publish_is_resent_with_dup_after_reconnect():
