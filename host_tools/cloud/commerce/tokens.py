@@ -49,6 +49,7 @@ def secret_matches(secret, salt, digest):
 def load_or_create_key(data_dir):
     path = os.path.join(data_dir, KEY_FILE)
     if not os.path.exists(path):
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         write_atomic(path, key.private_bytes(serialization.Encoding.PEM,
                                              serialization.PrivateFormat.PKCS8,
