@@ -47,6 +47,7 @@ class Server:
         self.validation_timeout = validation_timeout
         self.url = None
         self._runner = self._session = self._pump = self._wake = None
+        self._stopping = False
 
     async def start(self):
         client_ssl = ssl.create_default_context(cafile=self.ca)
@@ -73,7 +74,7 @@ class Server:
 
     async def _run_pump(self):
         trouble = None
-        while True:
+        while not self._stopping:
             try:
                 self.commerce.run_due()
                 await self.deliverer.deliver_due(self._session)
@@ -97,11 +98,11 @@ class Server:
 
     async def stop(self):
         if self._pump is not None:
-            self._pump.cancel()
-            try:
-                await self._pump
-            except asyncio.CancelledError:
-                pass
+            # a flag, not Task.cancel(): on 3.11 wait_for() can swallow a cancellation that
+            # races with the wake-up, and the pump would then run on
+            self._stopping = True
+            self._wake.set()
+            await self._pump
             self._pump = None
         if self._runner is not None:
             await self._runner.cleanup()
