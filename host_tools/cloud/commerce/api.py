@@ -241,8 +241,8 @@ async def delete_subscription(request):
     return web.json_response({}, status=200)
 
 
-def make_app(commerce, issuer, session, validation_timeout=30.0):
-    app = web.Application(middlewares=[errors_and_auth], client_max_size=MAX_BODY)
+def make_app(commerce, issuer, session, validation_timeout=30.0, middlewares=()):
+    app = web.Application(middlewares=[*middlewares, errors_and_auth], client_max_size=MAX_BODY)
     app[COMMERCE], app[ISSUER], app[SESSION] = commerce, issuer, session
     app[OPTIONS] = {"validation_timeout": validation_timeout}
     r = app.router

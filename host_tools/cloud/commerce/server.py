@@ -33,7 +33,9 @@ def server_ssl(cert, key):
 class Server:
     def __init__(self, data_dir, catalogue, schedule, cert, key, ca, host="127.0.0.1", port=0,
                  clock=time.time, token_lifetime=tokens.DEFAULT_LIFETIME, retry_base=1.0,
-                 retry_max=30.0, delivery_timeout=10.0, poll=0.5, validation_timeout=30.0):
+                 retry_max=30.0, delivery_timeout=10.0, poll=0.5, validation_timeout=30.0,
+                 middlewares=()):
+        """middlewares: extra aiohttp middlewares around the API (observers in tests)."""
         self.store = Store(data_dir)
         with self.store.transaction():
             self.store.set_meta("timeline", schedule.as_dict())
@@ -45,6 +47,7 @@ class Server:
         self.deliverer = Deliverer(self.store, clock, retry_base, retry_max, delivery_timeout)
         self.poll = poll
         self.validation_timeout = validation_timeout
+        self.middlewares = tuple(middlewares)
         self.url = None
         self._runner = self._session = self._pump = self._wake = None
         self._stopping = False
@@ -53,7 +56,8 @@ class Server:
         client_ssl = ssl.create_default_context(cafile=self.ca)
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl))
         self.issuer = tokens.Issuer(self.key, None, self.token_lifetime)
-        app = api.make_app(self.commerce, self.issuer, self._session, self.validation_timeout)
+        app = api.make_app(self.commerce, self.issuer, self._session, self.validation_timeout,
+                           self.middlewares)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()

@@ -64,9 +64,12 @@ def _give_up(status, attempts, max_attempts):
 
 class OrderService:
     def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
-                 new_message_id=None, max_attempts=10):
+                 new_message_id=None, max_attempts=10, bridge=None, flush_lock=None):
         """connect: a callable returning a hub ServiceClient (called again after an outage);
-        None for the CLI's offline commands, which only write to the store and the outbox."""
+        None for the CLI's offline commands, which only write to the store and the outbox.
+        bridge: a commerce_bridge.Bridge when orders are placed through the commerce API
+        (then the commerce backend runs the timeline); flush_lock: shared by the services
+        that send this store's outbox from several threads (the webhook's and the loop's)."""
         self.store = store
         self.catalogue = catalogue
         self.timeline = timeline
@@ -74,6 +77,8 @@ class OrderService:
         self.clock = clock
         self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
         self.max_attempts = max_attempts
+        self.bridge = bridge
+        self.flush_lock = flush_lock or threading.Lock()
         self.client = None
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
                       "skipped": 0, "sent": 0}
@@ -136,6 +141,9 @@ class OrderService:
                      existing.status)
             self._notify(existing, now)
             return
+        if self.bridge is not None:
+            self._place_through_commerce(device_id, request, now)
+            return
         try:
             document, amount = commerce.build_order(
                 device_id, request, profile_from_row(self.store.profile(device_id)), self.catalogue)
@@ -154,6 +162,66 @@ class OrderService:
                  document["totals"]["grandTotal"], self.catalogue.currency)
         self._notify(order, now)
 
+    def _place_through_commerce(self, device_id, request, now):
+        """Queue the request for the commerce API (commerce_bridge); the device hears
+        'accepted' once the commerce system has the order."""
+        if self.bridge.request_place(self.store, device_id, request, now):
+            log.info("request %s from %s queued for the commerce API (%s x %s)",
+                     request.request_id, device_id, request.quantity, request.sku)
+        else:
+            self.stats["duplicates"] += 1
+            log.info("request %s from %s again: still being placed", request.request_id,
+                     device_id)
+
+    def profile(self, device_id):
+        return profile_from_row(self.store.profile(device_id))
+
+    def record_failed(self, device_id, request_id, reason, now):
+        if self.store.find(device_id, request_id) is None:
+            self._record_failed(device_id, request_id, reason, now)
+
+    def record_commerce_order(self, device_id, request_id, order_id, status, reason, eta,
+                              amount, currency, document, now):
+        """The commerce system has the order: store it and tell the device (its current
+        status: after a crash the order may have moved on already)."""
+        if self.store.find(device_id, request_id) is not None:
+            return
+        order = self.store.insert_order(order_id, device_id, request_id, status, reason, now,
+                                        None, None, eta, amount, currency, document, "commerce")
+        self.stats["placed"] += 1
+        log.info("placed %s for request %s from %s through the commerce API", order_id,
+                 request_id, device_id)
+        self._notify(order, now)
+
+    def apply_commerce_status(self, device_id, request_id, status, reason, now,
+                              notify_reason=None):
+        """A status the commerce system reports; False when it is not news (a duplicate or
+        an out-of-order event)."""
+        from host_tools.cloud.orders.commerce_bridge import newer
+        order = self.store.find(device_id, request_id)
+        if order is None or not newer(order.status, status):
+            return False
+        order = self.store.update_status(order.pk, status, reason, now, None, None, "commerce")
+        if status == lifecycle.CANCELLED:
+            self.stats["cancelled"] += 1
+        log.info("%s (request %s) is %s%s", order.order_id, request_id, status,
+                 f" ({reason})" if reason else "")
+        self._notify(order, now, reason=notify_reason)
+        return True
+
+    def commerce_cancel_refused(self, device_id, request_id, status, reason, now):
+        """The commerce system refused the cancel (the order has shipped, perhaps before its
+        event reached us): the device gets the status it is in, with the refusal."""
+        log.info("commerce refused the cancel of request %s: %s", request_id, reason)
+        if not self.apply_commerce_status(device_id, request_id, status, None, now,
+                                          notify_reason=lifecycle.CANCEL_REFUSED):
+            self._notify(self.store.find(device_id, request_id), now,
+                         reason=lifecycle.CANCEL_REFUSED)
+
+    def cancel_locally(self, device_id, request_id, now):
+        from host_tools.cloud.orders.messages import CancelRequest
+        self._on_cancel_request(device_id, CancelRequest(request_id), now, local=True)
+
     def _record_failed(self, device_id, request_id, reason, now):
         """A request that could not become an order: remembered (so a re-send gets the same
         answer) with orderId ''."""
@@ -163,14 +231,21 @@ class OrderService:
         log.info("request %s from %s failed: %s", request_id, device_id, reason)
         self._notify(order, now)
 
-    def _on_cancel_request(self, device_id, request, now):
+    def _on_cancel_request(self, device_id, request, now, local=False):
         order = self.store.find(device_id, request.request_id)
+        if self.bridge is not None and not local:
+            from host_tools.cloud.orders.commerce_bridge import is_commerce_order
+            pending = self.bridge.pending(self.store, device_id, request.request_id)
+            if pending or (order is not None and is_commerce_order(order)
+                           and lifecycle.cancel_outcome(order.status) == lifecycle.CANCEL_APPLY):
+                self.bridge.request_cancel(self.store, device_id, request.request_id, now)
+                return
         if order is None:
             # The cancel overtook its order (or the order was lost): remember the request as
             # cancelled so that a late order request is answered, not placed. It gets an order
             # id because only `failed` may go to the device without one (firmware/app/README.md).
             order = self.store.insert_order(
-                self.store.allocate_order_id(), device_id, request.request_id, lifecycle.CANCELLED,
+                self.store.allocate_order_id("LOCAL" if self.bridge else "ORD"), device_id, request.request_id, lifecycle.CANCELLED,
                 "cancelled before the order was placed", now, None, None, None, None, None, {},
                 "device")
             self.stats["cancelled"] += 1
@@ -233,7 +308,12 @@ class OrderService:
                 return steps
 
     def next_wakeup(self):
-        return self.store.next_due()
+        due = self.store.next_due()
+        if self.bridge is not None:
+            work = self.bridge.next_wakeup(self.store)
+            if work is not None:
+                due = work if due is None else min(due, work)
+        return due
 
     # -- operator commands (CLI) ---------------------------------------------------------
     def resolve(self, key):
@@ -296,6 +376,10 @@ class OrderService:
 
     def flush(self):
         """Send the outbox in order; a message leaves the outbox once the hub has it."""
+        with self.flush_lock:
+            return self._flush()
+
+    def _flush(self):
         HubUnavailable, ServiceError = hub_errors()
         sent, blocked, after = 0, set(), 0
         while True:
@@ -347,6 +431,9 @@ class OrderService:
         self.flush()
         self.poll(timeout)
         self.run_due()
+        if self.bridge is not None:
+            self.flush()
+            self.bridge.run(self)
         self.flush()
 
     def serve(self, stop=None, poll_timeout=1.0):
