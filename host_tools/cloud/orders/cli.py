@@ -147,9 +147,11 @@ def _offline_service(args):
 
 @contextmanager
 def _resolve_errors(key, data):
-    from host_tools.cloud.orders.service import Ambiguous, NotFound
+    from host_tools.cloud.orders.service import Ambiguous, CommerceOwned, NotFound
     try:
         yield
+    except CommerceOwned as exc:
+        raise CliError(str(exc)) from None
     except NotFound:
         raise CliError(f"no order {key} in {data}; `python -m host_tools orders list` shows "
                        f"them") from None

@@ -34,6 +34,15 @@ class NotFound(LookupError):
     pass
 
 
+class CommerceOwned(ValueError):
+    """An operator command on an order the commerce system runs: change it there."""
+
+    def __init__(self, order):
+        super().__init__(f"{order.order_id} was placed through the commerce API, which runs its "
+                         f"statuses: use `python -m host_tools commerce advance|cancel "
+                         f"{order.order_id}`")
+
+
 class Ambiguous(LookupError):
     def __init__(self, key, orders):
         super().__init__(f"{key} matches {len(orders)} orders")
@@ -328,7 +337,7 @@ class OrderService:
         """Move an order on by hand: one step, or through every step up to `to`."""
         with self.store.transaction():
             now = self.clock()
-            order = self.resolve(key)
+            order = self._local(self.resolve(key))
             target = to or lifecycle.next_progress(order.status)
             if target is None:
                 raise lifecycle.IllegalTransition(order.status, lifecycle.ADVANCE)
@@ -341,7 +350,14 @@ class OrderService:
     def cancel(self, key):
         """Cancel by hand; returns (order, outcome) with lifecycle.CANCEL_* as outcome."""
         with self.store.transaction():
-            return self._cancel(self.resolve(key), self.clock(), "operator")
+            return self._cancel(self._local(self.resolve(key)), self.clock(), "operator")
+
+    @staticmethod
+    def _local(order):
+        from host_tools.cloud.orders.commerce_bridge import is_commerce_order
+        if is_commerce_order(order):
+            raise CommerceOwned(order)
+        return order
 
     # -- hub I/O -------------------------------------------------------------------------
     def _hub(self):

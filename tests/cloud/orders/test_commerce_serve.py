@@ -110,6 +110,11 @@ def test_serve_with_commerce_runs_the_commerce_timeline(hub, device, tmp_path, c
             "accepted", "payment_authorized", "shipped", "delivered"]
         assert shown["order"]["totals"]["grandTotal"] == "32.42"
         assert "tok_visa" not in json.dumps(shown)
+        for command in ("advance", "cancel"):   # the commerce system runs its statuses
+            refused = _cli(command, "7777777777777777", "--data", data, check=False)
+            assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+            assert "use `python -m host_tools commerce advance|cancel ORD-000001`" in \
+                refused.stderr
     finally:
         b.stop()
 
