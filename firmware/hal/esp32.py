@@ -5,7 +5,8 @@
 # Pins come from config.json "pins" (defaults: the BOOT button on GPIO0, LED on GPIO2,
 # I2C SDA 21 / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid",
 # "wifi_password"). Nothing that the unix port lacks (machine.Pin, network, ntptime) is
-# imported at module level, so this file also imports (and compiles) on a PC.
+# imported at module level, so this file also imports (and compiles) on a PC. Nothing above
+# the HAL is imported either: the runtime passes the gesture machine and the epoch rule.
 import os
 import select
 import time
@@ -13,8 +14,6 @@ import time
 import framebuf
 from micropython import const
 
-from firmware.iothub import sas
-from firmware.app import gestures
 from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "esp32"
@@ -45,15 +44,19 @@ class _SSD1306(framebuf.FrameBuffer):
 
 
 class Hal(BaseHal):
-    def __init__(self):
+    def __init__(self, gestures, epoch_offset):
+        # gestures: the button's gesture machine (new() and feed(g, level, ms), as
+        # firmware.app.gestures); epoch_offset(gmtime(0) year): seconds to add to time.time()
+        # for Unix time (firmware.iothub.sas.epoch_offset).
         self.storage_dir = "/data"
         self._poll = select.poll()      # the link's socket: BaseHal._watch
         try:
             os.mkdir(self.storage_dir)
         except OSError:
             pass
-        self._offset = sas.epoch_offset(time.gmtime(0)[0])
-        self._gestures = gestures.new()
+        self._offset = epoch_offset(time.gmtime(0)[0])
+        self._gesture_machine = gestures
+        self._gesture_state = gestures.new()
         self._out = []
         self._wdt = None
         self._oled = None
@@ -102,7 +105,7 @@ class Hal(BaseHal):
             if time.ticks_diff(time.ticks_ms(), start) > timeout_s * 1000:
                 wlan.disconnect()
                 return False
-            self.feed()
+            self._feed()
             time.sleep_ms(200)
         return True
 
@@ -114,7 +117,7 @@ class Hal(BaseHal):
             print("hal: NTP failed:", e)
         return self.time_ok()
 
-    def feed(self):
+    def _feed(self):
         if self._wdt:
             self._wdt.feed()
 
@@ -148,9 +151,9 @@ class Hal(BaseHal):
         self._watch(wake)
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
-            self.feed()
+            self._feed()
             now = time.ticks_ms()
-            for g in gestures.feed(self._gestures, self._pressed(), now):
+            for g in self._gesture_machine.feed(self._gesture_state, self._pressed(), now):
                 self._out.append(g)
             if self._flash_until is not None and self._led is not None:
                 on = time.ticks_diff(self._flash_until, now) > 0
@@ -170,10 +173,8 @@ class Hal(BaseHal):
 
     # --- screen, LED, events ---------------------------------------------------------------
 
-    def show(self, sid, lines, led=None):
+    def show(self, sid, lines):
         lines = [str(s)[:16] for s in lines[:4]]
-        if led is not None and self._led is not None:
-            self._led.value(1 if led else 0)
         if (sid, lines) == self._screen:
             return
         self._screen = (sid, lines)

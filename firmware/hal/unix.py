@@ -61,10 +61,12 @@ def terminal(fb, write, w=128, h=64):
 
 
 class Hal(BaseHal):
-    def __init__(self):
+    def __init__(self, gestures, epoch_offset):
+        # The same arguments as the ESP32's Hal: the keyboard and control file give gestures
+        # directly, so `gestures` (the button's gesture machine) is not needed here.
         self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
         _makedirs(self.storage_dir)
-        self._offset = float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._offset = epoch_offset(time.gmtime(0)[0]) + float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
         self._control = self.storage_dir + "/control"
         try:
             self._control_pos = os.stat(self._control)[6]
@@ -89,9 +91,6 @@ class Hal(BaseHal):
 
     def sync_time(self):
         return self.time_ok()
-
-    def feed(self):
-        pass
 
     def crash(self, e):
         # An unexpected error: on a PC, show it and stop (exit status 1).
@@ -162,14 +161,14 @@ class Hal(BaseHal):
 
     # --- screen, LED, events -----------------------------------------------------------------
 
-    def show(self, sid, lines, led=None):
+    def show(self, sid, lines):
         lines = [str(s)[:16] for s in lines[:4]]
         if (sid, lines) == self._screen:
             return
         self._screen = (sid, lines)
         draw(self._fb, lines)
         terminal(self._fb, sys.stdout.buffer.write)
-        self.event(screen=sid, lines=lines, led=led)
+        self.event(screen=sid, lines=lines)
 
     def brightness(self, level):
         self.event(brightness=level)

@@ -8,15 +8,22 @@ from firmware.iothub.sas import quote, unquote
 API_VERSION = "2021-04-12"
 DPS_API_VERSION = "2019-03-31"
 
-TWIN_RES_FILTER = "$iothub/twin/res/#"
-TWIN_DESIRED_FILTER = "$iothub/twin/PATCH/properties/desired/#"
-METHODS_FILTER = "$iothub/methods/POST/#"
-DPS_RES_FILTER = "$dps/registrations/res/#"
+# Every topic prefix once; the device formats and parses with these, and the local hub builds its
+# mirror-image grammar (host_tools/cloud/hub/topics.py) from the same names.
+TWIN_GET = "$iothub/twin/GET/"
+TWIN_RES = "$iothub/twin/res/"
+TWIN_REPORTED = "$iothub/twin/PATCH/properties/reported/"
+TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
+METHOD_POST = "$iothub/methods/POST/"
+METHOD_RES = "$iothub/methods/res/"
+DPS_REGISTER = "$dps/registrations/PUT/iotdps-register/"
+DPS_STATUS = "$dps/registrations/GET/iotdps-get-operationstatus/"
+DPS_RES = "$dps/registrations/res/"
 
-_TWIN_RES = "$iothub/twin/res/"
-_TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
-_METHOD_POST = "$iothub/methods/POST/"
-_DPS_RES = "$dps/registrations/res/"
+TWIN_RES_FILTER = TWIN_RES + "#"
+TWIN_DESIRED_FILTER = TWIN_DESIRED + "#"
+METHODS_FILTER = METHOD_POST + "#"
+DPS_RES_FILTER = DPS_RES + "#"
 
 
 class TopicError(ValueError):
@@ -63,20 +70,26 @@ def decode_bag(s):
     return bag
 
 
-def _base(device_id):
-    return "devices/" + device_id + "/messages/"
+def events_topic(device_id):
+    # Telemetry goes to this topic, or to it + "/" + a property bag.
+    return "devices/" + device_id + "/messages/events"
+
+
+def c2d_topic(device_id):
+    # C2D messages arrive on this topic + "/" + their property bag.
+    return "devices/" + device_id + "/messages/devicebound"
 
 
 def telemetry(device_id, props=None):
-    return _base(device_id) + "events/" + encode_bag(props)
+    return events_topic(device_id) + "/" + encode_bag(props)
 
 
 def c2d_filter(device_id):
-    return _base(device_id) + "devicebound/#"
+    return c2d_topic(device_id) + "/#"
 
 
 def parse_c2d(topic, device_id):
-    prefix = _base(device_id) + "devicebound"
+    prefix = c2d_topic(device_id)
     if topic == prefix:
         return {}
     if not topic.startswith(prefix + "/"):
@@ -84,7 +97,7 @@ def parse_c2d(topic, device_id):
     return decode_bag(topic[len(prefix) + 1:])
 
 
-def _split_query(rest, what):
+def split_query(rest, what):
     # "path/?bag" -> (path, bag dict)
     i = rest.find("/?")
     if i < 0:
@@ -99,7 +112,7 @@ def _int(s, what):
         raise TopicError(what + " is not a number")
 
 
-def _rid(bag, what):
+def rid_of(bag, what):
     rid = bag.get("$rid")
     if not rid:
         raise TopicError(what + " topic has no $rid")
@@ -108,19 +121,19 @@ def _rid(bag, what):
 
 def parse_twin_response(topic):
     # "$iothub/twin/res/{status}/?$rid={rid}[&$version={v}]" -> (status, rid, version or None)
-    if not topic.startswith(_TWIN_RES):
+    if not topic.startswith(TWIN_RES):
         return None
-    status, bag = _split_query(topic[len(_TWIN_RES):], "twin response")
+    status, bag = split_query(topic[len(TWIN_RES):], "twin response")
     version = bag.get("$version")
-    return (_int(status, "twin status"), _rid(bag, "twin response"),
+    return (_int(status, "twin status"), rid_of(bag, "twin response"),
             None if version is None else _int(version, "twin $version"))
 
 
 def parse_desired_patch(topic):
     # "$iothub/twin/PATCH/properties/desired/?$version={v}" -> v
-    if not topic.startswith(_TWIN_DESIRED):
+    if not topic.startswith(TWIN_DESIRED):
         return None
-    rest = topic[len(_TWIN_DESIRED):]
+    rest = topic[len(TWIN_DESIRED):]
     if not rest.startswith("?"):
         raise TopicError("desired patch topic has no $version")
     return _int(decode_bag(rest[1:]).get("$version"), "desired $version")
@@ -128,28 +141,28 @@ def parse_desired_patch(topic):
 
 def parse_method_request(topic):
     # "$iothub/methods/POST/{name}/?$rid={rid}" -> (name, rid)
-    if not topic.startswith(_METHOD_POST):
+    if not topic.startswith(METHOD_POST):
         return None
-    name, bag = _split_query(topic[len(_METHOD_POST):], "method request")
+    name, bag = split_query(topic[len(METHOD_POST):], "method request")
     try:
         name = unquote(name)
     except ValueError:
         raise TopicError("method name is not url-encoded")
     if not name:
         raise TopicError("method request has no name")
-    return name, _rid(bag, "method request")
+    return name, rid_of(bag, "method request")
 
 
 def twin_get(rid):
-    return "$iothub/twin/GET/?$rid=" + quote(rid)
+    return TWIN_GET + "?$rid=" + quote(rid)
 
 
 def twin_patch_reported(rid):
-    return "$iothub/twin/PATCH/properties/reported/?$rid=" + quote(rid)
+    return TWIN_REPORTED + "?$rid=" + quote(rid)
 
 
 def method_response(status, rid):
-    return "$iothub/methods/res/" + str(int(status)) + "/?$rid=" + quote(rid)
+    return METHOD_RES + str(int(status)) + "/?$rid=" + quote(rid)
 
 
 def dps_resource(id_scope, registration_id):
@@ -161,19 +174,19 @@ def dps_username(id_scope, registration_id):
 
 
 def dps_register(rid):
-    return "$dps/registrations/PUT/iotdps-register/?$rid=" + quote(rid)
+    return DPS_REGISTER + "?$rid=" + quote(rid)
 
 
 def dps_status(rid, operation_id):
-    return ("$dps/registrations/GET/iotdps-get-operationstatus/?$rid=" + quote(rid)
+    return (DPS_STATUS + "?$rid=" + quote(rid)
             + "&operationId=" + quote(operation_id))
 
 
 def parse_dps_response(topic):
     # "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]" -> (status, rid, retry_after)
-    if not topic.startswith(_DPS_RES):
+    if not topic.startswith(DPS_RES):
         return None
-    status, bag = _split_query(topic[len(_DPS_RES):], "DPS response")
+    status, bag = split_query(topic[len(DPS_RES):], "DPS response")
     retry = bag.get("retry-after")
-    return (_int(status, "DPS status"), _rid(bag, "DPS response"),
+    return (_int(status, "DPS status"), rid_of(bag, "DPS response"),
             None if retry is None else _int(retry, "retry-after"))

@@ -11,11 +11,11 @@
 import gc
 import json
 
-from firmware.app import orders, screens
+from firmware.app import gestures, orders, screens
 from firmware.hal import PLATFORM, Hal
-from firmware.iothub import topics
+from firmware.iothub import sas, topics
 from firmware.runtime import storage
-from firmware.runtime.link import AUTH_ERROR, ONLINE, Link
+from firmware.runtime.link import AUTH_ERROR, Link
 
 try:
     from micropython import const
@@ -28,6 +28,7 @@ _LOOP_MS = const(50)        # longest sleep between loop turns; a gesture or lin
 _SETUP_RETRY_MS = const(2000)
 _CLOCK_RETRY_MS = const(10000)
 _REPORT_S = const(300)      # free heap and link counters, while online
+_NO_NETWORK_S = const(5)    # no WLAN: look again this much later, before trying the hub
 _STATE = "state.json"
 _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_errors", "connects")
 
@@ -35,7 +36,7 @@ _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_erro
 def run():
     # main.py calls this. A "reboot" from the app restarts the device (a fresh Device on
     # unix, machine.reset() on the ESP32).
-    hal = Hal()
+    hal = Hal(gestures, sas.epoch_offset)     # what the HAL needs from above, passed down
     if hal.safe_mode():
         print("safe mode: button held at start, app not started")
         return
@@ -73,7 +74,7 @@ class Device:
         self.s = orders.new(VERSION)
         blob = storage.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
-        if blob and self.s["ign"].get("blob"):
+        if blob and _ignored(self.s).get("blob"):
             # keep the bad blob before restore's save replaces it: a power cut in between
             # must not lose the only copy
             storage.write_atomic(self.state_path + ".corrupt", blob)
@@ -145,8 +146,8 @@ class Device:
         on_link = self._on_link   # bound once: a bound method is a new object each time
         while self._gestures(_LOOP_MS, self.link.pollable()):
             t = self.hal.now()
-            if self.link.state != ONLINE and t >= self.link.next_try and not self.hal.network_up():
-                self.link.next_try = t + 5      # no WLAN: try that again before the hub
+            if self.link.connect_due(t) and not self.hal.network_up():
+                self.link.network_down(t, _NO_NETWORK_S)
             self.link.step(t, on_link)
             now = self._now()
             if now != last:
@@ -191,16 +192,16 @@ class Device:
         elif kind == "c2d":
             self.hal.event(c2d=ev[1])
             self._do(orders.c2d(s, now, ev[1], ev[2]))
-        elif kind == "twin":
-            if ev[1] == 200:
+        elif kind == "twin":                          # ("twin", rid, status, body)
+            if ev[2] == 200:
                 self._do(orders.twin(s, now, ev[3]))
-            elif ev[1] >= 300:
-                self.hal.event(twin_status=ev[1], rid=ev[2])
-        elif kind == "desired":
-            self._do(orders.twin(s, now, ev[2], ev[1]))   # ev[1]: the topic's $version
-        elif kind == "method":
-            self.hal.event(method=ev[1])
-            self._do(orders.method(s, now, ev[2], ev[1], ev[3]))
+            elif ev[2] >= 300:
+                self.hal.event(twin_status=ev[2], rid=ev[1])
+        elif kind == "desired":                       # ("desired", $version, body)
+            self._do(orders.twin(s, now, ev[2], ev[1]))
+        elif kind == "method":                        # ("method", rid, name, body)
+            self.hal.event(method=ev[2])
+            self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -218,8 +219,8 @@ class Device:
                 self.hal.event(publish=a[3], queued=ok, online=self.link.online())
             elif kind == "report":
                 self._report(a[1])
-            elif kind == "method_response":
-                self.link.method_response(a[2], a[1], json.dumps(a[3]))
+            elif kind == "method_response":           # ("method_response", rid, status, body)
+                self.link.method_response(a[1], a[2], json.dumps(a[3]))
                 self.hal.event(method_response=a[2], rid=a[1])
             elif kind == "brightness":
                 self.hal.brightness(a[1])
@@ -232,6 +233,10 @@ class Device:
         self.hal.show(scr[0], scr[1])
 
     def _report(self, patch):
+        # The only place a reported-properties patch is sent. The app owns every key of the
+        # reported document (orders.reported) except these two, which the runtime owns and
+        # sends with every patch: the app's patch may name them only to drop a stale value
+        # (a full-twin reconcile), and they are overwritten here.
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
@@ -241,7 +246,7 @@ class Device:
 
     def _observe(self):
         # Counters of ignored input (app) and of dropped/bad messages (link), when they change.
-        ign = self.s["ign"]
+        ign = _ignored(self.s)
         if ign != self._ign:
             self._ign = dict(ign)
             self.hal.event(ignored=self._ign)
@@ -256,3 +261,9 @@ class Device:
                 self._link_stats = last
                 self.hal.event(link_stats=last)
                 return
+
+
+def _ignored(s):
+    # The app's ignored-input counters (reason -> count). The one place the runtime reaches into
+    # the app's state: to become orders.ignored(s) once the app offers that public view.
+    return s["ign"]

@@ -293,9 +293,9 @@ def test_twin_desired_and_method_events():
     b.publish("$iothub/twin/PATCH/properties/desired/?$version=5", b'{"sku":"A"}')
     b.publish("$iothub/methods/POST/status/?$rid=9", b"null")
     ev = _run(lk, 1001)
-    assert ("twin", 200, "1", b'{"desired":{}}') in ev
+    assert ("twin", "1", 200, b'{"desired":{}}') in ev        # the request id first
     assert ("desired", 5, b'{"sku":"A"}') in ev
-    assert ("method", "status", "9", b"null") in ev
+    assert ("method", "9", "status", b"null") in ev
 
 
 def test_foreign_or_malformed_topics_are_counted_not_delivered():
@@ -336,7 +336,7 @@ def test_inbox_is_bounded_and_counts_drops_without_acknowledging_them():
         b.publish("devices/dev1/messages/devicebound/", b"m", 1, pid)
     c = lk.c
     for _ in range(12):
-        c.wait_msg()
+        c.check_msg(1001)
     assert len(c.inbox) == 8 and c.dropped == 4
     assert not b.packets(4)
 
@@ -357,7 +357,7 @@ def test_nothing_waiting_returns_none_and_a_closed_socket_is_a_disconnect():
     b = Broker()
     lk = _link(b)
     _run(lk, 1000)
-    assert lk.c.wait_msg() is None
+    assert lk.c.check_msg(1001) is None
     b.rx = b""
     b.read = lambda n: b""
     ev = _run(lk, 1001)
@@ -394,13 +394,61 @@ def test_messages_read_on_a_lost_connection_are_dropped_with_it():
     assert [e[0] for e in ev] == ["c2d"] and b.packets(4)[-1] == b"\x40\x02\x00\x03"
 
 
-def test_truncated_packet_times_out_instead_of_hanging():
+def test_the_loop_waits_on_the_tcp_socket_unless_packets_may_wait_inside_tls():
     b = Broker()
     lk = _link(b)
     _run(lk, 1000)
+    assert lk.pollable() is lk.c.sock          # right after connecting: the TLS socket
+    _run(lk, 1001)
+    assert lk.pollable() is lk.c.raw           # all read: the TCP socket (a real fd)
+    for pid in range(1, 11):
+        b.publish("devices/dev1/messages/devicebound/", b"m", 1, pid)
+    ev = _run(lk, 1002)
+    assert len([e for e in ev if e[0] == "c2d"]) == 8
+    assert lk.pollable() is lk.c.sock          # stopped at 8 packets: more may wait in TLS
+    ev = _run(lk, 1003)
+    assert len([e for e in ev if e[0] == "c2d"]) == 2 and lk.pollable() is lk.c.raw
+    b.read = lambda n: b""
+    _run(lk, 1004)
+    assert lk.pollable() is None               # offline
+
+
+def test_truncated_packet_times_out_instead_of_hanging():
+    # The rest of a packet is not waited for: the loop goes on (the button is sampled), and a
+    # packet still incomplete after the socket timeout (10 s) is a broken connection.
+    b = Broker()
+    lk = _link(b, token_ttl=3600)
+    _run(lk, 1000)
     b.rx = b"\x30\x20\x00"     # a PUBLISH that never finishes
+    assert _run(lk, 1001) == [] and lk.state == link.ONLINE and not b.rx
+    assert _run(lk, 1011) == [] and lk.state == link.ONLINE
+    ev = _run(lk, 1011.5)
+    assert ev == [("disconnected", "incomplete packet")] and lk.state == link.OFFLINE
+
+
+def test_a_packet_arriving_in_pieces_is_handled_once_whole():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/", b"{}", 1, 5)
+    whole, b.rx = b.rx, b""
+    ev = []
+    for i in range(len(whole)):
+        b.rx += whole[i:i + 1]
+        _run(lk, 1001 + i * 0.1, ev)
+        if i < len(whole) - 1:
+            assert ev == [] and not b.packets(4), i
+    assert ev == [("c2d", {}, b"{}")] and b.packets(4) == [b"\x40\x02\x00\x05"]
+    assert lk.state == link.ONLINE
+
+
+def test_a_malformed_packet_drops_the_connection():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.rx = b"\x40\x03\x00\x01\x00"         # a PUBACK of 3 bytes
     ev = _run(lk, 1001)
-    assert ev[0][0] == "disconnected" and lk.state == link.OFFLINE
+    assert ev == [("disconnected", "bad PUBACK")] and lk.state == link.OFFLINE
 
 
 # --- keep-alive, renewal, reconnect, auth -----------------------------------------------------

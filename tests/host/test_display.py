@@ -6,7 +6,7 @@ from host_tools.harness.device_process import REPO, micropypath, micropython
 
 
 def render(tmp_path, lines):
-    script = "from firmware.hal.unix import Hal\nHal().show('s', %r)\n" % (lines,)
+    script = "from firmware.hal.unix import Hal\nHal(None, lambda year: 0).show('s', %r)\n" % (lines,)
     r = subprocess.run([micropython(), "-c", script], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, MICROPYPATH=micropypath(REPO), ORDER_DEVICE_DIR=str(tmp_path)))
     assert r.returncode == 0, r.stderr

@@ -266,9 +266,11 @@ class Hub:
         """CONNECT -> Connection, or None (CONNACK 5). Never logs the token."""
         device_id = session.client_id or ""
         username = session.username or ""
-        head, sep, query = username.partition("/?")
-        host, _, user_device = head.rpartition("/")
-        if not sep or user_device != device_id or "api-version" not in topics.decode_bag_safe(query):
+        try:
+            kind, host, user_device, _ = topics.parse_username(username)
+        except topics.TopicError:
+            kind = user_device = None
+        if kind != "hub" or user_device != device_id:
             log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
             return None
         if host.lower() not in self.host_names():

@@ -3,11 +3,12 @@
 The device library formats what a device publishes and parses what it receives; this module
 is the mirror image: parse what a device publishes, format what the hub sends.
 """
+from firmware.iothub import topics as device
 from firmware.iothub.sas import quote
 from firmware.iothub.topics import TopicError, decode_bag, encode_bag
 
-__all__ = ["TopicError", "parse_publish", "allowed_filter", "split_properties", "c2d",
-           "twin_response", "desired_patch", "method_request"]
+__all__ = ["TopicError", "parse_username", "parse_publish", "allowed_filter", "split_properties",
+           "c2d", "twin_response", "desired_patch", "method_request"]
 
 # bag key -> systemProperties name (the names IoT Hub's service side uses)
 SYSTEM_PROPS = {
@@ -15,59 +16,74 @@ SYSTEM_PROPS = {
     "$.ce": "contentEncoding", "$.uid": "userId", "$.ctime": "creationTimeUtc",
     "$.exp": "expiryTimeUtc", "$.to": "to", "$.ifid": "interfaceId",
 }
-
-_TWIN_GET = "$iothub/twin/GET/"
-_TWIN_REPORTED = "$iothub/twin/PATCH/properties/reported/"
-_METHOD_RES = "$iothub/methods/res/"
+_API_VERSION = "api-version"
 
 
-def _rid_of(rest, what):
-    if not rest.startswith("?"):
-        raise TopicError(what + " topic has no ?$rid")
-    rid = decode_bag(rest[1:]).get("$rid")
-    if not rid:
-        raise TopicError(what + " topic has no $rid")
-    return rid
+def parse_username(username):
+    """A CONNECT user name -> ("hub", host, device_id, query bag) for IoT Hub
+    (`{host}/{deviceId}/?api-version=...`, what device.username() builds) or
+    ("dps", id_scope, registration_id, query bag) for the Device Provisioning Service
+    (`{idScope}/registrations/{registrationId}/api-version=...`, what device.dps_username() builds).
+    Anything else raises TopicError."""
+    head, sep, query = username.partition("/?")
+    if sep:
+        host, _, device_id = head.rpartition("/")
+        bag = decode_bag(query)
+        if host and device_id and _API_VERSION in bag:
+            return ("hub", host, device_id, bag)
+    resource, sep, query = username.partition("/" + _API_VERSION + "=")
+    scope, _, registration_id = resource.partition("/")
+    registration_id = registration_id.partition("/")[2]
+    if sep and scope and registration_id and device.dps_resource(scope, registration_id) == resource:
+        return ("dps", scope, registration_id, decode_bag(_API_VERSION + "=" + query))
+    raise TopicError("user name is neither {host}/{deviceId}/?api-version=... (IoT Hub) "
+                     "nor {idScope}/registrations/{registrationId}/api-version=... (DPS)")
+
+
+def _rid_after(topic, prefix, what):
+    # "{prefix}?$rid=..." -> rid
+    path, bag = device.split_query("/" + topic[len(prefix):], what)
+    if path:
+        raise TopicError(what + " topic has a path after " + prefix)
+    return device.rid_of(bag, what)
 
 
 def parse_publish(topic, device_id):
     """What a device publishes -> ("telemetry", bag) | ("twin_get", rid) |
     ("twin_reported", rid) | ("method_res", status, rid) | None (not allowed for this device).
     A topic of an allowed kind that is malformed raises TopicError."""
-    events = "devices/" + device_id + "/messages/events"
+    events = device.events_topic(device_id)
     if topic == events:
         return ("telemetry", {})
     if topic.startswith(events + "/"):
         return ("telemetry", decode_bag(topic[len(events) + 1:]))
-    if topic.startswith(_TWIN_GET):
-        return ("twin_get", _rid_of(topic[len(_TWIN_GET):], "twin GET"))
-    if topic.startswith(_TWIN_REPORTED):
-        return ("twin_reported", _rid_of(topic[len(_TWIN_REPORTED):], "twin PATCH"))
-    if topic.startswith(_METHOD_RES):
-        rest = topic[len(_METHOD_RES):]
-        i = rest.find("/")
-        if i <= 0:
+    if topic.startswith(device.TWIN_GET):
+        return ("twin_get", _rid_after(topic, device.TWIN_GET, "twin GET"))
+    if topic.startswith(device.TWIN_REPORTED):
+        return ("twin_reported", _rid_after(topic, device.TWIN_REPORTED, "twin PATCH"))
+    if topic.startswith(device.METHOD_RES):
+        status, bag = device.split_query(topic[len(device.METHOD_RES):], "method response")
+        if not status:
             raise TopicError("method response topic has no status")
         try:
-            status = int(rest[:i])
+            status = int(status)
         except ValueError:
             raise TopicError("method response status is not a number") from None
-        return ("method_res", status, _rid_of(rest[i + 1:], "method response"))
+        return ("method_res", status, device.rid_of(bag, "method response"))
     return None
 
 
 def allowed_filter(topic_filter, device_id):
     """The subscriptions IoT Hub lets a device make (its own C2D, twin, methods)."""
-    c2d = "devices/" + device_id + "/messages/devicebound/"
+    c2d = device.c2d_topic(device_id)
     return topic_filter in (
-        c2d + "#", c2d + "+", c2d[:-1],
-        "$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#",
-        "$iothub/twin/#", "$iothub/methods/POST/#",
+        device.c2d_filter(device_id), c2d + "/+", c2d,
+        device.TWIN_RES_FILTER, device.TWIN_DESIRED_FILTER, device.METHODS_FILTER,
     )
 
 
 def is_c2d_filter(topic_filter, device_id):
-    return topic_filter.startswith("devices/" + device_id + "/messages/devicebound")
+    return topic_filter.startswith(device.c2d_topic(device_id))
 
 
 def split_properties(bag):
@@ -84,26 +100,19 @@ def split_properties(bag):
 
 
 def c2d(device_id, props):
-    return "devices/" + device_id + "/messages/devicebound/" + encode_bag(props)
+    return device.c2d_topic(device_id) + "/" + encode_bag(props)
 
 
 def twin_response(status, rid, version=None):
-    t = "$iothub/twin/res/" + str(int(status)) + "/?$rid=" + quote(rid)
+    t = device.TWIN_RES + str(int(status)) + "/?$rid=" + quote(rid)
     if version is not None:
         t += "&$version=" + str(int(version))
     return t
 
 
 def desired_patch(version):
-    return "$iothub/twin/PATCH/properties/desired/?$version=" + str(int(version))
+    return device.TWIN_DESIRED + "?$version=" + str(int(version))
 
 
 def method_request(name, rid):
-    return "$iothub/methods/POST/" + quote(name) + "/?$rid=" + quote(rid)
-
-
-def decode_bag_safe(s):
-    try:
-        return decode_bag(s)
-    except TopicError:
-        return {}
+    return device.METHOD_POST + quote(name) + "/?$rid=" + quote(rid)

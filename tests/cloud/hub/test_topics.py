@@ -59,3 +59,30 @@ def test_hub_formatted_topics_parse_with_the_device_library():
     assert device.parse_twin_response(hub.twin_response(200, "x")) == (200, "x", None)
     assert device.parse_desired_patch(hub.desired_patch(12)) == 12
     assert device.parse_method_request(hub.method_request("re boot", "a1")) == ("re boot", "a1")
+
+
+def test_usernames_the_device_library_and_the_sdks_build_parse_back():
+    assert hub.parse_username(device.username("h.example", "d1")) == \
+        ("hub", "h.example", "d1", {"api-version": device.API_VERSION})
+    sdk = "127.0.0.1/d1/?api-version=2019-10-01&DeviceClientType=py-azure-iot-device%2F2.14.0"
+    assert hub.parse_username(sdk)[:3] == ("hub", "127.0.0.1", "d1")
+    assert hub.parse_username(device.dps_username("0ne00ABC", "reg-1")) == \
+        ("dps", "0ne00ABC", "reg-1", {"api-version": device.DPS_API_VERSION})
+    sdk_dps = "0ne00ABC/registrations/reg-1/api-version=2019-03-31&ClientVersion=py%2F2.14.0"
+    assert hub.parse_username(sdk_dps)[:3] == ("dps", "0ne00ABC", "reg-1")
+
+
+@pytest.mark.parametrize("name", [
+    "", "d1", "h/d1", "h/d1/", "h/d1/?x=1", "/d1/?api-version=1", "h//?api-version=1",
+    "s/registrations/r", "s/registrations//api-version=1", "s/other/r/api-version=1",
+    "/registrations/r/api-version=1", "h/d1/?api-version=%zz",
+])
+def test_usernames_of_neither_kind_raise(name):
+    with pytest.raises(hub.TopicError):
+        hub.parse_username(name)
+
+
+def test_request_topics_with_a_path_before_the_query_are_malformed():
+    for t in ("$iothub/twin/GET/x/?$rid=1", "$iothub/twin/PATCH/properties/reported/x/?$rid=1"):
+        with pytest.raises(hub.TopicError):
+            hub.parse_publish(t, "d1")
