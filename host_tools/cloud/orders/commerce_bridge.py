@@ -18,6 +18,7 @@ slow Logic App.
 import hashlib
 import logging
 import re
+import threading
 from datetime import datetime
 
 from host_tools.cloud.commerce import client as commerce_client
@@ -114,6 +115,9 @@ class Bridge:
                 self.client.subscribe(self.subscription, self.webhook_url)
                 self.subscribed = True
                 log.info("subscribed to commerce events as %s", self.subscription)
+                if self.trouble:
+                    log.warning("commerce API back (%s)", self.trouble)
+                    self.trouble = None
             except commerce_client.CommerceError as exc:
                 self._trouble(f"cannot subscribe to commerce events yet: {exc}")
         store = service.store
@@ -241,8 +245,16 @@ class Bridge:
 
     def webhook_handler(self, service):
         """on_events for webhook.WebhookServer: apply, commit, then send what it queued (the
-        outbox lock keeps the serve loop from sending the same messages at the same time)."""
+        outbox lock keeps the serve loop from sending the same messages at the same time).
+        Deliveries are applied one at a time: the service's store connection is not shared
+        between threads."""
+        one_at_a_time = threading.Lock()
+
         def on_events(events):
+            with one_at_a_time:
+                return apply(events)
+
+        def apply(events):
             try:
                 self.apply_events(service, events)
             except NotYet as exc:
