@@ -40,8 +40,7 @@ DEVICE_STATUS = {
     commerce_lifecycle.DELIVERED: lifecycle.DELIVERED,
     commerce_lifecycle.CANCELLED: lifecycle.CANCELLED,
 }
-# reasons the device is shown with a status
-_REASONS = {commerce_lifecycle.CANCELLED: None}
+_VOLATILE = frozenset(("status", "version", "updatedAt", "next", "eta", "reason"))
 
 
 class NotYet(Exception):
@@ -188,9 +187,11 @@ class Bridge:
         except (KeyError, TypeError, CatalogueError):
             amount = None
         status = DEVICE_STATUS.get(view.get("status"), lifecycle.ACCEPTED)
+        # what the order is, not where it stands: the statuses are kept by the service
+        document = {k: v for k, v in view.items() if k not in _VOLATILE}
         service.record_commerce_order(work["device_id"], work["request_id"], view["id"], status,
                                       view.get("reason"), parse_iso(view.get("eta")), amount,
-                                      view.get("currency"), view, now)
+                                      view.get("currency"), document, now)
 
     def _cancel(self, service, work):
         device_id, request_id = work["device_id"], work["request_id"]
