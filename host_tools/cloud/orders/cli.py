@@ -193,6 +193,7 @@ def _serve(args):
     import signal
     import threading
 
+    from host_tools.cloud.orders.commerce_bridge import Bridge
     from host_tools.cloud.orders.service import OrderService, hub_errors
 
     catalogue = _catalogue(args.catalogue)
@@ -219,11 +220,11 @@ def _serve(args):
 
     connect = lambda: ServiceClient.from_data_dir(args.hub_data)  # noqa: E731
     bridge = webhook = None
-    flush_lock = threading.Lock()
     if commerce is not None:
-        bridge, webhook = _start_webhook(args, commerce, catalogue, tl, connect, flush_lock)
-    service = OrderService(store, catalogue, tl, connect=connect, bridge=bridge,
-                           flush_lock=flush_lock)
+        bridge = Bridge(commerce, args.subscription, retry_max=args.commerce_retry_max)
+    service = OrderService(store, catalogue, tl, connect=connect, bridge=bridge)
+    if commerce is not None:
+        webhook = _start_webhook(args, bridge, catalogue, tl, service.wake)
     try:
         service.step(0)
     except HubUnavailable as exc:
@@ -299,10 +300,10 @@ def _commerce_client(args):
                   _read_secret_file(args.client_secret_file), ca=args.commerce_ca)
 
 
-def _start_webhook(args, commerce, catalogue, tl, connect, flush_lock):
-    """The Event Grid webhook on its own thread, with its own store connection and hub client."""
+def _start_webhook(args, bridge, catalogue, tl, wake):
+    """The Event Grid webhook on its own thread, with its own store connection; it wakes the
+    serve loop to send what it committed."""
     from host_tools.cloud.hub import certs
-    from host_tools.cloud.orders.commerce_bridge import Bridge
     from host_tools.cloud.orders.service import OrderService
     from host_tools.cloud.orders.webhook import WebhookServer
     folder = args.webhook_certs or os.path.join(args.data, "certs")
@@ -310,17 +311,15 @@ def _start_webhook(args, commerce, catalogue, tl, connect, flush_lock):
         paths, _ = certs.ensure(folder)
     except OSError as exc:
         raise CliError(f"cannot make the webhook's certificate in {folder}: {exc}") from None
-    bridge = Bridge(commerce, args.subscription, retry_max=args.commerce_retry_max)
-    hook_service = OrderService(_open_store(args.data), catalogue, tl, connect=connect,
-                                bridge=bridge, flush_lock=flush_lock)
-    webhook = WebhookServer(bridge.webhook_handler(hook_service), paths["server.pem"],
+    hook_service = OrderService(_open_store(args.data), catalogue, tl, bridge=bridge)
+    webhook = WebhookServer(bridge.webhook_handler(hook_service, wake), paths["server.pem"],
                             paths["server.key"], args.webhook_host, args.webhook_port)
     try:
         bridge.webhook_url = webhook.start()
     except OSError as exc:
         raise CliError(str(exc)) from None
     bridge.subscribed = False
-    return bridge, webhook
+    return webhook
 
 
 def _list(args):

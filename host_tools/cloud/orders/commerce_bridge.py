@@ -244,11 +244,10 @@ class Bridge:
                                                      DEVICE_STATUS[status], reason, now):
                     self.stats["stale_events"] += 1
 
-    def webhook_handler(self, service):
-        """on_events for webhook.WebhookServer: apply, commit, then send what it queued (the
-        outbox lock keeps the serve loop from sending the same messages at the same time).
-        Deliveries are applied one at a time: the service's store connection is not shared
-        between threads."""
+    def webhook_handler(self, service, wake=None):
+        """on_events for webhook.WebhookServer: apply and commit with `service` (the webhook
+        thread's own, on its own store connection, without a hub), then `wake()` the serve
+        loop, which sends the outbox. Deliveries are applied one at a time."""
         one_at_a_time = threading.Lock()
 
         def on_events(events):
@@ -265,10 +264,7 @@ class Bridge:
             except Exception:
                 log.exception("could not apply commerce events; Event Grid will redeliver")
                 return 500
-            try:
-                service.flush()
-            except Exception as exc:  # the hub is away: the serve loop sends it later
-                service.client = None
-                log.info("status queued, not sent yet: %s", exc)
+            if wake is not None:
+                wake()
             return 200
         return on_events

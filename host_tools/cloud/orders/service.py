@@ -73,12 +73,11 @@ def _give_up(status, attempts, max_attempts):
 
 class OrderService:
     def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
-                 new_message_id=None, max_attempts=10, bridge=None, flush_lock=None):
+                 new_message_id=None, max_attempts=10, bridge=None):
         """connect: a callable returning a hub ServiceClient (called again after an outage);
         None for the CLI's offline commands, which only write to the store and the outbox.
         bridge: a commerce_bridge.Bridge when orders are placed through the commerce API
-        (then the commerce backend runs the timeline); flush_lock: shared by the services
-        that send this store's outbox from several threads (the webhook's and the loop's)."""
+        (then the commerce backend runs the timeline)."""
         self.store = store
         self.catalogue = catalogue
         self.timeline = timeline
@@ -87,7 +86,6 @@ class OrderService:
         self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
         self.max_attempts = max_attempts
         self.bridge = bridge
-        self.flush_lock = flush_lock or threading.Lock()
         self.client = None
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
                       "skipped": 0, "sent": 0}
@@ -316,6 +314,14 @@ class OrderService:
             if not batch:
                 return steps
 
+    def wake(self):
+        """Called from another thread (the commerce webhook) after it committed statuses to
+        the outbox: end the loop's wait for telemetry now, when the hub client can (else the
+        statuses go out within one poll timeout)."""
+        wake = getattr(self.client, "wake", None)
+        if wake is not None:
+            wake()
+
     def next_wakeup(self):
         due = self.store.next_due()
         if self.bridge is not None:
@@ -392,10 +398,6 @@ class OrderService:
 
     def flush(self):
         """Send the outbox in order; a message leaves the outbox once the hub has it."""
-        with self.flush_lock:
-            return self._flush()
-
-    def _flush(self):
         HubUnavailable, ServiceError = hub_errors()
         sent, blocked, after = 0, set(), 0
         while True:

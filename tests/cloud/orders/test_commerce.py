@@ -1,7 +1,6 @@
 """The orchestrator placing orders through the commerce backend, as the article's Logic App:
 the real hub and a paho device, the commerce backend on HTTPS (in a thread, its own clock),
 the in-process order service with the commerce bridge and its Event Grid webhook."""
-import threading
 import time
 
 import pytest
@@ -26,24 +25,25 @@ class Orchestrator:
     def __init__(self, hub, data_dir, backend, cert_paths):
         self.clock = FakeClock(time.time())
         self.hub, self.data_dir, self.backend, self.cert_paths = hub, data_dir, backend, cert_paths
-        self.lock = threading.Lock()
         self.stores = []
         self.client = backend.client(clock=self.clock)
         self.bridge = Bridge(self.client, "orders", retry_base=1.0, retry_max=8.0)
         self.service = self._service()
-        self.hook_service = self._service()
-        self.webhook = WebhookServer(self.bridge.webhook_handler(self.hook_service),
+        self.hook_service = self._service(connect=None)
+        self.webhook = WebhookServer(self.bridge.webhook_handler(self.hook_service,
+                                                                 self.service.wake),
                                      cert_paths["server.pem"], cert_paths["server.key"])
         self.bridge.webhook_url = self.webhook.start()
         self.bridge.subscribed = False
         self.store = self.service.store
 
-    def _service(self):
+    def _service(self, connect=True):
         store = Store(str(self.data_dir))
         self.stores.append(store)
-        return OrderService(store, catalogue.load(), timeline.parse(None),
-                            connect=lambda: ServiceClient.from_data_dir(self.hub.data_dir),
-                            clock=self.clock, bridge=self.bridge, flush_lock=self.lock)
+        if connect:
+            connect = lambda: ServiceClient.from_data_dir(self.hub.data_dir)  # noqa: E731
+        return OrderService(store, catalogue.load(), timeline.parse(None), connect=connect,
+                            clock=self.clock, bridge=self.bridge)
 
     def pump(self):
         self.service.step(0.05)
@@ -92,12 +92,12 @@ def test_order_goes_through_the_commerce_api_and_events_reach_the_device(orchest
     assert placed.idempotency_key == "button-1:00112233aabbccdd"
     lines = [c for c in placed.document["components"] if c["type"] == "CartLineComponent"]
     assert lines[0]["quantity"] == 2 and placed.amount_cents == 2 * 1890 + 495
-    # the commerce timeline moves the order; its events alone bring the statuses (no pump)
+    # the commerce timeline moves the order; its events bring the statuses
     for expected in (["accepted", "payment_authorized"],
                      ["accepted", "payment_authorized", "shipped"],
                      ["accepted", "payment_authorized", "shipped", "delivered"]):
         backend.clock.advance(2)
-        dev.wait_statuses("00112233aabbccdd", expected)
+        dev.wait_statuses("00112233aabbccdd", expected, orchestrator.pump)
     [order] = orchestrator.store.orders()
     assert order.status == "delivered" and order.amount_cents == 2 * 1890 + 495
     assert [h["source"] for h in orchestrator.store.history(order.pk)] == ["commerce"] * 4
@@ -119,7 +119,7 @@ def test_declined_payment_shows_failed_on_the_device(orchestrator, backend, devi
     dev.order("decl1ned")
     dev.wait_statuses("decl1ned", ["accepted"], orchestrator.pump)
     backend.clock.advance(2)
-    dev.wait_statuses("decl1ned", ["accepted", "failed"])
+    dev.wait_statuses("decl1ned", ["accepted", "failed"], orchestrator.pump)
     assert dev.messages("decl1ned")[-1][1]["reason"] == "payment declined"
 
 
@@ -155,7 +155,7 @@ def test_cancel_outside_the_window_is_refused(orchestrator, backend, device):
     dev.order("c2")
     dev.wait_statuses("c2", ["accepted"], orchestrator.pump)
     backend.clock.advance(4)
-    dev.wait_statuses("c2", ["accepted", "payment_authorized", "shipped"])
+    dev.wait_statuses("c2", ["accepted", "payment_authorized", "shipped"], orchestrator.pump)
     dev.cancel("c2")
     dev.wait_statuses("c2", ["accepted", "payment_authorized", "shipped", "shipped"],
                       orchestrator.pump)
@@ -227,7 +227,7 @@ def test_out_of_order_and_repeated_events_do_not_move_the_device_backwards(orche
     dev.order("o1")
     dev.wait_statuses("o1", ["accepted"], orchestrator.pump)
     backend.clock.advance(4)
-    dev.wait_statuses("o1", ["accepted", "payment_authorized", "shipped"])
+    dev.wait_statuses("o1", ["accepted", "payment_authorized", "shipped"], orchestrator.pump)
     old = eventgrid.event("/x", "/orders/ORD-000001", "Commerce.Order.PaymentAuthorized",
                           {"orderId": "ORD-000001", "status": "payment_authorized",
                            "version": 2, "idempotencyKey": "button-1:o1"}, 0)
@@ -260,4 +260,4 @@ def test_commerce_down_for_a_minute_orders_are_placed_when_it_is_back(orchestrat
         ["button-1:down1", "button-1:down2"]
     assert orchestrator.store.work_due(1e12) == []
     backend.clock.advance(2)                 # and the events flow again
-    dev.wait_statuses("down1", ["accepted", "payment_authorized"])
+    dev.wait_statuses("down1", ["accepted", "payment_authorized"], orchestrator.pump)
