@@ -116,50 +116,50 @@ def test_resent_requests_make_one_commerce_order(orchestrator, backend, device):
 def test_declined_payment_shows_failed_on_the_device(orchestrator, backend, device):
     set_profile(orchestrator.store, "button-1", token="tok_declined_0002")
     dev = device("button-1")
-    dev.order("decl1ned")
-    dev.wait_statuses("decl1ned", ["accepted"], orchestrator.pump)
+    dev.order("dec1dec1dec1dec1")
+    dev.wait_statuses("dec1dec1dec1dec1", ["accepted"], orchestrator.pump)
     backend.clock.advance(2)
-    dev.wait_statuses("decl1ned", ["accepted", "failed"], orchestrator.pump)
-    assert dev.messages("decl1ned")[-1][1]["reason"] == "payment declined"
+    dev.wait_statuses("dec1dec1dec1dec1", ["accepted", "failed"], orchestrator.pump)
+    assert dev.messages("dec1dec1dec1dec1")[-1][1]["reason"] == "payment declined"
 
 
 def test_commerce_refusals_fail_the_request_with_the_reason(orchestrator, backend, device):
     dev = device("button-1")
-    dev.order("r1", sku="CAVIAR")
-    dev.order("r2", quantity=6)
-    dev.wait_statuses("r1", ["failed"], orchestrator.pump)
-    dev.wait_statuses("r2", ["failed"], orchestrator.pump)
-    assert dev.messages("r1")[0][1] == {"orderRequestId": "r1", "orderId": "",
+    dev.order("0000000000000001", sku="CAVIAR")
+    dev.order("0000000000000002", quantity=6)
+    dev.wait_statuses("0000000000000001", ["failed"], orchestrator.pump)
+    dev.wait_statuses("0000000000000002", ["failed"], orchestrator.pump)
+    assert dev.messages("0000000000000001")[0][1] == {"orderRequestId": "0000000000000001", "orderId": "",
                                         "status": "failed", "reason": "unknown sku CAVIAR"}
-    assert dev.messages("r2")[0][1]["reason"] == \
+    assert dev.messages("0000000000000002")[0][1]["reason"] == \
         "quantity 6 exceeds the maximum of 5 for COFFEE-1KG"
     other = device("button-2")
-    other.order("r3")
-    other.wait_statuses("r3", ["failed"], orchestrator.pump)
-    assert other.messages("r3")[0][1]["reason"] == "no customer profile for this device"
+    other.order("0000000000000003")
+    other.wait_statuses("0000000000000003", ["failed"], orchestrator.pump)
+    assert other.messages("0000000000000003")[0][1]["reason"] == "no customer profile for this device"
     assert commerce_orders(backend) == []
 
 
 def test_cancel_inside_the_window_cancels_the_commerce_order(orchestrator, backend, device):
     dev = device("button-1")
-    dev.order("c1")
-    dev.wait_statuses("c1", ["accepted"], orchestrator.pump)
-    dev.cancel("c1")
-    dev.wait_statuses("c1", ["accepted", "cancelled"], orchestrator.pump)
+    dev.order("00000000000000c1")
+    dev.wait_statuses("00000000000000c1", ["accepted"], orchestrator.pump)
+    dev.cancel("00000000000000c1")
+    dev.wait_statuses("00000000000000c1", ["accepted", "cancelled"], orchestrator.pump)
     [placed] = commerce_orders(backend)
     assert placed.status == "cancelled" and placed.next_due is None   # its timeline stopped
 
 
 def test_cancel_outside_the_window_is_refused(orchestrator, backend, device):
     dev = device("button-1")
-    dev.order("c2")
-    dev.wait_statuses("c2", ["accepted"], orchestrator.pump)
+    dev.order("00000000000000c2")
+    dev.wait_statuses("00000000000000c2", ["accepted"], orchestrator.pump)
     backend.clock.advance(4)
-    dev.wait_statuses("c2", ["accepted", "payment_authorized", "shipped"], orchestrator.pump)
-    dev.cancel("c2")
-    dev.wait_statuses("c2", ["accepted", "payment_authorized", "shipped", "shipped"],
+    dev.wait_statuses("00000000000000c2", ["accepted", "payment_authorized", "shipped"], orchestrator.pump)
+    dev.cancel("00000000000000c2")
+    dev.wait_statuses("00000000000000c2", ["accepted", "payment_authorized", "shipped", "shipped"],
                       orchestrator.pump)
-    assert dev.messages("c2")[-1][1]["reason"] == "cancel refused: already shipped"
+    assert dev.messages("00000000000000c2")[-1][1]["reason"] == "cancel refused: already shipped"
     assert commerce_orders(backend)[0].status == "shipped"
 
 
@@ -167,17 +167,17 @@ def test_cancel_that_commerce_refuses_before_we_heard_of_the_shipment(orchestrat
                                                                       device):
     """Locally the order looks cancellable; the commerce system knows better."""
     dev = device("button-1")
-    dev.order("c3")
-    dev.wait_statuses("c3", ["accepted"], orchestrator.pump)
+    dev.order("00000000000000c3")
+    dev.wait_statuses("00000000000000c3", ["accepted"], orchestrator.pump)
     store = backend.store()
     subs = store.subscriptions()
     with store.transaction():
         store.delete_subscription("orders")        # the events stop reaching us
     store.close()
     orchestrator.client.advance("ORD-000001", to="shipped")
-    dev.cancel("c3")
-    dev.wait_statuses("c3", ["accepted", "shipped"], orchestrator.pump)
-    assert dev.messages("c3")[-1][1]["reason"] == "cancel refused: already shipped"
+    dev.cancel("00000000000000c3")
+    dev.wait_statuses("00000000000000c3", ["accepted", "shipped"], orchestrator.pump)
+    assert dev.messages("00000000000000c3")[-1][1]["reason"] == "cancel refused: already shipped"
     assert subs
 
 
@@ -203,10 +203,10 @@ def test_an_event_racing_its_placement_is_asked_again_later(orchestrator):
     from host_tools.cloud.orders.messages import OrderRequest
     with orchestrator.store.transaction():
         orchestrator.bridge.request_place(orchestrator.store, "button-1",
-                                          OrderRequest("race1", "COFFEE-1KG", 1), 0)
+                                          OrderRequest("00000000000ace01", "COFFEE-1KG", 1), 0)
     event = eventgrid.event("/x", "/orders/ORD-000009", "Commerce.Order.Created",
                             {"orderId": "ORD-000009", "status": "created", "version": 1,
-                             "idempotencyKey": idempotency_key("button-1", "race1")}, 0)
+                             "idempotencyKey": idempotency_key("button-1", "00000000000ace01")}, 0)
     assert _post(orchestrator, [event]).status_code == 503
 
 
@@ -224,13 +224,13 @@ def test_webhook_refuses_a_wrong_code_and_answers_the_handshake(orchestrator):
 def test_out_of_order_and_repeated_events_do_not_move_the_device_backwards(orchestrator,
                                                                            backend, device):
     dev = device("button-1")
-    dev.order("o1")
-    dev.wait_statuses("o1", ["accepted"], orchestrator.pump)
+    dev.order("00000000000000a1")
+    dev.wait_statuses("00000000000000a1", ["accepted"], orchestrator.pump)
     backend.clock.advance(4)
-    dev.wait_statuses("o1", ["accepted", "payment_authorized", "shipped"], orchestrator.pump)
+    dev.wait_statuses("00000000000000a1", ["accepted", "payment_authorized", "shipped"], orchestrator.pump)
     old = eventgrid.event("/x", "/orders/ORD-000001", "Commerce.Order.PaymentAuthorized",
                           {"orderId": "ORD-000001", "status": "payment_authorized",
-                           "version": 2, "idempotencyKey": "button-1:o1"}, 0)
+                           "version": 2, "idempotencyKey": "button-1:00000000000000a1"}, 0)
     assert _post(orchestrator, [old]).status_code == 200
     assert orchestrator.bridge.stats["stale_events"] >= 1
     assert orchestrator.store.orders()[0].status == "shipped"
@@ -241,8 +241,8 @@ def test_commerce_down_for_a_minute_orders_are_placed_when_it_is_back(orchestrat
     port = int(backend.url.rsplit(":", 1)[1])
     backend.stop()
     dev = device("button-1")
-    dev.order("down1")
-    dev.order("down2")
+    dev.order("00000000000d0001")
+    dev.order("00000000000d0002")
     wait_for(lambda: orchestrator.pump() or len(orchestrator.store.work_due(1e12)) == 2,
              DEADLINE, what="both requests queued for the commerce API")
     for _ in range(6):                       # a minute of retries by the service's clock
@@ -254,10 +254,10 @@ def test_commerce_down_for_a_minute_orders_are_placed_when_it_is_back(orchestrat
     assert dev.messages() == []              # nothing to say yet, nothing lost
     backend.start(port=port)
     orchestrator.clock.advance(10)
-    dev.wait_statuses("down1", ["accepted"], orchestrator.pump)
-    dev.wait_statuses("down2", ["accepted"], orchestrator.pump)
+    dev.wait_statuses("00000000000d0001", ["accepted"], orchestrator.pump)
+    dev.wait_statuses("00000000000d0002", ["accepted"], orchestrator.pump)
     assert sorted(o.idempotency_key for o in commerce_orders(backend)) == \
-        ["button-1:down1", "button-1:down2"]
+        ["button-1:00000000000d0001", "button-1:00000000000d0002"]
     assert orchestrator.store.work_due(1e12) == []
     backend.clock.advance(2)                 # and the events flow again
-    dev.wait_statuses("down1", ["accepted", "payment_authorized"], orchestrator.pump)
+    dev.wait_statuses("00000000000d0001", ["accepted", "payment_authorized"], orchestrator.pump)

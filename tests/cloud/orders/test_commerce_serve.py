@@ -66,12 +66,12 @@ def test_kill_9_after_any_commerce_call_never_orders_twice(hub, device, commerce
     commerce.killer.method, commerce.killer.path_part = method, path_part
     commerce.killer.pid = serve.proc.pid
     dev = device("button-1")
-    dev.order("crash0001")
+    dev.order("cccc000000000001")
     assert serve.proc.wait(DEADLINE) == -signal.SIGKILL
     assert dev.statuses() == []
     serve = Serve(hub, data, *args)
     try:
-        dev.wait_statuses("crash0001", ["accepted"])
+        dev.wait_statuses("cccc000000000001", ["accepted"])
     finally:
         assert serve.stop() == 0
     store = commerce.store()
