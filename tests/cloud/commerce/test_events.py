@@ -178,3 +178,27 @@ def test_subscriber_side_reads_validation_and_notifications():
             eventgrid.read_delivery({}, bad)
     with pytest.raises(eventgrid.BadDelivery):
         eventgrid.read_delivery({"aeg-event-type": "Notification"}, [code_event])
+
+
+def test_events_read_as_the_event_grid_sdk_models_them(backend, webhook, clock):
+    """Azure's own Event Grid SDK as the oracle: what we deliver is an EventGridEvent, and
+    the handshake uses the system event name it knows."""
+    from azure.eventgrid import EventGridEvent, SystemEventNames
+    from datetime import datetime, timezone
+    backend.start("manual")
+    client = backend.client()
+    client.subscribe("orders", webhook.url)
+    order = place(client)
+    client.advance(order["id"])
+    delivered = webhook.wait_acked(2)
+    for raw in delivered:
+        model = EventGridEvent.from_dict(raw)
+        assert (model.id, model.subject, model.event_type, model.data, model.data_version,
+                model.topic) == (raw["id"], raw["subject"], raw["eventType"], raw["data"], "1.0",
+                                 raw["topic"])
+        assert model.metadata_version == "1" and not model.additional_properties
+        assert model.event_time == datetime.fromtimestamp(clock(), timezone.utc)
+    validation = EventGridEvent.from_dict(eventgrid.validation_event("/t", "c0de", clock()))
+    assert validation.event_type == \
+        SystemEventNames.EventGridSubscriptionValidationEventName.value
+    assert validation.data["validationCode"] == "c0de"
