@@ -155,3 +155,27 @@ def test_wrong_secret_is_bad_credentials(backend):
     backend.start()
     with pytest.raises(BadCredentials):
         backend.client(secret="not-the-secret-at-all").find_order("k")
+
+
+def test_standard_oauth2_and_jwks_clients_work_against_it(backend):
+    """Off-the-shelf clients as oracles: requests-oauthlib's client-credentials flow gets a
+    token the API takes, and PyJWT's JWKS client verifies it from the JWKS endpoint."""
+    import ssl
+    from oauthlib.oauth2 import BackendApplicationClient
+    from requests_oauthlib import OAuth2Session
+    backend.start()
+    ca = backend.cert_paths["ca.pem"]
+    session = OAuth2Session(client=BackendApplicationClient(client_id=CLIENT_ID))
+    session.trust_env = False
+    token = session.fetch_token(backend.url + "/connect/token", client_id=CLIENT_ID,
+                                client_secret=SECRET, verify=ca)
+    assert token["token_type"] == "Bearer" and token["expires_in"] == 3600
+    r = session.get(backend.url + "/api/orders", params={"idempotencyKey": "k"}, verify=ca)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"   # authorised
+    jwks = jwt.PyJWKClient(backend.url + "/.well-known/jwks.json",
+                           ssl_context=ssl.create_default_context(cafile=ca))
+    key = jwks.get_signing_key_from_jwt(token["access_token"])
+    claims = jwt.decode(token["access_token"], key.key, algorithms=["ES256"],
+                        audience="commerce-api", issuer=backend.url,
+                        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+    assert claims["client_id"] == CLIENT_ID
