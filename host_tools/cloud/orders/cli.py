@@ -248,6 +248,7 @@ def _serve(args):
     finally:
         if webhook is not None:
             webhook.stop()
+            webhook.store.close()
             commerce.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -311,12 +312,15 @@ def _start_webhook(args, bridge, catalogue, tl, wake):
         paths, _ = certs.ensure(folder)
     except OSError as exc:
         raise CliError(f"cannot make the webhook's certificate in {folder}: {exc}") from None
-    hook_service = OrderService(_open_store(args.data), catalogue, tl, bridge=bridge)
+    hook_store = _open_store(args.data)
+    hook_service = OrderService(hook_store, catalogue, tl, bridge=bridge)
     webhook = WebhookServer(bridge.webhook_handler(hook_service, wake), paths["server.pem"],
                             paths["server.key"], args.webhook_host, args.webhook_port)
+    webhook.store = hook_store  # closed with it
     try:
         bridge.webhook_url = webhook.start()
     except OSError as exc:
+        hook_store.close()
         raise CliError(str(exc)) from None
     bridge.subscribed = False
     return webhook

@@ -261,3 +261,29 @@ def test_commerce_down_for_a_minute_orders_are_placed_when_it_is_back(orchestrat
     assert orchestrator.store.work_due(1e12) == []
     backend.clock.advance(2)                 # and the events flow again
     dev.wait_statuses("00000000000d0001", ["accepted", "payment_authorized"], orchestrator.pump)
+
+
+def test_idempotency_key_is_readable_when_it_can_be_and_hashed_when_not():
+    assert idempotency_key("button-1", "00112233aabbccdd") == "button-1:00112233aabbccdd"
+    odd = idempotency_key("shop's button (1)", "00112233aabbccdd")
+    assert odd.startswith("h-") and len(odd) == 42
+    assert odd == idempotency_key("shop's button (1)", "00112233aabbccdd")
+    assert odd != idempotency_key("shop's button (2)", "00112233aabbccdd")
+
+
+def test_only_progress_moves_the_device_status():
+    from host_tools.cloud.orders.commerce_bridge import newer
+    assert newer("accepted", "shipped") and newer("shipped", "delivered")
+    assert newer("payment_authorized", "cancelled") and newer("accepted", "failed")
+    assert not newer("shipped", "payment_authorized") and not newer("shipped", "shipped")
+    assert not newer("delivered", "cancelled") and not newer("cancelled", "delivered")
+
+
+def test_commerce_statuses_map_to_device_statuses():
+    from host_tools.cloud.commerce import lifecycle as commerce_lifecycle
+    from host_tools.cloud.orders import lifecycle
+    from host_tools.cloud.orders.commerce_bridge import DEVICE_STATUS, parse_iso
+    assert set(DEVICE_STATUS) == set(commerce_lifecycle.STATUSES)
+    assert set(DEVICE_STATUS.values()) == set(lifecycle.STATUSES)
+    assert parse_iso("2027-01-15T08:00:00.000Z") == 1800000000.0 and \
+        parse_iso("nonsense") is None and parse_iso(None) is None
