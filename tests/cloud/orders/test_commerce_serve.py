@@ -141,3 +141,10 @@ def test_commerce_configuration_errors_are_one_line(tmp_path, extra, words):
                 *extra, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and words in proc.stderr, \
         proc.stderr
+
+
+def test_client_secret_from_standard_input(monkeypatch):
+    import io
+    from host_tools.cloud.orders.cli import _read_secret_file
+    monkeypatch.setattr("sys.stdin", io.StringIO("the-secret-from-stdin\n"))
+    assert _read_secret_file("-") == "the-secret-from-stdin"
