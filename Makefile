@@ -1,6 +1,7 @@
 # Two commands: `make demo` and `make test`. Everything else is plumbing they depend on.
 #   make setup   .venv (Python 3.11, pinned host packages) and .mplib/ (micropython-lib)
 #   make test    pytest over tests/ on CPython, then tests/core/ on MicroPython
+#   make fuzz    the order core under many more random event sequences, on both interpreters
 #   make mpy     firmware/ compiled with mpy-cross into build/mpy/, total size printed
 #   make lock    recompute requirements.lock from requirements.txt in a clean venv
 #   make clean   remove build/ (keeps .venv and .mplib)
@@ -18,7 +19,7 @@ MP_PATH := .frozen:$(CURDIR)/.mplib:$(CURDIR)
 SETUP_STAMP := $(VENV)/.setup-done
 MPLIB_STAMP := .mplib/INSTALLED.json
 
-.PHONY: help setup test mpy clean demo bench lock
+.PHONY: help setup test fuzz mpy clean demo bench lock
 .DEFAULT_GOAL := help
 
 help:
@@ -48,6 +49,13 @@ test: setup
 		echo "make: no micropython at $(MICROPYTHON); build ports/unix and set MICROPYTHON= (see README)" >&2; status=1; \
 	fi; \
 	exit $$status
+
+# tests/core/fuzz.py with a new seed (printed; FUZZ_SEED= and FUZZ_CASES= set them).
+fuzz: setup
+	@seed=$${FUZZ_SEED:-$$(date +%s)}; cases=$${FUZZ_CASES:-20000}; \
+	echo "make fuzz: $$cases cases from seed $$seed (replay one: FUZZ_SEED=<its seed> FUZZ_CASES=1 make fuzz)"; \
+	$(VPY) -m tests.core.fuzz $$cases $$seed && \
+	MICROPYPATH=$(MP_PATH) $(MICROPYTHON) tests/core/fuzz.py $$cases $$seed
 
 # Every firmware module as .mpy, mirroring the tree. boot.py/main.py (if any, at the top) are
 # syntax-checked but copied as source: the device only runs boot.py/main.py as .py files.

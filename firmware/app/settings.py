@@ -1,6 +1,8 @@
 # Twin desired settings: defaults, validation, applying a patch, and reported-property patches.
 # Pure: no I/O, never raises on what the cloud sends.
 
+from firmware.app import schemas
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -11,23 +13,20 @@ except ImportError:  # CPython
 DEFAULTS = {"sku": "", "quantity": 1, "maxOpenOrders": 1, "cancelWindowSeconds": 60,
             "displayBrightness": 128, "resendSeconds": 60}
 # integer settings: key -> (lowest, highest)
-RANGES = {"quantity": (1, 99), "maxOpenOrders": (1, 10), "cancelWindowSeconds": (0, 3600),
+RANGES = {"quantity": (1, schemas.QUANTITY_MAX), "maxOpenOrders": (1, 10), "cancelWindowSeconds": (0, 3600),
           "displayBrightness": (0, 255), "resendSeconds": (10, 3600)}
 
-_MAX_SKU = const(32)
 _MAX_REJECTED = const(8)   # a hostile desired document cannot grow the reported one without end
 _MAX_KEY = const(32)
-_SKU_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 
 
 def check(key, value):
     # None if value is valid for key, else a short reason.
     if key == "sku":
-        if type(value) is not str or len(value) > _MAX_SKU:
-            return "string of up to 32"
-        for c in value:
-            if c not in _SKU_CHARS:
-                return "A-Z a-z 0-9 - _ ."
+        if type(value) is not str or len(value) > schemas.SKU_MAX:
+            return "string of up to %d" % schemas.SKU_MAX
+        if value and not schemas.is_sku(value):      # "" is allowed: not set
+            return "A-Z a-z 0-9 - _ ."
         return None
     lo, hi = RANGES[key]
     if type(value) is not int or not lo <= value <= hi:  # bool is not int here (nor on MP)

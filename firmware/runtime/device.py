@@ -74,7 +74,7 @@ class Device:
         self.s = orders.new(VERSION)
         blob = storage.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
-        if blob and _ignored(self.s).get("blob"):
+        if blob and orders.ignored(self.s).get("blob"):
             # keep the bad blob before restore's save replaces it: a power cut in between
             # must not lose the only copy
             storage.write_atomic(self.state_path + ".corrupt", blob)
@@ -214,9 +214,9 @@ class Device:
             elif kind == "show":
                 self._show_screen(a[1:])
             elif kind == "publish":
-                topic = topics.telemetry(self.cfg["device_id"], a[1])
-                ok = self.link.publish(topic, a[2], qos=1, tag=a[3])
-                self.hal.event(publish=a[3], queued=ok, online=self.link.online())
+                topic = topics.telemetry(self.cfg["device_id"], a[2])
+                ok = self.link.publish(topic, a[3], qos=1, tag=a[1])
+                self.hal.event(publish=a[1], queued=ok, online=self.link.online())
             elif kind == "report":
                 self._report(a[1])
             elif kind == "method_response":           # ("method_response", rid, status, body)
@@ -246,7 +246,7 @@ class Device:
 
     def _observe(self):
         # Counters of ignored input (app) and of dropped/bad messages (link), when they change.
-        ign = _ignored(self.s)
+        ign = orders.ignored(self.s)
         if ign != self._ign:
             self._ign = dict(ign)
             self.hal.event(ignored=self._ign)
@@ -262,8 +262,3 @@ class Device:
                 self.hal.event(link_stats=last)
                 return
 
-
-def _ignored(s):
-    # The app's ignored-input counters (reason -> count). The one place the runtime reaches into
-    # the app's state: to become orders.ignored(s) once the app offers that public view.
-    return s["ign"]

@@ -1,6 +1,7 @@
 """`make bench` (python -m host_tools.bench): figures, not pass/fail.
 
-1. the firmware's total .mpy size (make mpy);
+1. the firmware's total .mpy size (make mpy), and the largest state blob the order core can be
+   driven to save against the size beyond which restore refuses one (mp_state_blob.py);
 2. the smallest `-X heapsize` at which the real order flow (press -> delivered, over TLS
    against the local hub and order service) still completes, running the .mpy build;
 3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
@@ -47,6 +48,14 @@ def mpy_size():
     subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(MPY)
                for f in fs if f.endswith(".mpy"))
+
+
+def state_blob():
+    """The worst-case state blob and its limit, on MicroPython running the .mpy build."""
+    r = measure([micropython(), os.path.join(REPO, "host_tools", "bench", "mp_state_blob.py")],
+                dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
+    return {"state_blob_max_bytes": r["state_blob_max_bytes"],
+            "state_blob_limit_bytes": r["state_blob_limit_bytes"], "state_blob_case": r["case"]}
 
 
 def _device(dev_dir, heap=None, log=None):
@@ -205,6 +214,7 @@ def main(argv=None):
                "micropython": micropython()}
     results["mpy_bytes"] = mpy_size()
     print(f"firmware .mpy: {results['mpy_bytes']} bytes", file=sys.stderr)
+    results.update(state_blob())
     services = []
     try:
         try:
@@ -254,6 +264,9 @@ def main(argv=None):
 
 def table(r):
     rows = [("firmware .mpy total", f"{r['mpy_bytes']} B"),
+            ("largest state blob / limit restore accepts",
+             "%d / %d B  (%.0f%% of it)" % (r["state_blob_max_bytes"], r["state_blob_limit_bytes"],
+                                            100 * r["state_blob_max_bytes"] / r["state_blob_limit_bytes"])),
             ("smallest -X heapsize, press -> delivered over TLS",
              f"{r['min_heapsize_kib']} KiB" if r["min_heapsize_kib"] else "did not complete"),
             ("smallest -X heapsize, link only: connect + N QoS 1 orders",

@@ -46,7 +46,7 @@ poller.register(link.pollable(), select.POLLIN)   # what the device loop waits o
 lat = []
 for i in range(n):
     rid = "%016x" % random.getrandbits(32)
-    topic = topics.telemetry(cfg["device_id"], schemas.props("orderRequest", rid))
+    topic = topics.telemetry(cfg["device_id"], schemas.props(rid, schemas.ORDER))
     body = schemas.order_request(rid, "COFFEE-1KG", 1, int(time.time()), i + 1)
     t = time.ticks_us()
     link.publish(topic, body, 1, rid)

@@ -29,7 +29,7 @@ token = sas.token(sas.device_resource(host, dev), storage.load_secrets(folder)["
                   int(time.time()) + 3600)
 user = topics.username(host, dev)
 rid = "0123456789abcdef"
-topic = topics.telemetry(dev, schemas.props("orderRequest", rid))
+topic = topics.telemetry(dev, schemas.props(rid, schemas.ORDER))
 body = schemas.order_request(rid, "COFFEE-1KG", 1, int(time.time()), 1)
 FILTERS = ((topics.c2d_filter(dev), 1), (topics.TWIN_RES_FILTER, 0),
            (topics.TWIN_DESIRED_FILTER, 0), (topics.METHODS_FILTER, 0))

@@ -14,12 +14,12 @@ import threading
 import time
 
 from host_tools import processes
+from host_tools.cloud.orders.lifecycle import CANCELLED, FAILED, PROGRESS
 from host_tools.errors import CliError
 
 DEVICE_ID = "demo-button"
 SKU = "COFFEE-1KG"
-PROGRESS = ("accepted", "payment_authorized", "shipped", "delivered")
-ENDED_BADLY = ("cancelled", "failed", "auth")
+ENDED_BADLY = (CANCELLED, FAILED, "auth")
 PROFILE = ["--name", "Ada Lovelace", "--address", "12 Analytical Row, London",
            "--shipping-method", "standard", "--payment-token", "tok_demo_visa_4242"]
 

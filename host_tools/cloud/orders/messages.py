@@ -6,18 +6,18 @@ a status out as the C2D body and properties to hand to ServiceClient.send_c2d.
 import json
 from datetime import datetime, timezone
 
-ORDER_REQUEST = "orderRequest"
-CANCEL_REQUEST = "cancelRequest"
-ORDER_STATUS = "orderStatus"
+from firmware.app import schemas
+
+# The contract (message types, limits) is the device's own schemas module, as the hub imports
+# firmware.iothub: one set of limits on both sides of the wire.
+ORDER_REQUEST = schemas.ORDER
+CANCEL_REQUEST = schemas.CANCEL
+ORDER_STATUS = schemas.ORDER_STATUS
 _KINDS = (ORDER_REQUEST, CANCEL_REQUEST)
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
 C2D_PROPERTIES = {"messageType": ORDER_STATUS}
-
-_MAX_ID = 64
-_MAX_SKU = 64
-_ID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 
 class OrderRequest:
@@ -51,7 +51,7 @@ def _int_or_none(value):
 
 
 def valid_request_id(value):
-    return isinstance(value, str) and 0 < len(value) <= _MAX_ID and all(c in _ID_CHARS for c in value)
+    return schemas.is_id(value)
 
 
 def parse_event(event):
@@ -92,16 +92,17 @@ def parse_event(event):
         raise Malformed(f"messageType {declared!r} but body type {kind!r}", kind)
     request_id = data.get("orderRequestId")
     if not valid_request_id(request_id):
-        raise Malformed("orderRequestId must be 1-64 characters of A-Z a-z 0-9 - _", kind)
+        raise Malformed("orderRequestId must be %d lowercase hex characters" % schemas.REQUEST_ID_LEN, kind)
     created_at, seq = _int_or_none(data.get("createdAt")), _int_or_none(data.get("seq"))
     if kind == CANCEL_REQUEST:
         return CancelRequest(request_id, created_at, seq)
     sku = data.get("sku")
-    if not isinstance(sku, str) or not sku or len(sku) > _MAX_SKU:
-        raise Malformed("sku must be a non-empty string", kind, request_id)
+    if not schemas.is_sku(sku):
+        raise Malformed("sku must be 1-%d characters of A-Z a-z 0-9 - _ ." % schemas.SKU_MAX,
+                        kind, request_id)
     quantity = data.get("quantity")
-    if _int_or_none(quantity) is None or quantity < 1:
-        raise Malformed("quantity must be an integer >= 1", kind, request_id)
+    if not schemas.is_quantity(quantity):
+        raise Malformed("quantity must be an integer 1-%d" % schemas.QUANTITY_MAX, kind, request_id)
     return OrderRequest(request_id, sku, quantity, created_at, seq)
 
 
@@ -113,7 +114,7 @@ def status_body(request_id, order_id, status, reason=None, eta=None):
     """The order-status C2D body: orderId "" when no order was placed (failed early)."""
     body = {"orderRequestId": request_id, "orderId": order_id or "", "status": status}
     if reason:
-        body["reason"] = reason
+        body["reason"] = reason[:schemas.NOTE_MAX]   # a longer one the device would drop
     if eta is not None:
         body["eta"] = iso_utc(eta)
     return body
