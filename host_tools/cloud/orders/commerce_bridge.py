@@ -21,6 +21,7 @@ import re
 import threading
 from datetime import datetime
 
+from firmware.app import schemas
 from host_tools.cloud.commerce import client as commerce_client
 from host_tools.cloud.commerce import lifecycle as commerce_lifecycle
 from host_tools.cloud.orders import lifecycle
@@ -70,12 +71,9 @@ def is_commerce_order(order):
 
 def newer(current, new):
     """Whether moving the device's order from `current` to `new` is progress (events may come
-    out of order or twice: Event Grid promises neither)."""
-    if new == current or current in lifecycle.TERMINAL:
-        return False
-    if new in lifecycle.PROGRESS:
-        return lifecycle.PROGRESS.index(new) > lifecycle.PROGRESS.index(current)
-    return True  # cancelled or failed after a non-terminal status
+    out of order or twice: Event Grid promises neither). The device's own rule decides, so
+    the service never sends what the device would drop as stale."""
+    return schemas.follows(new, current)
 
 
 class Bridge:
