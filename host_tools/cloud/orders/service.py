@@ -251,8 +251,10 @@ class OrderService:
             # The cancel overtook its order (or the order was lost): remember the request as
             # cancelled so that a late order request is answered, not placed. It gets an order
             # id because only `failed` may go to the device without one (firmware/app/README.md).
+            # (With a commerce API its ids are the commerce system's: ours must not collide.)
+            order_id = self.store.allocate_order_id("LOCAL" if self.bridge else "ORD")
             order = self.store.insert_order(
-                self.store.allocate_order_id("LOCAL" if self.bridge else "ORD"), device_id, request.request_id, lifecycle.CANCELLED,
+                order_id, device_id, request.request_id, lifecycle.CANCELLED,
                 "cancelled before the order was placed", now, None, None, None, None, None, {},
                 "device")
             self.stats["cancelled"] += 1
