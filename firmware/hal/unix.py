@@ -4,7 +4,7 @@
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
 #   ("press", "long", "double", "quit"); only lines written after start-up count.
 # Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
-#   printed in a frame with 2x2 pixels per character, when it changes.
+#   printed in a frame of 18 rows (2x4 pixels per character), when it changes.
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
 # Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
@@ -36,26 +36,31 @@ def _isdir(path):
         return False
 
 
-# 2x2 pixels per character (bit 1 top left, 2 top right, 4 bottom left, 8 bottom right), UTF-8.
-_QUADRANTS = tuple(c.encode() for c in
-                   " \u2598\u259d\u2580\u2596\u258c\u259e\u259b\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588")
-
-
 def terminal(fb, write, w=128, h=64):
-    # Write the display's pixels, 64 columns by 32 rows in a frame, a row at a time from one
-    # reused buffer: the whole frame as one string would need ~7 KB of heap at once.
+    # Write the display's pixels in a frame, 2x4 pixels per character (Unicode Braille
+    # patterns): 64 columns by 16 rows, so the whole display and a status line fit an 80x24
+    # terminal. A row at a time from one reused buffer (a whole frame would need ~3 KB at once).
     px = fb.pixel
     edge = b"+" + b"-" * (w // 2) + b"+\n"
-    row = bytearray(len(_QUADRANTS[-1]) * (w // 2) + 3)
+    row = bytearray(3 * (w // 2) + 3)
     row[0] = 0x7C  # "|"
     write(edge)
-    for y in range(0, h, 2):
+    for y in range(0, h, 4):
         n = 1
         for x in range(0, w, 2):
-            q = _QUADRANTS[px(x, y) | px(x + 1, y) << 1 | px(x, y + 1) << 2 | px(x + 1, y + 1) << 3]
-            row[n:n + len(q)] = q
-            n += len(q)
-        row[n:n + 2] = b"|\n"
+            # dots 1-2-3 / 4-5-6 down each column, then 7 and 8 on the bottom row
+            b = (px(x, y) | px(x, y + 1) << 1 | px(x, y + 2) << 2 | px(x + 1, y) << 3
+                 | px(x + 1, y + 1) << 4 | px(x + 1, y + 2) << 5 | px(x, y + 3) << 6 | px(x + 1, y + 3) << 7)
+            if b:   # U+2800 + b in UTF-8
+                row[n] = 0xE2
+                row[n + 1] = 0xA0 | b >> 6
+                row[n + 2] = 0x80 | b & 0x3F
+                n += 3
+            else:
+                row[n] = 0x20
+                n += 1
+        row[n] = 0x7C
+        row[n + 1] = 0x0A
         write(memoryview(row)[:n + 2])
     write(edge)
 

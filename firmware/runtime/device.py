@@ -183,6 +183,8 @@ class Device:
         elif kind == "disconnected":
             self.hal.event(link="offline", reason=ev[1])
             self._do(orders.disconnected(s, now))
+        elif kind == "connect_failed":
+            self.hal.event(link="connect_failed", reason=ev[1])
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
             self._do(orders.disconnected(s, now, "auth"))

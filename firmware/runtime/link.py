@@ -219,7 +219,7 @@ class Link:
     # Keeps one device connected. Drive it with step(now, handle) from the main loop;
     # `handle(event)` receives tuples, a request id always right after the kind:
     #   ("connected", session_present)     ("disconnected", reason)
-    #   ("auth_error", connack_code, retry_in_s)
+    #   ("auth_error", connack_code, retry_in_s)  ("connect_failed", reason)
     #   ("puback", tag)                    a QoS 1 publish was acknowledged by the hub
     #   ("c2d", props dict, body bytes)    ("twin", rid, status, body bytes)
     #   ("desired", version, body bytes)   ("method", rid, name, body bytes)
@@ -459,6 +459,7 @@ class Link:
             # ValueError: the TLS layer refusing its parameters ("invalid cert") or a malformed
             # answer: retried, never a crash (storage.load_ca already checks the CA at setup).
             self._failed(now, e)
+            self._call(handle, ("connect_failed", _reason(e)))
             return
         self._online(now, issued)
         self._resend(now)
@@ -492,13 +493,13 @@ class Link:
         self.next_try = now + wait
 
     def _failed(self, now, e):
-        # No answer (network, TLS, memory): back off and try again.
+        # No answer (network, TLS, memory): back off and try again. Expected while the hub or
+        # the network is away: the caller reports it as an event, never a console error.
         self.c.close()
         gc.collect()
         self.stats["connect_failures"] += 1
         self.state = OFFLINE
         self.next_try = now + self._backoff()
-        print("link: connect failed:", _reason(e))
 
     def _online(self, now, issued):
         self.state = ONLINE

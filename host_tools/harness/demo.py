@@ -8,6 +8,7 @@ nobody is needed: one press, the status timeline is printed, exit 0 once the ord
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ import time
 from host_tools import processes
 from host_tools.cloud.orders.lifecycle import CANCELLED, FAILED, PROGRESS
 from host_tools.errors import CliError
+from host_tools.harness.console import Console
 
 DEVICE_ID = "demo-button"
 SKU = "COFFEE-1KG"
@@ -38,8 +40,14 @@ def add_commands(sub):
     p.set_defaults(func=cmd_demo)
 
 
+_console = None   # the interactive demo's Console while it runs: messages go to its log
+
+
 def _say(text):
-    print("demo: " + text, file=sys.stderr)
+    if _console is not None:
+        _console.log("demo: " + text)
+    else:
+        print("demo: " + text, file=sys.stderr, flush=True)
 
 
 def _host_tools(*args):
@@ -59,6 +67,8 @@ def _folders(args):
 
 
 def cmd_demo(args):
+    global _console
+    signal.signal(signal.SIGTERM, _interrupt)   # a kill stops the hub and the rest too, like Ctrl-C
     from host_tools.fleet import provision
     from host_tools.harness.device_process import DeviceProcess, NoMicroPython
 
@@ -79,9 +89,19 @@ def cmd_demo(args):
         orders, _ = processes.start(serve, os.path.join(orders_dir, "serve.log"), name="order service")
         services.append(orders)
         _say("order service running; starting the firmware on the unix MicroPython port")
-        show = None if args.auto else _printer(args.verbose)
-        dev = DeviceProcess(dev_dir, on_line=show).start()
-        return _auto(dev, args.timeout) if args.auto else _interactive(dev)
+        if args.auto:
+            dev = DeviceProcess(dev_dir).start()
+            return _auto(dev, args.timeout)
+        with Console(verbose=args.verbose) as console:
+            _console = console
+            _say(f"running; logs in {os.path.dirname(hub_dir)} (hub, commerce, orders, device)")
+            try:
+                dev = DeviceProcess(dev_dir, on_line=console.device_line).start()
+                return _interactive(dev)
+            finally:
+                if dev is not None:
+                    dev.stop()
+                _console = None
     except (processes.ServiceFailed, NoMicroPython) as e:
         raise CliError(str(e)) from None
     except KeyboardInterrupt:
@@ -115,16 +135,11 @@ def _start_commerce(args, hub_dir, orders_dir, commerce_dir, services):
             "--commerce-ca", info["ca"], "--webhook-certs", certs]
 
 
-def _printer(verbose):
-    def show(line):
-        if verbose or not line.startswith("EVT "):
-            print(line, flush=True)
-    return show
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _interactive(dev):
-    print("\nEnter = order   l Enter = long press (cancel)   d Enter = double press (status)\n"
-          "q Enter or Ctrl-C = stop everything\n", flush=True)
     done = threading.Event()
 
     def watch():

@@ -50,7 +50,7 @@ def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_l
 
 def test_provision_again_keeps_the_key_and_the_settings_not_given(tmp_path):
     hub, dev = tmp_path / "hub", tmp_path / "dev"
-    assert run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(hub), "--sku", "TEA").returncode == 0
+    assert run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(hub), "--sku", "FILTER-3PK").returncode == 0
     first = (dev / "secrets.json").read_text()
     (hub / "hub.json").write_text(json.dumps({"host": "127.0.0.1", "mqtt_port": 18883, "api_port": 1}))
     r = run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(hub), "--token-ttl", "20")
@@ -59,7 +59,7 @@ def test_provision_again_keeps_the_key_and_the_settings_not_given(tmp_path):
     cfg = json.loads((dev / "config.json").read_text())
     assert cfg["token_ttl_s"] == 20 and cfg["port"] == 18883
     store = Store(str(hub / "hub.sqlite3"))
-    assert store.get_twin("b")["desired"]["sku"] == "TEA"   # kept in the twin
+    assert store.get_twin("b")["desired"]["sku"] == "FILTER-3PK"   # kept in the twin
     store.close()
 
 

@@ -24,10 +24,29 @@ def paths(out_dir):
     return {name: os.path.join(out_dir, name) for name in _FILES}
 
 
+class CertsError(Exception):
+    """The certificate folder cannot be used or made; the message is one line saying why."""
+
+
 def ensure(out_dir, force=False, hosts=("localhost",), ips=("127.0.0.1",)):
-    """Create the CA and the server certificate unless they all exist. Returns (paths, created)."""
+    """Create the CA and the server certificate unless they all exist. Returns (paths, created).
+
+    Existing files are kept only when they are whole (each parses, each key matches its
+    certificate, the DER copies equal the PEM ones); otherwise CertsError, and nothing is
+    written unless force=True. The folder itself is created only when files are written."""
     p = paths(out_dir)
-    if not force and all(os.path.exists(f) for f in p.values()):
+    present = [name for name in _FILES if os.path.lexists(p[name])]
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise CertsError("%s exists and is not a folder" % out_dir)
+    if present and not force:
+        missing = [name for name in _FILES if name not in present]
+        if missing:
+            raise CertsError("%s lacks %s; --force makes a new CA (devices provisioned with the "
+                             "old one must be provisioned again)" % (out_dir, ", ".join(missing)))
+        problem = check(p)
+        if problem:
+            raise CertsError("%s: %s; --force makes a new CA (devices provisioned with the old one "
+                             "must be provisioned again)" % (out_dir, problem))
         return p, False
 
     from cryptography import x509
@@ -35,7 +54,10 @@ def ensure(out_dir, force=False, hosts=("localhost",), ips=("127.0.0.1",)):
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise CertsError("cannot create %s: %s" % (out_dir, exc.strerror)) from None
     now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
 
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -78,10 +100,51 @@ def ensure(out_dir, force=False, hosts=("localhost",), ips=("127.0.0.1",)):
 
     pem, der = serialization.Encoding.PEM, serialization.Encoding.DER
     # keys first: a certificate on disk without its key would be useless
-    write_atomic(p["ca.key"], key_pem(ca_key), mode=0o600)
-    write_atomic(p["server.key"], key_pem(srv_key), mode=0o600)
-    write_atomic(p["ca.pem"], ca_cert.public_bytes(pem))
-    write_atomic(p["ca.der"], ca_cert.public_bytes(der))
-    write_atomic(p["server.pem"], srv_cert.public_bytes(pem))
-    write_atomic(p["server.der"], srv_cert.public_bytes(der))
+    try:
+        write_atomic(p["ca.key"], key_pem(ca_key), mode=0o600)
+        write_atomic(p["server.key"], key_pem(srv_key), mode=0o600)
+        write_atomic(p["ca.pem"], ca_cert.public_bytes(pem))
+        write_atomic(p["ca.der"], ca_cert.public_bytes(der))
+        write_atomic(p["server.pem"], srv_cert.public_bytes(pem))
+        write_atomic(p["server.der"], srv_cert.public_bytes(der))
+    except OSError as exc:
+        raise CertsError("cannot write certificates to %s: %s" % (out_dir, exc.strerror)) from None
     return p, True
+
+
+def check(p):
+    """None when the files in paths `p` form a whole CA + server set, else what is wrong."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    def read(name):
+        with open(p[name], "rb") as f:
+            return f.read()
+
+    try:
+        certs = {}
+        for name in ("ca", "server"):
+            try:
+                cert = x509.load_pem_x509_certificate(read(name + ".pem"))
+            except ValueError:
+                return "%s.pem is not a PEM certificate (truncated?)" % name
+            try:
+                if x509.load_der_x509_certificate(read(name + ".der")) != cert:
+                    return "%s.der is not the certificate in %s.pem" % (name, name)
+            except ValueError:
+                return "%s.der is not a DER certificate (truncated?)" % name
+            try:
+                key = serialization.load_pem_private_key(read(name + ".key"), password=None)
+            except (ValueError, TypeError):
+                return "%s.key is not an unencrypted PEM private key (truncated?)" % name
+            if key.public_key().public_numbers() != cert.public_key().public_numbers():
+                return "%s.key does not belong to %s.pem" % (name, name)
+            certs[name] = cert
+        try:
+            certs["server"].verify_directly_issued_by(certs["ca"])
+        except (ValueError, TypeError, InvalidSignature):
+            return "server.pem is not signed by ca.pem"
+    except OSError as exc:
+        return "cannot read %s: %s" % (exc.filename, exc.strerror)
+    return None

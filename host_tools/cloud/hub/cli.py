@@ -101,17 +101,31 @@ def _json_arg(text, what):
 # ---- certs, registry, hub ---------------------------------------------------------------------
 def cmd_certs(args):
     from host_tools.cloud.hub import certs
-    paths, created = certs.ensure(args.out, force=args.force)
+    try:
+        paths, created = certs.ensure(args.out, force=args.force)
+    except certs.CertsError as exc:
+        raise CliError(str(exc)) from None
     print(("created" if created else "kept existing") + " certificates in " + args.out)
     for name in ("ca.pem", "ca.der", "server.pem"):
         print("  " + paths[name])
 
 
-def _store(data_dir):
-    from host_tools.cloud.hub.hub import ensure_data_dir
-    from host_tools.cloud.hub.store import Store
-    paths, _ = ensure_data_dir(data_dir)
-    return Store(paths["db"])
+def _store(data_dir, create):
+    """The registry in data_dir. Only a command that makes a hub (create) makes the folder:
+    a mistyped --data for the others is an error, not a new empty hub."""
+    from host_tools.cloud.hub.hub import HubError, data_paths, ensure_data_dir
+    from host_tools.cloud.hub.store import Store, StoreError
+    try:
+        if create:
+            ensure_data_dir(data_dir)
+        elif not os.path.isdir(data_dir):
+            raise CliError("no hub data folder %s; `registry add` or `hub --data %s` makes one"
+                           % (data_dir, data_dir))
+        return Store(data_paths(data_dir)["db"], create=create)
+    except (HubError, StoreError) as exc:
+        if getattr(exc, "status", None) == 404:
+            raise CliError("%s; `registry add` or `hub --data %s` makes one" % (exc, data_dir)) from None
+        raise CliError(str(exc)) from None
 
 
 def _host(args):
@@ -126,7 +140,7 @@ def _host(args):
 
 def cmd_registry(args):
     from host_tools.cloud.hub.store import StoreError
-    store = _store(args.data)
+    store = _store(args.data, create=args.action == "add")
     try:
         if args.action == "list":
             for d in store.list_devices():
@@ -161,10 +175,11 @@ def cmd_hub(args):
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
+    from host_tools.cloud.hub.store import StoreError
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout))
-    except HubError as exc:
+                        connect_timeout=args.connect_timeout, say=sys.stderr))
+    except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
 
 
@@ -191,8 +206,13 @@ def cmd_monitor(args):
     client = _client(args)
     since = 0 if args.from_start else -1
     seen = 0
+    events, since = _call(client.events, since, 0, args.device)   # the hub answers: ready
+    print("monitor: ready, printing telemetry%s from the hub at %s:%d (data %s), one JSON line each; "
+          "Ctrl-C stops" % (" of " + args.device if args.device else "", client.host, client.port,
+                            os.path.abspath(args.data)), file=sys.stderr, flush=True)
     while True:
-        events, since = _call(client.events, since, 20, args.device)
+        if not events:
+            events, since = _call(client.events, since, 20, args.device)
         for e in events:
             body = e["body"]
             try:
@@ -204,6 +224,7 @@ def cmd_monitor(args):
             seen += 1
             if args.count and seen >= args.count:
                 return
+        events = []
 
 
 def cmd_c2d_send(args):

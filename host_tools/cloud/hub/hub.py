@@ -15,7 +15,7 @@ import uuid
 
 from firmware.iothub import sas
 from host_tools.cloud.hub import certs, topics
-from host_tools.files import read_json, write_json
+from host_tools.files import load_json, make_dirs, read_json, remove_dirs, write_json
 from host_tools.cloud.hub.store import Store, StoreError, new_key
 
 log = logging.getLogger("host_tools.cloud.hub")
@@ -38,17 +38,47 @@ def data_paths(data_dir):
         "certs": os.path.join(data_dir, "certs"),
         "service": os.path.join(data_dir, "service.json"),
         "hub": os.path.join(data_dir, "hub.json"),
+        "lock": os.path.join(data_dir, "hub.lock"),
     }
 
 
 def ensure_data_dir(data_dir):
-    """Create the data folder, its certificates and the service key when missing."""
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    """Create the data folder, its certificates, the service key and the database when missing.
+
+    What exists is checked first (the database opens, the certificates are whole, service.json
+    is readable), so a folder that cannot be used raises HubError or StoreError and is left
+    exactly as it was; only commands that make a hub call this (registry add, hub, provision)."""
+    created = make_dirs(data_dir, "hub data folder", 0o700)
     p = data_paths(data_dir)
-    cert_paths, _ = certs.ensure(p["certs"])
-    if not os.path.exists(p["service"]):
-        write_json(p["service"], {"policy": POLICY, "key": new_key()}, mode=0o600)
+    store = None
+    try:
+        if os.path.exists(p["db"]):
+            store = Store(p["db"])          # a damaged database fails here, before anything is made
+        try:
+            cert_paths, _ = certs.ensure(p["certs"])
+        except certs.CertsError as exc:
+            raise HubError(0, str(exc)) from None
+        if os.path.lexists(p["service"]):
+            _service(p["service"])
+        else:
+            write_json(p["service"], {"policy": POLICY, "key": new_key()}, mode=0o600)
+        if store is None:
+            store = Store(p["db"])
+    except BaseException:
+        remove_dirs(created)
+        raise
+    finally:
+        if store is not None:
+            store.close()
     return p, cert_paths
+
+
+def _service(path):
+    """service.json: the service policy's key; HubError when it is not readable."""
+    obj = load_json(path, "service key file", lambda m: HubError(0, m + "; move it away to make a new key"))
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        raise HubError(0, "%s has no service key; move it away to make a new key" % path)
+    return obj
 
 
 def _filter_matches(topic_filter, topic):
@@ -191,7 +221,7 @@ class Hub:
         self.data_dir = data_dir
         self.host = host
         self.paths, self.cert_paths = ensure_data_dir(data_dir)
-        self.service = read_json(self.paths["service"])
+        self.service = _service(self.paths["service"])
         self.store = Store(self.paths["db"])
         self.connect_timeout = connect_timeout
         self.connections = {}
@@ -211,9 +241,11 @@ class Hub:
         listener = {"type": "tcp", "bind": "%s:%d" % (self.host, mqtt_port), "ssl": True,
                     "certfile": self.cert_paths["server.pem"], "keyfile": self.cert_paths["server.key"]}
         from amqtt.errors import BrokerError
-        other = _running_pid(self.paths["hub"])
-        if other:
-            raise HubError(0, "a hub is already running for %s (pid %d)" % (self.data_dir, other))
+        self._lock = _take_lock(self.paths["lock"])
+        if self._lock is None:
+            other = _pid(self.paths["hub"])
+            raise HubError(0, "a hub is already running for %s%s" % (
+                self.data_dir, " (pid %d)" % other if other else ""))
         broker = HubBroker(self, {"listeners": {"default": listener}, "plugins": {}},
                            connect_timeout=self.connect_timeout)
         try:
@@ -228,7 +260,7 @@ class Hub:
         except OSError as exc:
             raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
                            % (self.host, api_port, exc.strerror)) from None
-        self.api_port = self.api_server.sockets[0].getsockname()[1]
+        self.api_port = self.api_server.port
         info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
                 "pid": os.getpid()}
         write_json(self.paths["hub"], info)
@@ -242,7 +274,7 @@ class Hub:
             except FileNotFoundError:
                 pass
         if self.api_server is not None:
-            self.api_server.close()
+            await self.api_server.close()   # requests in flight get a moment, then end quietly
         for conn in list(self.connections.values()):
             conn.close("hub stopping")
         if self.broker is not None:
@@ -253,6 +285,9 @@ class Hub:
                     pass
             await self.broker.shutdown()
         self.store.close()
+        if getattr(self, "_lock", None) is not None:
+            os.close(self._lock)      # the kernel would release it at exit, even after SIGKILL
+            self._lock = None
 
     def _ssl_context(self):
         import ssl
@@ -426,26 +461,32 @@ class Hub:
             raise HubError(401, "unauthorized: token is not for %s on this hub" % POLICY)
 
 
-def _running_pid(hub_json):
-    """The pid of a live hub that wrote hub_json, else None (a stale file from a crash is ignored)."""
+def _take_lock(path):
+    """An exclusive lock on `path` held for the hub's lifetime (an fd), or None when another
+    live hub holds it. The kernel drops it when the process ends however it ends, so a hub
+    killed with SIGKILL never leaves a stale claim behind (a PID file can: a zombie, a reused pid)."""
+    import fcntl
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        pid = int(read_json(hub_json)["pid"])
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _pid(hub_json):
+    try:
+        return int(read_json(hub_json)["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0):
-    """Run the hub in the foreground until SIGINT/SIGTERM."""
+              connect_timeout=10.0, say=None):
+    """Run the hub in the foreground until SIGINT/SIGTERM.
+
+    Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
     hub = Hub(data_dir, host, connect_timeout=connect_timeout)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -456,6 +497,11 @@ async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.
         out.write(json.dumps({"host": info["host"], "mqtt_port": info["mqtt_port"],
                               "api_port": info["api_port"]}) + "\n")
         out.flush()
+        if say is not None:
+            say.write("hub: ready. Devices: MQTT over TLS on %s:%d; service API: https://%s:%d; "
+                      "data in %s. Ctrl-C stops.\n" % (info["host"], info["mqtt_port"], info["host"],
+                                                        info["api_port"], os.path.abspath(data_dir)))
+            say.flush()
         await stop.wait()
     finally:
         await hub.stop()

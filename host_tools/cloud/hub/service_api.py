@@ -9,6 +9,7 @@ Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/se
 import base64
 import datetime
 import json
+from urllib.parse import unquote
 
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
@@ -151,7 +152,9 @@ class ServiceApi:
     def _send_c2d(self, req, device_id):
         h = req.headers
         # application property names are case-sensitive in IoT Hub: take them as sent
-        props = {k[len("iothub-app-"):]: v for k, v in req.raw_headers if k.lower().startswith("iothub-app-")}
+        # (percent-encoded by our client: HTTP header names cannot hold every property name)
+        props = {unquote(k[len("iothub-app-"):]): v for k, v in req.raw_headers
+                 if k.lower().startswith("iothub-app-")}
         ttl = h.get("iothub-ttl", req.query.get("ttl"))
         try:
             ttl = None if ttl in (None, "") else int(ttl)

@@ -24,6 +24,16 @@ class HubUnavailable(Exception):
     """The hub is not running (no hub.json) or does not answer."""
 
 
+def tls_context(ca_file):
+    """A client TLS context trusting ca_file; HubUnavailable naming the file when it is unusable."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        what = exc.strerror if not isinstance(exc, ssl.SSLError) else "not a PEM certificate (truncated?)"
+        raise HubUnavailable("CA certificate %s: %s; `python -m host_tools certs --out %s` says what is "
+                             "wrong" % (ca_file, what, os.path.dirname(ca_file) or ".")) from None
+
+
 class ServiceError(Exception):
     def __init__(self, status, message):
         super().__init__("%s: %s" % (status, message))
@@ -38,7 +48,7 @@ class ServiceClient:
         self.key = key
         self.policy = policy
         self.timeout = timeout
-        self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._ssl = tls_context(ca_file)
         self._token = None
         self._token_expiry = 0
 
@@ -55,8 +65,12 @@ class ServiceClient:
                 service = json.load(f)
         except (OSError, ValueError):
             raise HubUnavailable("%s has no service.json; start the hub once to create it" % data_dir) from None
-        return cls(info["host"], info["api_port"], service["key"],
-                   os.path.join(data_dir, "certs", "ca.pem"), service.get("policy", "iothubowner"), timeout)
+        try:
+            host, port, key = info["host"], int(info["api_port"]), service["key"]
+            policy = service.get("policy", "iothubowner")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise HubUnavailable("%s: hub.json or service.json is incomplete; restart the hub" % data_dir) from None
+        return cls(host, port, key, os.path.join(data_dir, "certs", "ca.pem"), policy, timeout)
 
     def connection_string(self):
         """An IoT Hub service connection string for the official azure-iot-hub SDK."""
@@ -128,7 +142,7 @@ class ServiceClient:
             if value is not None:
                 h[name] = str(value)
         for k, v in (properties or {}).items():
-            h["iothub-app-" + k] = str(v)
+            h["iothub-app-" + quote(k, safe="")] = str(v)   # a header name is a token: no spaces
         r = self.request("POST", "/devices/%s/messages/deviceBound" % quote(device_id, safe=""),
                          body=bytes(body), headers=h)
         return r["messageId"]

@@ -105,17 +105,32 @@ def merge_patch(doc, patch):
 
 
 class Store:
-    def __init__(self, path):
+    def __init__(self, path, create=True):
+        """Open the hub database at `path` (a new empty one if create and there is none).
+
+        A file that is not a usable SQLite database raises StoreError and is left as it was."""
         self.path = path
         if not os.path.exists(path):
+            if not create:
+                raise StoreError(404, "no hub database at %s" % path)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
+        try:
+            # quick_check reads every page once: a damaged file fails here, before anything
+            # (the WAL switch, the schema, the file's mode) is written to it
+            (result,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
+            if result != "ok":
+                raise sqlite3.DatabaseError(result)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
+                                  "empty registry, or put back a copy" % (path, exc)) from None
+        os.chmod(path, 0o600)
 
     def close(self):
         self.db.close()

@@ -101,7 +101,9 @@ def test_hub_stops_on_ctrl_c(tmp_path):
     try:
         p.send_signal(signal.SIGINT)
         assert p.wait(15) == 0
-        assert log.read_bytes() == b""
+        # the sentence saying where it listens, and nothing else (no traceback on the way out)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hub: ready.") and "service API: https://" in lines[0]
     finally:
         processes.stop(p)
 
@@ -139,6 +141,8 @@ def test_c2d_twin_monitor_through_the_cli(hub):
     event = json.loads(mon.stdout)
     assert event["body"] == "pressed" and event["properties"] == {"kind": "press"}
     assert event["systemProperties"]["messageId"] == "t1"
+    # a person is told it is ready and where, on stderr (stdout stays one JSON line per message)
+    assert mon.stderr.startswith("monitor: ready") and ":%d" % hub.api_port in mon.stderr
     peer.close()
 
 
