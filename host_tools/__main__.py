@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "host_tools.fleet.provision",
     "host_tools.fleet.deploy",
     "host_tools.cloud.hub.cli",
+    "host_tools.cloud.dps.cli",
     "host_tools.cloud.orders.cli",
     "host_tools.cloud.commerce.cli",
     "host_tools.harness.demo",

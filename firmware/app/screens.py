@@ -29,6 +29,10 @@ TEXT = {
     "connecting": "Connecting...",
     "offline": "Offline\nRetrying...",
     "auth": "Auth error\nCheck device key\nor provisioning",
+    # DPS: {0} what happens next ("retry in 30 s"), {1} the hub or the reason
+    "registering": "Registering...\nwith DPS\n{0}",
+    "registered": "Registered\n{1}",
+    "refused": "Not enrolled\nDPS refused:\n{1}\n{0}",
     "ready": "Ready\nPress to order\n{0} x {1}\n{2}",
     # one order, from the press to the end
     "saved": "Order saved\nSends when\nonline\n{2}",

@@ -15,7 +15,7 @@ from firmware.app import gestures, orders, screens
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import sas, topics
 from firmware.runtime import storage
-from firmware.runtime.link import AUTH_ERROR, Link
+from firmware.runtime.link import AUTH_ERROR, HOST_NOT_FOUND, Link
 
 try:
     from micropython import const
@@ -56,6 +56,7 @@ class Device:
         self.dir = hal.storage_dir
         self.state_path = storage.join(self.dir, _STATE)
         self.link = None
+        self.dps = None             # firmware.runtime.dps.Onboarding when config.json has "dps"
         self.s = None
         self.stop = None            # "quit" or "reboot" ends the loop
         self._ign = {}
@@ -70,6 +71,8 @@ class Device:
         gc.collect()
         hal.event(boot=VERSION, platform=PLATFORM, heap=hal.mem_free())
         if not self._setup() or not self._network() or not self._clock():
+            return self.stop
+        if self.link is None and not self.dps.register():
             return self.stop
         self.s = orders.new(VERSION)
         blob = storage.read_bytes(self.state_path)
@@ -103,7 +106,10 @@ class Device:
             try:
                 self.cfg = cfg = storage.load_config(self.dir)
                 secrets = storage.load_secrets(self.dir)
-                ca = storage.load_ca(self.dir, cfg)
+                self._key, self._ca = secrets["device_key"], storage.load_ca(self.dir, cfg)
+                if "dps" in cfg:
+                    from firmware.runtime.dps import Onboarding   # only devices that register carry it
+                    self.dps = Onboarding(self)
                 break
             except storage.SetupError as e:
                 if str(e) != said:
@@ -114,11 +120,18 @@ class Device:
             if not self._gestures(_SETUP_RETRY_MS):
                 return False
         self.hal.configure(cfg, secrets)
-        self.link = Link(cfg["host"], cfg["port"], cfg["device_id"], secrets["device_key"], ca,
+        if self.dps is None or self.dps.cached():
+            self._make_link()       # else run() registers with DPS once the network is up
+        return True
+
+    def _make_link(self):
+        cfg = self.cfg
+        if self.link is not None:
+            self.link.close()
+        self.link = Link(cfg["host"], cfg["port"], cfg["device_id"], self._key, self._ca,
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
-        return True
 
     def _network(self):
         while not self.hal.network_up():
@@ -149,6 +162,8 @@ class Device:
             if self.link.connect_due(t) and not self.hal.network_up():
                 self.link.network_down(t, _NO_NETWORK_S)
             self.link.step(t, on_link)
+            if self.dps is not None and self.dps.due and not self.dps.register():
+                break
             now = self._now()
             if now != last:
                 last = now
@@ -177,6 +192,8 @@ class Device:
         # Events from the link, called from the loop (never from inside a socket read).
         s, now, kind = self.s, self._now(), ev[0]
         if kind == "connected":
+            if self.dps is not None:
+                self.dps.online()
             self.hal.event(link="online", session_present=ev[1])
             self._report_at = now + 2
             self._do(orders.connected(s, now))
@@ -185,9 +202,13 @@ class Device:
             self._do(orders.disconnected(s, now))
         elif kind == "connect_failed":
             self.hal.event(link="connect_failed", reason=ev[1])
+            if self.dps is not None and ev[1] == HOST_NOT_FOUND:
+                self.dps.refused(HOST_NOT_FOUND)
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
             self._do(orders.disconnected(s, now, "auth"))
+            if self.dps is not None:
+                self.dps.refused("CONNACK %s" % ev[1])
         elif kind == "puback":
             self.hal.event(puback=ev[1])
             self._do(orders.published(s, now, ev[1]))

@@ -32,6 +32,7 @@ except ImportError:  # CPython (tests)
 OFFLINE = "offline"
 ONLINE = "online"
 AUTH_ERROR = "auth_error"
+HOST_NOT_FOUND = "host not found"   # the reason of a connect whose host name does not resolve
 
 _BUF_SIZE = const(512)      # one packet up to this size goes out without allocating
 _INBOX_MAX = const(8)       # incoming messages waiting for the loop
@@ -55,11 +56,13 @@ class _Client(MQTTClient):
     # umqtt.simple's client with single-write packets, reads that never wait mid-packet and a
     # queue for incoming messages.
 
-    def __init__(self, client_id, server, port, user, keepalive, ssl_params, timeout):
+    def __init__(self, client_id, server, port, user, keepalive, ca, hostname, timeout):
         # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
         # >= 1.6 takes ssl=<SSLContext> and no ssl_params. TLS is done in connect().
         super().__init__(client_id, server, port, user, "", keepalive)
-        self.ssl_params = ssl_params
+        self.ca = ca              # the trusted roots: a tuple of DER certificates
+        self.hostname = hostname  # the TLS server name
+        self.ctx = None
         self.timeout = timeout
         self.raw = None
         self._buf = bytearray(_BUF_SIZE)
@@ -87,8 +90,12 @@ class _Client(MQTTClient):
                 raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             except OSError:
                 pass  # a port without the option still works, only slower
-            raw.connect(socket.getaddrinfo(self.server, self.port)[0][-1])
-            self.sock = ssl.wrap_socket(raw, **self.ssl_params)
+            try:
+                addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+            except (OSError, IndexError):
+                raise OSError(HOST_NOT_FOUND)
+            raw.connect(addr)
+            self.sock = self._tls().wrap_socket(raw, server_hostname=self.hostname)
             self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
                                          _b(self.pswd), self.keepalive, clean_session))
             p = self._await(mqtt.CONNACK)
@@ -98,6 +105,18 @@ class _Client(MQTTClient):
         except BaseException:
             self.close()
             raise
+
+    def _tls(self):
+        # One context for every connect, made at the first: each root goes in with its own
+        # load_verify_locations call, since MicroPython's cadata takes ONE DER certificate
+        # (certificates back to back: only the first is trusted; PEM: "invalid cert").
+        if self.ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            for der in self.ca:
+                ctx.load_verify_locations(cadata=der)
+            self.ctx = ctx
+        return self.ctx
 
     def close(self):
         # What was read on this connection ends with it: packet ids are per connection (an
@@ -225,7 +244,7 @@ class Link:
     #   ("desired", version, body bytes)   ("method", rid, name, body bytes)
     # `now` is Unix seconds; `rand()` returns a float in [0, 1).
 
-    def __init__(self, host, port, device_id, key_b64, ca_der, rand, token_ttl=3600,
+    def __init__(self, host, port, device_id, key_b64, ca, rand, token_ttl=3600,
                  keepalive=60, timeout=10, retry_cap=60, hostname=None):
         self.device_id = device_id
         self._key = key_b64
@@ -235,10 +254,10 @@ class Link:
         self.token_ttl = token_ttl
         self.keepalive = keepalive
         self.retry_cap = retry_cap
-        params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca_der,
-                  "server_hostname": name}
+        if isinstance(ca, (bytes, bytearray)):
+            ca = (ca,)        # one DER certificate
         self.c = _Client(topics.client_id(device_id), host, port,
-                         topics.username(name, device_id), keepalive, params, timeout)
+                         topics.username(name, device_id), keepalive, ca, name, timeout)
         self.state = OFFLINE
         self.attempt = 0
         self.next_try = 0

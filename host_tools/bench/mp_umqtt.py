@@ -24,7 +24,8 @@ from firmware.runtime.link import _Client
 folder, n = sys.argv[1], int(sys.argv[2])
 cfg = storage.load_config(folder)
 host, port, dev = cfg["host"], cfg["port"], cfg["device_id"]
-params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": storage.load_ca(folder, cfg), "server_hostname": host}
+ca = storage.load_ca(folder, cfg)   # the local hub's root: one certificate, which stock umqtt takes
+params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca[0], "server_hostname": host}
 token = sas.token(sas.device_resource(host, dev), storage.load_secrets(folder)["device_key"],
                   int(time.time()) + 3600)
 user = topics.username(host, dev)
@@ -80,7 +81,7 @@ def our_ping(i):
     wait_for(mqtt.PINGRESP)
 
 
-c = _Client(dev, host, port, user, 60, params, 10)
+c = _Client(dev, host, port, user, 60, ca, host, 10)
 c.pswd = token
 ours["connect"] = ms(lambda i: c.connect())
 poller = select.poll()

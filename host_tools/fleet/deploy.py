@@ -34,8 +34,9 @@ def deploy_plan(repo, device_dir, port="auto"):
         src = os.path.join(repo, ".mplib", name)
         if os.path.exists(src):
             plan.append(base + ["fs", "cp", src, ":lib/" + name])
-    for name in ("config.json", "secrets.json", "ca.der"):
-        plan.append(base + ["fs", "cp", os.path.join(device_dir, name), ":" + BOARD_DATA + "/" + name])
+    for name in ("config.json", "secrets.json", "ca.der", "ca.json"):
+        if name != "ca.json" or os.path.exists(os.path.join(device_dir, name)):   # older folders have no ca.json
+            plan.append(base + ["fs", "cp", os.path.join(device_dir, name), ":" + BOARD_DATA + "/" + name])
     plan.append(base + ["fs", "cp", os.path.join(repo, "boot.py"), os.path.join(repo, "main.py"), ":"])
     plan.append(base + ["reset"])
     return plan

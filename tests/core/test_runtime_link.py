@@ -136,14 +136,33 @@ class _SocketModule:
 
 class _SslModule:
     CERT_REQUIRED = 2
+    PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
+
+    def SSLContext(self, protocol):
+        return _SslContext(self)
 
     def wrap_socket(self, raw, **params):
         self.broker.params = params
         self.broker.blocking = True
         return self.broker
+
+
+class _SslContext:
+    # records what the link trusts; wrap_socket hands it to the module's (the tests' hook)
+    def __init__(self, module):
+        self.module = module
+        self.verify_mode = 0
+        self.cas = []
+
+    def load_verify_locations(self, cadata):
+        self.cas.append(cadata)
+
+    def wrap_socket(self, raw, server_hostname=None):
+        return self.module.wrap_socket(raw, cert_reqs=self.verify_mode, cadata=b"".join(self.cas),
+                                       cas=list(self.cas), server_hostname=server_hostname)
 
 
 def _link(broker, **kw):
@@ -604,3 +623,28 @@ def test_subscription_refused_is_a_failed_connect():
     _run(lk, 1000)
     assert lk.state == link.OFFLINE and lk.stats["connect_failures"] == 1
 
+
+
+def test_a_host_that_does_not_resolve_is_reported_as_such():
+    b = Broker()
+    lk = _link(b)
+
+    class _NoDns(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _NoDns
+    ev = _run(lk, 1000)
+    assert ev == [("connect_failed", link.HOST_NOT_FOUND)] and lk.state == link.OFFLINE
+    link.socket = _SocketModule
+
+
+def test_every_root_of_the_bundle_is_loaded_one_by_one():
+    # MicroPython's cadata takes one DER certificate: the link loads each root separately
+    b = Broker()
+    link.socket = _SocketModule
+    link.ssl = _SslModule(b)
+    lk = link.Link("hub.example", 8883, "dev1", KEY, (b"root1", b"root2", b"root3"), lambda: 0.5)
+    _run(lk, 1000)
+    assert b.params["cas"] == [b"root1", b"root2", b"root3"] and b.params["cert_reqs"] == 2

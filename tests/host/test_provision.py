@@ -42,7 +42,7 @@ def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_l
     # the firmware's own loader accepts it, on the real interpreter
     script = ("from firmware.runtime import storage as s\n"
               "d=%r\nc=s.load_config(d)\nk=s.load_secrets(d)\nca=s.load_ca(d,c)\n"
-              "print(c['device_id'], c['port'], len(k['device_key']), ca[:1] == b'0')\n" % str(dev))
+              "print(c['device_id'], c['port'], len(k['device_key']), ca[0][:1] == b'0')\n" % str(dev))
     out = subprocess.run([MICROPYTHON, "-c", script], capture_output=True, text=True, timeout=60,
                          env=dict(os.environ, MICROPYPATH=".frozen:" + REPO))
     assert out.stdout.split() == ["button-1", "8883", str(len(key)), "True"], out.stderr
@@ -74,10 +74,13 @@ def test_azure_provision_reads_the_key_from_stdin_and_uses_the_public_root(tmp_p
         "device_key": key, "wifi_ssid": "shop", "wifi_password": "wlan-pass"}
     cfg = json.loads((dev / "config.json").read_text())
     assert (cfg["host"], cfg["port"]) == ("myhub.azure-devices.net", 8883)
-    import ssl
-    from host_tools.fleet.provision import _system_root
-    with open(_system_root()) as f:
-        assert (dev / "ca.der").read_bytes() == ssl.PEM_cert_to_DER_cert(f.read())
+    # issue 9: the three roots Microsoft asks devices to trust, one bundle, with its manifest
+    from host_tools.fleet import trust
+    roots = trust.azure_roots()
+    assert (dev / "ca.der").read_bytes() == b"".join(roots)
+    manifest = json.loads((dev / "ca.json").read_text())
+    assert manifest["version"] == 1
+    assert [c["sha256"] for c in manifest["certs"]] == [fp for _, fp in trust.AZURE_ROOTS]
 
 
 def test_bad_key_and_broken_files_are_one_clear_line(tmp_path):

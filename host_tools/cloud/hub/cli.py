@@ -40,6 +40,8 @@ def add_commands(sub):
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="seconds a new connection may take to send CONNECT (default %(default)s)")
+    p.add_argument("--dps-retry-after", type=int, default=None, metavar="S",
+                   help="retry-after DPS answers a register with (default 3, as Azure's DPS)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
 
@@ -176,9 +178,12 @@ def cmd_hub(args):
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
     from host_tools.cloud.hub.store import StoreError
+    if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
+        raise CliError("--dps-retry-after must be between 1 and 60 seconds")
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout, say=sys.stderr))
+                        connect_timeout=args.connect_timeout, say=sys.stderr,
+                        dps_retry_after=args.dps_retry_after))
     except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
 

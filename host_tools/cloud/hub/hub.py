@@ -39,6 +39,7 @@ def data_paths(data_dir):
         "service": os.path.join(data_dir, "service.json"),
         "hub": os.path.join(data_dir, "hub.json"),
         "lock": os.path.join(data_dir, "hub.lock"),
+        "dps": os.path.join(data_dir, "dps.sqlite3"),
     }
 
 
@@ -93,6 +94,7 @@ def _filter_matches(topic_filter, topic):
 
 class Connection:
     """One authenticated MQTT connection of a device."""
+    registry = True   # a device of the hub (a DPS connection is not: host_tools/cloud/dps)
 
     def __init__(self, hub, device_id, expiry, clean_session):
         self.hub = hub
@@ -217,12 +219,14 @@ class Connection:
 
 
 class Hub:
-    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0):
+    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None):
+        from host_tools.cloud.dps.service import DEFAULT_RETRY_AFTER, Dps
         self.data_dir = data_dir
         self.host = host
         self.paths, self.cert_paths = ensure_data_dir(data_dir)
         self.service = _service(self.paths["service"])
         self.store = Store(self.paths["db"])
+        self.dps = Dps(self, self.paths["dps"], DEFAULT_RETRY_AFTER if dps_retry_after is None else dps_retry_after)
         self.connect_timeout = connect_timeout
         self.connections = {}
         self._methods = {}
@@ -285,6 +289,7 @@ class Hub:
                     pass
             await self.broker.shutdown()
         self.store.close()
+        self.dps.close()
         if getattr(self, "_lock", None) is not None:
             os.close(self._lock)      # the kernel would release it at exit, even after SIGKILL
             self._lock = None
@@ -305,6 +310,8 @@ class Hub:
             kind, host, user_device, _ = topics.parse_username(username)
         except topics.TopicError:
             kind = user_device = None
+        if kind == "dps":
+            return self.dps.authenticate(session, host, user_device)   # same listener: host is the id scope
         if kind != "hub" or user_device != device_id:
             log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
             return None
@@ -336,6 +343,8 @@ class Hub:
         return {self.host.lower(), *HOST_NAMES}
 
     async def attach(self, conn):
+        if not conn.registry:
+            return
         old = self.connections.get(conn.device_id)
         if old is not None:
             old.close("another connection with the same device id")
@@ -356,7 +365,7 @@ class Hub:
     async def detach(self, conn):
         conn.closing = True
         conn.stop()
-        if self.connections.get(conn.device_id) is conn:
+        if conn.registry and self.connections.get(conn.device_id) is conn:
             del self.connections[conn.device_id]
             log.info("%s: disconnected", conn.device_id)
         # a method call in flight to this device is left to time out (504), as with IoT Hub
@@ -483,11 +492,11 @@ def _pid(hub_json):
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0, say=None):
+              connect_timeout=10.0, say=None, dps_retry_after=None):
     """Run the hub in the foreground until SIGINT/SIGTERM.
 
     Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
-    hub = Hub(data_dir, host, connect_timeout=connect_timeout)
+    hub = Hub(data_dir, host, connect_timeout=connect_timeout, dps_retry_after=dps_retry_after)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -21,8 +21,10 @@ START_TIMEOUT = 30
 
 
 class HubHandle:
-    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10):
+    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10,
+                 extra_args=()):
         self.data_dir = str(data_dir)
+        self.extra_args = list(extra_args)
         self.connect_timeout = connect_timeout
         self.host = host
         self._want = (mqtt_port, api_port)
@@ -38,7 +40,7 @@ class HubHandle:
         os.makedirs(self.data_dir, exist_ok=True)
         self.proc, info = processes.start(
             ["hub", "--data", self.data_dir, "--host", self.host, "--mqtt-port", str(self._want[0]),
-             "--api-port", str(self._want[1]), "--verbose", "--connect-timeout", str(self.connect_timeout)],
+             "--api-port", str(self._want[1]), "--verbose", "--connect-timeout", str(self.connect_timeout), *self.extra_args],
             self.stderr_path, START_TIMEOUT, name="hub")
         self.mqtt_port, self.api_port = info["mqtt_port"], info["api_port"]
         self.service = ServiceClient.from_data_dir(self.data_dir)

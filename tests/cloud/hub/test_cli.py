@@ -43,8 +43,15 @@ def test_certs_are_made_once_and_verify(tmp_path):
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    # issue 9: root -> intermediate -> server, like Azure's chain; server.pem serves the chain
     ca = x509.load_der_x509_certificate((out / "ca.der").read_bytes())
-    cert.verify_directly_issued_by(ca)
+    chain = x509.load_pem_x509_certificates((out / "server.pem").read_bytes())
+    intermediate = x509.load_pem_x509_certificate((out / "intermediate.pem").read_bytes())
+    assert [c.subject for c in chain] == [cert.subject, intermediate.subject]
+    cert.verify_directly_issued_by(intermediate)
+    intermediate.verify_directly_issued_by(ca)
+    assert intermediate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert _mode(out / "intermediate.key") == 0o600
 
 
 def test_registry_commands(tmp_path):
