@@ -130,6 +130,7 @@ def _serve(args):
     for name in ("token_lifetime", "retry_base", "retry_max"):
         if getattr(args, name) <= 0:
             raise CliError(f"--{name.replace('_', '-')} must be > 0")
+    _check_port(args.host, args.port)   # before anything is written
     os.makedirs(args.data, mode=0o700, exist_ok=True)
     lock = open(os.path.join(args.data, _LOCK_NAME), "w")
     try:
@@ -172,6 +173,19 @@ def _serve(args):
     finally:
         lock.close()
     return 0
+
+
+def _check_port(host, port):
+    import socket
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another "
+                           "--port (0 picks a free one)") from None
 
 
 def _client_add(args):

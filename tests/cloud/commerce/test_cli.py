@@ -142,3 +142,16 @@ def test_offline_advance_and_cancel_reach_the_subscriber_through_a_running_serve
         assert code == 0 and order["id"] in out and "cancelled" in out
     finally:
         peer.stop()
+
+
+def test_a_taken_port_is_one_line_and_writes_nothing(tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "host_tools", "commerce", "serve", "--data",
+                            str(tmp_path / "c"), "--port", str(port)], cwd=processes.REPO,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot listen on" in r.stderr
+    assert not (tmp_path / "c").exists()
