@@ -15,6 +15,8 @@
    answers retry-after=3 as Azure's does, so most of it is that wait) and the extra heap DPS
    needs at its peak: the smallest -X heapsize for register + connect to the assigned hub, less
    the smallest for the connect alone.
+7. the cloud path under load (order_load.py): orders/s end to end with 1, 50 and 200 simulated
+   devices, request -> 'accepted' percentiles at 100 orders/s offered, exactly-once checked.
 Prints a table and writes the figures as JSON (default build/bench.json).
 """
 import argparse
@@ -28,6 +30,7 @@ import threading
 import time
 
 from host_tools import processes
+from host_tools.bench import order_load
 from host_tools.fleet import provision
 from host_tools.files import write_atomic
 from host_tools.harness.device_process import DeviceProcess, micropython, micropypath
@@ -235,9 +238,16 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=5, help="runs of each side in the SDK comparison")
     ap.add_argument("--heap", type=int, default=DEVICE_HEAP_K,
                     help="KiB of heap for our side in the latency runs and the SDK comparison (default %(default)s)")
+    ap.add_argument("--load-seconds", type=float, default=10.0, help="seconds of each order-load run")
+    ap.add_argument("--only-load", action="store_true", help="run only the order-load part (6.)")
     ap.add_argument("--out", default=os.path.join(BUILD, "bench.json"))
     args = ap.parse_args(argv)
 
+    if args.only_load:
+        load = order_load.bench(os.path.join(BUILD, "bench-orders"), seconds=args.load_seconds,
+                                log=lambda m: print(m, file=sys.stderr))
+        print("\n".join(f"{k:<60}  {v}" for k, v in load_rows(load)))
+        return
     work = os.path.join(BUILD, "bench")
     shutil.rmtree(work, ignore_errors=True)
     hub_dir, orders_dir = os.path.join(work, "hub"), os.path.join(work, "orders")
@@ -251,7 +261,7 @@ def main(argv=None):
     try:
         try:
             hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", str(SDK_PORT),
-                                         "--api-port", "0"], os.path.join(hub_dir, "hub.log"), name="hub")
+                                         "--api-port", "0", "--amqp-port", "0"], os.path.join(hub_dir, "hub.log"), name="hub")
         except processes.ServiceFailed as e:
             sys.exit(f"bench: the hub must listen on {SDK_PORT} for the SDK (is a test or demo using it?): {e}")
         services.append(hub)
@@ -295,6 +305,9 @@ def main(argv=None):
     finally:
         for proc in reversed(services):
             processes.stop(proc)
+    print("order load on the cloud path ...", file=sys.stderr)
+    results["order_load"] = order_load.bench(os.path.join(work, "orders-load"), seconds=args.load_seconds,
+                                             log=lambda m: print(m, file=sys.stderr))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
@@ -342,8 +355,21 @@ def table(r):
               % (d["min_heapsize_kib"], d["connect_min_heapsize_kib"],
                  d["min_heapsize_kib"] - d["connect_min_heapsize_kib"]
                  if d["min_heapsize_kib"] and d["connect_min_heapsize_kib"] else "?"))]
+    rows += load_rows(r["order_load"])
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def load_rows(load):
+    rows = [("orders/s end to end, %d device%s" % (n, "" if int(n) == 1 else "s"), "%.0f" % t["orders_per_s"])
+            for n, t in load["throughput"].items()]
+    lat = load["latency"]
+    rows.append(("request -> 'accepted' at %d orders/s offered, median / p95 / p99" % lat["rate"],
+                 "%.1f / %.1f / %.1f ms" % (lat["median_ms"], lat["p95_ms"], lat["p99_ms"])))
+    e = load["exactly_once"]
+    rows.append(("exactly once over the load runs", "%s (%d requests, %d orders)"
+                 % ("held" if e["held"] else "BROKEN", e["requests"], e["orders"])))
+    return rows
 
 
 if __name__ == "__main__":

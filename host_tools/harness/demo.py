@@ -76,7 +76,7 @@ def cmd_demo(args):
     services, dev = [], None
     try:
         _say("starting the local IoT Hub")
-        hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", "0", "--api-port", "0"],
+        hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                                     os.path.join(hub_dir, "hub.log"), name="hub")
         services.append(hub)
         _say(f"hub on {info['host']}: MQTT {info['mqtt_port']}, service API {info['api_port']}")

@@ -91,7 +91,7 @@ def test_a_corrupt_hub_database_is_one_line_for_every_command_and_is_left_alone(
     db.write_bytes(os.urandom(4096) if damage == "garbage" else data[:len(data) // 2])
     dev = tmp_path / "dev"
     for args in (["registry", "list"], ["registry", "add", "button-2"], ["registry", "show", "button-1"],
-                 ["registry", "remove", "button-1"], ["hub", "--mqtt-port", "0", "--api-port", "0"]):
+                 ["registry", "remove", "button-1"], ["hub", "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"]):
         fails_cleanly(args + ["--data", str(hub_dir)], hub_dir, needle="hub.sqlite3")
     fails_cleanly(["provision", "--device", "button-1", "--out", str(dev), "--hub-data", str(hub_dir)],
                   hub_dir, dev, needle="hub.sqlite3")
@@ -100,7 +100,8 @@ def test_a_corrupt_hub_database_is_one_line_for_every_command_and_is_left_alone(
 # ---- a truncated CA certificate ---------------------------------------------------------------
 
 def test_a_truncated_ca_pem_is_one_line_for_the_service_commands(hub_dir):
-    (hub_dir / "hub.json").write_text(json.dumps({"host": "127.0.0.1", "mqtt_port": 1, "api_port": 1}))
+    (hub_dir / "hub.json").write_text(json.dumps({"host": "127.0.0.1", "mqtt_port": 1, "api_port": 1,
+                                                  "amqp_port": 1}))
     pem = hub_dir / "certs" / "ca.pem"
     pem.write_bytes(pem.read_bytes()[:300])
     for args in (["twin", "show", "button-1"], ["c2d", "send", "button-1", "--body", "x"],
@@ -130,7 +131,7 @@ def test_certs_does_not_keep_a_damaged_set_and_force_replaces_it(tmp_path):
 def test_the_hub_refuses_damaged_certificates_in_one_line(hub_dir):
     key = hub_dir / "certs" / "server.key"
     key.write_bytes(key.read_bytes()[:100])
-    fails_cleanly(["hub", "--data", str(hub_dir), "--mqtt-port", "0", "--api-port", "0"], hub_dir,
+    fails_cleanly(["hub", "--data", str(hub_dir), "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"], hub_dir,
                   needle="server.key")
 
 
@@ -148,7 +149,7 @@ def test_a_data_or_out_folder_that_is_a_file_or_cannot_be_made(tmp_path, hub_dir
         ["certs", "--out", str(afile)],
         ["certs", "--out", str(afile / "sub")],
         ["certs", "--out", "/proc/no-such-certs"],
-        ["hub", "--data", str(afile), "--mqtt-port", "0", "--api-port", "0"],
+        ["hub", "--data", str(afile), "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
         ["provision", "--device", "b", "--out", str(afile), "--hub-data", str(hub_dir)],
         ["provision", "--device", "b", "--out", str(afile / "sub"), "--hub-data", str(hub_dir)],
         ["provision", "--device", "b", "--out", str(dev), "--hub-data", str(afile)],
@@ -285,7 +286,7 @@ def test_keys_and_wlan_passwords_typed_at_a_terminal_are_not_echoed(tmp_path):
 
 def test_a_hub_killed_with_sigkill_does_not_block_the_next_one(tmp_path):
     data = str(tmp_path / "hub")
-    args = ["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"]
+    args = ["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"]
     first, _ = processes.start(args, str(tmp_path / "1.log"), name="hub")
     second = None
     try:
@@ -307,18 +308,20 @@ def test_a_hub_killed_with_sigkill_does_not_block_the_next_one(tmp_path):
 
 
 def test_a_hub_stopped_under_a_long_poll_logs_no_traceback(tmp_path):
+    # the long poll is a telemetry reader on the Event Hubs-compatible endpoint (AMQP): the
+    # hub has no HTTP long poll any more (issue 8)
     from host_tools.cloud.hub.service_client import ServiceClient
     import threading
     data = str(tmp_path / "hub")
     log = tmp_path / "hub.log"
-    hub, _ = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"], str(log),
-                             name="hub")
+    hub, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
+                                str(log), name="hub")
     client = ServiceClient.from_data_dir(data)
     polling = threading.Thread(target=lambda: _ignore(lambda: client.events(-1, timeout=30)), daemon=True)
     polling.start()
     try:
-        deadline = time.monotonic() + 10        # the poll has reached the hub: wait for the socket
-        while not _connected_to(hub.pid, client.port):
+        deadline = time.monotonic() + 20        # the reader has reached the hub: wait for the socket
+        while not _connected_to(hub.pid, info["amqp_port"]):
             assert time.monotonic() < deadline, "the long poll never connected"
             time.sleep(0.05)
         assert processes.stop(hub) == 0
@@ -349,7 +352,7 @@ def test_a_service_that_fails_to_start_quotes_only_its_own_run(tmp_path):
     afile = tmp_path / "a-file"
     afile.write_text("")
     with pytest.raises(processes.ServiceFailed) as exc:
-        processes.start(["hub", "--data", str(afile), "--mqtt-port", "0", "--api-port", "0"], str(log),
+        processes.start(["hub", "--data", str(afile), "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"], str(log),
                         name="hub")
     assert "SomethingOld" not in str(exc.value) and "not a folder" in str(exc.value)
 
@@ -358,7 +361,7 @@ def test_malformed_requests_are_answered_400_and_log_no_traceback(tmp_path):
     import socket
     import ssl
     data, log = str(tmp_path / "hub"), tmp_path / "hub.log"
-    hub, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"], str(log),
+    hub, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"], str(log),
                                 name="hub")
     try:
         ctx = ssl.create_default_context(cafile=os.path.join(data, "certs", "ca.pem"))

@@ -33,17 +33,35 @@ def add_commands(sub):
             a.add_argument("--host", default=None, help="HostName in the connection string")
         a.set_defaults(func=cmd_registry, action=action)
 
-    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops)")
+    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops); "
+                                   "'hub connection-strings' prints its service connection strings")
+    p.add_argument("what", nargs="?", choices=("connection-strings",),
+                   help="print the service and Event Hubs-compatible connection strings of the running "
+                        "hub as JSON (they hold a key)")
     _data_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
+    p.add_argument("--amqp-port", type=int, default=5671,
+                   help="AMQP 1.0 over TLS (service side: C2D, Event Hubs-compatible endpoint); 0 picks a free port")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="partitions of the Event Hubs-compatible endpoint (default 2; fixed when the hub is created)")
     p.add_argument("--connect-timeout", type=float, default=10.0,
                    help="seconds a new connection may take to send CONNECT (default %(default)s)")
     p.add_argument("--dps-retry-after", type=int, default=None, metavar="S",
                    help="retry-after DPS answers a register with (default 3, as Azure's DPS)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("consumer-group", help="consumer groups of the Event Hubs-compatible endpoint")
+    gs = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    for action, helptext in (("add", "create a consumer group"), ("remove", "delete a consumer group"),
+                             ("list", "list consumer groups")):
+        a = gs.add_parser(action, help=helptext)
+        if action != "list":
+            a.add_argument("name")
+        _data_arg(a)
+        a.set_defaults(func=cmd_consumer_group, action=action)
 
     p = sub.add_parser("monitor", help="print device telemetry as it arrives (one JSON line each)")
     _data_arg(p)
@@ -169,6 +187,8 @@ def cmd_registry(args):
 
 
 def cmd_hub(args):
+    if args.what == "connection-strings":
+        return cmd_connection_strings(args)
     import asyncio
     import logging
     from host_tools.cloud.hub.hub import run
@@ -182,10 +202,43 @@ def cmd_hub(args):
         raise CliError("--dps-retry-after must be between 1 and 60 seconds")
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout, say=sys.stderr,
+                        connect_timeout=args.connect_timeout, amqp_port=args.amqp_port,
+                        partitions=args.partitions, say=sys.stderr,
                         dps_retry_after=args.dps_retry_after))
     except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_connection_strings(args):
+    from host_tools.cloud.hub.amqp import config
+    from host_tools.files import read_json
+    try:
+        info = read_json(os.path.join(args.data, "hub.json"))
+    except (OSError, ValueError):
+        raise CliError("no hub is running for %s (start: python -m host_tools hub --data %s)"
+                       % (args.data, args.data)) from None
+    if not info.get("amqp_port"):
+        raise CliError("the hub running for %s has no AMQP endpoint; restart it" % args.data)
+    try:
+        out = config.connection_strings(args.data, info["host"], info["api_port"], info["amqp_port"])
+    except (config.ConfigError, OSError, KeyError, ValueError) as exc:
+        raise CliError("cannot read the hub's settings in %s: %s" % (args.data, exc)) from None
+    print(json.dumps(out, indent=1))
+
+
+def cmd_consumer_group(args):
+    from host_tools.cloud.hub.amqp import config
+    try:
+        if args.action == "add":
+            eh = config.add_consumer_group(args.data, args.name)
+        elif args.action == "remove":
+            eh = config.remove_consumer_group(args.data, args.name)
+        else:
+            eh = config.load(args.data)
+    except config.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    for g in eh["consumerGroups"]:
+        print(g)
 
 
 # ---- service side -----------------------------------------------------------------------------
@@ -208,28 +261,45 @@ def _call(fn, *a, **kw):
 
 
 def cmd_monitor(args):
-    client = _client(args)
-    since = 0 if args.from_start else -1
+    """Telemetry as a service reads it on Azure: from the Event Hubs-compatible endpoint."""
+    import base64
+    from host_tools.cloud.azure import client as azure
+    from host_tools.cloud.azure import settings
+    try:
+        where = settings.from_hub_data(args.data)
+        tel = azure.Telemetry(where)
+        partitions = tel.partitions()
+    except settings.SettingsError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        raise CliError("cannot read telemetry from the hub's AMQP endpoint: %s" % exc) from None
+    tel.start({p: ("-1" if args.from_start else "@latest") for p in partitions})
     seen = 0
-    events, since = _call(client.events, since, 0, args.device)   # the hub answers: ready
-    print("monitor: ready, printing telemetry%s from the hub at %s:%d (data %s), one JSON line each; "
-          "Ctrl-C stops" % (" of " + args.device if args.device else "", client.host, client.port,
-                            os.path.abspath(args.data)), file=sys.stderr, flush=True)
-    while True:
-        if not events:
-            events, since = _call(client.events, since, 20, args.device)
-        for e in events:
-            body = e["body"]
+    print("monitor: ready, printing telemetry%s from the hub's Event Hubs-compatible endpoint at amqps://%s:%s "
+          "(data %s), one JSON line each; Ctrl-C stops" % (" of " + args.device if args.device else "",
+                                                           azure.host_of(where), where.amqp_port,
+                                                           os.path.abspath(args.data)), file=sys.stderr, flush=True)
+    try:
+        while True:
             try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                body = {"base64": __import__("base64").b64encode(body).decode()}
-            out = dict(e, body=body)
-            print(json.dumps(out), flush=True)
-            seen += 1
-            if args.count and seen >= args.count:
-                return
-        events = []
+                batches = tel.take(1.0)
+            except azure.HubUnavailable as exc:
+                raise CliError("%s; is the hub running? (python -m host_tools hub)" % exc) from None
+            for partition, events in batches:
+                for ev in events:
+                    e = azure.event_dict(partition, ev)
+                    if args.device and e["deviceId"] != args.device:
+                        continue
+                    try:
+                        e["body"] = e["body"].decode("utf-8")
+                    except (UnicodeDecodeError, AttributeError):
+                        e["body"] = {"base64": base64.b64encode(e["body"] or b"").decode()}
+                    print(json.dumps(e), flush=True)
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        return
+    finally:
+        tel.close()
 
 
 def cmd_c2d_send(args):

@@ -231,13 +231,15 @@ class Hub:
         self.connections = {}
         self._methods = {}
         self._rids = itertools.count(1)
-        self._event_signal = asyncio.Event()
         self.broker = None
         self.api_server = None
         self.mqtt_port = self.api_port = None
+        self.amqp = None            # the AMQP 1.0 service endpoints (amqp/server.py)
+        self.amqp_port = None
+        self.partitions = None      # of the Event Hubs-compatible endpoint, once started
 
     # ---- life cycle -----------------------------------------------------------------------
-    async def start(self, mqtt_port=8883, api_port=443):
+    async def start(self, mqtt_port=8883, api_port=443, amqp_port=5671, partitions=None):
         from host_tools.cloud.hub.broker import HubBroker
         from host_tools.cloud.hub.http_server import serve
         from host_tools.cloud.hub.service_api import ServiceApi
@@ -265,13 +267,31 @@ class Hub:
             raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
                            % (self.host, api_port, exc.strerror)) from None
         self.api_port = self.api_server.port
+        await self._start_amqp(amqp_port, partitions)
         info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
-                "pid": os.getpid()}
+                "amqp_port": self.amqp_port, "pid": os.getpid()}
         write_json(self.paths["hub"], info)
         self._wrote_info = True
         return info
 
+    async def _start_amqp(self, port, partitions):
+        from host_tools.cloud.hub.amqp import config
+        from host_tools.cloud.hub.amqp.server import AmqpServer
+        try:
+            eventhub = config.ensure(self.data_dir, partitions)
+        except config.ConfigError as exc:
+            raise HubError(0, str(exc)) from None
+        self.partitions = eventhub["partitions"]
+        self.amqp = AmqpServer(self, eventhub)
+        try:
+            self.amqp_port = await self.amqp.start(self.host, port, self._ssl_context())
+        except OSError as exc:
+            raise HubError(0, "cannot listen for AMQP on %s:%d (%s); port taken? --amqp-port 0 picks a free one"
+                           % (self.host, port, exc.strerror)) from None
+
     async def stop(self):
+        if self.amqp is not None:
+            await self.amqp.stop()
         if getattr(self, "_wrote_info", False):
             try:
                 os.remove(self.paths["hub"])
@@ -378,25 +398,14 @@ class Hub:
     # ---- telemetry ------------------------------------------------------------------------
     def record_telemetry(self, device_id, bag, body):
         system, app = topics.split_properties(bag)
-        seq = self.store.add_event(device_id, system, app, body)
-        signal_, self._event_signal = self._event_signal, asyncio.Event()
-        signal_.set()
+        partition = None
+        if self.partitions:
+            from host_tools.cloud.hub.amqp.rules import partition_of
+            partition = partition_of(device_id, self.partitions)
+        seq = self.store.add_event(device_id, system, app, body, partition=partition)
+        if self.amqp is not None:
+            self.amqp.telemetry()
         return seq
-
-    async def events(self, since, timeout, device_id=None):
-        deadline = time.monotonic() + max(0.0, min(timeout, 300.0))
-        while True:
-            waiter = self._event_signal
-            rows = self.store.events_since(since, device_id)
-            if rows:
-                return rows
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            try:
-                await asyncio.wait_for(waiter.wait(), remaining)
-            except asyncio.TimeoutError:
-                return []
 
     # ---- C2D ------------------------------------------------------------------------------
     def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
@@ -492,7 +501,7 @@ def _pid(hub_json):
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0, say=None, dps_retry_after=None):
+              connect_timeout=10.0, amqp_port=5671, partitions=None, say=None, dps_retry_after=None):
     """Run the hub in the foreground until SIGINT/SIGTERM.
 
     Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
@@ -502,14 +511,15 @@ async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        info = await hub.start(mqtt_port, api_port)  # HubError when a port is taken
+        info = await hub.start(mqtt_port, api_port, amqp_port, partitions)  # HubError when a port is taken
         out.write(json.dumps({"host": info["host"], "mqtt_port": info["mqtt_port"],
-                              "api_port": info["api_port"]}) + "\n")
+                              "api_port": info["api_port"], "amqp_port": info["amqp_port"]}) + "\n")
         out.flush()
         if say is not None:
             say.write("hub: ready. Devices: MQTT over TLS on %s:%d; service API: https://%s:%d; "
-                      "data in %s. Ctrl-C stops.\n" % (info["host"], info["mqtt_port"], info["host"],
-                                                        info["api_port"], os.path.abspath(data_dir)))
+                      "service AMQP (C2D, telemetry): amqps://%s:%d; data in %s. Ctrl-C stops.\n"
+                      % (info["host"], info["mqtt_port"], info["host"], info["api_port"], info["host"],
+                         info["amqp_port"], os.path.abspath(data_dir)))
             say.flush()
         await stop.wait()
     finally:

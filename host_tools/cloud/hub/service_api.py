@@ -3,13 +3,11 @@
 Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/service.json's key.
   PUT/GET/DELETE /devices/{id}      GET /devices
   GET/PATCH /twins/{id}             POST /twins/{id}/methods
-  POST /devices/{id}/messages/deviceBound   (C2D; properties from headers, see README)
-  GET /events?since=N&timeout=S[&deviceId=D]   long-poll telemetry stream
+C2D and telemetry are not here: as on IoT Hub, the service side sends C2D and reads telemetry
+over AMQP (amqp/).
 """
 import base64
 import datetime
-import json
-from urllib.parse import unquote
 
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
@@ -43,14 +41,10 @@ class ServiceApi:
             return Response.json([self._device(d) for d in self.hub.store.list_devices()])
         if len(seg) == 2 and seg[0] == "devices":
             return await self._devices(req, seg[1])
-        if len(seg) == 4 and seg[0] == "devices" and seg[2:] == ["messages", "deviceBound"] and m == "POST":
-            return self._send_c2d(req, seg[1])
         if len(seg) == 2 and seg[0] == "twins":
             return await self._twins(req, seg[1])
         if len(seg) == 3 and seg[0] == "twins" and seg[2] == "methods" and m == "POST":
             return await self._method(req, seg[1])
-        if seg == ["events"] and m == "GET":
-            return await self._events(req)
         raise HttpError(404, "no such resource: %s %s" % (m, req.path))
 
     # ---- registry -------------------------------------------------------------------------
@@ -147,37 +141,3 @@ class ServiceApi:
             raise HttpError(400, "responseTimeoutInSeconds must be between 5 and 300")
         result = await self.hub.invoke_method(device_id, body["methodName"], body.get("payload"), timeout)
         return Response.json(result)
-
-    # ---- C2D and telemetry ----------------------------------------------------------------
-    def _send_c2d(self, req, device_id):
-        h = req.headers
-        # application property names are case-sensitive in IoT Hub: take them as sent
-        # (percent-encoded by our client: HTTP header names cannot hold every property name)
-        props = {unquote(k[len("iothub-app-"):]): v for k, v in req.raw_headers
-                 if k.lower().startswith("iothub-app-")}
-        ttl = h.get("iothub-ttl", req.query.get("ttl"))
-        try:
-            ttl = None if ttl in (None, "") else int(ttl)
-        except ValueError:
-            raise HttpError(400, "ttl must be a whole number of seconds") from None
-        mid = self.hub.send_c2d(
-            device_id, req.body, message_id=h.get("iothub-messageid") or None,
-            correlation_id=h.get("iothub-correlationid"), content_type=h.get("content-type"),
-            content_encoding=h.get("content-encoding"), properties=props, ttl=ttl,
-            ack=h.get("iothub-ack"))
-        return Response.json({"messageId": mid})
-
-    async def _events(self, req):
-        try:
-            since = int(req.query.get("since", "0"))
-            timeout = float(req.query.get("timeout", "0"))
-        except ValueError:
-            raise HttpError(400, "since and timeout must be numbers") from None
-        if since < 0:
-            since = self.hub.store.last_event_seq()
-        rows = await self.hub.events(since, timeout, req.query.get("deviceId") or None)
-        events = [{"seq": r["seq"], "deviceId": r["deviceId"], "enqueuedTime": iso(r["enqueued"]),
-                   "systemProperties": r["systemProperties"], "properties": r["properties"],
-                   "body": base64.b64encode(r["body"]).decode()} for r in rows]
-        nxt = rows[-1]["seq"] if rows else since
-        return Response(200, json.dumps({"events": events, "next": nxt}).encode())

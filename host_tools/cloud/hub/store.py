@@ -279,11 +279,21 @@ class Store:
                                (device_id,)).fetchone()[0]
 
     # ---- telemetry ------------------------------------------------------------------------
-    def add_event(self, device_id, system_props, app_props, body, now=None):
+    def add_event(self, device_id, system_props, app_props, body, now=None, partition=None):
+        """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
+        see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
+        same statement."""
         now = time.time() if now is None else now
-        cur = self.db.execute(
-            "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
-            (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
+        if partition is None:
+            cur = self.db.execute(
+                "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
+                (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
+        else:
+            cur = self.db.execute(
+                "INSERT INTO events (device_id, enqueued, system_props, app_props, body, partition, pseq)"
+                " VALUES (?,?,?,?,?,?,(SELECT COALESCE(MAX(pseq), -1) + 1 FROM events WHERE partition=?))",
+                (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body),
+                 partition, partition))
         return cur.lastrowid
 
     def events_since(self, since, device_id=None, limit=500):

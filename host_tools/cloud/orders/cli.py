@@ -1,6 +1,6 @@
 """`python -m host_tools orders ...`: run the order service and look after its orders.
 
-  orders serve     [--hub-data DIR] [--data DIR] [--timeline SPEC] [--catalogue FILE]
+  orders serve     [--hub-data DIR | --connection-file FILE|-] [--data DIR] [--timeline SPEC] ...
   orders list      [--device ID] [--limit N] [--json]
   orders show      ORDER|REQUEST_ID
   orders advance   ORDER|REQUEST_ID [--to STATUS]
@@ -34,7 +34,13 @@ def add_commands(subparsers):
 
     p = command("serve", _serve, "consume order requests from the hub and run their timelines")
     p.add_argument("--hub-data", default=DEFAULT_HUB_DATA,
-                   help=f"the local hub's data folder (default {DEFAULT_HUB_DATA})")
+                   help=f"shortcut for a local hub: read its connection strings from its data "
+                        f"folder (default {DEFAULT_HUB_DATA})")
+    p.add_argument("--connection-file", default=None, metavar="FILE|-",
+                   help="JSON with the hub's 'service' and 'eventHub' connection strings, as the "
+                        "Azure portal shows them (mode 0600; '-' reads it from standard input)")
+    p.add_argument("--consumer-group", default=None,
+                   help="consumer group of the Event Hubs-compatible endpoint (default $Default)")
     p.add_argument("--timeline", default=None,
                    help="status offsets in seconds after placement, e.g. "
                         "'payment_authorized=2,shipped=4,delivered=6' (the default), 'manual', "
@@ -202,9 +208,19 @@ def _serve(args):
         raise CliError("--poll-timeout must be >= 0")
     try:
         HubUnavailable, ServiceError = hub_errors()
-        from host_tools.cloud.hub.service_client import ServiceClient
+        from host_tools.cloud.azure import settings as hub_settings
+        from host_tools.cloud.azure.client import AzureHub
     except ImportError as exc:
-        raise CliError(f"the hub service client is not available ({exc})") from None
+        raise CliError(f"the Azure client libraries are not available ({exc}); run make setup") from None
+
+    def settings():
+        if args.connection_file:
+            s = hub_settings.from_file(args.connection_file)
+        else:
+            s = hub_settings.from_hub_data(args.hub_data)
+        if args.consumer_group:
+            s.consumer_group = args.consumer_group
+        return s
 
     commerce = _commerce_client(args)
     store = _open_store(args.data, create=True)
@@ -214,11 +230,23 @@ def _serve(args):
     except OSError:
         raise CliError(f"another `orders serve` is already running on {args.data}; stop it "
                        "first") from None
+    try:
+        where = settings()   # read once now: a bad file is one clear error before anything starts
+    except hub_settings.SettingsError as exc:
+        raise CliError(str(exc)) from None
+    if args.connection_file:
+        fixed = where
+        settings = lambda: fixed  # noqa: E731  (stdin can be read once)
     with store.transaction():
         store.set_timeline_config(tl.as_dict())
     logging.basicConfig(level=args.log_level, format="%(asctime)s orders %(levelname)s %(message)s")
 
-    connect = lambda: ServiceClient.from_data_dir(args.hub_data)  # noqa: E731
+    def connect():
+        try:
+            return AzureHub(settings())
+        except hub_settings.SettingsError as exc:
+            raise HubUnavailable(str(exc)) from None
+
     bridge = webhook = None
     if commerce is not None:
         bridge = Bridge(commerce, args.subscription, retry_max=args.commerce_retry_max)
@@ -228,8 +256,9 @@ def _serve(args):
     try:
         service.step(0)
     except HubUnavailable as exc:
-        raise CliError(f"the hub is not running for {args.hub_data} ({exc}); start it with "
-                       f"`python -m host_tools hub --data {args.hub_data}`") from None
+        hint = ("" if args.connection_file else
+                f"; start it with `python -m host_tools hub --data {args.hub_data}`")
+        raise CliError(f"cannot reach the hub ({where.source}): {exc}{hint}") from None
     except ServiceError as exc:
         raise CliError(f"the hub refused the order service: {exc}") from None
 
@@ -237,14 +266,16 @@ def _serve(args):
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     ready = {"ready": True, "service": "orders", "data": os.path.abspath(args.data),
-             "hubData": os.path.abspath(args.hub_data), "timeline": tl.as_dict(),
-             "cursor": store.cursor(), "pid": os.getpid()}
+             "hub": where.source,
+             "hubData": None if args.connection_file else os.path.abspath(args.hub_data),
+             "timeline": tl.as_dict(), "cursors": store.cursors(), "pid": os.getpid()}
     if webhook is not None:
         ready.update(timeline=None, commerceUrl=args.commerce_url,
                      webhook=webhook.url.split("?")[0], subscribed=bridge.subscribed)
     _print_json(ready)
     try:
         service.serve(stop, poll_timeout=args.poll_timeout)
+        service._drop_client()
     finally:
         if webhook is not None:
             webhook.stop()
@@ -291,6 +322,9 @@ def _commerce_client(args):
         raise CliError("--commerce-url must be an https:// URL")
     if not args.client_id or not args.client_secret_file:
         raise CliError("--commerce-url needs --client-id and --client-secret-file")
+    if args.client_secret_file == "-" and getattr(args, "connection_file", None) == "-":
+        raise CliError("standard input can hold one secret: give --connection-file or "
+                       "--client-secret-file as a file")
     if args.commerce_retry_max <= 0:
         raise CliError("--commerce-retry-max must be > 0")
     if args.commerce_ca and not os.path.isfile(args.commerce_ca):

@@ -1,14 +1,18 @@
 """The order service: the I/O around the pure parts.
 
-    hub telemetry --events()--> handle_events --> orders + outbox (one SQLite transaction)
-    clock         -----------> run_due        --> timeline steps + outbox
-    outbox        --send_c2d()-> hub C2D queue --> device
+    Event Hubs-compatible endpoint --next_events()--> handle_events --> orders + outbox + cursors
+    clock                          ------------------> run_due       --> timeline steps + outbox
+    outbox                         --send_c2d()------> /messages/devicebound --> device
+
+The hub is reached as an Azure client (host_tools.cloud.azure.client.AzureHub): telemetry with
+azure-eventhub from the service's own per-partition cursors, C2D over AMQP.
 
 Exactly once, by construction:
 - an order is keyed by (deviceId, orderRequestId) (UNIQUE in SQLite): a redelivered or re-sent
   request finds the existing order and gets its current status back;
-- a batch of events, the orders it creates and the new cursor commit together: a crash before
-  the commit replays the batch (nothing was written), a crash after it does not re-read it;
+- a batch of events (from any partitions), the orders it creates and the new cursor of each
+  partition commit together: a crash before the commit replays the batch (nothing was
+  written), a crash after it does not re-read it;
 - each status change and its C2D message commit together into the outbox; the outbox is sent
   after the commit and a message is deleted once the hub accepted it. A crash between the two
   re-sends that one message with the same message id, which the device ignores as stale.
@@ -50,7 +54,7 @@ class Ambiguous(LookupError):
 
 
 def hub_errors():
-    from host_tools.cloud.hub.service_client import HubUnavailable, ServiceError
+    from host_tools.cloud.azure.client import HubUnavailable, ServiceError
     return HubUnavailable, ServiceError
 
 
@@ -74,7 +78,7 @@ def _give_up(status, attempts, max_attempts):
 class OrderService:
     def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
                  new_message_id=None, max_attempts=10, bridge=None):
-        """connect: a callable returning a hub ServiceClient (called again after an outage);
+        """connect: a callable returning an AzureHub (called again after an outage);
         None for the CLI's offline commands, which only write to the store and the outbox.
         bridge: a commerce_bridge.Bridge when orders are placed through the commerce API
         (then the commerce backend runs the timeline)."""
@@ -88,11 +92,11 @@ class OrderService:
         self.bridge = bridge
         self.client = None
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
-                      "skipped": 0, "sent": 0}
+                      "skipped": 0, "sent": 0, "ignored": 0}
 
     # -- telemetry in --------------------------------------------------------------------
-    def handle_events(self, events, next_cursor):
-        """Apply a batch of hub events and move the cursor, all in one transaction."""
+    def handle_events(self, events, next_cursors):
+        """Apply a batch of hub events and move the partitions' cursors, in one transaction."""
         from sqlite3 import Error as DbError
         with self.store.transaction():
             now = self.clock()
@@ -107,7 +111,7 @@ class OrderService:
                     self.stats["skipped"] += 1
                     log.exception("skipped event seq=%s from %s: unexpected error",
                                   event.get("seq"), event.get("deviceId"))
-            self.store.set_cursor(next_cursor)
+            self.store.set_cursors(next_cursors)
 
     def _handle_event(self, event, now):
         device_id = event.get("deviceId")
@@ -128,6 +132,7 @@ class OrderService:
                         exc.kind or "message", device_id, event.get("seq"), exc.reason)
             return
         if request is None:
+            self.stats["ignored"] += 1
             log.debug("ignored telemetry seq=%s from %s: not an order message",
                       event.get("seq"), device_id)
             return
@@ -373,78 +378,106 @@ class OrderService:
             if self.connect is None:
                 raise RuntimeError("no hub connection configured")
             client = self.connect()
-            self._check_cursor(client)
+            try:
+                client.start(self._start_cursors(client))
+            except BaseException:
+                client.close()
+                raise
             self.client = client
         return self.client
 
-    def _check_cursor(self, client):
-        """A hub whose newest event is older than our cursor has lost its data (a new data
-        folder): read it from the start, or its events would never be seen."""
-        cursor = self.store.cursor()
-        if cursor <= 0:
-            return
-        _, newest = client.events(-1, timeout=0)
-        if newest < cursor:
-            log.warning("the hub's newest event is %s but the cursor is at %s: the hub's data "
-                        "was reset, reading its events from the start", newest, cursor)
+    def _drop_client(self):
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+    def _start_cursors(self, client):
+        """Where to read each partition from. A partition whose newest event is older than our
+        cursor has lost its data (a hub with a new data folder): read it from the start, or
+        its events would never be seen."""
+        cursors = self.store.cursors()
+        start, reset = {}, {}
+        for partition, info in client.partition_info.items():
+            cursor = cursors.get(partition, -1)
+            if cursor > info["last_enqueued_sequence_number"]:
+                log.warning("partition %s of the hub ends at %s but our cursor is at %s: the hub's "
+                            "data was reset, reading that partition from the start", partition,
+                            info["last_enqueued_sequence_number"], cursor)
+                cursor = reset[partition] = -1
+            start[partition] = cursor
+        if reset:
             with self.store.transaction():
-                self.store.set_cursor(0)
+                self.store.set_cursors(reset)
+        return start
 
     def poll(self, timeout):
-        """One long-poll for telemetry; returns the number of events handled."""
-        since = self.store.cursor()
-        events, next_cursor = self._hub().events(since, timeout=timeout)
-        if events or next_cursor != since:
-            self.handle_events(events, next_cursor)
-        return len(events)
+        """Take the telemetry that arrived (waiting up to `timeout`); returns how many events
+        were handled. Events at or before a partition's cursor (fetched again after a
+        reconnect) are dropped here, so each is handled once."""
+        events, cursors = self._hub().next_events(timeout)
+        if not events:
+            return 0
+        known = self.store.cursors()
+        fresh = [e for e in events if e["sequence"] > known.get(e["partition"], -1)]
+        self.handle_events(fresh, cursors)
+        return len(fresh)
 
     def flush(self):
-        """Send the outbox in order; a message leaves the outbox once the hub has it."""
+        """Send the outbox, a batch at a time (pipelined); a message leaves the outbox once the
+        hub has accepted it. A device whose message was refused gets nothing more this turn;
+        messages to it already in the same batch went out (the device ranks statuses)."""
+        from host_tools.cloud.azure.client import C2d
         HubUnavailable, ServiceError = hub_errors()
         sent, blocked, after = 0, set(), 0
         while True:
             batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
             if not batch:
                 break
-            for message in batch:
-                after = message["id"]
-                if message["device_id"] in blocked:  # keep each device's statuses in order
-                    continue
-                sent += self._send(message, blocked, HubUnavailable, ServiceError)
+            after = batch[-1]["id"]
+            batch = [m for m in batch if m["device_id"] not in blocked]
+            if not batch:
+                continue
+            items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
+                         messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
+                         dict(messages.C2D_PROPERTIES)) for m in batch]
+            try:
+                results = self._hub().send_c2d(items)
+            except HubUnavailable:
+                self._drop_client()
+                raise
+            if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
+                self._drop_client()  # a new service key: reconnect, keep the messages
+                raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
+            lost = None
+            with self.store.transaction():
+                for message, error in zip(batch, results):
+                    if error is None:
+                        self.store.delivered(message["id"])
+                        sent += 1
+                    elif isinstance(error, HubUnavailable):
+                        lost = error        # no answer: it stays in the outbox as it was
+                    else:
+                        self._refused(message, error, blocked)
+            if lost is not None:
+                self.stats["sent"] += sent
+                self._drop_client()
+                raise lost
         self.stats["sent"] += sent
         return sent
 
-    def _send(self, message, blocked, HubUnavailable, ServiceError):
-        """Send one outbox message; 1 when the hub took it (and it left the outbox)."""
+    def _refused(self, message, exc, blocked):
         device_id = message["device_id"]
-        try:
-            self._hub().send_c2d(
-                device_id, message["body"], properties=dict(messages.C2D_PROPERTIES),
-                message_id=message["message_id"], correlation_id=message["correlation_id"],
-                content_type=messages.CONTENT_TYPE,
-                content_encoding=messages.CONTENT_ENCODING)
-        except HubUnavailable:
-            self.client = None
-            raise
-        except ServiceError as exc:
-            if exc.status == 401:  # the hub has a new service key: reconnect, keep the message
-                self.client = None
-                raise
-            with self.store.transaction():
-                if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
-                    log.error("dropped status for %s (%s): %s", device_id,
-                              message["body"], exc)
-                    self.store.delivered(message["id"])
-                else:
-                    if message["attempts"] == 0:
-                        log.warning("hub refused status for %s, will retry: %s",
-                                    device_id, exc)
-                    self.store.attempt_failed(message["id"], str(exc))
-                    blocked.add(device_id)
-            return 0
-        with self.store.transaction():
+        if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
+            log.error("dropped a status for %s (%s): the hub answered %s", device_id,
+                      message["body"], exc)
             self.store.delivered(message["id"])
-        return 1
+            return
+        if message["attempts"] == 0:
+            why = {403: "its C2D queue is full (the device is offline or slow)",
+                   429: "the hub is throttling"}.get(exc.status, "the hub refused it")
+            log.warning("status for %s not accepted, %s; will retry: %s", device_id, why, exc)
+        self.store.attempt_failed(message["id"], str(exc))
+        blocked.add(device_id)
 
     def step(self, timeout=0.0):
         """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""
@@ -481,7 +514,7 @@ class OrderService:
             except Exception as exc:  # a bug or storage failure: keep serving, loudly
                 problem = f"{type(exc).__name__}: {exc}"
                 log.exception("order service turn failed; retrying")
-            self.client = None
+            self._drop_client()
             trouble = problem
             stop.wait(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)

@@ -160,11 +160,15 @@ class Store:
         self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, str(value)))
 
-    def cursor(self):
-        return int(self._meta("cursor", 0))
+    def cursors(self):
+        """{partition id: the sequence number of the last event handled there} (-1: none)."""
+        return {p: int(v) for p, v in json.loads(self._meta("cursors", "{}")).items()}
 
-    def set_cursor(self, value):
-        self._set_meta("cursor", int(value))
+    def set_cursors(self, update):
+        """Move the cursors of the partitions in `update` (the others keep theirs)."""
+        cursors = self.cursors()
+        cursors.update({str(p): int(v) for p, v in update.items()})
+        self._set_meta("cursors", json.dumps(cursors, sort_keys=True))
 
     def timeline_config(self):
         """The timeline the service last ran with (offline commands schedule with it)."""

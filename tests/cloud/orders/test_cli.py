@@ -90,7 +90,7 @@ def test_list_show_advance_cancel_offline(capsys, data):
     set_profile(store, "button-1")
     svc = OrderService(store, catalogue.load(), timeline.parse("manual"), clock=lambda: 1e9)
     svc.handle_events([order_event(1, "aaaaaaaaaaaaaaaa", device="button-1", quantity=2),
-                       order_event(2, "bbbbbbbbbbbbbbbb", device="button-1", sku="NOPE")], 3)
+                       order_event(2, "bbbbbbbbbbbbbbbb", device="button-1", sku="NOPE")], {"0": 3})
     store.close()
 
     code, out, _ = run(capsys, "list", "--data", data)

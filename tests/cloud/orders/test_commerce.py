@@ -7,7 +7,8 @@ import pytest
 import requests
 
 from host_tools.cloud.commerce import eventgrid
-from host_tools.cloud.hub.service_client import ServiceClient
+from host_tools.cloud.azure import settings
+from host_tools.cloud.azure.client import AzureHub
 from host_tools.cloud.orders import catalogue, timeline
 from host_tools.cloud.orders.commerce_bridge import Bridge, idempotency_key
 from host_tools.cloud.orders.service import OrderService
@@ -41,7 +42,7 @@ class Orchestrator:
         store = Store(str(self.data_dir))
         self.stores.append(store)
         if connect:
-            connect = lambda: ServiceClient.from_data_dir(self.hub.data_dir)  # noqa: E731
+            connect = lambda: AzureHub(settings.from_hub_data(self.hub.data_dir))  # noqa: E731
         return OrderService(store, catalogue.load(), timeline.parse(None), connect=connect,
                             clock=self.clock, bridge=self.bridge)
 
@@ -49,6 +50,7 @@ class Orchestrator:
         self.service.step(0.05)
 
     def close(self):
+        self.service._drop_client()
         self.webhook.stop()
         self.client.close()
         for store in self.stores:
