@@ -29,13 +29,16 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-# an order, s["orders"][orderRequestId]: [status, orderId, createdAt, seq, cancel asked 0/1, note]
+# an order, s["orders"][orderRequestId]: [status, orderId, createdAt, seq, cancel asked 0/1, note,
+# heard at]; the last field (when the cloud last said something about it: a status, also a
+# duplicate one, or the press) lives in RAM only and is not part of the blob
 _STATUS = const(0)
 _ORDER_ID = const(1)
 _CREATED_AT = const(2)
 _SEQ = const(3)
 _CANCEL_ASKED = const(4)
 _NOTE = const(5)
+_HEARD = const(6)
 # an outbox entry: [kind, orderRequestId, body bytes, last published at (0: never), PUBACKed 0/1]
 _KIND = const(0)
 _RID = const(1)
@@ -62,6 +65,7 @@ def new(version):
         "rejected": {},                   # rejected settings: key -> reason
         "desired_version": 0,             # highest desired $version applied on this connection
         "seq": 0,                         # last device sequence number used (persisted)
+        "queried_at": 0,                  # when the last statusQuery was published (0: never)
         "orders": {},                     # orderRequestId -> order (persisted)
         "outbox": [],                     # outbox entries, oldest first (persisted)
         "ignored": {},                    # ignored input: reason -> count
@@ -110,7 +114,7 @@ def press(s, now, rid):
         _say(s, now, ("busy", n, cfg["maxOpenOrders"]))
     else:
         s["seq"] += 1
-        s["orders"][rid] = ["queued", "", now, s["seq"], 0, ""]
+        s["orders"][rid] = ["queued", "", now, s["seq"], 0, "", now]
         body = schemas.order_request(rid, cfg["sku"], cfg["quantity"], now, s["seq"])
         s["outbox"].append([schemas.ORDER, rid, body, 0, 0])
         s["unsaved"] = 1
@@ -155,6 +159,7 @@ def c2d(s, now, props, body):
         status = m["status"]
         note = screens.fit(m.get("reason") or m.get("eta") or "")   # kept as the screen shows it
         _ack(s, rid, status)                 # any status for it: the cloud has the request
+        o[_HEARD] = now                      # news, even when it is only the same status again
         if status == o[_STATUS]:
             _count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
@@ -174,13 +179,16 @@ def c2d(s, now, props, body):
 
 
 def connected(s, now):
-    # The link is up (after every connect): send the whole outbox, report everything.
+    # The link is up (after every connect): send the whole outbox, ask for the status of the
+    # open orders the cloud has (statusQuery), report everything.
     s["reconnects"] += s["ever_online"]
     s["online"] = s["ever_online"] = 1
     s["auth_refused"] = 0
     s["cloud_reported"] = {}
     s["desired_version"] = 0   # a twin's version only rises while it exists; a re-created device starts anew
-    return _out(s, now, _send(s, now, _ALL))
+    acts = _send(s, now, _ALL)
+    _query(s, now, acts, True)
+    return _out(s, now, acts)
 
 
 def disconnected(s, now, reason=None):
@@ -263,8 +271,10 @@ def method(s, now, rid, name, payload):
 
 def tick(s, now):
     # Call about once a second: ends answer screens, notices the clock got set, re-sends what
-    # waited resendSeconds. Allocates next to nothing when none of that is due.
+    # waited resendSeconds, asks for the status of open orders without news for resendSeconds.
+    # Allocates next to nothing when none of that is due.
     acts = _send(s, now, _DUE) if s["online"] else []
+    _query(s, now, acts, False)
     if acts or s["clock_set"] != (now >= schemas.CLOCK_SET_EPOCH) \
             or (s["answer"] and _answer_over(s, now)):
         return _out(s, now, acts)
@@ -492,6 +502,48 @@ def _send(s, now, which):
     return acts
 
 
+def _query(s, now, acts, connect):
+    # Append a statusQuery publish to acts when one is due: after a connect (`connect`) or
+    # when an open order with a status had no news for resendSeconds. (A still "queued" order
+    # triggers none: its request itself is re-sent then, and a re-sent request gets its
+    # current status back.) It lists every open order the cloud has (a status arrived, or the
+    # hub PUBACKed the request). Never more than one query per resendSeconds (a clock that
+    # went back allows one). Nothing is saved: a lost query is asked again resendSeconds
+    # later, as its orders still have no news.
+    resend = s["settings"]["resendSeconds"]
+    age = now - s["queried_at"]
+    if not s["online"] or 0 <= age < resend:
+        return
+    due = False
+    for rid in s["orders"]:
+        o = s["orders"][rid]
+        if o[_STATUS] != "queued" and not schemas.is_final(o[_STATUS]):
+            age = now - o[_HEARD]
+            if connect or age >= resend or age < 0:
+                due = True
+                break
+    if not due:
+        return
+    rids = []
+    for rid in s["orders"]:
+        if _cloud_has(s, rid, s["orders"][rid]):
+            rids.append(rid)
+    rids.sort()
+    s["queried_at"] = now
+    acts.append(("publish", schemas.query_mid(now), schemas.query_props(now),
+                 schemas.status_query(rids)))
+
+
+def _cloud_has(s, rid, o):
+    # An open order whose request reached the cloud: it has a status, or the hub PUBACKed it.
+    if schemas.is_final(o[_STATUS]):
+        return False
+    if o[_STATUS] != "queued":
+        return True
+    e = _entry(s["outbox"], rid, schemas.ORDER)
+    return e is not None and e[_PUBACKED] == 1
+
+
 def _prune(s):
     # Forget all but the newest KEEP_FINISHED finished orders.
     done = [(s["orders"][r][_SEQ], r) for r in s["orders"]
@@ -507,8 +559,11 @@ def _prune(s):
 
 def _blob(s):
     outbox = [[e[_KIND], e[_RID], e[_BODY].decode()] for e in s["outbox"]]
+    stored = {}
+    for rid in s["orders"]:
+        stored[rid] = s["orders"][rid][:_HEARD]     # "heard at" stays in RAM
     return json.dumps({"version": _BLOB_VERSION, "seq": s["seq"], "settings": s["settings"],
-                       "orders": s["orders"], "outbox": outbox},
+                       "orders": stored, "outbox": outbox},
                       separators=(",", ":")).encode()
 
 
@@ -543,6 +598,7 @@ def _load(s, blob):
     for rid in stored:
         o = stored[rid]
         if _good_order(rid, o):
+            o.append(0)                     # heard at: nothing since boot
             orders[rid] = o
             seq = max(seq, o[_SEQ])
         else:

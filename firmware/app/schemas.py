@@ -18,6 +18,7 @@ except ImportError:  # CPython
 ORDER = "orderRequest"
 CANCEL = "cancelRequest"
 ORDER_STATUS = "orderStatus"
+STATUS_QUERY = "statusQuery"  # device -> cloud: "what is the status of these open orders?"
 
 # The status rule, all of it, in one table: status -> (rank, a cancel is still honoured).
 # A status follows the current one when its rank is higher and the current rank is not
@@ -42,6 +43,7 @@ SKU_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 QUANTITY_MAX = const(99)      # quantity: 1..QUANTITY_MAX
 ORDER_ID_MAX = const(64)      # orderId: up to this many printable ASCII characters
 NOTE_MAX = const(64)          # reason, eta: up to this many characters (longer: dropped)
+QUERY_MAX = const(10)         # orderRequestIds in one statusQuery (= maxOpenOrders' ceiling)
 STATUS_BODY_MAX = const(512)  # an order-status body in bytes (a real one is ~150)
 CLOCK_SET_EPOCH = 1704067200  # 2024-01-01: an earlier clock is not set (not const: > 31 bits)
 
@@ -102,10 +104,24 @@ def mid(rid, kind):
     return rid if kind == ORDER else rid + "-cancel"
 
 
+def query_mid(at):
+    # The $.mid of a statusQuery: "q" and the time it was asked. A device asks at most once per
+    # resendSeconds (>= 10 s), so it names one query; a redelivery of that query keeps it, and
+    # it never looks like a request's $.mid (16 hex chars, "-cancel").
+    return "q%d" % at
+
+
 def props(rid, kind):
     # Telemetry properties for firmware.iothub.topics.telemetry(device_id, props).
-    return {"$.mid": mid(rid, kind), "$.ct": "application/json", "$.ce": "utf-8",
-            "messageType": kind}
+    return _props(mid(rid, kind), kind)
+
+
+def query_props(at):
+    return _props(query_mid(at), STATUS_QUERY)
+
+
+def _props(m, kind):
+    return {"$.mid": m, "$.ct": "application/json", "$.ce": "utf-8", "messageType": kind}
 
 
 def order_request(rid, sku, quantity, created_at, seq):
@@ -118,6 +134,13 @@ def cancel_request(rid, created_at, seq):
     # -> body bytes.
     return ('{"type":"cancelRequest","orderRequestId":"%s","createdAt":%d,"seq":%d}'
             % (rid, created_at, seq)).encode()
+
+
+def status_query(rids):
+    # -> body bytes: {"type":"statusQuery","orderRequestIds":[ID, ...]}, 1..QUERY_MAX ids (the
+    # caller's, validated: they are keys of its own orders).
+    return ('{"type":"statusQuery","orderRequestIds":["%s"]}'
+            % '","'.join(rids[:QUERY_MAX])).encode()
 
 
 def load(body, limit=STATUS_BODY_MAX):

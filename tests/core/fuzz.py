@@ -92,7 +92,14 @@ def well_formed(acts):
             assert props["$.mid"] == tag and type(body) is bytes, a
             d = json.loads(body)
             assert d["type"] == props["messageType"], a
-            assert tag == schemas.mid(d["orderRequestId"], d["type"]), a
+            if d["type"] == schemas.STATUS_QUERY:
+                ids = d["orderRequestIds"]
+                assert tag[0] == "q" and 0 < len(ids) <= schemas.QUERY_MAX, a
+                assert sorted(ids) == ids and len(set(ids)) == len(ids), a
+                for rid in ids:
+                    assert schemas.is_id(rid), a
+            else:
+                assert tag == schemas.mid(d["orderRequestId"], d["type"]), a
         elif kind == "method_response":
             assert type(a[2]) is int and a[2] in (200, 400, 404, 409), a
             json.dumps(a[3])
@@ -106,7 +113,7 @@ def well_formed(acts):
 def persisted(s):
     # what a save keeps, as comparable data
     return (s["seq"], sorted(s["settings"].items()),
-            sorted((rid, list(s["orders"][rid])) for rid in s["orders"]),
+            sorted((rid, list(s["orders"][rid][:6])) for rid in s["orders"]),   # not "heard at"
             [(e[0], e[1], bytes(e[2])) for e in s["outbox"]])
 
 
@@ -141,6 +148,7 @@ class Case:
         self.blob = None          # the last blob saved
         self.version = 0          # desired $version the "cloud" is at
         self.events = 0
+        self.queried = None       # (time, orderRequestIds) of the last statusQuery
 
     def run(self, fn, *args):
         acts = well_formed(fn(self.s, self.now, *args))
@@ -148,6 +156,8 @@ class Case:
         for a in acts:
             if a[0] == "save":
                 self.blob = a[1]
+            elif a[0] == "publish" and a[2]["messageType"] == schemas.STATUS_QUERY:
+                self.check_query(a, fn)
             elif a[0] == "publish" and not a[1].endswith("-cancel"):
                 assert a[1] in self.allowed, ("published an order nobody pressed for", a)
         if acts and acts[0][0] == "save":
@@ -158,6 +168,42 @@ class Case:
             self.rank[rid] = r
         bounded(self.s, self.blob)
         return acts
+
+    def check_query(self, a, fn):
+        # a statusQuery: only after a connect or on a tick, at most one per resendSeconds (a
+        # clock that went back excepted), listing exactly the open orders the cloud has
+        assert fn in (orders.connected, orders.tick), ("query from", fn)
+        if self.queried is not None:
+            age = self.now - self.queried[0]
+            assert age >= self.s["settings"]["resendSeconds"] or age < 0, ("query again", age)
+        ids = json.loads(a[3])["orderRequestIds"]
+        for rid in self.s["orders"]:
+            o = self.s["orders"][rid]
+            e = [x for x in self.s["outbox"] if x[0] == schemas.ORDER and x[1] == rid]
+            has = not schemas.is_final(o[0]) and (o[0] != "queued" or (e and e[0][4] == 1))
+            assert (rid in ids) == bool(has), ("query list", rid, o, ids)
+        assert len(ids) <= len(self.s["orders"])
+        self.queried = (self.now, ids)
+
+    def answer_query(self):
+        # the service answers the last query: each listed order's status as it knows it,
+        # sometimes the same as the device's (a duplicate), an older one (stale) or a newer one
+        if not self.queried:
+            return
+        for rid in self.queried[1]:
+            o = self.s["orders"].get(rid)
+            st = self.rng.choice(schemas.STATUSES)
+            if o is not None and o[0] != "queued" and self.rng.chance(50):
+                st = o[0]
+            before = orders.ignored(self.s).get("duplicate", 0)
+            same = o is not None and o[0] == st
+            oid = (o[1] or "O-1") if o is not None else "O-1"
+            props = {"messageType": "orderStatus", "$.cid": rid, "$.ct": "application/json"}
+            body = json.dumps({"orderRequestId": rid, "status": st, "orderId": oid}).encode()
+            self.run(orders.c2d, props, body)
+            if same:
+                assert orders.ignored(self.s)["duplicate"] == before + 1
+                assert self.s["orders"][rid][0] == st
 
     # events --------------------------------------------------------------------------------
 
@@ -281,6 +327,7 @@ class Case:
         if not damaged:     # (a damaged id can look like another valid id: no check for that)
             assert sorted(self.s["orders"]) == sorted(kept) and not orders.ignored(self.s)
         self.rank = {}
+        self.queried = None             # the rate limit lives in RAM: a reboot may ask at once
         for rid in self.s["orders"]:
             self.rank[rid] = schemas.STATUS_RULE[self.s["orders"][rid][0]][0]
         bounded(self.s, self.blob)
@@ -311,8 +358,10 @@ class Case:
             self.run(orders.long_press)
         elif k < 26:
             self.run(orders.double_press)
-        elif k < 44:
+        elif k < 40:
             self.status_message()
+        elif k < 44:
+            self.answer_query()
         elif k < 52:
             if self.s["online"]:
                 self.run(orders.disconnected, rng.choice((None, "auth", "timeout")))

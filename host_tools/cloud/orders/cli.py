@@ -1,6 +1,7 @@
 """`python -m host_tools orders ...`: run the order service and look after its orders.
 
-  orders serve     [--hub-data DIR | --connection-file FILE|-] [--data DIR] [--timeline SPEC] ...
+  orders serve     [--hub-data DIR | --connection-file FILE|-] [--data DIR] [--timeline SPEC]
+                   [--c2d-ttl SECONDS] ...
   orders list      [--device ID] [--limit N] [--json]
   orders show      ORDER|REQUEST_ID
   orders advance   ORDER|REQUEST_ID [--to STATUS]
@@ -19,6 +20,7 @@ from host_tools.prompt import arg_or_stdin
 DEFAULT_DATA = os.path.join(".local", "orders")
 DEFAULT_HUB_DATA = os.path.join(".local", "hub")
 _LOCK_NAME = "serve.lock"
+C2D_TTL_MAX = 2 * 24 * 3600   # IoT Hub keeps a C2D message at most two days
 
 
 def add_commands(subparsers):
@@ -48,6 +50,10 @@ def add_commands(subparsers):
     p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
     p.add_argument("--poll-timeout", type=float, default=1.0,
                    help="seconds one telemetry long-poll may wait (default 1)")
+    p.add_argument("--c2d-ttl", type=int, default=None, metavar="SECONDS",
+                   help="how long a status waits in an offline device's C2D queue before the hub "
+                        "drops it (default: the hub's, 1 hour; at most 2 days). The device asks "
+                        "for lost statuses again (statusQuery)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     c = p.add_argument_group("commerce API (place orders there; without --commerce-url the "
                              "service builds them itself and runs --timeline)")
@@ -206,6 +212,8 @@ def _serve(args):
     tl = _timeline(args.timeline)
     if args.poll_timeout < 0:
         raise CliError("--poll-timeout must be >= 0")
+    if args.c2d_ttl is not None and not 0 < args.c2d_ttl <= C2D_TTL_MAX:
+        raise CliError(f"--c2d-ttl must be 1-{C2D_TTL_MAX} seconds (IoT Hub's limit is two days)")
     try:
         HubUnavailable, ServiceError = hub_errors()
         from host_tools.cloud.azure import settings as hub_settings
@@ -250,7 +258,8 @@ def _serve(args):
     bridge = webhook = None
     if commerce is not None:
         bridge = Bridge(commerce, args.subscription, retry_max=args.commerce_retry_max)
-    service = OrderService(store, catalogue, tl, connect=connect, bridge=bridge)
+    service = OrderService(store, catalogue, tl, connect=connect, c2d_ttl=args.c2d_ttl,
+                           bridge=bridge)
     if commerce is not None:
         webhook = _start_webhook(args, bridge, catalogue, tl, service.wake)
     try:

@@ -13,7 +13,8 @@ from firmware.app import schemas
 ORDER_REQUEST = schemas.ORDER
 CANCEL_REQUEST = schemas.CANCEL
 ORDER_STATUS = schemas.ORDER_STATUS
-_KINDS = (ORDER_REQUEST, CANCEL_REQUEST)
+STATUS_QUERY = schemas.STATUS_QUERY
+_KINDS = (ORDER_REQUEST, CANCEL_REQUEST, STATUS_QUERY)
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
@@ -33,6 +34,14 @@ class CancelRequest:
 
     def __init__(self, request_id, created_at=None, seq=None):
         self.request_id, self.created_at, self.seq = request_id, created_at, seq
+
+
+class StatusQuery:
+    """The device asks for the latest status of its open orders (reconciliation)."""
+    __slots__ = ("request_ids",)
+
+    def __init__(self, request_ids):
+        self.request_ids = request_ids
 
 
 class Malformed(ValueError):
@@ -55,7 +64,7 @@ def valid_request_id(value):
 
 
 def parse_event(event):
-    """OrderRequest | CancelRequest for order telemetry, None for other telemetry.
+    """OrderRequest | CancelRequest | StatusQuery for order telemetry, None for other telemetry.
 
     Raises Malformed when the event claims to be an order message but cannot be read."""
     props = event.get("properties") or {}
@@ -90,6 +99,8 @@ def parse_event(event):
         return None
     if declared is not None and declared != kind:
         raise Malformed(f"messageType {declared!r} but body type {kind!r}", kind)
+    if kind == STATUS_QUERY:
+        return _status_query(data)
     request_id = data.get("orderRequestId")
     if not valid_request_id(request_id):
         raise Malformed("orderRequestId must be %d lowercase hex characters" % schemas.REQUEST_ID_LEN, kind)
@@ -104,6 +115,17 @@ def parse_event(event):
     if not schemas.is_quantity(quantity):
         raise Malformed("quantity must be an integer 1-%d" % schemas.QUANTITY_MAX, kind, request_id)
     return OrderRequest(request_id, sku, quantity, created_at, seq)
+
+
+def _status_query(data):
+    ids = data.get("orderRequestIds")
+    if not isinstance(ids, list) or not 0 < len(ids) <= schemas.QUERY_MAX:
+        raise Malformed("orderRequestIds must be a list of 1-%d ids" % schemas.QUERY_MAX,
+                        STATUS_QUERY)
+    if not all(valid_request_id(i) for i in ids):
+        raise Malformed("orderRequestIds must be %d lowercase hex characters each"
+                        % schemas.REQUEST_ID_LEN, STATUS_QUERY)
+    return StatusQuery(list(dict.fromkeys(ids)))   # an id listed twice is answered once
 
 
 def iso_utc(epoch):

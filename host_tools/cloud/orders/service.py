@@ -77,9 +77,10 @@ def _give_up(status, attempts, max_attempts):
 
 class OrderService:
     def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
-                 new_message_id=None, max_attempts=10, bridge=None):
+                 new_message_id=None, max_attempts=10, c2d_ttl=None, bridge=None):
         """connect: a callable returning an AzureHub (called again after an outage);
         None for the CLI's offline commands, which only write to the store and the outbox.
+        c2d_ttl: seconds a status waits in the device's C2D queue (None: the hub's default).
         bridge: a commerce_bridge.Bridge when orders are placed through the commerce API
         (then the commerce backend runs the timeline)."""
         self.store = store
@@ -89,10 +90,12 @@ class OrderService:
         self.clock = clock
         self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
         self.max_attempts = max_attempts
+        self.c2d_ttl = c2d_ttl
         self.bridge = bridge
         self.client = None
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
-                      "skipped": 0, "sent": 0, "ignored": 0}
+                      "skipped": 0, "sent": 0, "ignored": 0, "queries": 0, "answers": 0,
+                      "unanswered": 0}
 
     # -- telemetry in --------------------------------------------------------------------
     def handle_events(self, events, next_cursors):
@@ -140,7 +143,9 @@ class OrderService:
             self.stats["skipped"] += 1
             log.warning("skipped order message seq=%s: event has no deviceId", event.get("seq"))
             return
-        if isinstance(request, messages.OrderRequest):
+        if isinstance(request, messages.StatusQuery):
+            self.answer_status_query(device_id, request, now)
+        elif isinstance(request, messages.OrderRequest):
             self._on_order_request(device_id, request, now)
         else:
             self._on_cancel_request(device_id, request, now)
@@ -266,6 +271,29 @@ class OrderService:
             self._notify(order, now)
             return
         self._cancel(order, now, "device")
+
+    # -- reconciliation ------------------------------------------------------------------
+    def answer_status_query(self, device_id, query, now):
+        """A statusQuery (firmware/app/README.md, "Messages on the wire"): the latest status of
+        each listed request of this device goes out again as an ordinary orderStatus C2D, in
+        the same transaction as the batch's cursors (a replayed query answers again; the device
+        counts that as a duplicate). An id with no order of this device (never seen, or
+        another device's) gets no answer: it is counted and logged, nothing else."""
+        self.stats["queries"] += 1
+        for request_id in query.request_ids:
+            order = self.store.find(device_id, request_id)
+            if order is None:
+                self.stats["unanswered"] += 1
+                if self.bridge is not None and self.bridge.pending(self.store, device_id,
+                                                                   request_id):
+                    log.info("status query from %s for request %s: still being placed through "
+                             "the commerce API (its status follows)", device_id, request_id)
+                    continue
+                log.info("status query from %s for request %s: no such order of that device",
+                         device_id, request_id)
+                continue
+            self.stats["answers"] += 1
+            self._notify(order, now)
 
     # -- status changes ------------------------------------------------------------------
     def _cancel(self, order, now, source):
@@ -439,7 +467,7 @@ class OrderService:
                 continue
             items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
                          messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
-                         dict(messages.C2D_PROPERTIES)) for m in batch]
+                         dict(messages.C2D_PROPERTIES), self.c2d_ttl) for m in batch]
             try:
                 results = self._hub().send_c2d(items)
             except HubUnavailable:

@@ -62,6 +62,8 @@ def test_profile_payment_token_from_stdin(capsys, data, monkeypatch):
     (["show", "ORD-1"], "no order data in"),
     (["serve", "--timeline", "shipped=1"], "in order without gaps"),
     (["serve", "--timeline", "payment_authorized=soon"], "not a number"),
+    (["serve", "--c2d-ttl", "0"], "--c2d-ttl must be 1-172800 seconds"),
+    (["serve", "--c2d-ttl", "172801"], "--c2d-ttl must be 1-172800 seconds"),
 ])
 def test_user_errors_are_one_clear_line(capsys, data, argv, words):
     code, out, err = run(capsys, *argv, "--data", data)

@@ -295,3 +295,26 @@ def test_commerce_statuses_map_to_device_statuses():
     assert set(DEVICE_STATUS.values()) == set(lifecycle.STATUSES)
     assert parse_iso("2027-01-15T08:00:00.000Z") == 1800000000.0 and \
         parse_iso("nonsense") is None and parse_iso(None) is None
+
+
+def test_status_query_is_answered_from_what_the_service_knows(orchestrator, backend, device):
+    """A statusQuery gets each placed order's latest status from the local store, without a
+    commerce call; a request still being placed gets no answer until its status exists."""
+    dev = device("button-1")
+    dev.order("0000000000000e01")
+    dev.wait_statuses("0000000000000e01", ["accepted"], orchestrator.pump)
+    backend.clock.advance(4)
+    dev.wait_statuses("0000000000000e01", ["accepted", "payment_authorized", "shipped"],
+                      orchestrator.pump)
+    port = int(backend.url.rsplit(":", 1)[1])
+    backend.stop()                     # the answer must not need the commerce API
+    dev.order("0000000000000e02")      # queued, cannot be placed while the backend is down
+    wait_for(lambda: orchestrator.pump() or orchestrator.store.work_due(1e12),
+             DEADLINE, what="the second request queued")
+    dev.query("0000000000000e01", "0000000000000e02")
+    dev.wait_statuses("0000000000000e01", ["accepted", "payment_authorized", "shipped",
+                                           "shipped"], orchestrator.pump)
+    assert dev.statuses("0000000000000e02") == []
+    assert orchestrator.service.stats["answers"] == 1
+    assert orchestrator.service.stats["unanswered"] == 1
+    assert port

@@ -92,6 +92,10 @@ class Device:
                      {"$.mid": request_id, "$.ct": "application/json", "$.ce": "utf-8",
                       "messageType": "orderRequest"})
 
+    def query(self, *request_ids):
+        at = int(time.time())
+        self.publish(schemas.status_query(list(request_ids)), schemas.query_props(at))
+
     def cancel(self, request_id, seq=2):
         self.publish({"type": "cancelRequest", "orderRequestId": request_id,
                       "createdAt": int(time.time()), "seq": seq},
@@ -138,10 +142,11 @@ def service(hub, tmp_path):
     opened = []
     clock = FakeClock(time.time())
 
-    def make(spec=None):
+    def make(spec=None, **kwargs):
         store = Store(str(tmp_path / "orders"))
         svc = OrderService(store, catalogue.load(), timeline.parse(spec),
-                           connect=lambda: AzureHub(settings.from_hub_data(hub.data_dir)), clock=clock)
+                           connect=lambda: AzureHub(settings.from_hub_data(hub.data_dir)), clock=clock,
+                           **kwargs)
         svc.clock_ = clock
         opened.append(svc)
         return svc
@@ -532,3 +537,24 @@ def test_cli_serve_from_a_connection_file_as_the_portal_shows_it(hub, device, tm
         dev.wait_statuses("c0c0c0c0c0c0c0c0", ["accepted"])
     finally:
         assert processes.stop(proc, DEADLINE) == 0
+
+
+def test_statuses_expired_in_the_c2d_queue_are_answered_again_on_a_query(service, device):
+    # --c2d-ttl 1: every status expires in the hub while the device does not listen; the
+    # device's statusQuery brings the latest one, and only that
+    svc = service("manual", c2d_ttl=1)
+    set_profile(svc.store, "button-1")
+    dev = device("button-1", subscribe=False)
+    dev.order("7777777777777777")
+    drive(svc, lambda: len(svc.store.orders()) == 1, "the order")
+    svc.advance("7777777777777777", to="delivered")
+    drive(svc, lambda: svc.store.pending_count() == 0, "four statuses accepted by the hub")
+    sent = time.time()
+    wait_for(lambda: time.time() > sent + 1.5, DEADLINE, what="the statuses' TTL to pass")
+    dev.subscribe()
+    dev.query("7777777777777777", "7777777777777778")   # the second is nobody's: no answer
+    drive(svc, lambda: dev.statuses(), "an answer")
+    assert dev.statuses() == ["delivered"]
+    [(props, body)] = dev.messages()
+    assert props["$.cid"] == "7777777777777777" and props["messageType"] == "orderStatus"
+    assert svc.stats["queries"] == 1 and svc.stats["answers"] == 1 and svc.stats["unanswered"] == 1
