@@ -306,7 +306,6 @@ def test_status_query_is_answered_from_what_the_service_knows(orchestrator, back
     backend.clock.advance(4)
     dev.wait_statuses("0000000000000e01", ["accepted", "payment_authorized", "shipped"],
                       orchestrator.pump)
-    port = int(backend.url.rsplit(":", 1)[1])
     backend.stop()                     # the answer must not need the commerce API
     dev.order("0000000000000e02")      # queued, cannot be placed while the backend is down
     wait_for(lambda: orchestrator.pump() or orchestrator.store.work_due(1e12),
@@ -317,4 +316,3 @@ def test_status_query_is_answered_from_what_the_service_knows(orchestrator, back
     assert dev.statuses("0000000000000e02") == []
     assert orchestrator.service.stats["answers"] == 1
     assert orchestrator.service.stats["unanswered"] == 1
-    assert port
