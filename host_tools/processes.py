@@ -24,6 +24,7 @@ def start(args, log_path, timeout=30, name=None):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     log = open(log_path, "ab")
+    since = log.tell()   # errors quote only what this run wrote, never an older run's text
     proc = subprocess.Popen([sys.executable, "-m", "host_tools", *args], cwd=REPO, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
     log.close()
@@ -35,7 +36,7 @@ def start(args, log_path, timeout=30, name=None):
         chunk = os.read(proc.stdout.fileno(), 4096) if left > 0 and sel.select(left) else b""
         if not chunk:
             stop(proc)
-            raise ServiceFailed(f"{name} did not start (see {log_path}): {_tail(log_path)}")
+            raise ServiceFailed(f"{name} did not start (see {log_path}): {_tail(log_path, since)}")
         buf += chunk
     sel.close()
     try:
@@ -60,9 +61,12 @@ def stop(proc, timeout=10):
     return proc.returncode
 
 
-def _tail(path, n=3):
+def _tail(path, since=0, n=3):
+    """The last n lines written to the log at `path` after offset `since`, on one line."""
     try:
-        with open(path, errors="replace") as f:
-            return " | ".join(line.strip() for line in f.readlines()[-n:])
+        with open(path, "rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
+    return " | ".join(line.strip() for line in lines[-n:] if line.strip()) or "it printed nothing"

@@ -4,12 +4,17 @@
 
 Imports each tests/core/test_*.py (only those whose file name contains a NAME, if given),
 calls every top-level callable named test_* in sorted order, prints one line per failure
-and ends with `N passed, N failed`. -v also prints each failure's traceback. Exit status 1
-on any failure or when no test ran. Plain Python: it runs on CPython too.
+and ends with `N passed, N failed`. -v also prints each failure's traceback. What a test
+prints (a link reporting an expected failure, say) is held back and shown only under its
+FAIL line, as pytest does. Exit status 1 on any failure or when no test ran. Plain Python:
+it runs on CPython too.
 """
+import builtins
 import gc
 import os
 import sys
+
+_print = builtins.print
 
 
 def _here():
@@ -58,15 +63,22 @@ def main(args):
             test = getattr(module, name)
             if not name.startswith("test_") or not callable(test):
                 continue
+            said = []
+            builtins.print = lambda *a, **kw: said.append(" ".join(str(x) for x in a))
             try:
                 test()
             except Exception as exc:
+                builtins.print = _print
                 failed += 1
                 print("FAIL %s::%s: %s" % (shown, name, _describe(exc)))
+                for line in said:
+                    print("    | " + line)
                 if verbose:
                     _traceback(exc)
             else:
                 passed += 1
+            finally:
+                builtins.print = _print
         gc.collect()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed or not passed else 0

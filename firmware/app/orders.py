@@ -2,7 +2,7 @@
 #
 #   s = orders.new("1.0.0")
 #   acts = orders.restore(s, now, blob)        # blob: bytes the runtime saved last, or None
-#   acts = orders.press(s, now, rand_hex)      # ... one function per event, see README.md
+#   acts = orders.press(s, now, rid)           # ... one function per event, see README.md
 #
 # Every event function takes the state dict `s` and `now` (Unix seconds, int) first, changes
 # `s` in place and returns a list of action tuples for the runtime to perform in order:
@@ -10,13 +10,15 @@
 #   ("show", screen_id, lines)             display a screen (only when it changed)
 #   ("brightness", 0..255)                 set the display brightness
 #   ("report", patch dict)                 twin reported patch; the runtime adds "freeHeap"
-#   ("publish", props, body, tag)          QoS 1 telemetry; call published(s, now, tag) on PUBACK
+#   ("publish", tag, props, body)          QoS 1 telemetry; call published(s, now, tag) on PUBACK
 #   ("method_response", rid, status, payload)   payload is JSON-able; the runtime encodes it
 #   ("flash", seconds)                     blink the display/LED (identify)
 #   ("reboot",)                            always last
+# An identifier comes first wherever there is one: (rid, ...), (tag, ...).
 # Hostile input (C2D, twin, method payloads, the stored blob) never raises: it is ignored
-# and counted in s["ign"] (reported as "ignored"). Events that make no sense in the current
-# state (a PUBACK for nothing, a press that may not order) leave the orders unchanged.
+# and counted in s["ignored"] (reported as "ignored"; the runtime reads it with ignored(s)).
+# Events that make no sense in the current state (a PUBACK for nothing, a press that may not
+# order) leave the orders unchanged.
 import json
 
 from firmware.app import schemas, screens, settings
@@ -27,82 +29,84 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-# an order: [status, orderId, createdAt, seq, cancel requested 0/1, note]
-_ST = const(0)
-_OID = const(1)
-_AT = const(2)
+# an order, s["orders"][orderRequestId]: [status, orderId, createdAt, seq, cancel asked 0/1, note,
+# heard at]; the last field (when the cloud last said something about it: a status, also a
+# duplicate one, or the press) lives in RAM only and is not part of the blob
+_STATUS = const(0)
+_ORDER_ID = const(1)
+_CREATED_AT = const(2)
 _SEQ = const(3)
-_CXL = const(4)
+_CANCEL_ASKED = const(4)
 _NOTE = const(5)
-# an outbox entry: [kind, orderRequestId, body bytes, last publish time, PUBACKed 0/1]
+_HEARD = const(6)
+# an outbox entry: [kind, orderRequestId, body bytes, last published at (0: never), PUBACKed 0/1]
 _KIND = const(0)
 _RID = const(1)
 _BODY = const(2)
-_TPUB = const(3)
-_ACKED = const(4)
+_PUBLISHED_AT = const(3)
+_PUBACKED = const(4)
+# which outbox entries _send publishes
+_ALL = const(0)         # every one (after a connect)
+_NEW = const(1)         # those never published (after a press or a cancel)
+_DUE = const(2)         # those published resendSeconds ago or more (tick)
 
-_BLOB_V = const(1)
-_MSG_S = const(5)       # a gesture's answer stays this long, then the home screen returns
-_KEEP_DONE = const(2)   # finished orders kept for the screen and duplicate detection
-_MAX_NOTE = const(32)
-_MAX_BLOB = const(16384)
-_MIN_EPOCH = 1704067200  # 2024-01-01: an earlier clock is not set (not const: > 31 bits)
-
-# Order progress, the one transition rule as data: a status from the cloud applies when its
-# rank is higher than the order's current rank and the order is not finished (rank _DONE).
-# Equal status = duplicate, anything else = stale; both are ignored and counted.
-_DONE = const(9)
+_BLOB_VERSION = const(2)
+_ANSWER_S = const(5)    # a gesture's answer stays this long, then the home screen returns
+KEEP_FINISHED = const(2)   # finished orders kept for the screen and duplicate detection
+MAX_BLOB = const(16384)    # a stored blob larger than this is refused unread
 _WHY = {"late": "cancel window passed", "toolate": "already shipped",
         "nocancel": "order is finished"}
-RANK = {"queued": 0, "accepted": 1, "payment_authorized": 2, "shipped": 3,
-        "delivered": _DONE, "cancelled": _DONE, "failed": _DONE}
 
 
 def new(version):
     return {
-        "ver": version,
-        "cfg": dict(settings.DEFAULTS),   # settings in force (persisted)
-        "rej": {},                        # rejected settings: key -> reason
-        "dv": 0,                          # highest desired $version applied on this connection
+        "firmware_version": version,
+        "settings": dict(settings.DEFAULTS),   # settings in force (persisted)
+        "rejected": {},                   # rejected settings: key -> reason
+        "desired_version": 0,             # highest desired $version applied on this connection
         "seq": 0,                         # last device sequence number used (persisted)
+        "queried_at": 0,                  # when the last statusQuery was published (0: never)
         "orders": {},                     # orderRequestId -> order (persisted)
-        "box": [],                        # outbox entries, oldest first (persisted)
-        "ign": {},                        # ignored input: reason -> count
-        "on": 0, "ever": 0, "auth": 0,    # online; ever connected; credentials refused
-        "tw": 0,                          # a whole twin was read since boot (settings known)
-        "recon": 0,                       # reconnects since boot
-        "msg": None, "until": 0,          # a gesture's answer screen and when it ends
-        "clk": False,                     # the clock was set at the last event
+        "outbox": [],                     # outbox entries, oldest first (persisted)
+        "ignored": {},                    # ignored input: reason -> count
+        "online": 0,                      # the link is up
+        "ever_online": 0,                 # it was up at least once since boot
+        "auth_refused": 0,                # the hub refused the credentials at the last try
+        "twin_read": 0,                   # a whole twin was read since boot (settings known)
+        "reconnects": 0,                  # reconnects since boot
+        "answer": None,                   # a gesture's answer screen, shown until answer_until
+        "answer_until": 0,
+        "clock_set": False,               # the clock was set at the last event
         "shown": None,                    # last screen sent to the display
-        "rep": None,                      # reported state as the cloud has it (None: offline)
-        "dirty": 0,                       # persisted state changed: save before anything else
+        "cloud_reported": None,           # reported state as the cloud has it (None: offline)
+        "unsaved": 0,                     # persisted state changed: save before anything else
     }
 
 
 # --- events ------------------------------------------------------------------------------
 
 def restore(s, now, blob):
-    # Boot: load what the last save action stored. None/b"" is a fresh device. A corrupt or
-    # old blob is dropped (counted as "blob") and a clean one saved over it. A stored setting
-    # today's checks refuse (a firmware update narrowed a range) goes back to its default
-    # (counted as "cfg"): the orders and the outbox the customer pressed for are kept.
-    if blob:
-        if not _load(s, blob):
-            _count(s, "blob")
-            s["dirty"] = 1
-    acts = [("brightness", s["cfg"]["displayBrightness"])]
+    # Boot: load what the last save action stored. None/b"" is a fresh device. Every part of
+    # the blob is checked on its own and what passes is kept; when anything fails (or the
+    # blob is not one at all) it counts as "blob" and a clean state is saved over it. A stored
+    # setting today's checks refuse (a firmware update narrowed a range) goes back to its
+    # default (counted as "cfg"), and the repaired blob is saved.
+    if blob and not _load(s, blob):
+        _count(s, "blob")
+        s["unsaved"] = 1
+    acts = [("brightness", s["settings"]["displayBrightness"])]
     return _out(s, now, acts)
 
 
-def press(s, now, rand_hex):
-    # Order once. rand_hex: 16 lowercase hex chars from a real random source (the new
+def press(s, now, rid):
+    # Order once. rid: 16 lowercase hex chars from a real random source (the new
     # orderRequestId); anything else raises ValueError (a runtime bug, not user input).
-    if not schemas.is_id(rand_hex) or rand_hex in s["orders"]:
-        raise ValueError("rand_hex must be 16 new lowercase hex chars")
-    s["msg"] = None
-    cfg = s["cfg"]
+    if not schemas.is_id(rid) or rid in s["orders"]:
+        raise ValueError("rid must be 16 new lowercase hex chars")
+    s["answer"] = None
+    cfg = s["settings"]
     n = _open(s)
-    if now < _MIN_EPOCH:
+    if now < schemas.CLOCK_SET_EPOCH:
         _say(s, now, ("notime",))
     elif not cfg["sku"]:
         _say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
@@ -110,132 +114,138 @@ def press(s, now, rand_hex):
         _say(s, now, ("busy", n, cfg["maxOpenOrders"]))
     else:
         s["seq"] += 1
-        s["orders"][rand_hex] = ["queued", "", now, s["seq"], 0, ""]
-        body = schemas.order_request(rand_hex, cfg["sku"], cfg["quantity"], now, s["seq"])
-        s["box"].append([schemas.ORDER, rand_hex, body, 0, 0])
-        s["dirty"] = 1
-    return _out(s, now, _send(s, now, False))
+        s["orders"][rid] = ["queued", "", now, s["seq"], 0, "", now]
+        body = schemas.order_request(rid, cfg["sku"], cfg["quantity"], now, s["seq"])
+        s["outbox"].append([schemas.ORDER, rid, body, 0, 0])
+        s["unsaved"] = 1
+    return _out(s, now, _send(s, now, _NEW))
 
 
 def long_press(s, now):
     # Cancel the newest open order if it is still inside the cancel window.
-    s["msg"] = None
+    s["answer"] = None
     o = _latest(s, True)
     if o is None:
         _say(s, now, ("nocancel",))
         return _out(s, now, [])
-    why = _cancel(s, now, o)
+    why = _cancel(s, now, o[0], o[1])
     if why:
         _say(s, now, why)
-    return _out(s, now, _send(s, now, False))
+    return _out(s, now, _send(s, now, _NEW))
 
 
 def double_press(s, now):
     # Show a status summary.
-    s["msg"] = None
+    s["answer"] = None
     o = _latest(s)
-    link = "Online" if s["on"] else "Offline, %d out" % len(s["box"])
-    _say(s, now, ("info", _open(s), screens.LABEL[o[1][_ST] if o else ""], link))
+    link = "Online" if s["online"] else "Offline, %d out" % len(s["outbox"])
+    _say(s, now, ("info", _open(s), screens.LABEL[o[1][_STATUS] if o else ""], link))
     return _out(s, now, [])
 
 
 def c2d(s, now, props, body):
     # An order-status message (props from topics.parse_c2d, body bytes).
     m = schemas.parse_status(props, body)
-    if type(m) is str:
+    if isinstance(m, str):
         _count(s, m)
         return _out(s, now, [])
     rid = m["orderRequestId"]
     o = s["orders"].get(rid)
     if o is None:
         _count(s, "unknown")                 # not ours, or finished long ago
-    elif o[_OID] and m["orderId"] and m["orderId"] != o[_OID]:
+    elif o[_ORDER_ID] and m["orderId"] and m["orderId"] != o[_ORDER_ID]:
         _count(s, "orderId")                 # same request, another order: not trusted
     else:
-        st = m["status"]
-        note = (m.get("reason") or m.get("eta") or "")[:_MAX_NOTE]
-        _ack(s, rid, st)                     # any status for it: the cloud has the request
-        if st == o[_ST]:
+        status = m["status"]
+        note = screens.fit(m.get("reason") or m.get("eta") or "")   # kept as the screen shows it
+        _ack(s, rid, status)                 # any status for it: the cloud has the request
+        o[_HEARD] = now                      # news, even when it is only the same status again
+        if status == o[_STATUS]:
             _count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
-                _say(s, now, (st, o[_OID], note, _hint(s)))
-        elif RANK[o[_ST]] == _DONE or RANK[st] <= RANK[o[_ST]]:
+                _say(s, now, (status, o[_ORDER_ID], note, _hint(s)))
+        elif not schemas.follows(status, o[_STATUS]):
             _count(s, "stale")
         else:
-            o[_ST] = st
-            o[_OID] = m["orderId"] or o[_OID]
+            o[_STATUS] = status
+            o[_ORDER_ID] = m["orderId"] or o[_ORDER_ID]
             o[_NOTE] = note
-            s["dirty"] = 1
-            s["msg"] = None
+            s["unsaved"] = 1
+            s["answer"] = None
             if _latest(s)[0] != rid:         # the home screen shows another order: say it
-                _say(s, now, (st, o[_OID], note, _hint(s)))
+                _say(s, now, (status, o[_ORDER_ID], note, _hint(s)))
             _prune(s)
     return _out(s, now, [])
 
 
 def connected(s, now):
-    # The link is up (after every connect): send the whole outbox, report everything.
-    s["recon"] += s["ever"]
-    s["on"] = s["ever"] = 1
-    s["auth"] = 0
-    s["rep"] = {}
-    s["dv"] = 0   # a twin's version only rises while it exists; a re-created device starts anew
-    return _out(s, now, _send(s, now, True))
+    # The link is up (after every connect): send the whole outbox, ask for the status of the
+    # open orders the cloud has (statusQuery), report everything.
+    s["reconnects"] += s["ever_online"]
+    s["online"] = s["ever_online"] = 1
+    s["auth_refused"] = 0
+    s["cloud_reported"] = {}
+    s["desired_version"] = 0   # a twin's version only rises while it exists; a re-created device starts anew
+    acts = _send(s, now, _ALL)
+    _query(s, now, acts, True)
+    return _out(s, now, acts)
 
 
 def disconnected(s, now, reason=None):
     # The link is down; reason "auth" when the hub refused the credentials (CONNACK 4/5).
-    s["on"] = 0
-    s["rep"] = None
+    s["online"] = 0
+    s["cloud_reported"] = None
     if reason == "auth":
-        s["auth"] = 1
+        s["auth_refused"] = 1
     return _out(s, now, [])
 
 
 def published(s, now, tag):
     # The hub PUBACKed the publish action with this tag: the entry is "sent" (not done: only
     # an order-status C2D removes it). An unknown tag is ignored.
-    for e in s["box"]:
-        if schemas.mid(e[_KIND], e[_RID]) == tag:
-            e[_ACKED] = 1
+    for e in s["outbox"]:
+        if schemas.mid(e[_RID], e[_KIND]) == tag:
+            e[_PUBACKED] = 1
     return _out(s, now, [])
 
 
 def twin(s, now, doc, version=None):
-    # Desired settings: a patch (topic .../desired/?$version=n) or a full twin GET response
-    # ({"desired": {...}, "reported": {...}}). doc may be bytes/str JSON or already a dict.
-    # The desired $version (`version`, else the one in the document) orders them: the hub can
-    # answer a GET built from version n after patch n+1 arrived, so a full twin older than
-    # the last applied one, or a patch not newer, changes no setting.
+    # Desired settings: a patch (topic .../desired/?$version=n, `version` = n) or, without a
+    # version, a full twin GET response ({"desired": {...}, "reported": {...}}). doc may be
+    # bytes/str JSON or already a dict. A patch is never a full twin, whatever it holds: it
+    # changes only the settings it names. The desired $version (`version`, else the one in
+    # the document) orders them: the hub can answer a GET built from version n after patch
+    # n+1 arrived, so a full twin older than the last applied one, or a patch not newer,
+    # changes no setting.
     if type(doc) is not dict:
-        doc = schemas.load(doc, _MAX_BLOB)[0]
+        doc = schemas.load(doc, MAX_BLOB)[0]
         if type(doc) is not dict:
             _count(s, "twin")
             return _out(s, now, [])
-    full = type(doc.get("desired")) is dict
+    full = version is None and type(doc.get("desired")) is dict
     if full:
-        s["tw"] = 1
+        s["twin_read"] = 1
         rep = doc.get("reported")
-        if type(rep) is dict and s["on"]:    # what the cloud has: report only the difference
-            s["rep"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
+        if type(rep) is dict and s["online"]:    # what the cloud has: report only the difference
+            s["cloud_reported"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
         doc = doc["desired"]
     v = doc.get("$version") if version is None else version
     if type(v) is int:
-        if v < s["dv"] or (v == s["dv"] and not full):
-            if v < s["dv"]:
+        if v < s["desired_version"] or (v == s["desired_version"] and not full):
+            if v < s["desired_version"]:
                 _count(s, "oldtwin")
             return _out(s, now, [])
-        s["dv"] = v
-    acc, rej = settings.apply(s["cfg"], doc, full)
+        s["desired_version"] = v
+    acc, rej = settings.apply(s["settings"], doc, full)
     acts = []
-    cfg = s["cfg"]
+    cfg = s["settings"]
     for k in acc:
         if cfg[k] != acc[k]:
-            s["dirty"] = 1
+            s["unsaved"] = 1
             if k == "displayBrightness":
                 acts.append(("brightness", acc[k]))
         cfg[k] = acc[k]
-    s["rej"] = settings.rejected({} if full else s["rej"], doc, acc, rej)
+    s["rejected"] = settings.rejected({} if full else s["rejected"], doc, acc, rej)
     for k in rej:
         _say(s, now, ("rejected", k, rej[k]))
         break
@@ -243,101 +253,146 @@ def twin(s, now, doc, version=None):
 
 
 def method(s, now, rid, name, payload):
-    # A direct method (name and rid from topics.parse_method_request, payload bytes).
-    # identify {"seconds": 1..60}?, status, cancel {"orderRequestId": ID}, reboot.
-    p, err = (None, None) if not payload else schemas.load(payload)
+    # A direct method (name and rid from topics.parse_method_request, payload bytes, may be
+    # empty). The answer comes first; what the method does follows (reboot last).
+    handler = _METHODS.get(name) if type(name) is str else None
     acts = []
-    if name not in ("identify", "status", "cancel", "reboot"):
+    if handler is None:
         code, res = 404, {"error": "unknown method"}
-    elif err:
-        code, res = 400, {"error": "payload is not JSON"}
-    elif name == "identify":
-        n = p.get("seconds", 5) if type(p) is dict else 5 if p is None else 0
-        if type(n) is not int or not 1 <= n <= 60:
-            code, res = 400, {"error": "seconds: int 1..60"}
+    else:
+        p, err = (None, None) if not payload else schemas.load(payload)
+        if err:
+            code, res = 400, {"error": "payload is not JSON"}
         else:
-            code, res = 200, {"seconds": n}
-            _say(s, now, ("identify",), n)
-            acts.append(("flash", n))
-    elif name == "status":
-        code, res = 200, status(s)
-    elif name == "cancel":
-        oid = p.get("orderRequestId") if type(p) is dict else None
-        o = s["orders"].get(oid) if schemas.is_id(oid) else None
-        if not schemas.is_id(oid):
-            code, res = 400, {"error": "orderRequestId: 16 hex chars"}
-        elif o is None:
-            code, res = 404, {"error": "no such order"}
-        else:
-            why = _cancel(s, now, (oid, o))
-            if why and why[0] != "cancelagain":
-                code, res = 409, {"error": _WHY[why[0]]}
-            else:
-                code, res = 200, {"orderRequestId": oid, "cancel": "requested"}
-                acts = _send(s, now, False)
-    else:  # reboot
-        code, res = 200, {"reboot": True}
+            code, res, acts = handler(s, now, p)
     acts.insert(0, ("method_response", rid, code, res))
-    if name == "reboot":
-        acts.append(("reboot",))
     return _out(s, now, acts)
+
+
+def report_again(s, now):
+    # The hub did not take a reported patch (429, 5xx...): report the whole current state
+    # (not the lost patch: a newer one may have followed it).
+    if s["online"]:
+        s["cloud_reported"] = {}
+    return _out(s, now, [])
+
+
+def twin_too_large(s, now):
+    # The twin (a GET answer or a desired patch) is too large for the device to read: the
+    # settings stay as they are and the cloud sees why (reported "rejected").
+    s["rejected"] = settings.rejected(s["rejected"], {}, {}, {"desired": "twin too large to read"})
+    return _out(s, now, [])
+
+
+def clock_check(s, now):
+    # The hub refused the token; the runtime re-syncs the clock before trying again.
+    _say(s, now, ("clock",), 5)
+    return _out(s, now, [])
 
 
 def tick(s, now):
     # Call about once a second: ends answer screens, notices the clock got set, re-sends what
-    # waited resendSeconds. Allocates next to nothing when none of that is due.
-    acts = _send(s, now, False, s["cfg"]["resendSeconds"]) if s["on"] else []
-    if acts or s["clk"] != (now >= _MIN_EPOCH) or (s["msg"] and _over(s, now)):
+    # waited resendSeconds, asks for the status of open orders without news for resendSeconds.
+    # Allocates next to nothing when none of that is due.
+    acts = _send(s, now, _DUE) if s["online"] else []
+    _query(s, now, acts, False)
+    if acts or s["clock_set"] != (now >= schemas.CLOCK_SET_EPOCH) \
+            or (s["answer"] and _answer_over(s, now)):
         return _out(s, now, acts)
     return acts
 
 
+# --- methods: payload (parsed JSON or None) -> (status code, answer, actions) --------------
+
+def _identify(s, now, p):
+    # {"seconds": 1..60} optional, default 5: flash the display that long
+    n = p.get("seconds", 5) if type(p) is dict else 5 if p is None else 0
+    if type(n) is not int or not 1 <= n <= 60:
+        return 400, {"error": "seconds: int 1..60"}, []
+    _say(s, now, ("identify",), n)
+    return 200, {"seconds": n}, [("flash", n)]
+
+
+def _status_method(s, now, p):
+    return 200, status(s), []
+
+
+def _cancel_method(s, now, p):
+    # {"orderRequestId": ID}: as a long press for that order; asking again is fine
+    rid = p.get("orderRequestId") if type(p) is dict else None
+    if not schemas.is_id(rid):
+        return 400, {"error": "orderRequestId: 16 hex chars"}, []
+    o = s["orders"].get(rid)
+    if o is None:
+        return 404, {"error": "no such order"}, []
+    why = _cancel(s, now, rid, o)
+    if why and why[0] != "cancelagain":
+        return 409, {"error": _WHY[why[0]]}, []
+    return 200, {"orderRequestId": rid, "cancel": "requested"}, _send(s, now, _NEW)
+
+
+def _reboot_method(s, now, p):
+    return 200, {"reboot": True}, [("reboot",)]
+
+
+_METHODS = {"identify": _identify, "status": _status_method, "cancel": _cancel_method,
+            "reboot": _reboot_method}
+
+
 # --- views -------------------------------------------------------------------------------
+
+def ignored(s):
+    # Ignored input so far: reason -> count (the live dict: read it, copy it, do not change it).
+    return s["ignored"]
+
 
 def status(s):
     # The current state as a JSON-able dict (the "status" method's answer).
     orders = {}
     for rid in s["orders"]:
         o = s["orders"][rid]
-        orders[rid] = {"status": o[_ST], "orderId": o[_OID], "createdAt": o[_AT], "seq": o[_SEQ]}
-    return {"state": _state(s), "online": bool(s["on"]), "orders": orders,
-            "outbox": [schemas.mid(e[_KIND], e[_RID]) for e in s["box"]],
-            "settings": s["cfg"], "rejected": s["rej"], "ignored": s["ign"]}
+        orders[rid] = {"status": o[_STATUS], "orderId": o[_ORDER_ID],
+                       "createdAt": o[_CREATED_AT], "seq": o[_SEQ]}
+    return {"state": _state(s), "online": bool(s["online"]), "orders": orders,
+            "outbox": [schemas.mid(e[_RID], e[_KIND]) for e in s["outbox"]],
+            "settings": s["settings"], "rejected": s["rejected"], "ignored": s["ignored"]}
 
 
 def reported(s):
     # The reported properties the app owns (the runtime adds freeHeap).
     o = _latest(s)
-    return {"firmwareVersion": s["ver"], "state": _state(s), "openOrders": _open(s),
-            "lastStatus": o[1][_ST] if o else "", "reconnectCount": s["recon"],
-            "outboxDepth": len(s["box"]), "settings": dict(s["cfg"]),
-            "rejected": dict(s["rej"]), "ignored": dict(s["ign"])}
+    return {"firmwareVersion": s["firmware_version"], "state": _state(s),
+            "openOrders": _open(s), "lastStatus": o[1][_STATUS] if o else "",
+            "reconnectCount": s["reconnects"], "outboxDepth": len(s["outbox"]),
+            "settings": dict(s["settings"]), "rejected": dict(s["rejected"]),
+            "ignored": dict(s["ignored"])}
 
 
 def home(s, now):
     # The screen to show when no gesture answer is up: a pure function of the state.
-    if s["auth"]:
+    if s["auth_refused"]:
         return ("auth",)
-    if now < _MIN_EPOCH:
+    if now < schemas.CLOCK_SET_EPOCH:
         return ("notime",)
-    if not s["cfg"]["sku"]:
+    cfg = s["settings"]
+    if not cfg["sku"]:
         # No product yet. It is set in the twin: "setup needed" only once the twin was read.
-        if s["tw"]:
+        if s["twin_read"]:
             return ("setup",)
-        return ("offline",) if s["ever"] and not s["on"] else ("connecting",)
-    o = _latest(s)
+        return ("offline",) if s["ever_online"] and not s["online"] else ("connecting",)
+    latest = _latest(s)
     hint = _hint(s)
-    if o is None:
-        if s["on"]:
-            return ("ready", s["cfg"]["quantity"], s["cfg"]["sku"])
-        return ("offline",) if s["ever"] else ("connecting",)
-    o = o[1]
-    if o[_ST] == "queued":
-        e = _entry(s, schemas.ORDER, _latest(s)[0])
-        if not s["on"] or e is None:
+    if latest is None:
+        if s["online"]:
+            return ("ready", cfg["quantity"], cfg["sku"])
+        return ("offline",) if s["ever_online"] else ("connecting",)
+    rid, o = latest
+    if o[_STATUS] == "queued":
+        e = _entry(s["outbox"], rid, schemas.ORDER)
+        if not s["online"] or e is None:
             return ("saved", "", "", hint)
-        return ("sent" if e[_ACKED] else "sending", "", "", hint)
-    return (o[_ST], o[_OID], o[_NOTE], hint)
+        return ("sent" if e[_PUBACKED] else "sending", "", "", hint)
+    return (o[_STATUS], o[_ORDER_ID], o[_NOTE], hint)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -346,46 +401,46 @@ def _out(s, now, acts):
     # Every event ends here: save first if needed, then the screen, then the report, then
     # what the event produced.
     head = []
-    if s["msg"] and _over(s, now):
-        s["msg"] = None
-    s["clk"] = now >= _MIN_EPOCH
-    if s["dirty"]:
-        s["dirty"] = 0
+    if s["answer"] and _answer_over(s, now):
+        s["answer"] = None
+    s["clock_set"] = now >= schemas.CLOCK_SET_EPOCH
+    if s["unsaved"]:
+        s["unsaved"] = 0
         head.append(("save", _blob(s)))
-    scr = screens.screen(*(s["msg"] or home(s, now)))
+    scr = screens.screen(*(s["answer"] or home(s, now)))
     if scr != s["shown"]:
         s["shown"] = scr
         head.append(("show", scr[0], scr[1]))
-    if s["on"] and s["rep"] is not None:
+    if s["online"] and s["cloud_reported"] is not None:
         r = reported(s)
-        p = settings.diff(s["rep"], r)
+        p = settings.diff(s["cloud_reported"], r)
         if p:
-            s["rep"] = r
+            s["cloud_reported"] = r
             head.append(("report", p))
     return head + acts
 
 
-def _over(s, now):
-    return not 0 < s["until"] - now <= 3600   # over (or the clock jumped)
+def _answer_over(s, now):
+    return not 0 < s["answer_until"] - now <= 3600   # over (or the clock jumped)
 
 
-def _say(s, now, scr, seconds=_MSG_S):
-    s["msg"] = scr
-    s["until"] = now + seconds
+def _say(s, now, scr, seconds=_ANSWER_S):
+    s["answer"] = scr
+    s["answer_until"] = now + seconds
 
 
 def _count(s, reason):
-    s["ign"][reason] = s["ign"].get(reason, 0) + 1
+    s["ignored"][reason] = s["ignored"].get(reason, 0) + 1
 
 
 def _hint(s):
-    if s["on"]:
+    if s["online"]:
         return ""
-    return "Offline" if s["ever"] else "Connecting..."
+    return "Offline" if s["ever_online"] else "Connecting..."
 
 
 def _state(s):
-    if not s["cfg"]["sku"]:
+    if not s["settings"]["sku"]:
         return "setup"
     return "ordering" if _open(s) else "ready"
 
@@ -393,7 +448,7 @@ def _state(s):
 def _open(s):
     n = 0
     for rid in s["orders"]:
-        if RANK[s["orders"][rid][_ST]] != _DONE:
+        if not schemas.is_final(s["orders"][rid][_STATUS]):
             n += 1
     return n
 
@@ -403,34 +458,34 @@ def _latest(s, open_only=False):
     best = None
     for rid in s["orders"]:
         o = s["orders"][rid]
-        if (not open_only or RANK[o[_ST]] != _DONE) and (best is None or o[_SEQ] > best[1][_SEQ]):
+        if (not open_only or not schemas.is_final(o[_STATUS])) \
+                and (best is None or o[_SEQ] > best[1][_SEQ]):
             best = (rid, o)
     return best
 
 
-def _entry(s, kind, rid):
-    for e in s["box"]:
+def _entry(outbox, rid, kind):
+    for e in outbox:
         if e[_KIND] == kind and e[_RID] == rid:
             return e
     return None
 
 
-def _cancel(s, now, pair):
-    # Queue a cancel for (rid, order) -> None, or the screen that says why not.
-    rid, o = pair
-    if RANK[o[_ST]] == _DONE:
+def _cancel(s, now, rid, o):
+    # Queue a cancel for the order -> None, or the screen that says why not.
+    if schemas.is_final(o[_STATUS]):
         return ("nocancel",)
-    if RANK[o[_ST]] >= RANK["shipped"]:
-        return ("toolate", screens.LABEL[o[_ST]])
-    if o[_CXL]:
+    if not schemas.cancel_honoured(o[_STATUS]):
+        return ("toolate", screens.LABEL[o[_STATUS]])
+    if o[_CANCEL_ASKED]:
         return ("cancelagain",)
-    if now - o[_AT] > s["cfg"]["cancelWindowSeconds"]:
-        return ("late", s["cfg"]["cancelWindowSeconds"])
+    if now - o[_CREATED_AT] > s["settings"]["cancelWindowSeconds"]:
+        return ("late", s["settings"]["cancelWindowSeconds"])
     s["seq"] += 1
-    o[_CXL] = 1
-    s["box"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
-    s["dirty"] = 1
-    _say(s, now, ("cancelling", o[_OID]) if s["on"] else ("cancelsaved",))
+    o[_CANCEL_ASKED] = 1
+    s["outbox"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
+    s["unsaved"] = 1
+    _say(s, now, ("cancelling", o[_ORDER_ID]) if s["online"] else ("cancelsaved",))
     return None
 
 
@@ -438,78 +493,206 @@ def _ack(s, rid, status):
     # The first status for a request removes its order entry; a cancel entry goes once the
     # hub has it (PUBACKed) or the order is finished.
     keep = []
-    for e in s["box"]:
-        if e[_RID] == rid and (e[_KIND] == schemas.ORDER or e[_ACKED] or RANK[status] == _DONE):
-            s["dirty"] = 1
+    for e in s["outbox"]:
+        if e[_RID] == rid and (e[_KIND] == schemas.ORDER or e[_PUBACKED]
+                               or schemas.is_final(status)):
+            s["unsaved"] = 1
         else:
             keep.append(e)
-    s["box"] = keep
+    s["outbox"] = keep
 
 
-def _send(s, now, everything, resend=0):
-    # Publish actions for outbox entries: all (connect), those never published (new), or
-    # those last published `resend` seconds ago or more (a clock that went back counts too).
+def _send(s, now, which):
+    # Publish actions for the outbox entries `which` names (_ALL, _NEW or _DUE), oldest first.
     acts = []
-    if not s["on"]:
+    if not s["online"]:
         return acts
-    for e in s["box"]:
-        if everything or (e[_TPUB] == 0 if not resend else not 0 <= now - e[_TPUB] < resend):
-            e[_TPUB] = now
-            acts.append(("publish", schemas.props(e[_KIND], e[_RID]), e[_BODY],
-                         schemas.mid(e[_KIND], e[_RID])))
+    resend = s["settings"]["resendSeconds"]
+    for e in s["outbox"]:
+        if which == _ALL:
+            go = True
+        elif which == _NEW:
+            go = e[_PUBLISHED_AT] == 0
+        else:                                 # due, or the clock went back since
+            age = now - e[_PUBLISHED_AT]
+            go = age >= resend or age < 0
+        if go:
+            e[_PUBLISHED_AT] = now
+            tag = schemas.mid(e[_RID], e[_KIND])
+            acts.append(("publish", tag, schemas.props(e[_RID], e[_KIND]), e[_BODY]))
     return acts
 
 
+def _query(s, now, acts, connect):
+    # Append a statusQuery publish to acts when one is due: after a connect (`connect`) or
+    # when an open order with a status had no news for resendSeconds. (A still "queued" order
+    # triggers none: its request itself is re-sent then, and a re-sent request gets its
+    # current status back.) It lists every open order the cloud has (a status arrived, or the
+    # hub PUBACKed the request). Never more than one query per resendSeconds (a clock that
+    # went back allows one). Nothing is saved: a lost query is asked again resendSeconds
+    # later, as its orders still have no news.
+    resend = s["settings"]["resendSeconds"]
+    age = now - s["queried_at"]
+    if not s["online"] or 0 <= age < resend:
+        return
+    due = False
+    for rid in s["orders"]:
+        o = s["orders"][rid]
+        if o[_STATUS] != "queued" and not schemas.is_final(o[_STATUS]):
+            age = now - o[_HEARD]
+            if connect or age >= resend or age < 0:
+                due = True
+                break
+    if not due:
+        return
+    rids = []
+    for rid in s["orders"]:
+        if _cloud_has(s, rid, s["orders"][rid]):
+            rids.append(rid)
+    rids.sort()
+    s["queried_at"] = now
+    acts.append(("publish", schemas.query_mid(now), schemas.query_props(now),
+                 schemas.status_query(rids)))
+
+
+def _cloud_has(s, rid, o):
+    # An open order whose request reached the cloud: it has a status, or the hub PUBACKed it.
+    if schemas.is_final(o[_STATUS]):
+        return False
+    if o[_STATUS] != "queued":
+        return True
+    e = _entry(s["outbox"], rid, schemas.ORDER)
+    return e is not None and e[_PUBACKED] == 1
+
+
 def _prune(s):
-    # Forget all but the newest _KEEP_DONE finished orders.
-    done = [(s["orders"][r][_SEQ], r) for r in s["orders"] if RANK[s["orders"][r][_ST]] == _DONE]
+    # Forget all but the newest KEEP_FINISHED finished orders.
+    done = [(s["orders"][r][_SEQ], r) for r in s["orders"]
+            if schemas.is_final(s["orders"][r][_STATUS])]
     done.sort()
-    for seq, rid in done[:-_KEEP_DONE]:
+    for seq, rid in done[:-KEEP_FINISHED]:
         del s["orders"][rid]
 
 
+# --- the stored blob ---------------------------------------------------------------------
+# {"version": 2, "seq": N, "settings": {...}, "orders": {rid: order}, "outbox": [[kind, rid,
+# body text], ...]}. Version 1 (keys v, cfg, box) is read too.
+
 def _blob(s):
-    box = [[e[_KIND], e[_RID], e[_BODY].decode()] for e in s["box"]]
-    return json.dumps({"v": _BLOB_V, "seq": s["seq"], "cfg": s["cfg"],
-                       "orders": s["orders"], "box": box}, separators=(",", ":")).encode()
+    outbox = [[e[_KIND], e[_RID], e[_BODY].decode()] for e in s["outbox"]]
+    stored = {}
+    for rid in s["orders"]:
+        stored[rid] = s["orders"][rid][:_HEARD]     # "heard at" stays in RAM
+    return json.dumps({"version": _BLOB_VERSION, "seq": s["seq"], "settings": s["settings"],
+                       "orders": stored, "outbox": outbox},
+                      separators=(",", ":")).encode()
 
 
 def _load(s, blob):
-    # Validate everything first, change s only if the orders and the outbox are good. Each
-    # stored setting that fails today's checks falls back to its default.
-    d, err = schemas.load(blob, _MAX_BLOB)
-    try:
-        if err or d.get("v") != _BLOB_V or type(d["seq"]) is not int or d["seq"] < 0:
-            return False
-        acc, rej = settings.apply(settings.DEFAULTS, d.get("cfg"), True)
-        orders = d["orders"]
-        for rid in orders:
-            o = orders[rid]
-            if not (schemas.is_id(rid) and type(o) is list and len(o) == 6 and o[_ST] in RANK
-                    and type(o[_OID]) is str and type(o[_AT]) is int and type(o[_SEQ]) is int
-                    and o[_CXL] in (0, 1) and type(o[_NOTE]) is str):
-                return False
-        if type(d["box"]) is not list:
-            return False
-        box = []
-        waiting = [rid for rid in orders if orders[rid][_ST] == "queued"]
-        for e in d["box"]:
-            if not (type(e) is list and len(e) == 3 and e[0] in (schemas.ORDER, schemas.CANCEL)
-                    and e[1] in orders and type(e[2]) is str):
-                return False
-            box.append([e[0], e[1], e[2].encode(), 0, 0])
-            if e[0] == schemas.ORDER and e[1] in waiting:
-                waiting.remove(e[1])
-        if waiting:          # a queued order must still be in the outbox, or it never leaves
-            return False
-    except (AttributeError, KeyError, TypeError, IndexError):
+    # -> True when the blob was clean. A blob that is not a JSON object of a known version
+    # gives nothing. Otherwise each part is checked on its own: settings that fail today's
+    # checks fall back to their defaults (counted as "cfg", saved again); every order and
+    # outbox entry that passes the structural checks is kept, the rest is refused.
+    d, err = schemas.load(blob, MAX_BLOB)
+    if err or type(d) is not dict:
         return False
-    s["cfg"] = dict(settings.DEFAULTS)
-    s["cfg"].update(acc)
+    if d.get("version") == _BLOB_VERSION:
+        names = ("settings", "outbox")
+    elif d.get("v") == 1:
+        names = ("cfg", "box")
+    else:
+        return False
+    acc, rej = settings.apply(settings.DEFAULTS, d.get(names[0]), True)
+    s["settings"] = dict(settings.DEFAULTS)
+    s["settings"].update(acc)
     if rej:
-        s["ign"]["cfg"] = s["ign"].get("cfg", 0) + len(rej)
-        s["dirty"] = 1                  # save the repaired settings over the bad ones
-    s["seq"] = d["seq"]
+        s["ignored"]["cfg"] = s["ignored"].get("cfg", 0) + len(rej)
+        s["unsaved"] = 1
+    clean = True
+    seq = d.get("seq")
+    if type(seq) is not int or seq < 0:
+        seq, clean = 0, False
+    orders = {}
+    stored = d.get("orders")
+    if type(stored) is not dict:
+        stored, clean = {}, False
+    for rid in stored:
+        o = stored[rid]
+        if _good_order(rid, o):
+            o.append(0)                     # heard at: nothing since boot
+            orders[rid] = o
+            seq = max(seq, o[_SEQ])
+        else:
+            clean = False
+    # at most as many open orders as any setting allows (the oldest are kept): the state
+    # stays as small as a device can make it, whatever the blob holds
+    opened = [(orders[rid][_SEQ], rid) for rid in orders
+              if not schemas.is_final(orders[rid][_STATUS])]
+    opened.sort()
+    for _, rid in opened[settings.RANGES["maxOpenOrders"][1]:]:
+        del orders[rid]
+        clean = False
+    outbox = []
+    stored = d.get(names[1])
+    if type(stored) is not list:
+        stored, clean = [], False
+    for e in stored:
+        good = _good_entry(orders, outbox, e)
+        if good is None:
+            clean = False
+        else:
+            outbox.append([e[_KIND], e[_RID], good[0], 0, 0])
+            seq = max(seq, good[1])
+    # a queued order must still have its request in the outbox, or it never leaves
+    for rid in list(orders):
+        if orders[rid][_STATUS] == "queued" and _entry(outbox, rid, schemas.ORDER) is None:
+            del orders[rid]
+            clean = False
+    kept = [e for e in outbox if e[_RID] in orders]      # the cancels of orders just refused
+    clean = clean and len(kept) == len(outbox)
+    s["seq"] = seq
     s["orders"] = orders
-    s["box"] = box
-    return True
+    s["outbox"] = kept
+    n = len(orders)
+    _prune(s)                               # this firmware keeps KEEP_FINISHED at most
+    return clean and n == len(s["orders"])
+
+
+def _good_order(rid, o):
+    # A stored order as this firmware writes them (orderId as the contract allows it, the
+    # note as the screen shows it).
+    return (schemas.is_id(rid) and type(o) is list and len(o) == 6
+            and type(o[_STATUS]) is str and o[_STATUS] in schemas.STATUS_RULE
+            and schemas.is_order_id(o[_ORDER_ID], True) and type(o[_CREATED_AT]) is int
+            and type(o[_SEQ]) is int and o[_SEQ] >= 0 and o[_CANCEL_ASKED] in (0, 1)
+            and type(o[_NOTE]) is str and screens.fit(o[_NOTE]) == o[_NOTE])
+
+
+def _good_entry(orders, outbox, e):
+    # A stored outbox entry [kind, orderRequestId, body text] -> (body bytes to send, its
+    # seq), or None. The body must be exactly what this firmware builds from its own fields
+    # (MicroPython's json accepts malformed text, so parsing is not enough), for an order the
+    # blob holds that waits for it: an order request while queued, a cancel once one was
+    # asked for and while the order is open; one entry of each kind per order.
+    if type(e) is not list or len(e) != 3 or type(e[_BODY]) is not str:
+        return None
+    kind, rid = e[_KIND], e[_RID]
+    o = orders.get(rid) if type(rid) is str else None
+    if o is None or _entry(outbox, rid, kind) is not None:
+        return None
+    d = schemas.load(e[_BODY], MAX_BLOB)[0]
+    if type(d) is not dict:
+        return None
+    at, seq = d.get("createdAt"), d.get("seq")
+    if type(at) is not int or type(seq) is not int or seq < 0:
+        return None
+    if kind == schemas.ORDER and o[_STATUS] == "queued":
+        sku, n = d.get("sku"), d.get("quantity")
+        if not schemas.is_sku(sku) or not schemas.is_quantity(n):
+            return None
+        body = schemas.order_request(rid, sku, n, o[_CREATED_AT], o[_SEQ])
+    elif kind == schemas.CANCEL and o[_CANCEL_ASKED] and not schemas.is_final(o[_STATUS]):
+        body = schemas.cancel_request(rid, at, seq)
+    else:
+        return None
+    return (body, seq) if body.decode() == e[_BODY] else None

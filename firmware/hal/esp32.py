@@ -2,10 +2,14 @@
 # there; no IRQ), LED, SSD1306 128x64 OLED over I2C, WLAN, NTP and a watchdog. Same interface
 # as hal/unix.py.
 #
-# Pins come from config.json "pins" (defaults: the BOOT button on GPIO0, LED on GPIO2,
-# I2C SDA 21 / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid",
-# "wifi_password"). Nothing that the unix port lacks (machine.Pin, network, ntptime) is
-# imported at module level, so this file also imports (and compiles) on a PC.
+# Pins come from config.json "pins" (defaults: button on GPIO27 to GND, LED on GPIO2, I2C SDA 21
+# / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid", "wifi_password").
+# The button is held at power-on for safe mode, so it is not on a strapping pin (0, 2, 5, 12,
+# 15): GPIO0 held low at reset starts the serial bootloader instead of MicroPython.
+# Nothing that the unix port lacks (machine.Pin, network, ntptime) is imported at module level,
+# so this file also imports (and compiles) on a PC.
+# Nothing above the HAL is imported either: the runtime passes the gesture machine and
+# the epoch rule.
 import os
 import select
 import time
@@ -13,14 +17,13 @@ import time
 import framebuf
 from micropython import const
 
-from firmware.iothub import sas
-from firmware.app import gestures
 from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "esp32"
 _SAMPLE_MS = const(10)
 _WDT_MS = const(60000)   # > the worst connect: TCP + TLS + CONNACK + SUBACK, 10 s each
-_PINS = {"button": 0, "button_active_low": True, "led": 2, "sda": 21, "scl": 22, "oled_addr": 0x3C}
+_PARKED_MS = const(3600000)  # after Ctrl-C: an hour at the REPL, then a reset into the app
+_PINS = {"button": 27, "button_active_low": True, "led": 2, "sda": 21, "scl": 22, "oled_addr": 0x3C}
 _INIT = (0xAE, 0x20, 0x00, 0x40, 0xA1, 0xA8, 63, 0xC8, 0xD3, 0x00, 0xDA, 0x12, 0xD5, 0x80,
          0xD9, 0xF1, 0xDB, 0x30, 0x81, 0xFF, 0xA4, 0xA6, 0x8D, 0x14, 0xAF)
 
@@ -45,15 +48,19 @@ class _SSD1306(framebuf.FrameBuffer):
 
 
 class Hal(BaseHal):
-    def __init__(self):
+    def __init__(self, gestures, epoch_offset):
+        # gestures: the button's gesture machine (new() and feed(g, level, ms), as
+        # firmware.app.gestures); epoch_offset(gmtime(0) year): seconds to add to time.time()
+        # for Unix time (firmware.iothub.sas.epoch_offset).
         self.storage_dir = "/data"
         self._poll = select.poll()      # the link's socket: BaseHal._watch
         try:
             os.mkdir(self.storage_dir)
         except OSError:
             pass
-        self._offset = sas.epoch_offset(time.gmtime(0)[0])
-        self._gestures = gestures.new()
+        self._offset = epoch_offset(time.gmtime(0)[0])
+        self._gesture_machine = gestures
+        self._gesture_state = gestures.new()
         self._out = []
         self._wdt = None
         self._oled = None
@@ -63,15 +70,13 @@ class Hal(BaseHal):
         self._setup_pins(_PINS)
 
     def configure(self, cfg, secrets):
-        # Called once config and secrets are loaded: pins, WLAN credentials, watchdog.
+        # Called once config and secrets are loaded: pins, WLAN credentials.
         pins = cfg.get("pins")
         if pins:
             p = dict(_PINS)
             p.update(pins)
             self._setup_pins(p)
         self._wifi = (secrets.get("wifi_ssid"), secrets.get("wifi_password"))
-        import machine
-        self._wdt = machine.WDT(timeout=_WDT_MS)
 
     def _setup_pins(self, p):
         from machine import I2C, Pin
@@ -102,7 +107,7 @@ class Hal(BaseHal):
             if time.ticks_diff(time.ticks_ms(), start) > timeout_s * 1000:
                 wlan.disconnect()
                 return False
-            self.feed()
+            self._feed()
             time.sleep_ms(200)
         return True
 
@@ -114,7 +119,25 @@ class Hal(BaseHal):
             print("hal: NTP failed:", e)
         return self.time_ok()
 
-    def feed(self):
+    # The watchdog. Once started it cannot be stopped and it survives a soft reset, so it starts
+    # only when the loop starts (watchdog_start(), then the loop feeds it through wait()): a
+    # board waiting for setup, WLAN or the clock, or stopped before that, has none running.
+    # mpremote stops the app with Ctrl-C on every connection; watchdog_park() then sets the
+    # longest timeout we allow (MicroPython >= 1.23 on the ESP32 reconfigures the running task
+    # watchdog when WDT() is called again), so a developer or `deploy` has an hour at the REPL.
+
+    def watchdog_start(self):
+        import machine
+        self._wdt = machine.WDT(timeout=_WDT_MS)
+
+    def watchdog_park(self):
+        if self._wdt:
+            import machine
+            machine.WDT(timeout=_PARKED_MS).feed()
+            print("hal: app stopped; the watchdog resets the board in %d min unless fed"
+                  % (_PARKED_MS // 60000))
+
+    def _feed(self):
         if self._wdt:
             self._wdt.feed()
 
@@ -129,6 +152,10 @@ class Hal(BaseHal):
     def reboot(self):
         import machine
         machine.reset()
+
+    def reset(self):
+        # after an update or a rollback: the same hard reset (the next boot picks the version)
+        self.reboot()
 
     # --- button --------------------------------------------------------------------------------
 
@@ -148,9 +175,9 @@ class Hal(BaseHal):
         self._watch(wake)
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
-            self.feed()
+            self._feed()
             now = time.ticks_ms()
-            for g in gestures.feed(self._gestures, self._pressed(), now):
+            for g in self._gesture_machine.feed(self._gesture_state, self._pressed(), now):
                 self._out.append(g)
             if self._flash_until is not None and self._led is not None:
                 on = time.ticks_diff(self._flash_until, now) > 0
@@ -170,10 +197,8 @@ class Hal(BaseHal):
 
     # --- screen, LED, events ---------------------------------------------------------------
 
-    def show(self, sid, lines, led=None):
+    def show(self, sid, lines):
         lines = [str(s)[:16] for s in lines[:4]]
-        if led is not None and self._led is not None:
-            self._led.value(1 if led else 0)
         if (sid, lines) == self._screen:
             return
         self._screen = (sid, lines)
@@ -191,7 +216,7 @@ class Hal(BaseHal):
         self._flash_until = time.ticks_add(time.ticks_ms(), seconds * 1000)
 
     def safe_mode(self):
-        # Button held at power-on: skip the app, leave the REPL to the developer.
+        # Button held at power-on: skip the app (no watchdog), leave the REPL to the developer.
         return self._pressed()
 
     def event(self, **fields):

@@ -2,12 +2,18 @@
 #
 # Button: the keyboard (Enter = press, "l" Enter = long press, "d" Enter = double press,
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
-#   ("press", "long", "double", "quit"); only lines written after start-up count.
+#   ("press", "long", "double", "quit", and "interrupt": Ctrl-C as mpremote sends it to a
+#   board); only lines written after start-up count.
 # Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
-#   printed in a frame with 2x2 pixels per character, when it changes.
+#   printed in a frame of 18 rows (2x4 pixels per character), when it changes. With
+#   $ORDER_DEVICE_DISPLAY=framebuf it is driven as the ESP32 drives its SSD1306 instead (what
+#   `make bench` measures): the framebuf drawn, then its 1024 bytes written in one write per
+#   refresh, to DIR/display.fb (opened once), and no frame printed.
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
-# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
+# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset or wrong
+#   clock). sync_time() stands for NTP: it answers only with $ORDER_DEVICE_NTP set, and then
+#   sets the clock to the host's.
 import framebuf
 import json
 import os
@@ -17,6 +23,7 @@ import time
 from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "unix"
+RESET_EXIT = 75     # exit status of reset(): "start me again"
 _WORDS = {"": "press", "p": "press", "press": "press", "l": "long", "long": "long",
           "d": "double", "double": "double", "q": "quit", "quit": "quit"}
 
@@ -36,35 +43,44 @@ def _isdir(path):
         return False
 
 
-# 2x2 pixels per character (bit 1 top left, 2 top right, 4 bottom left, 8 bottom right), UTF-8.
-_QUADRANTS = tuple(c.encode() for c in
-                   " \u2598\u259d\u2580\u2596\u258c\u259e\u259b\u2597\u259a\u2590\u259c\u2584\u2599\u259f\u2588")
-
-
 def terminal(fb, write, w=128, h=64):
-    # Write the display's pixels, 64 columns by 32 rows in a frame, a row at a time from one
-    # reused buffer: the whole frame as one string would need ~7 KB of heap at once.
+    # Write the display's pixels in a frame, 2x4 pixels per character (Unicode Braille
+    # patterns): 64 columns by 16 rows, so the whole display and a status line fit an 80x24
+    # terminal. A row at a time from one reused buffer (a whole frame would need ~3 KB at once).
     px = fb.pixel
     edge = b"+" + b"-" * (w // 2) + b"+\n"
-    row = bytearray(len(_QUADRANTS[-1]) * (w // 2) + 3)
+    row = bytearray(3 * (w // 2) + 3)
     row[0] = 0x7C  # "|"
     write(edge)
-    for y in range(0, h, 2):
+    for y in range(0, h, 4):
         n = 1
         for x in range(0, w, 2):
-            q = _QUADRANTS[px(x, y) | px(x + 1, y) << 1 | px(x, y + 1) << 2 | px(x + 1, y + 1) << 3]
-            row[n:n + len(q)] = q
-            n += len(q)
-        row[n:n + 2] = b"|\n"
+            # dots 1-2-3 / 4-5-6 down each column, then 7 and 8 on the bottom row
+            b = (px(x, y) | px(x, y + 1) << 1 | px(x, y + 2) << 2 | px(x + 1, y) << 3
+                 | px(x + 1, y + 1) << 4 | px(x + 1, y + 2) << 5 | px(x, y + 3) << 6 | px(x + 1, y + 3) << 7)
+            if b:   # U+2800 + b in UTF-8
+                row[n] = 0xE2
+                row[n + 1] = 0xA0 | b >> 6
+                row[n + 2] = 0x80 | b & 0x3F
+                n += 3
+            else:
+                row[n] = 0x20
+                n += 1
+        row[n] = 0x7C
+        row[n + 1] = 0x0A
         write(memoryview(row)[:n + 2])
     write(edge)
 
 
 class Hal(BaseHal):
-    def __init__(self):
+    def __init__(self, gestures, epoch_offset):
+        # The same arguments as the ESP32's Hal: the keyboard and control file give gestures
+        # directly, so `gestures` (the button's gesture machine) is not needed here.
         self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
         _makedirs(self.storage_dir)
-        self._offset = float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._epoch = epoch_offset(time.gmtime(0)[0])
+        self._offset = self._epoch + float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._ntp = bool(os.getenv("ORDER_DEVICE_NTP"))
         self._control = self.storage_dir + "/control"
         try:
             self._control_pos = os.stat(self._control)[6]
@@ -74,7 +90,11 @@ class Hal(BaseHal):
         self._stdin = True
         self._poll.register(sys.stdin, select.POLLIN)    # plus the link's socket: BaseHal._watch
         self._screen = None
-        self._fb = framebuf.FrameBuffer(bytearray(128 * 64 // 8), 128, 64, framebuf.MONO_VLSB)
+        buf = bytearray(128 * 64 // 8)
+        self._fb = framebuf.FrameBuffer(buf, 128, 64, framebuf.MONO_VLSB)
+        self._panel = None
+        if os.getenv("ORDER_DEVICE_DISPLAY") == "framebuf":
+            self._panel = (open(self.storage_dir + "/display.fb", "wb"), buf)
         self._gestures = []
 
     # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
@@ -88,10 +108,16 @@ class Hal(BaseHal):
         return True
 
     def sync_time(self):
+        if self._ntp:
+            self._offset = self._epoch
         return self.time_ok()
 
-    def feed(self):
-        pass
+    # The watchdog is the ESP32's; here its start and park are events, so tests see the order.
+    def watchdog_start(self):
+        self.event(watchdog="started")
+
+    def watchdog_park(self):
+        self.event(watchdog="parked")
 
     def crash(self, e):
         # An unexpected error: on a PC, show it and stop (exit status 1).
@@ -100,6 +126,13 @@ class Hal(BaseHal):
     def reboot(self):
         # A soft restart: device.run() starts a fresh Device in this process.
         self.event(reboot=True)
+
+    def reset(self):
+        # A power cycle, after an update or a rollback (the next boot picks the version, with a
+        # fresh heap as on an ESP32): the process ends with status RESET_EXIT and whoever runs it
+        # starts it again (host_tools/harness/device_process.py does, as power coming back would).
+        self.event(reset=True)
+        sys.exit(RESET_EXIT)
 
     # --- button ------------------------------------------------------------------------------
 
@@ -140,6 +173,11 @@ class Hal(BaseHal):
         g = _WORDS.get(line.strip().lower())
         if g:
             self._gestures.append(g)
+        elif line.strip() == "interrupt":
+            # Ctrl-C as an ESP32 gets it from mpremote: a KeyboardInterrupt raised in the loop.
+            # A unix SIGINT is raised asynchronously, even inside a collection or a finaliser,
+            # where it can leave the heap locked or be swallowed: no model of the board.
+            raise KeyboardInterrupt
         else:
             print("keys: Enter = press, l = long press, d = double press, q = quit")
 
@@ -162,14 +200,19 @@ class Hal(BaseHal):
 
     # --- screen, LED, events -----------------------------------------------------------------
 
-    def show(self, sid, lines, led=None):
+    def show(self, sid, lines):
         lines = [str(s)[:16] for s in lines[:4]]
         if (sid, lines) == self._screen:
             return
         self._screen = (sid, lines)
         draw(self._fb, lines)
-        terminal(self._fb, sys.stdout.buffer.write)
-        self.event(screen=sid, lines=lines, led=led)
+        if self._panel:
+            f, buf = self._panel
+            f.seek(0)
+            f.write(buf)    # the SSD1306's one I2C write of the buffer
+        else:
+            terminal(self._fb, sys.stdout.buffer.write)
+        self.event(screen=sid, lines=lines)
 
     def brightness(self, level):
         self.event(brightness=level)

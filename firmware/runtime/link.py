@@ -1,27 +1,27 @@
-# The device's one connection to IoT Hub: MQTT 3.1.1 over TLS on top of umqtt.simple.
+# The device's one connection to IoT Hub: MQTT 3.1.1 over TLS, on umqtt.simple.
 #
-# What this adds to umqtt.simple (and why):
-# - every packet is built in one preallocated buffer and written with ONE socket write:
-#   umqtt's several small writes per packet cost ~44 ms per QoS 1 publish on loopback TLS
-#   (Nagle + delayed ACK); one write makes it ~1 ms.
+# umqtt.simple (frozen into ESP32 images, so its code costs no RAM) gives _Client its
+# constructor and fields (client_id, server, port, user, pswd, keepalive, pid, sock),
+# ping() and disconnect() (one 2-byte write each) and MQTTException. What it cannot do is
+# overridden or added, each with its reason; packets are built and parsed by firmware.iothub.mqtt
+# (pure). What the Link adds on top (and why):
 # - QoS 1 publish does not wait for PUBACK: message ids are tracked in flight, a PUBACK is
 #   reported as an event, unacknowledged messages are re-sent with DUP after a reconnect.
-# - no endless blocking read: a poll reads one byte non-blocking; the rest of a packet,
-#   connect and TLS handshake are bounded by a socket timeout.
+# - reading never blocks the loop: what has arrived is fed to an incremental decoder, and a
+#   packet that stays incomplete longer than the socket timeout is a broken connection.
 # - incoming PUBLISHes go to a bounded queue (drops are counted, a dropped QoS 1 message is
 #   not acknowledged, so the hub delivers it again) and are handled in the loop, never inside
-#   a socket callback; a QoS 1 message is acknowledged after it was handled.
+#   a socket read; a QoS 1 message is acknowledged after it was handled.
 # - SAS token made fresh at every connect and renewed by reconnecting at sas.renew_at();
 #   backoff with jitter; CONNACK 4/5 is a separate auth-error state with a long backoff.
 # - after every connect: one SUBSCRIBE with the four IoT Hub filters, then a twin GET.
 import gc
 import socket
 import ssl
-import struct
 
 from umqtt.simple import MQTTClient, MQTTException
 
-from firmware.iothub import retry, sas, topics
+from firmware.iothub import mqtt, retry, sas, topics
 
 try:
     from micropython import const
@@ -32,6 +32,7 @@ except ImportError:  # CPython (tests)
 OFFLINE = "offline"
 ONLINE = "online"
 AUTH_ERROR = "auth_error"
+HOST_NOT_FOUND = "host not found"   # the reason of a connect whose host name does not resolve
 
 _BUF_SIZE = const(512)      # one packet up to this size goes out without allocating
 _INBOX_MAX = const(8)       # incoming messages waiting for the loop
@@ -42,21 +43,31 @@ _IPPROTO_TCP = const(6)     # the same numbers on Linux and lwIP; the unix port 
 _TCP_NODELAY = const(1)
 _MAX_IN = const(16384)      # a bigger incoming message is read past, counted and not kept
 
+# An in-flight QoS 1 publish is a list indexed by these (a list: 96 B each on the 64-bit unix
+# port, a class instance with the same five fields 128 B; MicroPython ignores __slots__).
+_TOPIC = const(0)           # topic (str)
+_BODY = const(1)            # payload
+_TAG = const(2)             # the caller's tag, given back in the "puback" event
+_SENT_AT = const(3)         # when it was last written, 0 when it waits for a connection
+_SENT_BEFORE = const(4)     # written on an earlier connection: the next write carries DUP
+
 
 class _Client(MQTTClient):
-    # umqtt.simple with single-write packets, bounded reads and a queue for incoming messages.
+    # umqtt.simple's client with single-write packets, reads that never wait mid-packet and a
+    # queue for incoming messages.
 
-    def __init__(self, client_id, server, port, user, keepalive, ssl_params, timeout):
+    def __init__(self, client_id, server, port, user, keepalive, ca, hostname, timeout):
         # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
-        # newer micropython-lib versions take ssl=<SSLContext> and no ssl_params. TLS is done
-        # here in connect() with the legacy parameters, so both behave the same.
+        # >= 1.6 takes ssl=<SSLContext> and no ssl_params. TLS is done in connect().
         super().__init__(client_id, server, port, user, "", keepalive)
-        self.ssl = True
-        self.ssl_params = ssl_params
+        self.ca = ca              # the trusted roots: a tuple of DER certificates
+        self.hostname = hostname  # the TLS server name
+        self.ctx = None
         self.timeout = timeout
         self.raw = None
-        self.sock = None
         self._buf = bytearray(_BUF_SIZE)
+        self._decoder = mqtt.Decoder(_MAX_IN)
+        self._since = 0     # when the packet being read began to arrive
         self.inbox = []     # (topic bytes, payload bytes, pid or 0 for QoS 0)
         self.acked = []     # PUBACKed packet ids, for the Link to report
         self.dropped = 0
@@ -64,31 +75,18 @@ class _Client(MQTTClient):
 
     # --- writing ---------------------------------------------------------------------------
 
-    def _packet(self, size):
-        return self._buf if size <= len(self._buf) else bytearray(size)
-
-    def _write(self, buf, n):
-        self.sock.write(memoryview(buf)[:n])
-
-    @staticmethod
-    def _put_len(buf, i, n):
-        while n > 0x7F:
-            buf[i] = (n & 0x7F) | 0x80
-            n >>= 7
-            i += 1
-        buf[i] = n
-        return i + 1
-
-    @staticmethod
-    def _put_str(buf, i, s):
-        n = len(s)
-        struct.pack_into("!H", buf, i, n)
-        buf[i + 2:i + 2 + n] = s
-        return i + 2 + n
-
     def connect(self, clean_session=False):
-        # TCP + TLS + CONNECT, each step bounded by the socket timeout. Returns session present.
+        # Override: TLS is ours (umqtt 1.3.4 and >= 1.6 take different TLS arguments), CONNECT
+        # is one write, and TCP, TLS and CONNACK are each bounded by the socket timeout.
+        # Returns session present.
         self.close()
+        # The TLS context is made at the first attempt, even one that cannot reach the hub: it
+        # is one 1728-byte block on a 32-bit port, and an offline spell of retries leaves the
+        # heap in pieces; made at the first TCP connect that succeeds, after such a spell, it
+        # found no such block and every connect failed with MemoryError (make bench's 32-bit
+        # build, firmware frozen: a 28 KiB device that waited 30 s for the hub never got
+        # online; made here, 27 KiB does). ValueError (a CA it refuses): a failed connect.
+        ctx = self._tls()
         raw = socket.socket()
         self.raw = raw
         try:
@@ -99,29 +97,33 @@ class _Client(MQTTClient):
                 raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
             except OSError:
                 pass  # a port without the option still works, only slower
-            raw.connect(socket.getaddrinfo(self.server, self.port)[0][-1])
-            self.sock = ssl.wrap_socket(raw, **self.ssl_params)
-            cid, user, pswd = _b(self.client_id), _b(self.user), _b(self.pswd)
-            rem = 10 + 2 + len(cid) + 2 + len(user) + 2 + len(pswd)
-            buf = self._packet(rem + 5)
-            buf[0] = 0x10
-            i = self._put_len(buf, 1, rem)
-            buf[i:i + 7] = b"\x00\x04MQTT\x04"
-            buf[i + 7] = 0xC0 | (clean_session << 1)   # user name + password flags
-            struct.pack_into("!H", buf, i + 8, self.keepalive)
-            i = self._put_str(buf, i + 10, cid)
-            i = self._put_str(buf, i, user)
-            i = self._put_str(buf, i, pswd)
-            self._write(buf, i)
-            resp = self._read(4)
-            if resp[0] != 0x20 or resp[1] != 0x02:
-                raise OSError("bad CONNACK")
-            if resp[3]:
-                raise MQTTException(resp[3])
-            return resp[2] & 1
+            try:
+                addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+            except (OSError, IndexError):
+                raise OSError(HOST_NOT_FOUND)
+            raw.connect(addr)
+            self.sock = ctx.wrap_socket(raw, server_hostname=self.hostname)
+            self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
+                                         _b(self.pswd), self.keepalive, clean_session))
+            p = self._await(mqtt.CONNACK)
+            if p[2]:
+                raise MQTTException(p[2])
+            return p[1]
         except BaseException:
             self.close()
             raise
+
+    def _tls(self):
+        # One context for every connect, made at the first: each root goes in with its own
+        # load_verify_locations call, since MicroPython's cadata takes ONE DER certificate
+        # (certificates back to back: only the first is trusted; PEM: "invalid cert").
+        if self.ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            for der in self.ca:
+                ctx.load_verify_locations(cadata=der)
+            self.ctx = ctx
+        return self.ctx
 
     def close(self):
         # What was read on this connection ends with it: packet ids are per connection (an
@@ -134,144 +136,106 @@ class _Client(MQTTClient):
                 except OSError:
                     pass
         self.sock = self.raw = None
+        self._decoder.reset()
         self.inbox = []
         self.acked = []
         self.pingresp = False
 
     def disconnect(self):
+        # Override: umqtt's (DISCONNECT, close the TLS socket), then close() for the rest;
+        # a connection that is already gone is not an error here.
         try:
-            self.sock.write(b"\xe0\x00")
+            super().disconnect()
         except (OSError, AttributeError):
             pass
         self.close()
 
-    def ping(self):
-        self.sock.write(b"\xc0\x00")
-
     def publish(self, topic, msg, retain=False, qos=0, pid=0, dup=False):
-        # One write per packet; QoS 1 returns at once (the PUBACK shows up in self.acked).
-        topic, msg = _b(topic), _b(msg)
-        rem = 2 + len(topic) + len(msg) + (2 if qos else 0)
-        buf = self._packet(rem + 5)
-        buf[0] = 0x30 | (dup << 3) | (qos << 1) | retain
-        i = self._put_str(buf, self._put_len(buf, 1, rem), topic)
-        if qos:
-            struct.pack_into("!H", buf, i, pid)
-            i += 2
-        buf[i:i + len(msg)] = msg
-        self._write(buf, i + len(msg))
+        # Override: one write per packet (umqtt's several small writes cost ~44 ms per QoS 1
+        # publish on loopback TLS, one write ~1 ms), the packet id and DUP from the caller, and
+        # QoS 1 returns at once (the PUBACK shows up in self.acked). Never retained.
+        self.sock.write(mqtt.publish(self._buf, _b(topic), _b(msg), qos, pid, dup))
 
     def subscribe_all(self, filters):
-        # One SUBSCRIBE carrying every (filter, qos); waits for its SUBACK (bounded).
+        # Instead of umqtt's subscribe() (one filter a packet, three writes, a SUBACK read
+        # outside the decoder): one SUBSCRIBE carrying every (filter, qos); waits for its SUBACK
+        # (bounded by the socket timeout).
         self.pid = self.pid % 65535 + 1
-        rem = 2
-        for f, _ in filters:
-            rem += 2 + len(f) + 1
-        buf = self._packet(rem + 5)
-        buf[0] = 0x82
-        i = self._put_len(buf, 1, rem)
-        struct.pack_into("!H", buf, i, self.pid)
-        i += 2
-        for f, qos in filters:
-            i = self._put_str(buf, i, _b(f))
-            buf[i] = qos
-            i += 1
-        self._write(buf, i)
-        while True:
-            op = self.wait_msg(block=True)
-            if op == 0x90:
-                codes = self._suback
-                if len(codes) != len(filters) or 0x80 in codes:
-                    raise OSError("subscription refused")
-                return
+        subs = [(_b(f), qos) for f, qos in filters]
+        self.sock.write(mqtt.subscribe(self._buf, self.pid, subs))
+        codes = self._await(mqtt.SUBACK)[2]
+        if len(codes) != len(filters) or 0x80 in codes:
+            raise OSError("subscription refused")
 
     def ack(self, pid):
-        buf = self._buf
-        buf[0] = 0x40
-        buf[1] = 2
-        struct.pack_into("!H", buf, 2, pid)
-        self._write(buf, 4)
+        self.sock.write(mqtt.puback(self._buf, pid))
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _read(self, n):
-        # Exactly n bytes or OSError (timeout or closed): never a short packet.
-        data = self.sock.read(n)
-        if data is None or len(data) != n:
+    def check_msg(self, now):
+        # Override: umqtt's reads the rest of a packet blocking (unbounded for a big one) and
+        # calls a callback inside the read. This reads what has arrived, without waiting, into
+        # the decoder; handles at most one whole packet and returns its kind, None when no
+        # whole packet has arrived. A packet still incomplete after the socket timeout
+        # (`now` is seconds) is a broken connection.
+        d = self._decoder
+        sock = self.sock
+        sock.setblocking(False)
+        try:
+            while True:
+                data = sock.read(d.want())
+                if data is None:
+                    break
+                if not data:
+                    raise OSError("connection closed")
+                if not d.busy():
+                    self._since = now
+                d.feed(data)    # want() never reaches past the packet: all of it is taken
+                p = d.take()
+                if p is not None:
+                    return self._file(p)
+        finally:
+            self.raw.settimeout(self.timeout)
+        if d.busy() and now - self._since > self.timeout:
+            raise OSError("incomplete packet")
+        return None
+
+    def _await(self, kind):
+        # While connecting: read (blocking, each read bounded by the socket timeout) until a
+        # packet of `kind` arrives; what comes before it is handled as usual.
+        d = self._decoder
+        while True:
+            data = self.sock.read(d.want())
             if not data:
                 raise OSError("connection closed")
-            while len(data) < n:
-                more = self.sock.read(n - len(data))
-                if not more:
-                    raise OSError("connection closed")
-                data += more
-        return data
+            d.feed(data)
+            p = d.take()
+            if p is not None and self._file(p) == kind:
+                return p
 
-    def _recv_len(self):
-        n = sh = 0
-        while True:
-            b = self._read(1)[0]
-            n |= (b & 0x7F) << sh
-            if not b & 0x80:
-                return n
-            sh += 7
-            if sh > 21:
-                raise OSError("bad packet length")
-
-    def wait_msg(self, block=False):
-        # Handle at most one incoming packet; None when nothing was waiting (non-blocking).
-        if block:
-            first = self._read(1)
-        else:
-            self.sock.setblocking(False)
-            first = self.sock.read(1)
-            self.raw.settimeout(self.timeout)
-            if first is None:
-                return None
-            if first == b"":
-                raise OSError("connection closed")
-        op = first[0]
-        sz = self._recv_len()
-        kind = op & 0xF0
-        if kind == 0x30:
-            return self._incoming(op, sz)
-        body = self._read(sz) if sz else b""
-        if kind == 0x40 and sz == 2:          # PUBACK
-            self.acked.append(body[0] << 8 | body[1])
-        elif kind == 0x90:                    # SUBACK
-            self._suback = body[2:]
-        elif kind == 0xD0:                    # PINGRESP
+    def _file(self, p):
+        # What one incoming packet means for this connection; returns its kind.
+        kind = p[0]
+        if kind == mqtt.PUBLISH:
+            self._incoming(p[1], p[2], p[3], p[4])
+        elif kind == mqtt.PUBACK:
+            self.acked.append(p[1])
+        elif kind == mqtt.PINGRESP:
             self.pingresp = True
-        return op
+        return kind
 
-    def _incoming(self, op, sz):
-        n = self._read(2)
-        n = n[0] << 8 | n[1]
-        topic = self._read(n)
-        sz -= n + 2
-        pid = 0
-        qos = (op >> 1) & 3
-        if qos:
-            p = self._read(2)
-            pid = p[0] << 8 | p[1]
-            sz -= 2
-        if sz < 0:
-            raise OSError("bad PUBLISH")
-        if sz > _MAX_IN:
-            # too big to hold (a hostile or broken sender): skip it in small pieces and
-            # acknowledge it, or the hub would deliver it again after every reconnect
-            while sz:
-                sz -= len(self._read(min(sz, 256)))
+    def _incoming(self, topic, msg, qos, pid):
+        if msg is None:
+            # too big to hold (a hostile or broken sender), already read past: it still takes
+            # its place in the inbox (body None), so it is acknowledged in its turn (IoT Hub
+            # wants PUBACKs in the order of the PUBLISHes) and a twin too large to read is told
+            # to the app instead of vanishing
             self.dropped += 1
-            if qos == 1:
-                self.ack(pid)
-            return op
-        msg = self._read(sz) if sz else b""
-        if qos == 2 or len(self.inbox) >= _INBOX_MAX:
+            self.inbox.append((topic or b"", None, pid if qos == 1 else 0))
+        elif qos == 2 or len(self.inbox) >= _INBOX_MAX:
             self.dropped += 1     # not acknowledged: the hub delivers a QoS 1 message again
         else:
             self.inbox.append((topic, msg, pid))
-        return op
 
 
 def _b(s):
@@ -280,15 +244,15 @@ def _b(s):
 
 class Link:
     # Keeps one device connected. Drive it with step(now, handle) from the main loop;
-    # `handle(event)` receives tuples:
+    # `handle(event)` receives tuples, a request id always right after the kind:
     #   ("connected", session_present)     ("disconnected", reason)
-    #   ("auth_error", connack_code, retry_in_s)
+    #   ("auth_error", connack_code, retry_in_s)  ("connect_failed", reason)
     #   ("puback", tag)                    a QoS 1 publish was acknowledged by the hub
-    #   ("c2d", props dict, body bytes)    ("twin", status, rid, body bytes)
-    #   ("desired", version, body bytes)   ("method", name, rid, body bytes)
+    #   ("c2d", props dict, body bytes)    ("twin", rid, status, body bytes)
+    #   ("desired", version, body bytes)   ("method", rid, name, body bytes)
     # `now` is Unix seconds; `rand()` returns a float in [0, 1).
 
-    def __init__(self, host, port, device_id, key_b64, ca_der, rand, token_ttl=3600,
+    def __init__(self, host, port, device_id, key_b64, ca, rand, token_ttl=3600,
                  keepalive=60, timeout=10, retry_cap=60, hostname=None):
         self.device_id = device_id
         self._key = key_b64
@@ -296,12 +260,13 @@ class Link:
         self._resource = sas.device_resource(name, device_id)
         self._rand = rand
         self.token_ttl = token_ttl
+        keepalive = min(keepalive, topics.MAX_KEEPALIVE_S)   # more and IoT Hub drops an idle link
         self.keepalive = keepalive
         self.retry_cap = retry_cap
-        params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca_der,
-                  "server_hostname": name}
+        if isinstance(ca, (bytes, bytearray)):
+            ca = (ca,)        # one DER certificate
         self.c = _Client(topics.client_id(device_id), host, port,
-                         topics.username(name, device_id), keepalive, params, timeout)
+                         topics.username(name, device_id), keepalive, ca, name, timeout)
         self.state = OFFLINE
         self.attempt = 0
         self.next_try = 0
@@ -312,9 +277,10 @@ class Link:
         self._ping_due = 0
         self._pong_by = 0
         self._broken = None
+        self._more = False      # the last step stopped with packets perhaps still waiting
         self._rid = 0
         self._now = 0
-        self.inflight = {}   # pid -> [topic, payload, tag, sent_at or 0, sent before]
+        self.inflight = {}   # pid -> [topic, payload, tag, sent_at, sent_before]: see _TOPIC...
         self.stats = {"connects": 0, "connect_failures": 0, "auth_errors": 0, "renewals": 0,
                       "disconnects": 0, "dropped": 0, "bad_topics": 0, "handler_errors": 0,
                       "published": 0, "resent": 0}
@@ -325,9 +291,14 @@ class Link:
         return self.state == ONLINE and self._broken is None
 
     def pollable(self):
-        # The TLS socket while online: the loop's wait wakes when it is readable, so a PUBACK
-        # or C2D is handled at once instead of after the loop's sleep. None when offline.
-        return self.c.sock if self.online() else None
+        # What the loop's wait wakes on while online (None offline), so a PUBACK or C2D is
+        # handled at once instead of after the loop's sleep: the TCP socket, a real file
+        # descriptor (the unix port polls a TLS object in 1 ms steps: ~1 ms more per PUBACK),
+        # or the TLS socket after a step that stopped at _PACKETS_PER_STEP, when packets may
+        # wait already decrypted inside TLS, where the TCP socket cannot show them.
+        if not self.online():
+            return None
+        return self.c.sock if self._more else self.c.raw
 
     def publish(self, topic, payload, qos=1, tag=None):
         # QoS 1: returns True when queued in flight (re-sent after a reconnect until PUBACKed);
@@ -335,7 +306,7 @@ class Link:
         if qos:
             if tag is not None:
                 for e in self.inflight.values():
-                    if e[2] == tag:
+                    if e[_TAG] == tag:
                         return True
             if len(self.inflight) >= _INFLIGHT_MAX:
                 return False
@@ -346,7 +317,7 @@ class Link:
         try:
             self.c.publish(topic, payload, qos=qos, pid=pid if qos else 0)
             if qos:
-                self.inflight[pid][3:] = [self._now, True]
+                self._sent(self.inflight[pid], self._now)
             self._ping_due = self._now + self.keepalive // 2
             self.stats["published"] += 1
             return True
@@ -359,20 +330,47 @@ class Link:
         return str(self._rid)
 
     def report(self, body):
-        # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event).
-        return self.publish(topics.twin_patch_reported(self.next_rid()), body, qos=0)
+        # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event with
+        # this rid). Returns the rid, or None when it could not be written.
+        rid = self.next_rid()
+        return rid if self.publish(topics.twin_patch_reported(rid), body, qos=0) else None
 
-    def method_response(self, status, rid, body):
+    def twin_get(self):
+        # Ask for the whole twin (after every connect; again when the hub answered with an
+        # error). The answer arrives as a "twin" event. Returns the rid.
+        rid = self.next_rid()
+        self.publish(topics.twin_get(rid), b" ", qos=0)
+        return rid
+
+    def method_response(self, rid, status, body):
         return self.publish(topics.method_response(status, rid), body, qos=0)
 
     def _next_pid(self):
+        # umqtt's pid counter, wrapped within 1..65535 and past ids still in flight
         c = self.c
         while True:
             c.pid = c.pid % 65535 + 1
             if c.pid not in self.inflight:
                 return c.pid
 
+    @staticmethod
+    def _sent(e, now):
+        e[_SENT_AT] = now
+        e[_SENT_BEFORE] = True
+
     # --- the loop ---------------------------------------------------------------------------
+
+    def connect_due(self, now):
+        # True when step(now) would try to connect: the loop checks the network first.
+        return self.state != ONLINE and now >= self.next_try
+
+    def network_down(self, now, wait):
+        # The network itself is down (no WLAN): no connect attempt before now + wait seconds.
+        self.next_try = now + wait
+
+    def retry_at(self, t):
+        # The next connect attempt at t, whatever the backoff said (the clock was just fixed).
+        self.next_try = t
 
     def step(self, now, handle):
         self._now = now
@@ -381,53 +379,74 @@ class Link:
                 self._connect(now, handle)
             return
         if now >= self.renew_at:
-            # MQTT cannot re-authenticate in session: reconnect with a fresh token.
-            self.stats["renewals"] += 1
-            self.c.disconnect()
-            self._lost(now, "token renewal", handle, 0)
-            self._connect(now, handle)
+            self._renew(now, handle)
             return
-        c = self.c
         try:
-            for _ in range(_PACKETS_PER_STEP):
-                if self._broken or c.wait_msg() is None:
-                    break
-            if c.pingresp:
-                c.pingresp = False
-                self._pong_by = 0
-            while c.acked:
-                e = self.inflight.pop(c.acked.pop(0), None)
-                if e is not None:
-                    self._call(handle, ("puback", e[2]))
-            while c.inbox and not self._broken:
-                topic, msg, pid = c.inbox.pop(0)
-                self._dispatch(topic, msg, handle)
-                if pid:
-                    c.ack(pid)
-            if self._broken:
-                raise OSError(self._broken)
-            if self._pong_by:
-                if now > self._pong_by:
-                    raise OSError("no PINGRESP")
-            elif now >= self._ping_due:
-                c.ping()
-                self._pong_by = now + self.keepalive
-                self._ping_due = now + self.keepalive // 2
-            if self.inflight:   # the view alone costs an allocation; idle, nothing is in flight
-                for e in self.inflight.values():
-                    if e[3] and now - e[3] > self.keepalive:
-                        raise OSError("no PUBACK")
-        except (OSError, MQTTException, IndexError, MemoryError) as e:
-            # MemoryError mid-packet: the stream is out of step, start a fresh connection
-            c.close()
+            self._receive(now, handle)
+            self._keep_alive(now)
+            self._check_acks(now)
+        except (OSError, ValueError, IndexError, MemoryError) as e:
+            # ValueError: a malformed packet. MemoryError mid-packet: the stream is out of step,
+            # start a fresh connection
+            self.c.close()
             self._lost(now, _reason(e), handle, self._backoff())
-        self.stats["dropped"] = c.dropped
+        self.stats["dropped"] = self.c.dropped
 
     def close(self):
         if self.state == ONLINE:
             self.c.disconnect()
         self.c.close()
         self.state = OFFLINE
+
+    def _renew(self, now, handle):
+        # MQTT cannot re-authenticate in session: reconnect with a fresh token.
+        self.stats["renewals"] += 1
+        self.c.disconnect()
+        self._lost(now, "token renewal", handle, 0)
+        self._connect(now, handle)
+
+    def _receive(self, now, handle):
+        # Up to _PACKETS_PER_STEP whole packets, then what they carried: PUBACKs become events,
+        # messages are handled and then acknowledged. Raises OSError when the link broke.
+        c = self.c
+        self._more = True
+        for _ in range(_PACKETS_PER_STEP):
+            if len(c.inbox) >= _INBOX_MAX:
+                break           # the rest waits in the socket: nothing dropped, acks stay in order
+            if self._broken or c.check_msg(now) is None:
+                self._more = False
+                break
+        if c.pingresp:
+            c.pingresp = False
+            self._pong_by = 0
+        while c.acked:
+            e = self.inflight.pop(c.acked.pop(0), None)
+            if e is not None:
+                self._call(handle, ("puback", e[_TAG]))
+        while c.inbox and not self._broken:
+            topic, msg, pid = c.inbox.pop(0)
+            self._dispatch(topic, msg, handle)
+            if pid:
+                c.ack(pid)
+        if self._broken:
+            raise OSError(self._broken)
+
+    def _keep_alive(self, now):
+        # PINGREQ after keepalive/2 without writing; no PINGRESP within keepalive: broken.
+        if self._pong_by:
+            if now > self._pong_by:
+                raise OSError("no PINGRESP")
+        elif now >= self._ping_due:
+            self.c.ping()
+            self._pong_by = now + self.keepalive
+            self._ping_due = now + self.keepalive // 2
+
+    def _check_acks(self, now):
+        # A publish without its PUBACK within keepalive: the connection is not working.
+        if self.inflight:   # the view alone costs an allocation; idle, nothing is in flight
+            for e in self.inflight.values():
+                if e[_SENT_AT] and now - e[_SENT_AT] > self.keepalive:
+                    raise OSError("no PUBACK")
 
     def _call(self, handle, event):
         try:
@@ -437,20 +456,22 @@ class Link:
             print("link: handler failed on", event[0], repr(e))
 
     def _dispatch(self, topic, msg, handle):
+        # msg None: a message too large to read; only the twin's are told (body None), as the
+        # app must report them
         try:
             t = topic.decode()
             bag = topics.parse_c2d(t, self.device_id)
             if bag is not None:
-                return self._call(handle, ("c2d", bag, msg))
+                return None if msg is None else self._call(handle, ("c2d", bag, msg))
             res = topics.parse_twin_response(t)
             if res is not None:
-                return self._call(handle, ("twin", res[0], res[1], msg))
+                return self._call(handle, ("twin", res[1], res[0], msg))
             version = topics.parse_desired_patch(t)
             if version is not None:
                 return self._call(handle, ("desired", version, msg))
             req = topics.parse_method_request(t)
             if req is not None:
-                return self._call(handle, ("method", req[0], req[1], msg))
+                return None if msg is None else self._call(handle, ("method", req[1], req[0], msg))
         except (ValueError, UnicodeError):  # TopicError is a ValueError
             pass
         self.stats["bad_topics"] += 1
@@ -465,63 +486,89 @@ class Link:
         self.next_try = now + wait
         self.stats["disconnects"] += 1
         for e in self.inflight.values():
-            e[3] = 0          # re-sent (with DUP) after the next connect
+            e[_SENT_AT] = 0     # re-sent (with DUP) after the next connect
         self._call(handle, ("disconnected", reason))
 
+    # --- connecting -------------------------------------------------------------------------
+
     def _connect(self, now, handle):
-        c = self.c
         issued = int(now)
         self.expiry = issued + self.token_ttl
         try:
-            c.pswd = sas.token(self._resource, self._key, self.expiry)
-            present = c.connect(clean_session=False)
-            c.subscribe_all(((topics.c2d_filter(self.device_id), 1), (topics.TWIN_RES_FILTER, 0),
-                             (topics.TWIN_DESIRED_FILTER, 0), (topics.METHODS_FILTER, 0)))
+            present = self._open()
         except (MQTTException, sas.SasError) as e:
-            c.close()
-            code = e.args[0] if isinstance(e, MQTTException) and e.args else 4
-            self.stats["connect_failures"] += 1
-            kind = retry.classify_connack(code)     # the policy per code lives in retry.py
-            self.attempt += 1
-            wait = retry.delay_for(kind, self.attempt - 1, self._rand())
-            if kind == retry.AUTH:
-                self.stats["auth_errors"] += 1
-                self.state = AUTH_ERROR
-                wait = max(_AUTH_MIN_S, wait)
-                self._call(handle, ("auth_error", code, int(wait)))
-            else:
-                self.state = OFFLINE
-            self.next_try = now + wait
+            self._refused(now, e, handle)
             return
         except (OSError, IndexError, MemoryError, ValueError) as e:
             # MemoryError: TLS needs a big block; retry after a collection (and a backoff).
-            # ValueError: the TLS layer refusing its parameters ("invalid cert"): retried,
-            # never a crash (storage.load_ca already checks the CA at setup).
-            c.close()
-            gc.collect()
-            self.stats["connect_failures"] += 1
-            self.state = OFFLINE
-            self.next_try = now + self._backoff()
-            print("link: connect failed:", _reason(e))
+            # ValueError: the TLS layer refusing its parameters ("invalid cert") or a malformed
+            # answer: retried, never a crash (storage.load_ca already checks the CA at setup).
+            self._failed(now, e)
+            self._call(handle, ("connect_failed", _reason(e)))
             return
+        self._online(now, issued)
+        self._resend(now)
+        self._call(handle, ("connected", present))
+
+    def _open(self):
+        # TCP + TLS + CONNECT with a fresh token + SUBSCRIBE; returns session present.
+        c = self.c
+        c.pswd = sas.token(self._resource, self._key, self.expiry)
+        present = c.connect(clean_session=False)
+        c.subscribe_all(((topics.c2d_filter(self.device_id), 1), (topics.TWIN_RES_FILTER, 0),
+                         (topics.TWIN_DESIRED_FILTER, 0), (topics.METHODS_FILTER, 0)))
+        return present
+
+    def _refused(self, now, e, handle):
+        # The hub answered CONNACK with an error code (or the key cannot make a token): wait as
+        # retry.py says for that code; refused credentials are the auth_error state.
+        self.c.close()
+        code = e.args[0] if isinstance(e, MQTTException) and e.args else 4
+        self.stats["connect_failures"] += 1
+        kind = retry.classify_connack(code)     # the policy per code lives in retry.py
+        self.attempt += 1
+        wait = retry.delay_for(kind, self.attempt - 1, self._rand())
+        if kind == retry.AUTH:
+            self.stats["auth_errors"] += 1
+            self.state = AUTH_ERROR
+            wait = max(_AUTH_MIN_S, wait)
+            self._call(handle, ("auth_error", code, int(wait)))
+        else:
+            self.state = OFFLINE
+        self.next_try = now + wait
+
+    def _failed(self, now, e):
+        # No answer (network, TLS, memory): back off and try again. Expected while the hub or
+        # the network is away: the caller reports it as an event, never a console error.
+        self.c.close()
+        gc.collect()
+        self.stats["connect_failures"] += 1
+        self.state = OFFLINE
+        self.next_try = now + self._backoff()
+
+    def _online(self, now, issued):
         self.state = ONLINE
         self.attempt = 0
         self._broken = None
+        self._more = True       # connecting may have left packets decrypted inside TLS
         self._pong_by = 0
         self._ping_due = now + self.keepalive // 2
         self.renew_at = sas.renew_at(issued, self.expiry)
         self.stats["connects"] += 1
+
+    def _resend(self, now):
+        # What is still in flight goes out again (DUP if it was sent before), oldest id first,
+        # then a twin GET: the app reconciles with the whole twin after every connect.
+        c = self.c
         try:
             for pid in sorted(self.inflight):
                 e = self.inflight[pid]
-                c.publish(e[0], e[1], qos=1, pid=pid, dup=e[4])
-                self.stats["resent"] += e[4]
-                e[3] = now
-                e[4] = True
-            c.publish(topics.twin_get(self.next_rid()), b" ")
+                c.publish(e[_TOPIC], e[_BODY], qos=1, pid=pid, dup=e[_SENT_BEFORE])
+                self.stats["resent"] += e[_SENT_BEFORE]
+                self._sent(e, now)
         except OSError as e:
             self._broken = "resend: " + _reason(e)
-        self._call(handle, ("connected", present))
+        self.twin_get()
 
 
 def _reason(e):

@@ -40,12 +40,13 @@ while not link.online():
     if not link.online():
         time.sleep_ms(10)
 connect_us = time.ticks_diff(time.ticks_us(), t0)
+step()                  # reads what connecting left inside TLS: pollable() is the TCP socket now
 poller = select.poll()
-poller.register(link.c.sock, select.POLLIN)
+poller.register(link.pollable(), select.POLLIN)   # what the device loop waits on
 lat = []
 for i in range(n):
     rid = "%016x" % random.getrandbits(32)
-    topic = topics.telemetry(cfg["device_id"], schemas.props("orderRequest", rid))
+    topic = topics.telemetry(cfg["device_id"], schemas.props(rid, schemas.ORDER))
     body = schemas.order_request(rid, "COFFEE-1KG", 1, int(time.time()), i + 1)
     t = time.ticks_us()
     link.publish(topic, body, 1, rid)

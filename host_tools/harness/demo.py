@@ -1,42 +1,53 @@
 """`demo`: the whole flow on this machine, from a press to a delivered order.
 
-Starts the local IoT Hub and the local order service, provisions a demo button with a customer
-profile, and runs the real firmware on the unix MicroPython port in this terminal. A person
+Starts the local IoT Hub, the local commerce backend (token server, commerce API, Event Grid
+events) and the order service placing orders through it, provisions a demo button with a
+customer profile, and runs the real firmware on the unix MicroPython port in this terminal. A person
 presses Enter and watches the display; Ctrl-C stops everything. With --auto (make demo AUTO=1)
 nobody is needed: one press, the status timeline is printed, exit 0 once the order is delivered.
 """
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 
 from host_tools import processes
+from host_tools.cloud.orders.lifecycle import CANCELLED, FAILED, PROGRESS
 from host_tools.errors import CliError
+from host_tools.harness.console import Console
 
 DEVICE_ID = "demo-button"
 SKU = "COFFEE-1KG"
-PROGRESS = ("accepted", "payment_authorized", "shipped", "delivered")
-ENDED_BADLY = ("cancelled", "failed", "auth")
+ENDED_BADLY = (CANCELLED, FAILED, "auth")
 PROFILE = ["--name", "Ada Lovelace", "--address", "12 Analytical Row, London",
            "--shipping-method", "standard", "--payment-token", "tok_demo_visa_4242"]
 
 
 def add_commands(sub):
-    p = sub.add_parser("demo", help="run hub, order service and the firmware together (make demo)")
+    p = sub.add_parser("demo", help="run hub, commerce backend, order service and the firmware "
+                                    "together (make demo)")
     p.add_argument("--auto", action="store_true",
                    help="no person: one press, print the status timeline, exit 0 when delivered")
     p.add_argument("--data", default=".local",
                    help="where the demo keeps hub, orders and device folders (default %(default)s)")
-    p.add_argument("--timeline", help="order timeline for the service, e.g. shipped=4,delivered=6")
+    p.add_argument("--timeline", help="order timeline of the commerce backend, e.g. "
+                                      "payment_authorized=1,shipped=4,delivered=6")
     p.add_argument("--timeout", type=float, default=90, help="--auto: seconds until it gives up")
     p.add_argument("--verbose", action="store_true", help="also show the device's EVT lines")
     p.set_defaults(func=cmd_demo)
 
 
+_console = None   # the interactive demo's Console while it runs: messages go to its log
+
+
 def _say(text):
-    print("demo: " + text, file=sys.stderr)
+    if _console is not None:
+        _console.log("demo: " + text)
+    else:
+        print("demo: " + text, file=sys.stderr, flush=True)
 
 
 def _host_tools(*args):
@@ -52,33 +63,45 @@ def _folders(args):
     if args.auto:  # a clean slate every time, so one press always means one new order
         root = os.path.join(root, "demo-auto")
         shutil.rmtree(root, ignore_errors=True)
-    return [os.path.join(root, name) for name in ("hub", "orders", "device")]
+    return [os.path.join(root, name) for name in ("hub", "orders", "device", "commerce")]
 
 
 def cmd_demo(args):
+    global _console
+    signal.signal(signal.SIGTERM, _interrupt)   # a kill stops the hub and the rest too, like Ctrl-C
     from host_tools.fleet import provision
     from host_tools.harness.device_process import DeviceProcess, NoMicroPython
 
-    hub_dir, orders_dir, dev_dir = _folders(args)
+    hub_dir, orders_dir, dev_dir, commerce_dir = _folders(args)
     services, dev = [], None
     try:
         _say("starting the local IoT Hub")
-        hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", "0", "--api-port", "0"],
+        hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                                     os.path.join(hub_dir, "hub.log"), name="hub")
         services.append(hub)
         _say(f"hub on {info['host']}: MQTT {info['mqtt_port']}, service API {info['api_port']}")
         provision.provision_local(DEVICE_ID, dev_dir, hub_dir, info["mqtt_port"], SKU, 1)
         _host_tools("orders", "profile", "set", DEVICE_ID, *PROFILE, "--data", orders_dir)
         _say(f"provisioned {DEVICE_ID} (orders {SKU}) for {PROFILE[1]}")
-        serve = ["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir, "--poll-timeout", "0.5"]
-        if args.timeline:
-            serve += ["--timeline", args.timeline]
+        commerce_args = _start_commerce(args, hub_dir, orders_dir, commerce_dir, services)
+        serve = ["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir, "--poll-timeout",
+                 "0.5", *commerce_args]
         orders, _ = processes.start(serve, os.path.join(orders_dir, "serve.log"), name="order service")
         services.append(orders)
         _say("order service running; starting the firmware on the unix MicroPython port")
-        show = None if args.auto else _printer(args.verbose)
-        dev = DeviceProcess(dev_dir, on_line=show).start()
-        return _auto(dev, args.timeout) if args.auto else _interactive(dev)
+        if args.auto:
+            dev = DeviceProcess(dev_dir).start()
+            return _auto(dev, args.timeout)
+        with Console(verbose=args.verbose) as console:
+            _console = console
+            _say(f"running; logs in {os.path.dirname(hub_dir)} (hub, commerce, orders, device)")
+            try:
+                dev = DeviceProcess(dev_dir, on_line=console.device_line).start()
+                return _interactive(dev)
+            finally:
+                if dev is not None:
+                    dev.stop()
+                _console = None
     except (processes.ServiceFailed, NoMicroPython) as e:
         raise CliError(str(e)) from None
     except KeyboardInterrupt:
@@ -92,16 +115,31 @@ def cmd_demo(args):
             processes.stop(proc)
 
 
-def _printer(verbose):
-    def show(line):
-        if verbose or not line.startswith("EVT "):
-            print(line, flush=True)
-    return show
+def _start_commerce(args, hub_dir, orders_dir, commerce_dir, services):
+    """The commerce backend on a free port with the hub's CA, this orchestrator registered as
+    its client (secret in a 0600 file); returns the `orders serve` options that point at it."""
+    certs = os.path.join(hub_dir, "certs")
+    secret_file = os.path.join(orders_dir, "commerce-client.secret")
+    os.makedirs(orders_dir, mode=0o700, exist_ok=True)
+    _host_tools("commerce", "client", "add", "demo-orchestrator", "--data", commerce_dir,
+                "--secret-file", secret_file)
+    serve = ["commerce", "serve", "--data", commerce_dir, "--port", "0", "--certs", certs]
+    if args.timeline:
+        serve += ["--timeline", args.timeline]
+    proc, info = processes.start(serve, os.path.join(commerce_dir, "serve.log"),
+                                 name="commerce backend")
+    services.append(proc)
+    _say(f"commerce backend on {info['url']} (token server, API, Event Grid events)")
+    return ["--commerce-url", info["apiUrl"], "--token-url", info["tokenUrl"],
+            "--client-id", "demo-orchestrator", "--client-secret-file", secret_file,
+            "--commerce-ca", info["ca"], "--webhook-certs", certs]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _interactive(dev):
-    print("\nEnter = order   l Enter = long press (cancel)   d Enter = double press (status)\n"
-          "q Enter or Ctrl-C = stop everything\n", flush=True)
     done = threading.Event()
 
     def watch():

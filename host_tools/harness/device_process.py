@@ -22,6 +22,7 @@ import time
 from host_tools.files import write_atomic
 from host_tools.processes import REPO
 DEADLINE = 20
+RESET_EXIT = 75     # the firmware's hal.reset() (firmware/hal/unix.py): power it on again
 
 
 class NoMicroPython(RuntimeError):
@@ -50,8 +51,9 @@ def micropypath(code=None):
 
 
 class DeviceProcess:
-    def __init__(self, folder, heapsize=None, env=None, on_line=None, code_dir=None):
+    def __init__(self, folder, heapsize=None, env=None, on_line=None, code_dir=None, binary=None):
         self.dir = str(folder)
+        self.binary = binary      # a micropython other than micropython() (e.g. the bench's 32-bit build)
         self.code_dir = code_dir  # run main.py and firmware/ from here (e.g. build/mpy); see code_folder()
         self.on_line = on_line    # called with every line the device prints (the demo shows them)
         os.makedirs(self.dir, exist_ok=True)
@@ -85,16 +87,20 @@ class DeviceProcess:
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [micropython()]
+        self._mark = len(self.events)
+        return self._spawn()
+
+    def _spawn(self):
+        cmd = [self.binary or micropython()]
         if self.heapsize:
             cmd += ["-X", "heapsize=" + str(self.heapsize)]
         # the script's folder comes first on sys.path: run main.py from the code folder
         code = self.code_dir or code_folder()
         cmd.append(os.path.join(code, "main.py"))
-        env = dict(os.environ, MICROPYPATH=micropypath(code), ORDER_DEVICE_DIR=self.dir, **self.env)
+        env = dict(os.environ, MICROPYPATH=micropypath(code), ORDER_DEVICE_DIR=self.dir)
+        env.update(self.env)      # may set its own MICROPYPATH
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._mark = len(self.events)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return self
 
@@ -114,7 +120,11 @@ class DeviceProcess:
                         self.events.append({"unparsed": line})
                 self._cond.notify_all()
         code = proc.wait()
+        if proc.stdin:
+            proc.stdin.close()
         with self._cond:
+            if code == RESET_EXIT and proc is self.proc and not self._log.closed:
+                self._spawn()       # the device reset itself (an update): power comes back
             self.exit_codes.append(code)
             self._cond.notify_all()
 

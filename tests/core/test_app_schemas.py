@@ -30,9 +30,9 @@ def test_cancel_request_bytes_are_exact():
 
 
 def test_request_props():
-    assert schemas.props(schemas.ORDER, RID) == {
+    assert schemas.props(RID, schemas.ORDER) == {
         "$.mid": RID, "$.ct": "application/json", "$.ce": "utf-8", "messageType": "orderRequest"}
-    assert schemas.props(schemas.CANCEL, RID) == {
+    assert schemas.props(RID, schemas.CANCEL) == {
         "$.mid": RID + "-cancel", "$.ct": "application/json", "$.ce": "utf-8",
         "messageType": "cancelRequest"}
 
@@ -171,7 +171,7 @@ def test_wire_contract_lives_in_the_app_readme():
         assert word in wire, word
 
 
-APP_FILES = ["README.md", "__init__.py", "gestures.py", "manifest.py", "orders.py",
+APP_FILES = ["README.md", "__init__.py", "gestures.py", "orders.py",
              "schemas.py", "screens.py", "settings.py"]
 
 
@@ -182,3 +182,32 @@ def test_app_files_point_nowhere_outside_the_repo():
     readme = _app_file("README.md")
     for word in ("`freeHeap`", "`link`", ".venv/bin/pytest", ".venv/bin/micropython"):
         assert word in readme, word
+
+
+def test_the_status_rule_is_one_table():
+    # accepted < payment_authorized < shipped < delivered; cancelled and failed end an open
+    # order; nothing follows a final status; a cancel is honoured only before shipment
+    order = ("queued", "accepted", "payment_authorized", "shipped", "delivered")
+    for i, cur in enumerate(order):
+        for j, new in enumerate(order[1:]):
+            assert schemas.follows(new, cur) == (j + 1 > i and cur != "delivered"), (cur, new)
+        for end in ("cancelled", "failed"):
+            assert schemas.follows(end, cur) == (cur != "delivered"), (cur, end)
+    for end in ("delivered", "cancelled", "failed"):
+        assert schemas.is_final(end) and not schemas.cancel_honoured(end)
+        for new in schemas.STATUSES:
+            assert not schemas.follows(new, end)
+    assert [s for s in order if schemas.cancel_honoured(s)] == list(order[:3])
+    assert set(schemas.STATUSES) | {"queued"} == set(schemas.STATUS_RULE)
+
+
+def test_the_contract_limits():
+    assert schemas.is_sku("A" * 32) and not schemas.is_sku("A" * 33) and not schemas.is_sku("")
+    assert not schemas.is_sku("a b") and not schemas.is_sku(None) and schemas.is_sku("a-Z_0.9")
+    assert schemas.is_quantity(1) and schemas.is_quantity(99)
+    for q in (0, 100, True, 1.0, "1", None):
+        assert not schemas.is_quantity(q), q
+    assert schemas.is_order_id("O" * 64) and not schemas.is_order_id("O" * 65)
+    assert schemas.is_order_id('ORD-1 "x" ~') and not schemas.is_order_id("ORD-\u00e9")
+    assert not schemas.is_order_id("") and schemas.is_order_id("", True)
+    assert not schemas.is_order_id("a\x00") and not schemas.is_order_id(5)

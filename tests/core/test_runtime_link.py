@@ -135,15 +135,37 @@ class _SocketModule:
 
 
 class _SslModule:
+    # ssl as the link uses it: SSLContext (each one counted in .contexts), wrap_socket per connect
     CERT_REQUIRED = 2
+    PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
+        self.contexts = 0
+
+    def SSLContext(self, protocol):
+        self.contexts += 1
+        return _SslContext(self)
 
     def wrap_socket(self, raw, **params):
         self.broker.params = params
         self.broker.blocking = True
         return self.broker
+
+
+class _SslContext:
+    # records what the link trusts; wrap_socket hands it to the module's (the tests' hook)
+    def __init__(self, module):
+        self.module = module
+        self.verify_mode = 0
+        self.cas = []
+
+    def load_verify_locations(self, cadata):
+        self.cas.append(cadata)
+
+    def wrap_socket(self, raw, server_hostname=None):
+        return self.module.wrap_socket(raw, cert_reqs=self.verify_mode, cadata=b"".join(self.cas),
+                                       cas=list(self.cas), server_hostname=server_hostname)
 
 
 def _link(broker, **kw):
@@ -293,9 +315,9 @@ def test_twin_desired_and_method_events():
     b.publish("$iothub/twin/PATCH/properties/desired/?$version=5", b'{"sku":"A"}')
     b.publish("$iothub/methods/POST/status/?$rid=9", b"null")
     ev = _run(lk, 1001)
-    assert ("twin", 200, "1", b'{"desired":{}}') in ev
+    assert ("twin", "1", 200, b'{"desired":{}}') in ev        # the request id first
     assert ("desired", 5, b'{"sku":"A"}') in ev
-    assert ("method", "status", "9", b"null") in ev
+    assert ("method", "9", "status", b"null") in ev
 
 
 def test_foreign_or_malformed_topics_are_counted_not_delivered():
@@ -336,7 +358,7 @@ def test_inbox_is_bounded_and_counts_drops_without_acknowledging_them():
         b.publish("devices/dev1/messages/devicebound/", b"m", 1, pid)
     c = lk.c
     for _ in range(12):
-        c.wait_msg()
+        c.check_msg(1001)
     assert len(c.inbox) == 8 and c.dropped == 4
     assert not b.packets(4)
 
@@ -353,11 +375,62 @@ def test_oversized_message_is_skipped_and_acknowledged():
     assert lk.state == link.ONLINE
 
 
+def test_pubacks_go_in_arrival_order_with_an_oversized_message_in_its_turn():
+    # IoT Hub closes the connection on a PUBACK out of order (issue 10)
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/", b"a", 1, 1)
+    b.publish("devices/dev1/messages/devicebound/", b"x" * 20000, 1, 2)
+    b.publish("devices/dev1/messages/devicebound/", b"c", 1, 3)
+    ev = _run(lk, 1001)
+    assert [e[2] for e in ev if e[0] == "c2d"] == [b"a", b"c"]
+    assert b.packets(4) == [b"\x40\x02\x00\x01", b"\x40\x02\x00\x02", b"\x40\x02\x00\x03"]
+
+
+def test_a_full_inbox_stops_reading_so_nothing_is_dropped():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    for pid in range(1, 13):
+        b.publish("devices/dev1/messages/devicebound/", b"m%d" % pid, 1, pid)
+    seen = []
+    for t in range(1001, 1005):
+        seen += [e[2] for e in _run(lk, t) if e[0] == "c2d"]
+    assert seen == [b"m%d" % i for i in range(1, 13)] and lk.c.dropped == 0
+    assert [p[3] for p in b.packets(4)] == list(range(1, 13))
+
+
+def test_a_twin_too_large_to_read_reaches_the_app_without_a_body():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("$iothub/twin/res/200/?$rid=1", b"{" + b" " * 20000 + b"}")
+    b.publish("$iothub/twin/PATCH/properties/desired/?$version=7", b"x" * 20000)
+    ev = _run(lk, 1001)
+    assert ("twin", "1", 200, None) in ev and ("desired", 7, None) in ev
+
+
+def test_keepalive_is_clamped_to_what_iot_hub_allows():
+    lk = _link(Broker(), keepalive=3000)
+    assert lk.keepalive == topics.MAX_KEEPALIVE_S == 1177 and lk.c.keepalive == 1177
+
+
+def test_report_and_twin_get_return_their_request_ids():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    rid = lk.report(b'{"a": 1}')
+    assert rid and topics.twin_patch_reported(rid).encode() in b.writes[-1]
+    rid2 = lk.twin_get()
+    assert rid2 != rid and topics.twin_get(rid2).encode() in b.writes[-1]
+
+
 def test_nothing_waiting_returns_none_and_a_closed_socket_is_a_disconnect():
     b = Broker()
     lk = _link(b)
     _run(lk, 1000)
-    assert lk.c.wait_msg() is None
+    assert lk.c.check_msg(1001) is None
     b.rx = b""
     b.read = lambda n: b""
     ev = _run(lk, 1001)
@@ -394,13 +467,61 @@ def test_messages_read_on_a_lost_connection_are_dropped_with_it():
     assert [e[0] for e in ev] == ["c2d"] and b.packets(4)[-1] == b"\x40\x02\x00\x03"
 
 
-def test_truncated_packet_times_out_instead_of_hanging():
+def test_the_loop_waits_on_the_tcp_socket_unless_packets_may_wait_inside_tls():
     b = Broker()
     lk = _link(b)
     _run(lk, 1000)
+    assert lk.pollable() is lk.c.sock          # right after connecting: the TLS socket
+    _run(lk, 1001)
+    assert lk.pollable() is lk.c.raw           # all read: the TCP socket (a real fd)
+    for pid in range(1, 11):
+        b.publish("devices/dev1/messages/devicebound/", b"m", 1, pid)
+    ev = _run(lk, 1002)
+    assert len([e for e in ev if e[0] == "c2d"]) == 8
+    assert lk.pollable() is lk.c.sock          # stopped at 8 packets: more may wait in TLS
+    ev = _run(lk, 1003)
+    assert len([e for e in ev if e[0] == "c2d"]) == 2 and lk.pollable() is lk.c.raw
+    b.read = lambda n: b""
+    _run(lk, 1004)
+    assert lk.pollable() is None               # offline
+
+
+def test_truncated_packet_times_out_instead_of_hanging():
+    # The rest of a packet is not waited for: the loop goes on (the button is sampled), and a
+    # packet still incomplete after the socket timeout (10 s) is a broken connection.
+    b = Broker()
+    lk = _link(b, token_ttl=3600)
+    _run(lk, 1000)
     b.rx = b"\x30\x20\x00"     # a PUBLISH that never finishes
+    assert _run(lk, 1001) == [] and lk.state == link.ONLINE and not b.rx
+    assert _run(lk, 1011) == [] and lk.state == link.ONLINE
+    ev = _run(lk, 1011.5)
+    assert ev == [("disconnected", "incomplete packet")] and lk.state == link.OFFLINE
+
+
+def test_a_packet_arriving_in_pieces_is_handled_once_whole():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/", b"{}", 1, 5)
+    whole, b.rx = b.rx, b""
+    ev = []
+    for i in range(len(whole)):
+        b.rx += whole[i:i + 1]
+        _run(lk, 1001 + i * 0.1, ev)
+        if i < len(whole) - 1:
+            assert ev == [] and not b.packets(4), i
+    assert ev == [("c2d", {}, b"{}")] and b.packets(4) == [b"\x40\x02\x00\x05"]
+    assert lk.state == link.ONLINE
+
+
+def test_a_malformed_packet_drops_the_connection():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.rx = b"\x40\x03\x00\x01\x00"         # a PUBACK of 3 bytes
     ev = _run(lk, 1001)
-    assert ev[0][0] == "disconnected" and lk.state == link.OFFLINE
+    assert ev == [("disconnected", "bad PUBACK")] and lk.state == link.OFFLINE
 
 
 # --- keep-alive, renewal, reconnect, auth -----------------------------------------------------
@@ -434,6 +555,30 @@ def test_token_is_renewed_by_reconnecting_before_expiry():
     tok = b.connects[1][b.connects[1].find(b"SharedAccessSignature"):].decode()
     assert sas.parse(tok)["se"] == renew + 20
     assert lk.stats["renewals"] == 1
+
+
+def test_one_tls_context_made_at_the_first_attempt_serves_every_connect():
+    # made once, and before the first TCP connect, even one that fails: a 32-bit heap left in
+    # pieces by an offline spell may no longer hold its 1728-byte block (issue 11)
+    b = Broker()
+    lk = _link(b)
+
+    class _Down(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _Down
+    _run(lk, 1000)                          # the hub cannot be reached
+    assert lk.state == link.OFFLINE and link.ssl.contexts == 1
+    link.socket = _SocketModule
+    b.connack = 3
+    _run(lk, lk.next_try)                   # refused: offline, retried later
+    b.connack = 0
+    _run(lk, lk.next_try)                   # online
+    ev = _run(lk, lk.renew_at)              # and again, with a fresh token
+    assert ev[1][0] == "connected" and len(b.connects) == 3
+    assert link.ssl.contexts == 1
 
 
 def test_unacknowledged_publish_is_resent_with_dup_after_reconnect():
@@ -536,7 +681,8 @@ def test_a_ca_the_tls_layer_rejects_is_a_failed_connect_not_a_crash():
 
     link.ssl = _BadCa(b)
     ev = _run(lk, 1000)
-    assert ev == [] and lk.state == link.OFFLINE and lk.next_try > 1000
+    assert ev == [("connect_failed", "invalid cert")]   # reported as an event, not printed
+    assert lk.state == link.OFFLINE and lk.next_try > 1000
     assert lk.stats["connect_failures"] == 1
 
 
@@ -555,3 +701,28 @@ def test_subscription_refused_is_a_failed_connect():
     _run(lk, 1000)
     assert lk.state == link.OFFLINE and lk.stats["connect_failures"] == 1
 
+
+
+def test_a_host_that_does_not_resolve_is_reported_as_such():
+    b = Broker()
+    lk = _link(b)
+
+    class _NoDns(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _NoDns
+    ev = _run(lk, 1000)
+    assert ev == [("connect_failed", link.HOST_NOT_FOUND)] and lk.state == link.OFFLINE
+    link.socket = _SocketModule
+
+
+def test_every_root_of_the_bundle_is_loaded_one_by_one():
+    # MicroPython's cadata takes one DER certificate: the link loads each root separately
+    b = Broker()
+    link.socket = _SocketModule
+    link.ssl = _SslModule(b)
+    lk = link.Link("hub.example", 8883, "dev1", KEY, (b"root1", b"root2", b"root3"), lambda: 0.5)
+    _run(lk, 1000)
+    assert b.params["cas"] == [b"root1", b"root2", b"root3"] and b.params["cert_reqs"] == 2

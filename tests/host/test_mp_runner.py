@@ -68,3 +68,11 @@ def test_names_select_files_and_v_prints_tracebacks(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_what_a_test_prints_shows_only_under_its_failure(tmp_path):
+    result = _run(tmp_path, {"test_a.py": "def test_quiet():\n    print('link: connect failed: 111')\n\n"
+                                          "def test_loud():\n    print('a clue')\n    assert False\n"})
+    assert result.returncode == 1
+    assert result.stdout.strip().splitlines() == [
+        "FAIL tests/core/test_a.py::test_loud: AssertionError", "    | a clue", "1 passed, 1 failed"]

@@ -26,8 +26,8 @@ def orders_cli(data, *args):
 class OrderService:
     """`python -m host_tools orders serve` as a process, with a customer profile per device."""
 
-    def __init__(self, hub, data, timeline):
-        self.hub, self.data, self.timeline = hub, data, timeline
+    def __init__(self, hub, data, timeline, extra=()):
+        self.hub, self.data, self.timeline, self.extra = hub, data, timeline, list(extra)
         self.proc = None
 
     def profile(self, device_id):
@@ -37,7 +37,7 @@ class OrderService:
     def start(self):
         self.proc, _ = processes.start(
             ["orders", "serve", "--hub-data", self.hub.data_dir, "--data", self.data,
-             "--poll-timeout", "0.2", "--timeline", self.timeline],
+             "--poll-timeout", "0.2", "--timeline", self.timeline, *self.extra],
             self.data + ".stderr", timeout=DEADLINE, name="orders serve")
         return self
 
@@ -55,8 +55,8 @@ def order_service(hub, tmp_path):
     """order_service(timeline) -> a running OrderService (stopped at the end)."""
     made = []
 
-    def make(timeline="payment_authorized=1,shipped=2,delivered=3"):
-        svc = OrderService(hub, str(tmp_path / "orders"), timeline)
+    def make(timeline="payment_authorized=1,shipped=2,delivered=3", *extra):
+        svc = OrderService(hub, str(tmp_path / "orders"), timeline, extra)
         made.append(svc)
         return svc
 

@@ -77,8 +77,25 @@ def test_ca_in_pem_is_converted_to_der(tmp_path):
     der, pem = _real_ca(tmp_path)
     (tmp_path / "ca.pem").write_bytes(pem)
     (tmp_path / "ca.der").write_bytes(der)
-    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.pem"}) == der
-    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.der"}) == der
+    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.pem"}) == (der,)
+    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.der"}) == (der,)
+
+
+def test_a_bundle_gives_every_certificate(tmp_path):
+    # issue 9: the device trusts several roots; a PEM file's later certificates used to be dropped
+    from host_tools.fleet import trust
+    der, pem = _real_ca(tmp_path)
+    roots = trust.azure_roots()
+    d = str(tmp_path)
+    (tmp_path / "b.der").write_bytes(b"".join(roots) + der)
+    assert storage.load_ca(d, {"ca_file": "b.der"}) == tuple(roots) + (der,)
+    (tmp_path / "b.pem").write_bytes(pem + pem)
+    assert storage.load_ca(d, {"ca_file": "b.pem"}) == (der, der)
+    (tmp_path / "cut.der").write_bytes(roots[0] + der[:-10])
+    assert "not a CA certificate" in _setup_error(storage.load_ca, d, {"ca_file": "cut.der"})
+    from host_tools.files import write_atomic
+    trust.write_bundle(d, roots, write_atomic)      # ca.der + ca.json, as provision writes them
+    assert storage.load_ca(d, {"ca_file": "ca.der"}) == tuple(roots)
 
 
 def test_a_broken_ca_is_a_setup_error(tmp_path):
@@ -121,7 +138,9 @@ try:
 except storage.SetupError as e:
     assert "secrets.json missing" in str(e)
 open(d + "/ca.der", "wb").write(%r)
-assert storage.load_ca(d, {"ca_file": "ca.der"}) == %r
+assert storage.load_ca(d, {"ca_file": "ca.der"}) == (%r,)
+open(d + "/two.der", "wb").write(%r * 2)
+assert len(storage.load_ca(d, {"ca_file": "two.der"})) == 2
 for bad in (b"garbage", b"-----BEGIN CERTIFICATE-----\\nabc!\\n-----END CERTIFICATE-----\\n"):
     open(d + "/bad", "wb").write(bad)
     try:
@@ -130,7 +149,7 @@ for bad in (b"garbage", b"-----BEGIN CERTIFICATE-----\\nabc!\\n-----END CERTIFIC
     except storage.SetupError as e:
         assert "not a CA certificate" in str(e)
 print("ok")
-""" % (str(tmp_path), der, der)
+""" % (str(tmp_path), der, der, der)
     r = subprocess.run([micropython(), "-c", script], cwd=REPO, capture_output=True, text=True,
                        env=dict(os.environ, MICROPYPATH=micropypath()), timeout=30)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

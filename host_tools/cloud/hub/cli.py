@@ -3,6 +3,7 @@
 Registry commands work on the data folder directly (the hub need not run); monitor, c2d, twin and
 method talk to the running hub's service API.
 """
+import argparse
 import json
 import os
 import sys
@@ -33,15 +34,47 @@ def add_commands(sub):
             a.add_argument("--host", default=None, help="HostName in the connection string")
         a.set_defaults(func=cmd_registry, action=action)
 
-    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops)")
+    p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops); "
+                                   "'hub connection-strings' prints its service connection strings; "
+                                   "'hub inject FAULT...' arms test faults on the running hub",
+                       epilog=_faults_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", choices=("connection-strings", "inject"),
+                   help="connection-strings: print the service and Event Hubs-compatible connection "
+                        "strings of the running hub as JSON (they hold a key); inject: test tooling, "
+                        "arm the FAULTs on the running hub (none: print what is armed)")
+    p.add_argument("fault", nargs="*", metavar="FAULT", help="with inject: KIND=VALUE (see below)")
     _data_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
+    p.add_argument("--amqp-port", type=int, default=5671,
+                   help="AMQP 1.0 over TLS (service side: C2D, Event Hubs-compatible endpoint); 0 picks a free port")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="partitions of the Event Hubs-compatible endpoint (default 2; fixed when the hub is created)")
     p.add_argument("--connect-timeout", type=float, default=10.0,
-                   help="seconds a new connection may take to send CONNECT (default %(default)s)")
+                   help="seconds for a new connection's TLS handshake and CONNECT, and for any packet "
+                        "once begun (default %(default)s)")
+    p.add_argument("--c2d-lock-seconds", type=float, default=60.0,
+                   help="how long a delivered C2D message stays locked (IoT Hub: 60; shorter for tests)")
+    p.add_argument("--max-idle-seconds", type=float, default=1767.0,
+                   help="cap on the silence allowed by any keep-alive (IoT Hub: 1767; shorter for tests)")
+    p.add_argument("--inject", action="append", default=[], metavar="FAULT",
+                   help="test tooling: arm a fault, e.g. twin_get=429:3, twin_patch=503:1, connect=3:2, "
+                        "c2d_lock=1, drop=1 (repeatable; see below)")
+    p.add_argument("--dps-retry-after", type=int, default=None, metavar="S",
+                   help="retry-after DPS answers a register with (default 3, as Azure's DPS)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
     p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("consumer-group", help="consumer groups of the Event Hubs-compatible endpoint")
+    gs = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    for action, helptext in (("add", "create a consumer group"), ("remove", "delete a consumer group"),
+                             ("list", "list consumer groups")):
+        a = gs.add_parser(action, help=helptext)
+        if action != "list":
+            a.add_argument("name")
+        _data_arg(a)
+        a.set_defaults(func=cmd_consumer_group, action=action)
 
     p = sub.add_parser("monitor", help="print device telemetry as it arrives (one JSON line each)")
     _data_arg(p)
@@ -87,6 +120,11 @@ def add_commands(sub):
     a.set_defaults(func=cmd_method_invoke)
 
 
+def _faults_doc():
+    from host_tools.cloud.hub import faults
+    return faults.__doc__
+
+
 def _data_arg(p):
     p.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
 
@@ -101,17 +139,31 @@ def _json_arg(text, what):
 # ---- certs, registry, hub ---------------------------------------------------------------------
 def cmd_certs(args):
     from host_tools.cloud.hub import certs
-    paths, created = certs.ensure(args.out, force=args.force)
+    try:
+        paths, created = certs.ensure(args.out, force=args.force)
+    except certs.CertsError as exc:
+        raise CliError(str(exc)) from None
     print(("created" if created else "kept existing") + " certificates in " + args.out)
     for name in ("ca.pem", "ca.der", "server.pem"):
         print("  " + paths[name])
 
 
-def _store(data_dir):
-    from host_tools.cloud.hub.hub import ensure_data_dir
-    from host_tools.cloud.hub.store import Store
-    paths, _ = ensure_data_dir(data_dir)
-    return Store(paths["db"])
+def _store(data_dir, create):
+    """The registry in data_dir. Only a command that makes a hub (create) makes the folder:
+    a mistyped --data for the others is an error, not a new empty hub."""
+    from host_tools.cloud.hub.hub import HubError, data_paths, ensure_data_dir
+    from host_tools.cloud.hub.store import Store, StoreError
+    try:
+        if create:
+            ensure_data_dir(data_dir)
+        elif not os.path.isdir(data_dir):
+            raise CliError("no hub data folder %s; `registry add` or `hub --data %s` makes one"
+                           % (data_dir, data_dir))
+        return Store(data_paths(data_dir)["db"], create=create)
+    except (HubError, StoreError) as exc:
+        if getattr(exc, "status", None) == 404:
+            raise CliError("%s; `registry add` or `hub --data %s` makes one" % (exc, data_dir)) from None
+        raise CliError(str(exc)) from None
 
 
 def _host(args):
@@ -126,7 +178,7 @@ def _host(args):
 
 def cmd_registry(args):
     from host_tools.cloud.hub.store import StoreError
-    store = _store(args.data)
+    store = _store(args.data, create=args.action == "add")
     try:
         if args.action == "list":
             for d in store.list_devices():
@@ -153,6 +205,12 @@ def cmd_registry(args):
 
 
 def cmd_hub(args):
+    if args.what == "connection-strings":
+        return cmd_connection_strings(args)
+    if args.what == "inject":
+        return cmd_hub_inject(args)
+    if args.fault:
+        raise CliError("unexpected %s: FAULTs go after 'hub inject' (or use --inject)" % args.fault[0])
     import asyncio
     import logging
     from host_tools.cloud.hub.hub import run
@@ -161,11 +219,70 @@ def cmd_hub(args):
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
     from host_tools.cloud.hub.hub import HubError
+    from host_tools.cloud.hub.store import StoreError
+    if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
+        raise CliError("--dps-retry-after must be between 1 and 60 seconds")
+    from host_tools.cloud.hub import faults
+    for spec in args.inject:
+        try:
+            faults.parse(spec)
+        except faults.FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+    for name in ("connect_timeout", "c2d_lock_seconds", "max_idle_seconds"):
+        if not getattr(args, name) > 0:
+            raise CliError("--%s must be more than 0" % name.replace("_", "-"))
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
-                        connect_timeout=args.connect_timeout))
-    except HubError as exc:
+                        connect_timeout=args.connect_timeout, amqp_port=args.amqp_port,
+                        partitions=args.partitions, say=sys.stderr,
+                        dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
+                        max_idle=args.max_idle_seconds, inject=args.inject))
+    except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_hub_inject(args):
+    from host_tools.cloud.hub import faults
+    for spec in args.fault:
+        try:
+            faults.parse(spec)
+        except faults.FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+    client = _client(args)
+    armed = _call(client.inject_faults, args.fault) if args.fault else _call(client.faults)
+    print(json.dumps(armed))
+
+
+def cmd_connection_strings(args):
+    from host_tools.cloud.hub.amqp import config
+    from host_tools.files import read_json
+    try:
+        info = read_json(os.path.join(args.data, "hub.json"))
+    except (OSError, ValueError):
+        raise CliError("no hub is running for %s (start: python -m host_tools hub --data %s)"
+                       % (args.data, args.data)) from None
+    if not info.get("amqp_port"):
+        raise CliError("the hub running for %s has no AMQP endpoint; restart it" % args.data)
+    try:
+        out = config.connection_strings(args.data, info["host"], info["api_port"], info["amqp_port"])
+    except (config.ConfigError, OSError, KeyError, ValueError) as exc:
+        raise CliError("cannot read the hub's settings in %s: %s" % (args.data, exc)) from None
+    print(json.dumps(out, indent=1))
+
+
+def cmd_consumer_group(args):
+    from host_tools.cloud.hub.amqp import config
+    try:
+        if args.action == "add":
+            eh = config.add_consumer_group(args.data, args.name)
+        elif args.action == "remove":
+            eh = config.remove_consumer_group(args.data, args.name)
+        else:
+            eh = config.load(args.data)
+    except config.ConfigError as exc:
+        raise CliError(str(exc)) from None
+    for g in eh["consumerGroups"]:
+        print(g)
 
 
 # ---- service side -----------------------------------------------------------------------------
@@ -188,22 +305,45 @@ def _call(fn, *a, **kw):
 
 
 def cmd_monitor(args):
-    client = _client(args)
-    since = 0 if args.from_start else -1
+    """Telemetry as a service reads it on Azure: from the Event Hubs-compatible endpoint."""
+    import base64
+    from host_tools.cloud.azure import client as azure
+    from host_tools.cloud.azure import settings
+    try:
+        where = settings.from_hub_data(args.data)
+        tel = azure.Telemetry(where)
+        partitions = tel.partitions()
+    except settings.SettingsError as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:
+        raise CliError("cannot read telemetry from the hub's AMQP endpoint: %s" % exc) from None
+    tel.start({p: ("-1" if args.from_start else "@latest") for p in partitions})
     seen = 0
-    while True:
-        events, since = _call(client.events, since, 20, args.device)
-        for e in events:
-            body = e["body"]
+    print("monitor: ready, printing telemetry%s from the hub's Event Hubs-compatible endpoint at amqps://%s:%s "
+          "(data %s), one JSON line each; Ctrl-C stops" % (" of " + args.device if args.device else "",
+                                                           azure.host_of(where), where.amqp_port,
+                                                           os.path.abspath(args.data)), file=sys.stderr, flush=True)
+    try:
+        while True:
             try:
-                body = body.decode("utf-8")
-            except UnicodeDecodeError:
-                body = {"base64": __import__("base64").b64encode(body).decode()}
-            out = dict(e, body=body)
-            print(json.dumps(out), flush=True)
-            seen += 1
-            if args.count and seen >= args.count:
-                return
+                batches = tel.take(1.0)
+            except azure.HubUnavailable as exc:
+                raise CliError("%s; is the hub running? (python -m host_tools hub)" % exc) from None
+            for partition, events in batches:
+                for ev in events:
+                    e = azure.event_dict(partition, ev)
+                    if args.device and e["deviceId"] != args.device:
+                        continue
+                    try:
+                        e["body"] = e["body"].decode("utf-8")
+                    except (UnicodeDecodeError, AttributeError):
+                        e["body"] = {"base64": base64.b64encode(e["body"] or b"").decode()}
+                    print(json.dumps(e), flush=True)
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        return
+    finally:
+        tel.close()
 
 
 def cmd_c2d_send(args):

@@ -1,9 +1,10 @@
-"""A small HTTP/1.1 server over asyncio streams (TLS), enough for the hub's JSON service API.
+"""The HTTPS server under the hub's service API: aiohttp's low-level server (HTTP/1.1 parsing,
+keep-alive, chunked bodies, limits, graceful shutdown) and the small Request/Response the
+service API is written against. handler(Request) -> Response, awaited.
 
-Keep-alive, Content-Length and chunked request bodies; one request at a time per connection.
-handler(Request) -> Response, awaited.
+A stop gives requests in flight (a long poll, a method call waiting for its device) a moment
+to finish, then ends them quietly: no traceback when the hub stops under a client.
 """
-import asyncio
 import json
 import logging
 from http import HTTPStatus
@@ -12,8 +13,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 log = logging.getLogger("host_tools.cloud.hub")
 
 MAX_BODY = 1024 * 1024
-_MAX_HEADERS = 100
 _IDLE_TIMEOUT = 120
+_SHUTDOWN_S = 0.5   # how long requests in flight get when the hub stops
 
 
 class Request:
@@ -32,6 +33,8 @@ class Request:
             return json.loads(self.body.decode("utf-8") or "null")
         except (UnicodeDecodeError, ValueError):
             raise HttpError(400, "body is not valid JSON") from None
+        except RecursionError:
+            raise HttpError(400, "body is nested too deeply") from None
 
 
 class Response:
@@ -57,90 +60,75 @@ class HttpError(Exception):
                                                                self), "ExceptionMessage": ""}, self.status)
 
 
-async def _read_request(reader):
-    line = await reader.readline()
-    if not line:
-        return None
-    try:
-        method, target, version = line.decode("latin-1").split()
-    except ValueError:
-        raise HttpError(400, "bad request line") from None
-    headers, raw = {}, []
-    for _ in range(_MAX_HEADERS + 1):
-        h = await reader.readline()
-        if h in (b"\r\n", b"\n", b""):
-            break
-        name, sep, value = h.decode("latin-1").partition(":")
-        if not sep:
-            raise HttpError(400, "bad header line")
-        headers[name.strip().lower()] = value.strip()
-        raw.append((name.strip(), value.strip()))
-    else:
-        raise HttpError(431, "too many headers")
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = bytearray()
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass
-                break
-            if len(body) + size > MAX_BODY:
-                raise HttpError(413, "body too large")
-            body += await reader.readexactly(size)
-            await reader.readline()
-        body = bytes(body)
-    else:
-        try:
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            raise HttpError(400, "bad Content-Length") from None
-        if length < 0 or length > MAX_BODY:
-            raise HttpError(413, "body too large")
-        body = await reader.readexactly(length) if length else b""
-    keep = version.upper() == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    return Request(method.upper(), target, headers, body, raw), keep
+class _OneLine(logging.Filter):
+    """aiohttp logs each malformed request with a traceback at ERROR; a client's bad request
+    is no hub error: one line, shown with --verbose only (like the MQTT side's refusals)."""
+
+    def filter(self, record):
+        if record.exc_info:
+            if not log.isEnabledFor(logging.INFO):
+                return False
+            detail = " ".join(str(record.exc_info[1]).split())[:160]
+            record.msg, record.args = "service API: %s (%s)" % (record.getMessage(), detail), None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
-def _encode(resp, keep):
-    head = ["HTTP/1.1 %d %s" % (resp.status, HTTPStatus(resp.status).phrase),
-            "Content-Length: %d" % len(resp.body),
-            "Connection: %s" % ("keep-alive" if keep else "close")]
-    if resp.body:
-        head.append("Content-Type: %s" % resp.content_type)
-    head += ["%s: %s" % kv for kv in resp.headers.items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + resp.body
+_server_log = logging.getLogger("host_tools.cloud.hub.http")
+_server_log.addFilter(_OneLine())
+
+
+class Server:
+    """A listening service API; `port` is where, close() stops it (awaited)."""
+
+    def __init__(self, runner, site):
+        self._runner, self._site = runner, site
+        self.port = runner.addresses[0][1]
+
+    async def close(self):
+        await self._runner.cleanup()
 
 
 async def serve(handler, host, port, ssl_context):
-    async def on_connection(reader, writer):
-        try:
-            while True:
-                try:
-                    got = await asyncio.wait_for(_read_request(reader), _IDLE_TIMEOUT)
-                except HttpError as exc:
-                    writer.write(_encode(exc.response(), False))
-                    break
-                if got is None:
-                    break
-                request, keep = got
-                try:
-                    resp = await handler(request)
-                except HttpError as exc:
-                    resp = exc.response()
-                except Exception:
-                    log.exception("service API: %s %s failed", request.method, request.path)
-                    resp = HttpError(500, "internal error").response()
-                writer.write(_encode(resp, keep))
-                await writer.drain()
-                if not keep:
-                    break
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError, OSError):
-            pass
-        finally:
-            try:
-                writer.close()
-            except Exception:
-                pass
+    """Listen on host:port with TLS; OSError when the port cannot be had."""
+    from aiohttp import web
 
-    return await asyncio.start_server(on_connection, host, port, ssl=ssl_context)
+    async def on_request(request):
+        try:
+            body = await request.read()
+        except web.HTTPException as exc:       # 413 past client_max_size, bad chunking...
+            return _to_aiohttp(HttpError(exc.status, exc.reason or "bad request").response())
+        req = Request(request.method, request.raw_path,
+                      {k.lower(): v for k, v in request.headers.items()}, body,
+                      [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers])
+        try:
+            resp = await handler(req)
+        except HttpError as exc:
+            resp = exc.response()
+        except Exception:
+            log.exception("service API: %s %s failed", req.method, req.path)
+            resp = HttpError(500, "internal error").response()
+        return _to_aiohttp(resp)
+
+    # bodies as sent (C2D's Content-Encoding is a message property, not a transfer coding);
+    # aiohttp's requests refuse bodies over 1 MiB (MAX_BODY) with 413
+    server = web.Server(on_request, access_log=None, keepalive_timeout=_IDLE_TIMEOUT,
+                        auto_decompress=False, logger=_server_log)
+    runner = web.ServerRunner(server, shutdown_timeout=_SHUTDOWN_S)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return Server(runner, site)
+
+
+def _to_aiohttp(resp):
+    from aiohttp import web
+    headers = dict(resp.headers)
+    if resp.body:
+        headers["Content-Type"] = resp.content_type
+    return web.Response(status=resp.status, body=resp.body, headers=headers)

@@ -14,9 +14,11 @@ import time
 import uuid
 
 from firmware.iothub import sas
-from host_tools.cloud.hub import certs, topics
-from host_tools.files import read_json, write_json
-from host_tools.cloud.hub.store import Store, StoreError, new_key
+from host_tools.cloud.hub import certs, topics, twin_rules
+from host_tools.files import load_json, make_dirs, read_json, remove_dirs, write_json
+from host_tools.cloud.hub.faults import Faults
+from host_tools.cloud.hub.packets import MAX_IDLE_SECONDS
+from host_tools.cloud.hub.store import C2D_LOCK_SECONDS, Store, StoreError, new_key
 
 log = logging.getLogger("host_tools.cloud.hub")
 
@@ -38,17 +40,48 @@ def data_paths(data_dir):
         "certs": os.path.join(data_dir, "certs"),
         "service": os.path.join(data_dir, "service.json"),
         "hub": os.path.join(data_dir, "hub.json"),
+        "lock": os.path.join(data_dir, "hub.lock"),
+        "dps": os.path.join(data_dir, "dps.sqlite3"),
     }
 
 
 def ensure_data_dir(data_dir):
-    """Create the data folder, its certificates and the service key when missing."""
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    """Create the data folder, its certificates, the service key and the database when missing.
+
+    What exists is checked first (the database opens, the certificates are whole, service.json
+    is readable), so a folder that cannot be used raises HubError or StoreError and is left
+    exactly as it was; only commands that make a hub call this (registry add, hub, provision)."""
+    created = make_dirs(data_dir, "hub data folder", 0o700)
     p = data_paths(data_dir)
-    cert_paths, _ = certs.ensure(p["certs"])
-    if not os.path.exists(p["service"]):
-        write_json(p["service"], {"policy": POLICY, "key": new_key()}, mode=0o600)
+    store = None
+    try:
+        if os.path.exists(p["db"]):
+            store = Store(p["db"])          # a damaged database fails here, before anything is made
+        try:
+            cert_paths, _ = certs.ensure(p["certs"])
+        except certs.CertsError as exc:
+            raise HubError(0, str(exc)) from None
+        if os.path.lexists(p["service"]):
+            _service(p["service"])
+        else:
+            write_json(p["service"], {"policy": POLICY, "key": new_key()}, mode=0o600)
+        if store is None:
+            store = Store(p["db"])
+    except BaseException:
+        remove_dirs(created)
+        raise
+    finally:
+        if store is not None:
+            store.close()
     return p, cert_paths
+
+
+def _service(path):
+    """service.json: the service policy's key; HubError when it is not readable."""
+    obj = load_json(path, "service key file", lambda m: HubError(0, m + "; move it away to make a new key"))
+    if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        raise HubError(0, "%s has no service key; move it away to make a new key" % path)
+    return obj
 
 
 def _filter_matches(topic_filter, topic):
@@ -61,8 +94,20 @@ def _filter_matches(topic_filter, topic):
     return len(f) == len(t)
 
 
+MAX_SUBSCRIPTIONS = 5   # IoT Hub: "A device can only subscribe to five topics at a time"
+C2D_IN_FLIGHT = 16      # C2D messages delivered and not yet completed, per connection
+
+
+class _InFlight:
+    __slots__ = ("seq", "topic", "body", "lock_until")
+
+    def __init__(self, seq, topic, body, lock_until):
+        self.seq, self.topic, self.body, self.lock_until = seq, topic, body, lock_until
+
+
 class Connection:
     """One authenticated MQTT connection of a device."""
+    registry = True   # a device of the hub (a DPS connection is not: host_tools/cloud/dps)
 
     def __init__(self, hub, device_id, expiry, clean_session):
         self.hub = hub
@@ -76,6 +121,8 @@ class Connection:
         self.closed_event = asyncio.Event()
         self.finished = asyncio.Event()
         self.c2d_wakeup = asyncio.Event()
+        self.inflight = {}  # packet id -> _InFlight, in the order the PUBLISHes went out
+        self._next_pid = 0
         self._tasks = []
         self._expiry_timer = None
 
@@ -111,7 +158,11 @@ class Connection:
             if not topics.allowed_filter(topic_filter, self.device_id):
                 self.close("subscribe to a topic it may not use: %s" % topic_filter)
                 return None
-        self.subscriptions.update(f for f, _ in requested)
+        wanted = self.subscriptions | {f for f, _ in requested}
+        if len(wanted) > MAX_SUBSCRIPTIONS:
+            self.close("more than %d subscriptions" % MAX_SUBSCRIPTIONS)
+            return None
+        self.subscriptions = wanted
         if not self.clean_session:
             self.hub.store.set_subscriptions(self.device_id, self.subscriptions)
         return [min(q, 1) for _, q in requested]
@@ -124,7 +175,23 @@ class Connection:
         if not self.clean_session:
             self.hub.store.set_subscriptions(self.device_id, self.subscriptions)
 
-    async def on_publish(self, topic, data):
+    def on_puback(self, packet_id):
+        """A C2D message completed. IoT Hub requires PUBACKs in the order of the PUBLISHes; one out
+        of order, or for nothing in flight, closes the connection and completes nothing."""
+        if not self.inflight:
+            return self.close("PUBACK %d for no message in flight" % packet_id)
+        first = next(iter(self.inflight))
+        if packet_id != first:
+            return self.close("PUBACK %d out of order: %d was published first" % (packet_id, first))
+        entry = self.inflight.pop(first)
+        if self.hub.faults.take("c2d_lock"):
+            # the PUBACK is "lost": the message stays locked and comes back when the lock expires
+            log.info("%s: injected fault: PUBACK for C2D %d lost", self.device_id, entry.seq)
+        else:
+            self.hub.store.complete_c2d(entry.seq)
+        self.c2d_wakeup.set()
+
+    async def on_publish(self, topic, data, retain=False):
         """Route one device publish; False (and the connection closing) when it breaks the rules."""
         try:
             kind = topics.parse_publish(topic, self.device_id)
@@ -136,7 +203,10 @@ class Connection:
             return False
         try:
             if kind[0] == "telemetry":
-                self.hub.record_telemetry(self.device_id, kind[1], data)
+                bag = kind[1]
+                if retain:  # IoT Hub does not store it: it marks the message and passes it on
+                    bag = dict(bag, **{"mqtt-retain": "true"})
+                self.hub.record_telemetry(self.device_id, bag, data)
             elif kind[0] == "twin_get":
                 await self._twin_get(kind[1])
             elif kind[0] == "twin_reported":
@@ -150,60 +220,117 @@ class Connection:
         return True
 
     async def _twin_get(self, rid):
+        status = self.hub.faults.take("twin_get")
+        if status:
+            log.info("%s: injected fault: twin GET answered %d", self.device_id, status)
+            await self.send(topics.twin_response(status, rid), b"")
+            return
         twin = self.hub.store.get_twin(self.device_id)
         doc = {"desired": dict(twin["desired"], **{"$version": twin["desired_version"]}),
                "reported": dict(twin["reported"], **{"$version": twin["reported_version"]})}
         await self.send(topics.twin_response(200, rid), json.dumps(doc).encode())
 
     async def _twin_reported(self, rid, data):
+        status = self.hub.faults.take("twin_patch")
+        if status:
+            log.info("%s: injected fault: reported PATCH answered %d", self.device_id, status)
+            await self.send(topics.twin_response(status, rid), b"")
+            return
         try:
             patch = json.loads(data.decode() or "null")
             version = self.hub.store.patch_twin(self.device_id, "reported", patch)
-        except (ValueError, UnicodeDecodeError, StoreError):
+        except (ValueError, UnicodeDecodeError, RecursionError, StoreError) as exc:
+            log.info("%s: reported PATCH refused (400): %s", self.device_id, exc)
             await self.send(topics.twin_response(400, rid), b"")
             return
         await self.send(topics.twin_response(204, rid, version), b"")
 
+    # ---- C2D ------------------------------------------------------------------------------
+    def _packet_id(self):
+        while True:
+            self._next_pid = self._next_pid % 65535 + 1
+            if self._next_pid not in self.inflight:
+                return self._next_pid
+
     async def _c2d_pump(self):
-        """Deliver queued C2D messages in order, one in flight, completing each on PUBACK."""
-        store = self.hub.store
-        last = 0
+        """Deliver C2D messages as IoT Hub does over MQTT: each delivery locks the message for the
+        lock time; several may be in flight; a PUBACK completes one; a lock that expires before
+        its PUBACK makes the message visible again: re-sent (DUP) on this connection, or delivered
+        after a reconnect. Lock expiry is not an abandon: the delivery count does not grow, and
+        the message keeps coming back until its TTL."""
+        try:
+            await self._c2d_deliver()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dead pump would leave the device without its messages
+            log.exception("%s: C2D delivery failed", self.device_id)
+            self.close("C2D delivery failed: %r" % exc)
+
+    async def _c2d_deliver(self):
+        store, lock = self.hub.store, self.hub.c2d_lock_seconds
         while not self.closing:
+            now = time.time()
+            for pid, entry in list(self.inflight.items()):
+                if entry.lock_until <= now and pid in self.inflight:
+                    entry.lock_until = now + lock
+                    if store.lock_c2d(entry.seq, entry.lock_until):
+                        log.info("%s: C2D %d lock expired; sent again", self.device_id, entry.seq)
+                        await self.handler.send_publish(entry.topic, entry.body, pid, dup=True)
             c2d_subscribed = any(topics.is_c2d_filter(f, self.device_id) for f in self.subscriptions)
-            batch = store.pending_c2d(self.device_id, after_seq=last) if c2d_subscribed else []
-            if not batch:
-                self.c2d_wakeup.clear()
-                await self.c2d_wakeup.wait()
-                continue
-            for seq, props, body in batch:
-                if self.closing:
-                    return
-                store.count_delivery(seq)
-                # waits for the PUBACK while connected; if the connection ends first, the
-                # message stays queued and goes out again after a reconnect
-                await self.handler.publish_until_acked(topics.c2d(self.device_id, props), body)
-                store.complete_c2d(seq)
-                last = seq
+            room = C2D_IN_FLIGHT - len(self.inflight)
+            if c2d_subscribed and room > 0:
+                held = {e.seq for e in self.inflight.values()}
+                for seq, props, body in store.visible_c2d(self.device_id, exclude=held, limit=room):
+                    if self.closing:
+                        return
+                    until = time.time() + lock
+                    if not store.lock_c2d(seq, until):
+                        continue
+                    pid = self._packet_id()
+                    entry = _InFlight(seq, topics.c2d(self.device_id, props), body, until)
+                    self.inflight[pid] = entry
+                    await self.handler.send_publish(entry.topic, body, pid)
+            wake = [e.lock_until for e in self.inflight.values()]
+            if c2d_subscribed:
+                unlock = store.next_c2d_unlock(self.device_id)
+                if unlock is not None:
+                    wake.append(unlock)
+            timeout = max(0.0, min(wake) - time.time()) + 0.01 if wake else None
+            self.c2d_wakeup.clear()
+            try:
+                await asyncio.wait_for(self.c2d_wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
 
 
 class Hub:
-    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0):
+    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None,
+                 c2d_lock_seconds=C2D_LOCK_SECONDS, max_idle=MAX_IDLE_SECONDS, inject=()):
+        from host_tools.cloud.dps.service import DEFAULT_RETRY_AFTER, Dps
         self.data_dir = data_dir
         self.host = host
+        self.c2d_lock_seconds = c2d_lock_seconds
+        self.max_idle = max_idle
+        self.faults = Faults()
+        for spec in inject:
+            self.faults.arm_spec(spec)
         self.paths, self.cert_paths = ensure_data_dir(data_dir)
-        self.service = read_json(self.paths["service"])
+        self.service = _service(self.paths["service"])
         self.store = Store(self.paths["db"])
+        self.dps = Dps(self, self.paths["dps"], DEFAULT_RETRY_AFTER if dps_retry_after is None else dps_retry_after)
         self.connect_timeout = connect_timeout
         self.connections = {}
         self._methods = {}
         self._rids = itertools.count(1)
-        self._event_signal = asyncio.Event()
         self.broker = None
         self.api_server = None
         self.mqtt_port = self.api_port = None
+        self.amqp = None            # the AMQP 1.0 service endpoints (amqp/server.py)
+        self.amqp_port = None
+        self.partitions = None      # of the Event Hubs-compatible endpoint, once started
 
     # ---- life cycle -----------------------------------------------------------------------
-    async def start(self, mqtt_port=8883, api_port=443):
+    async def start(self, mqtt_port=8883, api_port=443, amqp_port=5671, partitions=None):
         from host_tools.cloud.hub.broker import HubBroker
         from host_tools.cloud.hub.http_server import serve
         from host_tools.cloud.hub.service_api import ServiceApi
@@ -211,11 +338,13 @@ class Hub:
         listener = {"type": "tcp", "bind": "%s:%d" % (self.host, mqtt_port), "ssl": True,
                     "certfile": self.cert_paths["server.pem"], "keyfile": self.cert_paths["server.key"]}
         from amqtt.errors import BrokerError
-        other = _running_pid(self.paths["hub"])
-        if other:
-            raise HubError(0, "a hub is already running for %s (pid %d)" % (self.data_dir, other))
+        self._lock = _take_lock(self.paths["lock"])
+        if self._lock is None:
+            other = _pid(self.paths["hub"])
+            raise HubError(0, "a hub is already running for %s%s" % (
+                self.data_dir, " (pid %d)" % other if other else ""))
         broker = HubBroker(self, {"listeners": {"default": listener}, "plugins": {}},
-                           connect_timeout=self.connect_timeout)
+                           connect_timeout=self.connect_timeout, max_idle=self.max_idle)
         try:
             await broker.start()
         except BrokerError as exc:
@@ -228,21 +357,39 @@ class Hub:
         except OSError as exc:
             raise HubError(0, "cannot listen for HTTPS on %s:%d (%s); port taken? --api-port 0 picks a free one"
                            % (self.host, api_port, exc.strerror)) from None
-        self.api_port = self.api_server.sockets[0].getsockname()[1]
+        self.api_port = self.api_server.port
+        await self._start_amqp(amqp_port, partitions)
         info = {"host": self.host, "mqtt_port": self.mqtt_port, "api_port": self.api_port,
-                "pid": os.getpid()}
+                "amqp_port": self.amqp_port, "pid": os.getpid()}
         write_json(self.paths["hub"], info)
         self._wrote_info = True
         return info
 
+    async def _start_amqp(self, port, partitions):
+        from host_tools.cloud.hub.amqp import config
+        from host_tools.cloud.hub.amqp.server import AmqpServer
+        try:
+            eventhub = config.ensure(self.data_dir, partitions)
+        except config.ConfigError as exc:
+            raise HubError(0, str(exc)) from None
+        self.partitions = eventhub["partitions"]
+        self.amqp = AmqpServer(self, eventhub)
+        try:
+            self.amqp_port = await self.amqp.start(self.host, port, self._ssl_context())
+        except OSError as exc:
+            raise HubError(0, "cannot listen for AMQP on %s:%d (%s); port taken? --amqp-port 0 picks a free one"
+                           % (self.host, port, exc.strerror)) from None
+
     async def stop(self):
+        if self.amqp is not None:
+            await self.amqp.stop()
         if getattr(self, "_wrote_info", False):
             try:
                 os.remove(self.paths["hub"])
             except FileNotFoundError:
                 pass
         if self.api_server is not None:
-            self.api_server.close()
+            await self.api_server.close()   # requests in flight get a moment, then end quietly
         for conn in list(self.connections.values()):
             conn.close("hub stopping")
         if self.broker is not None:
@@ -253,6 +400,10 @@ class Hub:
                     pass
             await self.broker.shutdown()
         self.store.close()
+        self.dps.close()
+        if getattr(self, "_lock", None) is not None:
+            os.close(self._lock)      # the kernel would release it at exit, even after SIGKILL
+            self._lock = None
 
     def _ssl_context(self):
         import ssl
@@ -263,13 +414,24 @@ class Hub:
 
     # ---- device connections ---------------------------------------------------------------
     def authenticate(self, session):
-        """CONNECT -> Connection, or None (CONNACK 5). Never logs the token."""
+        """CONNECT -> Connection, or the CONNACK code that refuses it (5; 3 when injected).
+        Never logs the token."""
         device_id = session.client_id or ""
+        code = self.faults.take("connect")
+        if code:
+            log.info("%s: injected fault: CONNACK %d", device_id, code)
+            return code
+        conn = self._authenticate(session, device_id)
+        return 5 if conn is None else conn
+
+    def _authenticate(self, session, device_id):
         username = session.username or ""
         try:
             kind, host, user_device, _ = topics.parse_username(username)
         except topics.TopicError:
             kind = user_device = None
+        if kind == "dps":
+            return self.dps.authenticate(session, host, user_device)   # same listener: host is the id scope
         if kind != "hub" or user_device != device_id:
             log.info("%s: refused, username does not match {host}/{deviceId}/?api-version=...", device_id)
             return None
@@ -301,6 +463,8 @@ class Hub:
         return {self.host.lower(), *HOST_NAMES}
 
     async def attach(self, conn):
+        if not conn.registry:
+            return
         old = self.connections.get(conn.device_id)
         if old is not None:
             old.close("another connection with the same device id")
@@ -321,7 +485,7 @@ class Hub:
     async def detach(self, conn):
         conn.closing = True
         conn.stop()
-        if self.connections.get(conn.device_id) is conn:
+        if conn.registry and self.connections.get(conn.device_id) is conn:
             del self.connections[conn.device_id]
             log.info("%s: disconnected", conn.device_id)
         # a method call in flight to this device is left to time out (504), as with IoT Hub
@@ -334,25 +498,14 @@ class Hub:
     # ---- telemetry ------------------------------------------------------------------------
     def record_telemetry(self, device_id, bag, body):
         system, app = topics.split_properties(bag)
-        seq = self.store.add_event(device_id, system, app, body)
-        signal_, self._event_signal = self._event_signal, asyncio.Event()
-        signal_.set()
+        partition = None
+        if self.partitions:
+            from host_tools.cloud.hub.amqp.rules import partition_of
+            partition = partition_of(device_id, self.partitions)
+        seq = self.store.add_event(device_id, system, app, body, partition=partition)
+        if self.amqp is not None:
+            self.amqp.telemetry()
         return seq
-
-    async def events(self, since, timeout, device_id=None):
-        deadline = time.monotonic() + max(0.0, min(timeout, 300.0))
-        while True:
-            waiter = self._event_signal
-            rows = self.store.events_since(since, device_id)
-            if rows:
-                return rows
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            try:
-                await asyncio.wait_for(waiter.wait(), remaining)
-            except asyncio.TimeoutError:
-                return []
 
     # ---- C2D ------------------------------------------------------------------------------
     def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
@@ -377,7 +530,7 @@ class Hub:
         version = self.store.patch_twin(device_id, "desired", patch)
         conn = self.connections.get(device_id)
         if conn is not None:
-            body = dict(patch, **{"$version": version})
+            body = dict(twin_rules.strip_read_only(patch), **{"$version": version})
             await conn.send(topics.desired_patch(version), json.dumps(body).encode())
         return version
 
@@ -426,36 +579,49 @@ class Hub:
             raise HubError(401, "unauthorized: token is not for %s on this hub" % POLICY)
 
 
-def _running_pid(hub_json):
-    """The pid of a live hub that wrote hub_json, else None (a stale file from a crash is ignored)."""
+def _take_lock(path):
+    """An exclusive lock on `path` held for the hub's lifetime (an fd), or None when another
+    live hub holds it. The kernel drops it when the process ends however it ends, so a hub
+    killed with SIGKILL never leaves a stale claim behind (a PID file can: a zombie, a reused pid)."""
+    import fcntl
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        pid = int(read_json(hub_json)["pid"])
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _pid(hub_json):
+    try:
+        return int(read_json(hub_json)["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0):
-    """Run the hub in the foreground until SIGINT/SIGTERM."""
-    hub = Hub(data_dir, host, connect_timeout=connect_timeout)
+              connect_timeout=10.0, amqp_port=5671, partitions=None, say=None, **options):
+    """Run the hub in the foreground until SIGINT/SIGTERM. options: dps_retry_after,
+    c2d_lock_seconds, max_idle, inject (fault specs, see faults.py).
+
+    Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
+    hub = Hub(data_dir, host, connect_timeout=connect_timeout, **options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        info = await hub.start(mqtt_port, api_port)  # HubError when a port is taken
+        info = await hub.start(mqtt_port, api_port, amqp_port, partitions)  # HubError when a port is taken
         out.write(json.dumps({"host": info["host"], "mqtt_port": info["mqtt_port"],
-                              "api_port": info["api_port"]}) + "\n")
+                              "api_port": info["api_port"], "amqp_port": info["amqp_port"]}) + "\n")
         out.flush()
+        if say is not None:
+            say.write("hub: ready. Devices: MQTT over TLS on %s:%d; service API: https://%s:%d; "
+                      "service AMQP (C2D, telemetry): amqps://%s:%d; data in %s. Ctrl-C stops.\n"
+                      % (info["host"], info["mqtt_port"], info["host"], info["api_port"], info["host"],
+                         info["amqp_port"], os.path.abspath(data_dir)))
+            say.flush()
         await stop.wait()
     finally:
         await hub.stop()

@@ -3,13 +3,16 @@
 Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/service.json's key.
   PUT/GET/DELETE /devices/{id}      GET /devices
   GET/PATCH /twins/{id}             POST /twins/{id}/methods
-  POST /devices/{id}/messages/deviceBound   (C2D; properties from headers, see README)
-  GET /events?since=N&timeout=S[&deviceId=D]   long-poll telemetry stream
+C2D and telemetry are not here: as on IoT Hub, the service side sends C2D and reads telemetry
+over AMQP (amqp/).
+Not IoT Hub: GET /releases/{kind}/{version}/{name}, over-the-air update files (releases.py).
+Test tooling, not an IoT Hub API (fault injection for tests and demos, see faults.py):
+  GET/POST /test-tooling/faults   {"inject": ["twin_get=429:3", ...]} -> what is armed
 """
 import base64
 import datetime
-import json
 
+from host_tools.cloud.hub import faults, releases
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
 from host_tools.cloud.hub.store import StoreError
@@ -30,6 +33,8 @@ class ServiceApi:
         self.hub = hub
 
     async def handle(self, req):
+        if releases.is_release_request(req):      # update files, not part of IoT Hub's API
+            return releases.serve(self.hub.data_dir, req)
         try:
             self.hub.check_service_token(req.headers.get("authorization"))
             return await self._route(req)
@@ -42,14 +47,12 @@ class ServiceApi:
             return Response.json([self._device(d) for d in self.hub.store.list_devices()])
         if len(seg) == 2 and seg[0] == "devices":
             return await self._devices(req, seg[1])
-        if len(seg) == 4 and seg[0] == "devices" and seg[2:] == ["messages", "deviceBound"] and m == "POST":
-            return self._send_c2d(req, seg[1])
         if len(seg) == 2 and seg[0] == "twins":
             return await self._twins(req, seg[1])
         if len(seg) == 3 and seg[0] == "twins" and seg[2] == "methods" and m == "POST":
             return await self._method(req, seg[1])
-        if seg == ["events"] and m == "GET":
-            return await self._events(req)
+        if seg == ["test-tooling", "faults"] and m in ("GET", "POST"):
+            return self._faults(req)
         raise HttpError(404, "no such resource: %s %s" % (m, req.path))
 
     # ---- registry -------------------------------------------------------------------------
@@ -84,10 +87,15 @@ class ServiceApi:
             if body.get("deviceId", device_id) != device_id:
                 raise HttpError(400, "deviceId in the body does not match the URL")
             auth = body.get("authentication") or {}
-            if auth.get("type", "sas") != "sas":
-                raise HttpError(400, "only SAS (symmetric key) authentication is supported")
+            if not isinstance(auth, dict) or auth.get("type", "sas") != "sas":
+                raise HttpError(400, "authentication must be an object of type sas (symmetric key)")
             keys = auth.get("symmetricKey") or {}
+            if not isinstance(keys, dict) or not all(isinstance(keys.get(k), (str, type(None)))
+                                                     for k in ("primaryKey", "secondaryKey")):
+                raise HttpError(400, "authentication.symmetricKey must be an object of key strings")
             status = body.get("status") or "enabled"
+            if not isinstance(status, str):
+                raise HttpError(400, "status must be enabled or disabled")
             if store.get_device(device_id) is None:
                 dev = store.add_device(device_id, keys.get("primaryKey"), keys.get("secondaryKey"), status)
             else:
@@ -129,7 +137,10 @@ class ServiceApi:
             tags = body.get("tags")
             if tags:
                 self.hub.store.patch_twin(device_id, "tags", tags)
-            desired = (body.get("properties") or {}).get("desired")
+            properties = body.get("properties") or {}
+            if not isinstance(properties, dict):
+                raise HttpError(400, "properties must be an object")
+            desired = properties.get("desired")
             if desired is not None:
                 if not isinstance(desired, dict):
                     raise HttpError(400, "properties.desired must be an object")
@@ -139,42 +150,25 @@ class ServiceApi:
 
     async def _method(self, req, device_id):
         body = req.json()
-        if not isinstance(body, dict) or not body.get("methodName"):
+        if not isinstance(body, dict) or not isinstance(body.get("methodName"), str) or not body["methodName"]:
             raise HttpError(400, "body must be {\"methodName\": ..., \"payload\": ...}")
         timeout = body.get("responseTimeoutInSeconds") or 30
-        if not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
             raise HttpError(400, "responseTimeoutInSeconds must be between 5 and 300")
         result = await self.hub.invoke_method(device_id, body["methodName"], body.get("payload"), timeout)
         return Response.json(result)
 
-    # ---- C2D and telemetry ----------------------------------------------------------------
-    def _send_c2d(self, req, device_id):
-        h = req.headers
-        # application property names are case-sensitive in IoT Hub: take them as sent
-        props = {k[len("iothub-app-"):]: v for k, v in req.raw_headers if k.lower().startswith("iothub-app-")}
-        ttl = h.get("iothub-ttl", req.query.get("ttl"))
-        try:
-            ttl = None if ttl in (None, "") else int(ttl)
-        except ValueError:
-            raise HttpError(400, "ttl must be a whole number of seconds") from None
-        mid = self.hub.send_c2d(
-            device_id, req.body, message_id=h.get("iothub-messageid") or None,
-            correlation_id=h.get("iothub-correlationid"), content_type=h.get("content-type"),
-            content_encoding=h.get("content-encoding"), properties=props, ttl=ttl,
-            ack=h.get("iothub-ack"))
-        return Response.json({"messageId": mid})
-
-    async def _events(self, req):
-        try:
-            since = int(req.query.get("since", "0"))
-            timeout = float(req.query.get("timeout", "0"))
-        except ValueError:
-            raise HttpError(400, "since and timeout must be numbers") from None
-        if since < 0:
-            since = self.hub.store.last_event_seq()
-        rows = await self.hub.events(since, timeout, req.query.get("deviceId") or None)
-        events = [{"seq": r["seq"], "deviceId": r["deviceId"], "enqueuedTime": iso(r["enqueued"]),
-                   "systemProperties": r["systemProperties"], "properties": r["properties"],
-                   "body": base64.b64encode(r["body"]).decode()} for r in rows]
-        nxt = rows[-1]["seq"] if rows else since
-        return Response(200, json.dumps({"events": events, "next": nxt}).encode())
+    # ---- test tooling -------------------------------------------------------------------------
+    def _faults(self, req):
+        if req.method == "POST":
+            body = req.json()
+            specs = body.get("inject") if isinstance(body, dict) else None
+            if not isinstance(specs, list) or not all(isinstance(x, str) for x in specs):
+                raise HttpError(400, "body must be {\"inject\": [\"KIND=VALUE\", ...]}")
+            try:
+                parsed = [faults.parse(x) for x in specs]
+            except faults.FaultSpecError as exc:
+                raise HttpError(400, str(exc)) from None
+            for kind, value, count in parsed:
+                self.hub.faults.arm(kind, value, count)
+        return Response.json(self.hub.faults.state())

@@ -1,9 +1,13 @@
-"""Python client for the local hub's service API (stdlib only: http.client + ssl).
+"""Python client for the local hub's service side, for tools and tests.
 
     client = ServiceClient.from_data_dir(".local/hub")   # reads hub.json, service.json, certs/ca.pem
     client.create_device("button-1")                      # -> {"deviceId", "primaryKey", ...}
     client.send_c2d("button-1", b'{"status":"shipped"}', content_type="application/json")
     events, nxt = client.events(since=0, timeout=10)
+
+Registry, twins and methods go over IoT Hub's HTTPS REST API (stdlib http.client + ssl); C2D
+and telemetry over AMQP as on Azure (host_tools.cloud.azure: /messages/devicebound and the
+Event Hubs-compatible endpoint): the hub has no private endpoints for them.
 
 Errors: HubUnavailable (hub not running / unreachable), ServiceError(status, message).
 """
@@ -24,6 +28,16 @@ class HubUnavailable(Exception):
     """The hub is not running (no hub.json) or does not answer."""
 
 
+def tls_context(ca_file):
+    """A client TLS context trusting ca_file; HubUnavailable naming the file when it is unusable."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        what = exc.strerror if not isinstance(exc, ssl.SSLError) else "not a PEM certificate (truncated?)"
+        raise HubUnavailable("CA certificate %s: %s; `python -m host_tools certs --out %s` says what is "
+                             "wrong" % (ca_file, what, os.path.dirname(ca_file) or ".")) from None
+
+
 class ServiceError(Exception):
     def __init__(self, status, message):
         super().__init__("%s: %s" % (status, message))
@@ -38,9 +52,12 @@ class ServiceClient:
         self.key = key
         self.policy = policy
         self.timeout = timeout
-        self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._ssl = tls_context(ca_file)
         self._token = None
         self._token_expiry = 0
+
+    _data_dir = None
+    _c2d = None
 
     @classmethod
     def from_data_dir(cls, data_dir, timeout=30):
@@ -55,8 +72,23 @@ class ServiceClient:
                 service = json.load(f)
         except (OSError, ValueError):
             raise HubUnavailable("%s has no service.json; start the hub once to create it" % data_dir) from None
-        return cls(info["host"], info["api_port"], service["key"],
-                   os.path.join(data_dir, "certs", "ca.pem"), service.get("policy", "iothubowner"), timeout)
+        try:
+            host, port, key = info["host"], int(info["api_port"]), service["key"]
+            policy = service.get("policy", "iothubowner")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise HubUnavailable("%s: hub.json or service.json is incomplete; restart the hub" % data_dir) from None
+        client = cls(host, port, key, os.path.join(data_dir, "certs", "ca.pem"), policy, timeout)
+        client._data_dir = data_dir
+        return client
+
+    def _amqp(self):
+        from host_tools.cloud.azure import settings
+        if self._data_dir is None:
+            raise HubUnavailable("C2D and telemetry need the hub's data folder (ServiceClient.from_data_dir)")
+        try:
+            return settings.from_hub_data(self._data_dir)
+        except settings.SettingsError as exc:
+            raise HubUnavailable(str(exc)) from None
 
     def connection_string(self):
         """An IoT Hub service connection string for the official azure-iot-hub SDK."""
@@ -118,30 +150,45 @@ class ServiceClient:
 
     # ---- C2D, telemetry -------------------------------------------------------------------
     def send_c2d(self, device_id, body, properties=None, message_id=None, correlation_id=None,
-                 content_type=None, content_encoding=None, ttl=None):
+                 content_type=None, content_encoding=None, ttl=None, ack=None):
+        """One C2D message over AMQP; returns its message id. ServiceError 403 (queue full),
+        404 (no such device), 413 (over 64 KB), 400 as the hub refuses it."""
+        import uuid
+        from host_tools.cloud.azure import client as azure
         if isinstance(body, str):
             body = body.encode()
-        h = {}
-        for name, value in (("iothub-messageid", message_id), ("iothub-correlationid", correlation_id),
-                            ("Content-Type", content_type), ("Content-Encoding", content_encoding),
-                            ("iothub-ttl", ttl)):
-            if value is not None:
-                h[name] = str(value)
-        for k, v in (properties or {}).items():
-            h["iothub-app-" + k] = str(v)
-        r = self.request("POST", "/devices/%s/messages/deviceBound" % quote(device_id, safe=""),
-                         body=bytes(body), headers=h)
-        return r["messageId"]
+        message_id = message_id or str(uuid.uuid4())
+        if self._c2d is None:   # one AMQP connection for all the sends of this client
+            try:
+                settings = self._amqp()
+                self._c2d = azure.C2dSender(settings, settings.amqp_port)
+            except HubUnavailable:
+                raise
+            except Exception as exc:
+                raise HubUnavailable("hub AMQP endpoint: %s" % exc) from None
+        try:
+            (result,) = self._c2d.send([azure.C2d(device_id, bytes(body), message_id, correlation_id, content_type,
+                                                  content_encoding, {k: str(v) for k, v in (properties or {}).items()},
+                                                  ttl, ack)])
+        except azure.HubUnavailable as exc:
+            result = exc
+        if isinstance(result, azure.HubUnavailable):
+            self._c2d.close()
+            self._c2d = None
+        if isinstance(result, azure.ServiceError):
+            raise ServiceError(result.status, result.message)
+        if isinstance(result, azure.HubUnavailable):
+            raise HubUnavailable(str(result))
+        return message_id
 
     def events(self, since, timeout=10, device_id=None):
-        """Telemetry recorded after `since` (a seq; -1 = from now), waiting up to `timeout` s."""
-        q = {"since": str(since), "timeout": str(timeout)}
-        if device_id:
-            q["deviceId"] = device_id
-        r = self.request("GET", "/events", query=q, timeout=timeout + self.timeout)
-        for e in r["events"]:
-            e["body"] = base64.b64decode(e["body"])
-        return r["events"], r["next"]
+        """Telemetry recorded after offset `since` (-1 = from now), waiting up to `timeout` s,
+        read from the Event Hubs-compatible endpoint; -> (events, next offset)."""
+        from host_tools.cloud.azure import client as azure
+        try:
+            return azure.read_events(self._amqp(), since, timeout, device_id)
+        except azure.HubUnavailable as exc:
+            raise HubUnavailable(str(exc)) from None
 
     def wait_event(self, predicate, timeout=10, since=0, device_id=None):
         """First event matching predicate(event) within timeout seconds, else None."""
@@ -168,6 +215,15 @@ class ServiceClient:
                 "connectTimeoutInSeconds": 0}
         return self.request("POST", "/twins/%s/methods" % quote(device_id, safe=""), body,
                             timeout=timeout + self.timeout)
+
+
+    # ---- test tooling, not an IoT Hub API ----------------------------------------------------
+    def inject_faults(self, specs):
+        """Arm faults on the running hub (see host_tools/cloud/hub/faults.py); -> what is armed."""
+        return self.request("POST", "/test-tooling/faults", {"inject": list(specs)})
+
+    def faults(self):
+        return self.request("GET", "/test-tooling/faults")
 
 
 def _flatten(dev):

@@ -12,11 +12,14 @@ import sqlite3
 import time
 import uuid
 
+from host_tools.cloud.hub import twin_rules
+
 C2D_QUEUE_LIMIT = 50
 C2D_MAX_BYTES = 64 * 1024
 C2D_TTL_DEFAULT = 3600
 C2D_TTL_MAX = 2 * 24 * 3600
-C2D_MAX_DELIVERY = 10
+C2D_MAX_DELIVERY = 10  # counts abandons/rejects only (AMQP/HTTPS); never a lock that expired
+C2D_LOCK_SECONDS = 60  # a delivered message stays invisible this long unless completed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -46,7 +49,8 @@ CREATE TABLE IF NOT EXISTS c2d (
     enqueued REAL NOT NULL,
     expires REAL NOT NULL,
     delivery_count INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'queued'
+    state TEXT NOT NULL DEFAULT 'queued',
+    locked_until REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS c2d_pending ON c2d(device_id, state, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -105,17 +109,35 @@ def merge_patch(doc, patch):
 
 
 class Store:
-    def __init__(self, path):
+    def __init__(self, path, create=True):
+        """Open the hub database at `path` (a new empty one if create and there is none).
+
+        A file that is not a usable SQLite database raises StoreError and is left as it was."""
         self.path = path
         if not os.path.exists(path):
+            if not create:
+                raise StoreError(404, "no hub database at %s" % path)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(_SCHEMA)
+        try:
+            # quick_check reads every page once: a damaged file fails here, before anything
+            # (the WAL switch, the schema, the file's mode) is written to it
+            (result,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
+            if result != "ok":
+                raise sqlite3.DatabaseError(result)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(c2d)")}
+            if "locked_until" not in columns:  # a data folder from before C2D locks
+                self.db.execute("ALTER TABLE c2d ADD COLUMN locked_until REAL NOT NULL DEFAULT 0")
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
+                                  "empty registry, or put back a copy" % (path, exc)) from None
+        os.chmod(path, 0o600)
 
     def close(self):
         self.db.close()
@@ -190,13 +212,21 @@ class Store:
 
     def patch_twin(self, device_id, section, patch):
         """Merge `patch` into "desired", "reported" or "tags"; returns the new section version."""
-        if not isinstance(patch, dict):
-            raise StoreError(400, "a twin patch must be a JSON object")
+        try:
+            if not isinstance(patch, dict):
+                raise twin_rules.TwinRuleError("a twin patch must be a JSON object")
+            if section != "reported":  # the service may send back a twin it read
+                patch = twin_rules.strip_read_only(patch)
+            twin_rules.check_patch(section, patch)
+        except twin_rules.TwinRuleError as exc:
+            raise StoreError(400, str(exc)) from None
         with self._tx():
             twin = self.get_twin(device_id)
-            doc = merge_patch(twin[section], _strip_meta(patch))
-            if len(json.dumps(doc)) > 32 * 1024:
-                raise StoreError(400, "twin %s properties would exceed 32 KB" % section)
+            doc = merge_patch(twin[section], patch)
+            try:
+                twin_rules.check_size(section, doc)
+            except twin_rules.TwinRuleError as exc:
+                raise StoreError(400, str(exc)) from None
             if section == "tags":
                 self.db.execute("UPDATE twins SET tags=? WHERE device_id=?", (json.dumps(doc), device_id))
                 return None
@@ -232,21 +262,36 @@ class Store:
         self.db.execute("UPDATE c2d SET state='expired' WHERE device_id=? AND state='queued' AND expires<=?",
                         (device_id, now))
 
-    def pending_c2d(self, device_id, after_seq=0, now=None):
-        """Queued messages after after_seq, in order, once expired and over-delivered ones are set
-        aside (the caller counts each delivery with count_delivery)."""
+    def visible_c2d(self, device_id, exclude=(), limit=50, now=None):
+        """Queued messages that are not locked, oldest first, after expired ones are set aside:
+        [(seq, props, body)]. `exclude`: seqs the caller already holds."""
         now = time.time() if now is None else now
         with self._tx():
             self._expire_c2d(device_id, now)
             self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
                             " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
             rows = self.db.execute(
-                "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND seq>?"
-                " ORDER BY seq", (device_id, after_seq)).fetchall()
-        return [(r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]) for r in rows]
+                "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND locked_until<=?"
+                " ORDER BY seq", (device_id, now)).fetchall()
+        out = []
+        for r in rows:
+            if r["seq"] not in exclude:
+                out.append((r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]))
+                if len(out) >= limit:
+                    break
+        return out
 
-    def count_delivery(self, seq):
-        self.db.execute("UPDATE c2d SET delivery_count=delivery_count+1 WHERE seq=?", (seq,))
+    def lock_c2d(self, seq, until):
+        """Lock a message being delivered (IoT Hub's Invisible state); True if it is still queued."""
+        cur = self.db.execute("UPDATE c2d SET locked_until=? WHERE seq=? AND state='queued'", (until, seq))
+        return cur.rowcount == 1
+
+    def next_c2d_unlock(self, device_id, now=None):
+        """When the earliest locked message of the device becomes visible again (None: none locked)."""
+        now = time.time() if now is None else now
+        (t,) = self.db.execute("SELECT MIN(locked_until) FROM c2d WHERE device_id=? AND state='queued'"
+                               " AND locked_until>?", (device_id, now)).fetchone()
+        return t
 
     def complete_c2d(self, seq):
         self.db.execute("UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))
@@ -256,7 +301,7 @@ class Store:
 
     def c2d_states(self, device_id):
         return [dict(r) for r in self.db.execute(
-            "SELECT seq, message_id, state, delivery_count FROM c2d WHERE device_id=? ORDER BY seq",
+            "SELECT seq, message_id, state, delivery_count, locked_until FROM c2d WHERE device_id=? ORDER BY seq",
             (device_id,))]
 
     def queued_c2d_count(self, device_id):
@@ -264,11 +309,21 @@ class Store:
                                (device_id,)).fetchone()[0]
 
     # ---- telemetry ------------------------------------------------------------------------
-    def add_event(self, device_id, system_props, app_props, body, now=None):
+    def add_event(self, device_id, system_props, app_props, body, now=None, partition=None):
+        """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
+        see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
+        same statement."""
         now = time.time() if now is None else now
-        cur = self.db.execute(
-            "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
-            (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
+        if partition is None:
+            cur = self.db.execute(
+                "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
+                (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
+        else:
+            cur = self.db.execute(
+                "INSERT INTO events (device_id, enqueued, system_props, app_props, body, partition, pseq)"
+                " VALUES (?,?,?,?,?,?,(SELECT COALESCE(MAX(pseq), -1) + 1 FROM events WHERE partition=?))",
+                (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body),
+                 partition, partition))
         return cur.lastrowid
 
     def events_since(self, since, device_id=None, limit=500):
@@ -295,10 +350,6 @@ class Store:
             self.db.execute("DELETE FROM subscriptions WHERE device_id=?", (device_id,))
             self.db.executemany("INSERT INTO subscriptions VALUES (?,?)",
                                 [(device_id, f) for f in sorted(filters)])
-
-
-def _strip_meta(patch):
-    return {k: v for k, v in patch.items() if not k.startswith("$")}
 
 
 class _Tx:

@@ -6,6 +6,7 @@ the JSON file writes prices as decimal strings ("18.90").
 import os
 from decimal import Decimal, InvalidOperation
 
+from firmware.app import schemas
 from host_tools.files import load_json
 
 DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "catalogue.json")
@@ -76,14 +77,17 @@ def parse(data, source="catalogue"):
         raise CatalogueError(f"{source}: products must be a non-empty object keyed by SKU")
     for sku, item in raw_products.items():
         where = f"{source}: products.{sku}"
+        if not schemas.is_sku(sku):
+            raise CatalogueError(f"{where}: a SKU is 1-{schemas.SKU_MAX} characters of "
+                                 "A-Z a-z 0-9 - _ . (what a device can order)")
         if not isinstance(item, dict):
             raise CatalogueError(f"{where}: expected an object")
         name = item.get("name")
         if not isinstance(name, str) or not name:
             raise CatalogueError(f"{where}.name: expected a non-empty string")
-        max_quantity = item.get("maxQuantity", 99)
-        if not isinstance(max_quantity, int) or isinstance(max_quantity, bool) or max_quantity < 1:
-            raise CatalogueError(f"{where}.maxQuantity: expected an integer >= 1")
+        max_quantity = item.get("maxQuantity", schemas.QUANTITY_MAX)
+        if not schemas.is_quantity(max_quantity):
+            raise CatalogueError(f"{where}.maxQuantity: expected an integer 1-{schemas.QUANTITY_MAX}")
         products[sku] = Product(sku, name, to_cents(item.get("unitPrice"), where + ".unitPrice"),
                                 max_quantity)
     methods = {}

@@ -6,16 +6,13 @@ accepted < payment_authorized < shipped < delivered; cancelled and failed are te
 follow any non-terminal status; a cancel is honoured only before shipment.
 """
 
-ACCEPTED = "accepted"
-PAYMENT_AUTHORIZED = "payment_authorized"
-SHIPPED = "shipped"
-DELIVERED = "delivered"
-CANCELLED = "cancelled"
-FAILED = "failed"
+from firmware.app import schemas
 
-PROGRESS = (ACCEPTED, PAYMENT_AUTHORIZED, SHIPPED, DELIVERED)
-STATUSES = PROGRESS + (CANCELLED, FAILED)
-TERMINAL = frozenset((DELIVERED, CANCELLED, FAILED))
+# the statuses and their rule come from the contract the device uses (firmware/app/schemas.py)
+STATUSES = schemas.STATUSES
+ACCEPTED, PAYMENT_AUTHORIZED, SHIPPED, DELIVERED, CANCELLED, FAILED = STATUSES
+PROGRESS = (ACCEPTED, PAYMENT_AUTHORIZED, SHIPPED, DELIVERED)   # the happy path, by rank
+TERMINAL = frozenset(s for s in STATUSES if schemas.is_final(s))
 
 ADVANCE = "advance"
 CANCEL = "cancel"

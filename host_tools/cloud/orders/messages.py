@@ -6,18 +6,19 @@ a status out as the C2D body and properties to hand to ServiceClient.send_c2d.
 import json
 from datetime import datetime, timezone
 
-ORDER_REQUEST = "orderRequest"
-CANCEL_REQUEST = "cancelRequest"
-ORDER_STATUS = "orderStatus"
-_KINDS = (ORDER_REQUEST, CANCEL_REQUEST)
+from firmware.app import schemas
+
+# The contract (message types, limits) is the device's own schemas module, as the hub imports
+# firmware.iothub: one set of limits on both sides of the wire.
+ORDER_REQUEST = schemas.ORDER
+CANCEL_REQUEST = schemas.CANCEL
+ORDER_STATUS = schemas.ORDER_STATUS
+STATUS_QUERY = schemas.STATUS_QUERY
+_KINDS = (ORDER_REQUEST, CANCEL_REQUEST, STATUS_QUERY)
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
 C2D_PROPERTIES = {"messageType": ORDER_STATUS}
-
-_MAX_ID = 64
-_MAX_SKU = 64
-_ID_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 
 
 class OrderRequest:
@@ -33,6 +34,14 @@ class CancelRequest:
 
     def __init__(self, request_id, created_at=None, seq=None):
         self.request_id, self.created_at, self.seq = request_id, created_at, seq
+
+
+class StatusQuery:
+    """The device asks for the latest status of its open orders (reconciliation)."""
+    __slots__ = ("request_ids",)
+
+    def __init__(self, request_ids):
+        self.request_ids = request_ids
 
 
 class Malformed(ValueError):
@@ -51,11 +60,11 @@ def _int_or_none(value):
 
 
 def valid_request_id(value):
-    return isinstance(value, str) and 0 < len(value) <= _MAX_ID and all(c in _ID_CHARS for c in value)
+    return schemas.is_id(value)
 
 
 def parse_event(event):
-    """OrderRequest | CancelRequest for order telemetry, None for other telemetry.
+    """OrderRequest | CancelRequest | StatusQuery for order telemetry, None for other telemetry.
 
     Raises Malformed when the event claims to be an order message but cannot be read."""
     props = event.get("properties") or {}
@@ -90,19 +99,33 @@ def parse_event(event):
         return None
     if declared is not None and declared != kind:
         raise Malformed(f"messageType {declared!r} but body type {kind!r}", kind)
+    if kind == STATUS_QUERY:
+        return _status_query(data)
     request_id = data.get("orderRequestId")
     if not valid_request_id(request_id):
-        raise Malformed("orderRequestId must be 1-64 characters of A-Z a-z 0-9 - _", kind)
+        raise Malformed("orderRequestId must be %d lowercase hex characters" % schemas.REQUEST_ID_LEN, kind)
     created_at, seq = _int_or_none(data.get("createdAt")), _int_or_none(data.get("seq"))
     if kind == CANCEL_REQUEST:
         return CancelRequest(request_id, created_at, seq)
     sku = data.get("sku")
-    if not isinstance(sku, str) or not sku or len(sku) > _MAX_SKU:
-        raise Malformed("sku must be a non-empty string", kind, request_id)
+    if not schemas.is_sku(sku):
+        raise Malformed("sku must be 1-%d characters of A-Z a-z 0-9 - _ ." % schemas.SKU_MAX,
+                        kind, request_id)
     quantity = data.get("quantity")
-    if _int_or_none(quantity) is None or quantity < 1:
-        raise Malformed("quantity must be an integer >= 1", kind, request_id)
+    if not schemas.is_quantity(quantity):
+        raise Malformed("quantity must be an integer 1-%d" % schemas.QUANTITY_MAX, kind, request_id)
     return OrderRequest(request_id, sku, quantity, created_at, seq)
+
+
+def _status_query(data):
+    ids = data.get("orderRequestIds")
+    if not isinstance(ids, list) or not 0 < len(ids) <= schemas.QUERY_MAX:
+        raise Malformed("orderRequestIds must be a list of 1-%d ids" % schemas.QUERY_MAX,
+                        STATUS_QUERY)
+    if not all(valid_request_id(i) for i in ids):
+        raise Malformed("orderRequestIds must be %d lowercase hex characters each"
+                        % schemas.REQUEST_ID_LEN, STATUS_QUERY)
+    return StatusQuery(list(dict.fromkeys(ids)))   # an id listed twice is answered once
 
 
 def iso_utc(epoch):
@@ -113,7 +136,7 @@ def status_body(request_id, order_id, status, reason=None, eta=None):
     """The order-status C2D body: orderId "" when no order was placed (failed early)."""
     body = {"orderRequestId": request_id, "orderId": order_id or "", "status": status}
     if reason:
-        body["reason"] = reason
+        body["reason"] = reason[:schemas.NOTE_MAX]   # a longer one the device would drop
     if eta is not None:
         body["eta"] = iso_utc(eta)
     return body

@@ -1,14 +1,18 @@
 """The order service: the I/O around the pure parts.
 
-    hub telemetry --events()--> handle_events --> orders + outbox (one SQLite transaction)
-    clock         -----------> run_due        --> timeline steps + outbox
-    outbox        --send_c2d()-> hub C2D queue --> device
+    Event Hubs-compatible endpoint --next_events()--> handle_events --> orders + outbox + cursors
+    clock                          ------------------> run_due       --> timeline steps + outbox
+    outbox                         --send_c2d()------> /messages/devicebound --> device
+
+The hub is reached as an Azure client (host_tools.cloud.azure.client.AzureHub): telemetry with
+azure-eventhub from the service's own per-partition cursors, C2D over AMQP.
 
 Exactly once, by construction:
 - an order is keyed by (deviceId, orderRequestId) (UNIQUE in SQLite): a redelivered or re-sent
   request finds the existing order and gets its current status back;
-- a batch of events, the orders it creates and the new cursor commit together: a crash before
-  the commit replays the batch (nothing was written), a crash after it does not re-read it;
+- a batch of events (from any partitions), the orders it creates and the new cursor of each
+  partition commit together: a crash before the commit replays the batch (nothing was
+  written), a crash after it does not re-read it;
 - each status change and its C2D message commit together into the outbox; the outbox is sent
   after the commit and a message is deleted once the hub accepted it. A crash between the two
   re-sends that one message with the same message id, which the device ignores as stale.
@@ -34,6 +38,15 @@ class NotFound(LookupError):
     pass
 
 
+class CommerceOwned(ValueError):
+    """An operator command on an order the commerce system runs: change it there."""
+
+    def __init__(self, order):
+        super().__init__(f"{order.order_id} was placed through the commerce API, which runs its "
+                         f"statuses: use `python -m host_tools commerce advance|cancel "
+                         f"{order.order_id}`")
+
+
 class Ambiguous(LookupError):
     def __init__(self, key, orders):
         super().__init__(f"{key} matches {len(orders)} orders")
@@ -41,7 +54,7 @@ class Ambiguous(LookupError):
 
 
 def hub_errors():
-    from host_tools.cloud.hub.service_client import HubUnavailable, ServiceError
+    from host_tools.cloud.azure.client import HubUnavailable, ServiceError
     return HubUnavailable, ServiceError
 
 
@@ -64,9 +77,12 @@ def _give_up(status, attempts, max_attempts):
 
 class OrderService:
     def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
-                 new_message_id=None, max_attempts=10):
-        """connect: a callable returning a hub ServiceClient (called again after an outage);
-        None for the CLI's offline commands, which only write to the store and the outbox."""
+                 new_message_id=None, max_attempts=10, c2d_ttl=None, bridge=None):
+        """connect: a callable returning an AzureHub (called again after an outage);
+        None for the CLI's offline commands, which only write to the store and the outbox.
+        c2d_ttl: seconds a status waits in the device's C2D queue (None: the hub's default).
+        bridge: a commerce_bridge.Bridge when orders are placed through the commerce API
+        (then the commerce backend runs the timeline)."""
         self.store = store
         self.catalogue = catalogue
         self.timeline = timeline
@@ -74,13 +90,16 @@ class OrderService:
         self.clock = clock
         self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
         self.max_attempts = max_attempts
+        self.c2d_ttl = c2d_ttl
+        self.bridge = bridge
         self.client = None
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
-                      "skipped": 0, "sent": 0}
+                      "skipped": 0, "sent": 0, "ignored": 0, "queries": 0, "answers": 0,
+                      "unanswered": 0}
 
     # -- telemetry in --------------------------------------------------------------------
-    def handle_events(self, events, next_cursor):
-        """Apply a batch of hub events and move the cursor, all in one transaction."""
+    def handle_events(self, events, next_cursors):
+        """Apply a batch of hub events and move the partitions' cursors, in one transaction."""
         from sqlite3 import Error as DbError
         with self.store.transaction():
             now = self.clock()
@@ -95,7 +114,7 @@ class OrderService:
                     self.stats["skipped"] += 1
                     log.exception("skipped event seq=%s from %s: unexpected error",
                                   event.get("seq"), event.get("deviceId"))
-            self.store.set_cursor(next_cursor)
+            self.store.set_cursors(next_cursors)
 
     def _handle_event(self, event, now):
         device_id = event.get("deviceId")
@@ -116,6 +135,7 @@ class OrderService:
                         exc.kind or "message", device_id, event.get("seq"), exc.reason)
             return
         if request is None:
+            self.stats["ignored"] += 1
             log.debug("ignored telemetry seq=%s from %s: not an order message",
                       event.get("seq"), device_id)
             return
@@ -123,7 +143,9 @@ class OrderService:
             self.stats["skipped"] += 1
             log.warning("skipped order message seq=%s: event has no deviceId", event.get("seq"))
             return
-        if isinstance(request, messages.OrderRequest):
+        if isinstance(request, messages.StatusQuery):
+            self.answer_status_query(device_id, request, now)
+        elif isinstance(request, messages.OrderRequest):
             self._on_order_request(device_id, request, now)
         else:
             self._on_cancel_request(device_id, request, now)
@@ -135,6 +157,9 @@ class OrderService:
             log.info("request %s from %s again: re-sending %s", request.request_id, device_id,
                      existing.status)
             self._notify(existing, now)
+            return
+        if self.bridge is not None:
+            self._place_through_commerce(device_id, request, now)
             return
         try:
             document, amount = commerce.build_order(
@@ -154,6 +179,66 @@ class OrderService:
                  document["totals"]["grandTotal"], self.catalogue.currency)
         self._notify(order, now)
 
+    def _place_through_commerce(self, device_id, request, now):
+        """Queue the request for the commerce API (commerce_bridge); the device hears
+        'accepted' once the commerce system has the order."""
+        if self.bridge.request_place(self.store, device_id, request, now):
+            log.info("request %s from %s queued for the commerce API (%s x %s)",
+                     request.request_id, device_id, request.quantity, request.sku)
+        else:
+            self.stats["duplicates"] += 1
+            log.info("request %s from %s again: still being placed", request.request_id,
+                     device_id)
+
+    def profile(self, device_id):
+        return profile_from_row(self.store.profile(device_id))
+
+    def record_failed(self, device_id, request_id, reason, now):
+        if self.store.find(device_id, request_id) is None:
+            self._record_failed(device_id, request_id, reason, now)
+
+    def record_commerce_order(self, device_id, request_id, order_id, status, reason, eta,
+                              amount, currency, document, now):
+        """The commerce system has the order: store it and tell the device (its current
+        status: after a crash the order may have moved on already)."""
+        if self.store.find(device_id, request_id) is not None:
+            return
+        order = self.store.insert_order(order_id, device_id, request_id, status, reason, now,
+                                        None, None, eta, amount, currency, document, "commerce")
+        self.stats["placed"] += 1
+        log.info("placed %s for request %s from %s through the commerce API", order_id,
+                 request_id, device_id)
+        self._notify(order, now)
+
+    def apply_commerce_status(self, device_id, request_id, status, reason, now,
+                              notify_reason=None):
+        """A status the commerce system reports; False when it is not news (a duplicate or
+        an out-of-order event)."""
+        from host_tools.cloud.orders.commerce_bridge import newer
+        order = self.store.find(device_id, request_id)
+        if order is None or not newer(order.status, status):
+            return False
+        order = self.store.update_status(order.pk, status, reason, now, None, None, "commerce")
+        if status == lifecycle.CANCELLED:
+            self.stats["cancelled"] += 1
+        log.info("%s (request %s) is %s%s", order.order_id, request_id, status,
+                 f" ({reason})" if reason else "")
+        self._notify(order, now, reason=notify_reason)
+        return True
+
+    def commerce_cancel_refused(self, device_id, request_id, status, reason, now):
+        """The commerce system refused the cancel (the order has shipped, perhaps before its
+        event reached us): the device gets the status it is in, with the refusal."""
+        log.info("commerce refused the cancel of request %s: %s", request_id, reason)
+        if not self.apply_commerce_status(device_id, request_id, status, None, now,
+                                          notify_reason=lifecycle.CANCEL_REFUSED):
+            self._notify(self.store.find(device_id, request_id), now,
+                         reason=lifecycle.CANCEL_REFUSED)
+
+    def cancel_locally(self, device_id, request_id, now):
+        from host_tools.cloud.orders.messages import CancelRequest
+        self._on_cancel_request(device_id, CancelRequest(request_id), now, local=True)
+
     def _record_failed(self, device_id, request_id, reason, now):
         """A request that could not become an order: remembered (so a re-send gets the same
         answer) with orderId ''."""
@@ -163,20 +248,52 @@ class OrderService:
         log.info("request %s from %s failed: %s", request_id, device_id, reason)
         self._notify(order, now)
 
-    def _on_cancel_request(self, device_id, request, now):
+    def _on_cancel_request(self, device_id, request, now, local=False):
         order = self.store.find(device_id, request.request_id)
+        if self.bridge is not None and not local:
+            from host_tools.cloud.orders.commerce_bridge import is_commerce_order
+            pending = self.bridge.pending(self.store, device_id, request.request_id)
+            if pending or (order is not None and is_commerce_order(order)
+                           and lifecycle.cancel_outcome(order.status) == lifecycle.CANCEL_APPLY):
+                self.bridge.request_cancel(self.store, device_id, request.request_id, now)
+                return
         if order is None:
             # The cancel overtook its order (or the order was lost): remember the request as
             # cancelled so that a late order request is answered, not placed. It gets an order
             # id because only `failed` may go to the device without one (firmware/app/README.md).
+            # (With a commerce API its ids are the commerce system's: ours must not collide.)
+            order_id = self.store.allocate_order_id("LOCAL" if self.bridge else "ORD")
             order = self.store.insert_order(
-                self.store.allocate_order_id(), device_id, request.request_id, lifecycle.CANCELLED,
+                order_id, device_id, request.request_id, lifecycle.CANCELLED,
                 "cancelled before the order was placed", now, None, None, None, None, None, {},
                 "device")
             self.stats["cancelled"] += 1
             self._notify(order, now)
             return
         self._cancel(order, now, "device")
+
+    # -- reconciliation ------------------------------------------------------------------
+    def answer_status_query(self, device_id, query, now):
+        """A statusQuery (firmware/app/README.md, "Messages on the wire"): the latest status of
+        each listed request of this device goes out again as an ordinary orderStatus C2D, in
+        the same transaction as the batch's cursors (a replayed query answers again; the device
+        counts that as a duplicate). An id with no order of this device (never seen, or
+        another device's) gets no answer: it is counted and logged, nothing else."""
+        self.stats["queries"] += 1
+        for request_id in query.request_ids:
+            order = self.store.find(device_id, request_id)
+            if order is None:
+                self.stats["unanswered"] += 1
+                if self.bridge is not None and self.bridge.pending(self.store, device_id,
+                                                                   request_id):
+                    log.info("status query from %s for request %s: still being placed through "
+                             "the commerce API (its status follows)", device_id, request_id)
+                    continue
+                log.info("status query from %s for request %s: no such order of that device",
+                         device_id, request_id)
+                continue
+            self.stats["answers"] += 1
+            self._notify(order, now)
 
     # -- status changes ------------------------------------------------------------------
     def _cancel(self, order, now, source):
@@ -232,8 +349,21 @@ class OrderService:
             if not batch:
                 return steps
 
+    def wake(self):
+        """Called from another thread (the commerce webhook) after it committed statuses to
+        the outbox: end the loop's wait for telemetry now, when the hub client can (else the
+        statuses go out within one poll timeout)."""
+        wake = getattr(self.client, "wake", None)
+        if wake is not None:
+            wake()
+
     def next_wakeup(self):
-        return self.store.next_due()
+        due = self.store.next_due()
+        if self.bridge is not None:
+            work = self.bridge.next_wakeup(self.store)
+            if work is not None:
+                due = work if due is None else min(due, work)
+        return due
 
     # -- operator commands (CLI) ---------------------------------------------------------
     def resolve(self, key):
@@ -248,7 +378,7 @@ class OrderService:
         """Move an order on by hand: one step, or through every step up to `to`."""
         with self.store.transaction():
             now = self.clock()
-            order = self.resolve(key)
+            order = self._local(self.resolve(key))
             target = to or lifecycle.next_progress(order.status)
             if target is None:
                 raise lifecycle.IllegalTransition(order.status, lifecycle.ADVANCE)
@@ -261,7 +391,14 @@ class OrderService:
     def cancel(self, key):
         """Cancel by hand; returns (order, outcome) with lifecycle.CANCEL_* as outcome."""
         with self.store.transaction():
-            return self._cancel(self.resolve(key), self.clock(), "operator")
+            return self._cancel(self._local(self.resolve(key)), self.clock(), "operator")
+
+    @staticmethod
+    def _local(order):
+        from host_tools.cloud.orders.commerce_bridge import is_commerce_order
+        if is_commerce_order(order):
+            raise CommerceOwned(order)
+        return order
 
     # -- hub I/O -------------------------------------------------------------------------
     def _hub(self):
@@ -269,84 +406,115 @@ class OrderService:
             if self.connect is None:
                 raise RuntimeError("no hub connection configured")
             client = self.connect()
-            self._check_cursor(client)
+            try:
+                client.start(self._start_cursors(client))
+            except BaseException:
+                client.close()
+                raise
             self.client = client
         return self.client
 
-    def _check_cursor(self, client):
-        """A hub whose newest event is older than our cursor has lost its data (a new data
-        folder): read it from the start, or its events would never be seen."""
-        cursor = self.store.cursor()
-        if cursor <= 0:
-            return
-        _, newest = client.events(-1, timeout=0)
-        if newest < cursor:
-            log.warning("the hub's newest event is %s but the cursor is at %s: the hub's data "
-                        "was reset, reading its events from the start", newest, cursor)
+    def _drop_client(self):
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+    def _start_cursors(self, client):
+        """Where to read each partition from. A partition whose newest event is older than our
+        cursor has lost its data (a hub with a new data folder): read it from the start, or
+        its events would never be seen."""
+        cursors = self.store.cursors()
+        start, reset = {}, {}
+        for partition, info in client.partition_info.items():
+            cursor = cursors.get(partition, -1)
+            if cursor > info["last_enqueued_sequence_number"]:
+                log.warning("partition %s of the hub ends at %s but our cursor is at %s: the hub's "
+                            "data was reset, reading that partition from the start", partition,
+                            info["last_enqueued_sequence_number"], cursor)
+                cursor = reset[partition] = -1
+            start[partition] = cursor
+        if reset:
             with self.store.transaction():
-                self.store.set_cursor(0)
+                self.store.set_cursors(reset)
+        return start
 
     def poll(self, timeout):
-        """One long-poll for telemetry; returns the number of events handled."""
-        since = self.store.cursor()
-        events, next_cursor = self._hub().events(since, timeout=timeout)
-        if events or next_cursor != since:
-            self.handle_events(events, next_cursor)
-        return len(events)
+        """Take the telemetry that arrived (waiting up to `timeout`); returns how many events
+        were handled. Events at or before a partition's cursor (fetched again after a
+        reconnect) are dropped here, so each is handled once."""
+        events, cursors = self._hub().next_events(timeout)
+        if not events:
+            return 0
+        known = self.store.cursors()
+        fresh = [e for e in events if e["sequence"] > known.get(e["partition"], -1)]
+        self.handle_events(fresh, cursors)
+        return len(fresh)
 
     def flush(self):
-        """Send the outbox in order; a message leaves the outbox once the hub has it."""
+        """Send the outbox, a batch at a time (pipelined); a message leaves the outbox once the
+        hub has accepted it. A device whose message was refused gets nothing more this turn;
+        messages to it already in the same batch went out (the device ranks statuses)."""
+        from host_tools.cloud.azure.client import C2d
         HubUnavailable, ServiceError = hub_errors()
         sent, blocked, after = 0, set(), 0
         while True:
             batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
             if not batch:
                 break
-            for message in batch:
-                after = message["id"]
-                if message["device_id"] in blocked:  # keep each device's statuses in order
-                    continue
-                sent += self._send(message, blocked, HubUnavailable, ServiceError)
+            after = batch[-1]["id"]
+            batch = [m for m in batch if m["device_id"] not in blocked]
+            if not batch:
+                continue
+            items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
+                         messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
+                         dict(messages.C2D_PROPERTIES), self.c2d_ttl) for m in batch]
+            try:
+                results = self._hub().send_c2d(items)
+            except HubUnavailable:
+                self._drop_client()
+                raise
+            if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
+                self._drop_client()  # a new service key: reconnect, keep the messages
+                raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
+            lost = None
+            with self.store.transaction():
+                for message, error in zip(batch, results):
+                    if error is None:
+                        self.store.delivered(message["id"])
+                        sent += 1
+                    elif isinstance(error, HubUnavailable):
+                        lost = error        # no answer: it stays in the outbox as it was
+                    else:
+                        self._refused(message, error, blocked)
+            if lost is not None:
+                self.stats["sent"] += sent
+                self._drop_client()
+                raise lost
         self.stats["sent"] += sent
         return sent
 
-    def _send(self, message, blocked, HubUnavailable, ServiceError):
-        """Send one outbox message; 1 when the hub took it (and it left the outbox)."""
+    def _refused(self, message, exc, blocked):
         device_id = message["device_id"]
-        try:
-            self._hub().send_c2d(
-                device_id, message["body"], properties=dict(messages.C2D_PROPERTIES),
-                message_id=message["message_id"], correlation_id=message["correlation_id"],
-                content_type=messages.CONTENT_TYPE,
-                content_encoding=messages.CONTENT_ENCODING)
-        except HubUnavailable:
-            self.client = None
-            raise
-        except ServiceError as exc:
-            if exc.status == 401:  # the hub has a new service key: reconnect, keep the message
-                self.client = None
-                raise
-            with self.store.transaction():
-                if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
-                    log.error("dropped status for %s (%s): %s", device_id,
-                              message["body"], exc)
-                    self.store.delivered(message["id"])
-                else:
-                    if message["attempts"] == 0:
-                        log.warning("hub refused status for %s, will retry: %s",
-                                    device_id, exc)
-                    self.store.attempt_failed(message["id"], str(exc))
-                    blocked.add(device_id)
-            return 0
-        with self.store.transaction():
+        if _give_up(exc.status, message["attempts"] + 1, self.max_attempts):
+            log.error("dropped a status for %s (%s): the hub answered %s", device_id,
+                      message["body"], exc)
             self.store.delivered(message["id"])
-        return 1
+            return
+        if message["attempts"] == 0:
+            why = {403: "its C2D queue is full (the device is offline or slow)",
+                   429: "the hub is throttling"}.get(exc.status, "the hub refused it")
+            log.warning("status for %s not accepted, %s; will retry: %s", device_id, why, exc)
+        self.store.attempt_failed(message["id"], str(exc))
+        blocked.add(device_id)
 
     def step(self, timeout=0.0):
         """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""
         self.flush()
         self.poll(timeout)
         self.run_due()
+        if self.bridge is not None:
+            self.flush()
+            self.bridge.run(self)
         self.flush()
 
     def serve(self, stop=None, poll_timeout=1.0):
@@ -374,7 +542,7 @@ class OrderService:
             except Exception as exc:  # a bug or storage failure: keep serving, loudly
                 problem = f"{type(exc).__name__}: {exc}"
                 log.exception("order service turn failed; retrying")
-            self.client = None
+            self._drop_client()
             trouble = problem
             stop.wait(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)

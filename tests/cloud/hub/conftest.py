@@ -21,13 +21,16 @@ START_TIMEOUT = 30
 
 
 class HubHandle:
-    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10):
+    def __init__(self, data_dir, mqtt_port=0, api_port=0, host="127.0.0.1", connect_timeout=10,
+                 amqp_port=0, partitions=None, extra_args=()):
         self.data_dir = str(data_dir)
+        self.extra_args = list(extra_args)
         self.connect_timeout = connect_timeout
         self.host = host
-        self._want = (mqtt_port, api_port)
+        self._want = (mqtt_port, api_port, amqp_port)
+        self.partitions = partitions
         self.proc = None
-        self.mqtt_port = self.api_port = None
+        self.mqtt_port = self.api_port = self.amqp_port = None
         self.ca_pem = os.path.join(self.data_dir, "certs", "ca.pem")
         self.ca_der = os.path.join(self.data_dir, "certs", "ca.der")
         self.service = None
@@ -38,9 +41,12 @@ class HubHandle:
         os.makedirs(self.data_dir, exist_ok=True)
         self.proc, info = processes.start(
             ["hub", "--data", self.data_dir, "--host", self.host, "--mqtt-port", str(self._want[0]),
-             "--api-port", str(self._want[1]), "--verbose", "--connect-timeout", str(self.connect_timeout)],
+             "--api-port", str(self._want[1]), "--amqp-port", str(self._want[2]), "--verbose",
+             "--connect-timeout", str(self.connect_timeout), *self.extra_args]
+            + (["--partitions", str(self.partitions)] if self.partitions else []),
             self.stderr_path, START_TIMEOUT, name="hub")
         self.mqtt_port, self.api_port = info["mqtt_port"], info["api_port"]
+        self.amqp_port = info["amqp_port"]
         self.service = ServiceClient.from_data_dir(self.data_dir)
         return self
 
@@ -49,7 +55,7 @@ class HubHandle:
         self.proc = None
 
     def restart(self, same_ports=True):
-        ports = (self.mqtt_port, self.api_port)
+        ports = (self.mqtt_port, self.api_port, self.amqp_port)
         self.stop()
         if same_ports:
             self._want = ports
@@ -76,8 +82,9 @@ class HubHandle:
 
 
 @contextmanager
-def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10):
-    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout).start()
+def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10, extra_args=()):
+    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout,
+                       extra_args=extra_args).start()
     try:
         yield handle
     finally:

@@ -43,8 +43,15 @@ def test_certs_are_made_once_and_verify(tmp_path):
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    # issue 9: root -> intermediate -> server, like Azure's chain; server.pem serves the chain
     ca = x509.load_der_x509_certificate((out / "ca.der").read_bytes())
-    cert.verify_directly_issued_by(ca)
+    chain = x509.load_pem_x509_certificates((out / "server.pem").read_bytes())
+    intermediate = x509.load_pem_x509_certificate((out / "intermediate.pem").read_bytes())
+    assert [c.subject for c in chain] == [cert.subject, intermediate.subject]
+    cert.verify_directly_issued_by(intermediate)
+    intermediate.verify_directly_issued_by(ca)
+    assert intermediate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert _mode(out / "intermediate.key") == 0o600
 
 
 def test_registry_commands(tmp_path):
@@ -73,17 +80,17 @@ def test_registry_commands(tmp_path):
 
 def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path):
     data = str(tmp_path / "hub")
-    p, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"],
+    p, info = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                               str(tmp_path / "hub.stderr"), 30, name="hub")
     try:
-        assert set(info) == {"host", "mqtt_port", "api_port"} and info["host"] == "127.0.0.1"
+        assert set(info) == {"host", "mqtt_port", "api_port", "amqp_port"} and info["host"] == "127.0.0.1"
         with open(os.path.join(data, "hub.json")) as f:
             written = json.load(f)
         assert written["mqtt_port"] == info["mqtt_port"] and written["pid"] == p.pid
-        # both ports speak TLS with the hub's CA
+        # all ports speak TLS with the hub's CA
         ctx = ssl.create_default_context(cafile=os.path.join(data, "certs", "ca.pem"))
         import socket
-        for port in (info["mqtt_port"], info["api_port"]):
+        for port in (info["mqtt_port"], info["api_port"], info["amqp_port"]):
             with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), 10),
                                  server_hostname="127.0.0.1") as s:
                 assert s.version() in ("TLSv1.2", "TLSv1.3")
@@ -96,12 +103,14 @@ def test_hub_prints_one_json_line_writes_hub_json_and_stops_on_sigterm(tmp_path)
 
 def test_hub_stops_on_ctrl_c(tmp_path):
     data, log = str(tmp_path / "hub"), tmp_path / "hub.stderr"
-    p, _ = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0"],
+    p, _ = processes.start(["hub", "--data", data, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"],
                            str(log), 30, name="hub")
     try:
         p.send_signal(signal.SIGINT)
         assert p.wait(15) == 0
-        assert log.read_bytes() == b""
+        # the sentence saying where it listens, and nothing else (no traceback on the way out)
+        lines = log.read_text().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hub: ready.") and "service API: https://" in lines[0]
     finally:
         processes.stop(p)
 
@@ -139,6 +148,8 @@ def test_c2d_twin_monitor_through_the_cli(hub):
     event = json.loads(mon.stdout)
     assert event["body"] == "pressed" and event["properties"] == {"kind": "press"}
     assert event["systemProperties"]["messageId"] == "t1"
+    # a person is told it is ready and where, on stderr (stdout stays one JSON line per message)
+    assert mon.stderr.startswith("monitor: ready") and ":%d" % hub.amqp_port in mon.stderr  # telemetry is read over AMQP
     peer.close()
 
 
@@ -148,7 +159,7 @@ def test_c2d_twin_monitor_through_the_cli(hub):
     (["twin", "set-desired", "d", "[1]"], "must be a JSON object"),
     (["method", "invoke", "d", "m", "--payload", "{x"], "not valid JSON"),
     (["method", "invoke", "d", "m"], "not connected"),
-    (["c2d", "send", "ghost", "--body", "x"], "not registered"),
+    (["c2d", "send", "ghost", "--body", "x"], "Device ghost not found"),  # the AMQP refusal
     (["c2d", "send", "d", "--body", "x", "--prop", "novalue"], "KEY=VALUE"),
 ])
 def test_cli_errors_are_one_clear_line(hub, args, needle):
@@ -159,11 +170,11 @@ def test_cli_errors_are_one_clear_line(hub, args, needle):
 
 
 def test_second_hub_on_same_data_or_port_is_one_clear_line(hub, tmp_path):
-    same_dir = cli("hub", "--data", hub.data_dir, "--mqtt-port", "0", "--api-port", "0", check=False)
+    same_dir = cli("hub", "--data", hub.data_dir, "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0", check=False)
     assert same_dir.returncode == 2 and same_dir.stderr.count("\n") == 1
     assert "already running" in same_dir.stderr
     taken = cli("hub", "--data", str(tmp_path / "other"), "--mqtt-port", str(hub.mqtt_port),
-                "--api-port", "0", check=False)
+                "--api-port", "0", "--amqp-port", "0", check=False)
     assert taken.returncode == 2 and taken.stderr.count("\n") == 1
     assert "cannot listen for MQTT" in taken.stderr
     # the first hub is untouched

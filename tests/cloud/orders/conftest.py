@@ -70,3 +70,11 @@ def outbox(store):
 
 def statuses(store, device="dev1"):
     return [b["status"] for d, b in outbox(store) if d == device]
+
+
+def query_event(seq, request_ids, device="dev1", at=1_800_000_000):
+    """A statusQuery as firmware/app/schemas.py builds it (reconciliation)."""
+    body = {"type": "statusQuery", "orderRequestIds": request_ids}
+    return {"seq": seq, "deviceId": device, "enqueuedTime": "2027-01-15T08:00:00Z",
+            "systemProperties": {"messageId": "q%d" % at},
+            "properties": {"messageType": "statusQuery"}, "body": json.dumps(body).encode()}

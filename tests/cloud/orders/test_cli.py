@@ -62,6 +62,8 @@ def test_profile_payment_token_from_stdin(capsys, data, monkeypatch):
     (["show", "ORD-1"], "no order data in"),
     (["serve", "--timeline", "shipped=1"], "in order without gaps"),
     (["serve", "--timeline", "payment_authorized=soon"], "not a number"),
+    (["serve", "--c2d-ttl", "0"], "--c2d-ttl must be 1-172800 seconds"),
+    (["serve", "--c2d-ttl", "172801"], "--c2d-ttl must be 1-172800 seconds"),
 ])
 def test_user_errors_are_one_clear_line(capsys, data, argv, words):
     code, out, err = run(capsys, *argv, "--data", data)
@@ -90,7 +92,7 @@ def test_list_show_advance_cancel_offline(capsys, data):
     set_profile(store, "button-1")
     svc = OrderService(store, catalogue.load(), timeline.parse("manual"), clock=lambda: 1e9)
     svc.handle_events([order_event(1, "aaaaaaaaaaaaaaaa", device="button-1", quantity=2),
-                       order_event(2, "bbbbbbbbbbbbbbbb", device="button-1", sku="NOPE")], 3)
+                       order_event(2, "bbbbbbbbbbbbbbbb", device="button-1", sku="NOPE")], {"0": 3})
     store.close()
 
     code, out, _ = run(capsys, "list", "--data", data)

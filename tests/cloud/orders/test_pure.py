@@ -32,6 +32,16 @@ def test_bad_prices_are_refused_with_the_field_named(bad):
                          "shippingMethods": {"s": {"price": "1"}}}, "c.json")
 
 
+@pytest.mark.parametrize("sku,quantity,error", [("S" * 33, 5, "a SKU is 1-32"), ("bad sku", 5, "a SKU is"),
+                                                ("", 5, "a SKU is"), ("OK-1", 100, "OK-1.maxQuantity")])
+def test_a_catalogue_holds_only_what_a_device_can_order(sku, quantity, error):
+    # the device's contract (firmware/app/schemas.py): sku 1-32 of A-Z a-z 0-9 - _ ., quantity 1-99
+    item = {"name": "x", "unitPrice": "1", "maxQuantity": quantity}
+    with pytest.raises(catalogue.CatalogueError, match=error):
+        catalogue.parse({"currency": "EUR", "products": {sku: item},
+                         "shippingMethods": {"s": {"price": "1"}}}, "c.json")
+
+
 def test_broken_catalogue_file_is_a_clear_error(tmp_path):
     path = tmp_path / "c.json"
     path.write_text("{not json")
@@ -139,8 +149,8 @@ def test_order_request_is_parsed():
 
 
 def test_cancel_request_is_parsed_from_body_type_alone():
-    req = messages.parse_event(_event({"type": "cancelRequest", "orderRequestId": "ab12"}))
-    assert isinstance(req, messages.CancelRequest) and req.request_id == "ab12"
+    req = messages.parse_event(_event({"type": "cancelRequest", "orderRequestId": "000000000000ab12"}))
+    assert isinstance(req, messages.CancelRequest) and req.request_id == "000000000000ab12"
 
 
 @pytest.mark.parametrize("body", [b"\x00\x01", b"[1,2]", {"temperature": 21}, b"",
@@ -158,14 +168,14 @@ def test_other_telemetry_is_not_ours(body):
      "orderRequestId", None),
     ({"type": "orderRequest", "orderRequestId": "x" * 65, "sku": "A", "quantity": 1},
      "orderRequestId", None),
-    ({"type": "cancelRequest", "orderRequestId": "abc"}, "body type", None),
-    ({"type": "orderRequest", "orderRequestId": "abc", "quantity": 1}, "sku", "abc"),
-    ({"type": "orderRequest", "orderRequestId": "abc", "sku": "A", "quantity": 0},
-     "quantity", "abc"),
-    ({"type": "orderRequest", "orderRequestId": "abc", "sku": "A", "quantity": True},
-     "quantity", "abc"),
-    ({"type": "orderRequest", "orderRequestId": "abc", "sku": "A", "quantity": "2"},
-     "quantity", "abc"),
+    ({"type": "cancelRequest", "orderRequestId": "0000000000000abc"}, "body type", None),
+    ({"type": "orderRequest", "orderRequestId": "0000000000000abc", "quantity": 1}, "sku", "0000000000000abc"),
+    ({"type": "orderRequest", "orderRequestId": "0000000000000abc", "sku": "A", "quantity": 0},
+     "quantity", "0000000000000abc"),
+    ({"type": "orderRequest", "orderRequestId": "0000000000000abc", "sku": "A", "quantity": True},
+     "quantity", "0000000000000abc"),
+    ({"type": "orderRequest", "orderRequestId": "0000000000000abc", "sku": "A", "quantity": "2"},
+     "quantity", "0000000000000abc"),
 ])
 def test_malformed_order_messages_are_reported(body, reason, rid):
     with pytest.raises(messages.Malformed, match=reason) as info:
@@ -174,11 +184,11 @@ def test_malformed_order_messages_are_reported(body, reason, rid):
 
 
 def test_status_body_matches_the_wire_schema():
-    assert messages.status_body("rid", "ORD-1", SHIPPED, eta=0) == {
-        "orderRequestId": "rid", "orderId": "ORD-1", "status": SHIPPED,
+    assert messages.status_body("00000000000000d1", "ORD-1", SHIPPED, eta=0) == {
+        "orderRequestId": "00000000000000d1", "orderId": "ORD-1", "status": SHIPPED,
         "eta": "1970-01-01T00:00:00Z"}
-    assert messages.status_body("rid", None, FAILED, reason="unknown sku X") == {
-        "orderRequestId": "rid", "orderId": "", "status": FAILED, "reason": "unknown sku X"}
+    assert messages.status_body("00000000000000d1", None, FAILED, reason="unknown sku X") == {
+        "orderRequestId": "00000000000000d1", "orderId": "", "status": FAILED, "reason": "unknown sku X"}
     assert json.loads(messages.encode(messages.status_body("r", "o", ACCEPTED))) == {
         "orderRequestId": "r", "orderId": "o", "status": ACCEPTED}
 
@@ -190,7 +200,7 @@ def _profile(method="standard", token="tok_visa_4242"):
 
 def test_order_has_cart_line_physical_fulfillment_and_federated_payment():
     cat = catalogue.load()
-    doc, amount = commerce.build_order("dev1", messages.OrderRequest("rid", "COFFEE-1KG", 2),
+    doc, amount = commerce.build_order("dev1", messages.OrderRequest("00000000000000d1", "COFFEE-1KG", 2),
                                        _profile("express"), cat)
     assert amount == 2 * 1890 + 995
     line = commerce.component(doc, "CartLineComponent")
@@ -216,13 +226,13 @@ def test_order_has_cart_line_physical_fulfillment_and_federated_payment():
 ])
 def test_rejections_carry_the_reason(sku, qty, profile, reason):
     with pytest.raises(commerce.Rejected) as info:
-        commerce.build_order("dev1", messages.OrderRequest("rid", sku, qty), profile,
+        commerce.build_order("dev1", messages.OrderRequest("00000000000000d1", sku, qty), profile,
                              catalogue.load())
     assert info.value.reason == reason
 
 
 def test_declined_token_fails_payment_authorisation():
-    doc, _ = commerce.build_order("dev1", messages.OrderRequest("rid", "TOWELS-8", 1),
+    doc, _ = commerce.build_order("dev1", messages.OrderRequest("00000000000000d1", "TOWELS-8", 1),
                                   _profile(token="tok_declined_0001"), catalogue.load())
     assert commerce.authorize_payment(doc) == "payment declined"
 

@@ -18,7 +18,8 @@ import pytest
 from firmware.app import schemas
 from firmware.iothub import topics
 from host_tools import processes
-from host_tools.cloud.hub.service_client import HubUnavailable, ServiceClient
+from host_tools.cloud.azure import settings
+from host_tools.cloud.azure.client import AzureHub, HubUnavailable
 from host_tools.cloud.orders import catalogue, timeline
 from host_tools.cloud.orders.service import OrderService
 from host_tools.cloud.orders.store import Store
@@ -91,6 +92,10 @@ class Device:
                      {"$.mid": request_id, "$.ct": "application/json", "$.ce": "utf-8",
                       "messageType": "orderRequest"})
 
+    def query(self, *request_ids):
+        at = int(time.time())
+        self.publish(schemas.status_query(list(request_ids)), schemas.query_props(at))
+
     def cancel(self, request_id, seq=2):
         self.publish({"type": "cancelRequest", "orderRequestId": request_id,
                       "createdAt": int(time.time()), "seq": seq},
@@ -137,17 +142,19 @@ def service(hub, tmp_path):
     opened = []
     clock = FakeClock(time.time())
 
-    def make(spec=None):
+    def make(spec=None, **kwargs):
         store = Store(str(tmp_path / "orders"))
         svc = OrderService(store, catalogue.load(), timeline.parse(spec),
-                           connect=lambda: ServiceClient.from_data_dir(hub.data_dir), clock=clock)
+                           connect=lambda: AzureHub(settings.from_hub_data(hub.data_dir)), clock=clock,
+                           **kwargs)
         svc.clock_ = clock
-        opened.append(store)
+        opened.append(svc)
         return svc
 
     yield make
-    for store in opened:
-        store.close()
+    for svc in opened:
+        svc._drop_client()
+        svc.store.close()
 
 
 def pump(svc):
@@ -247,10 +254,14 @@ def test_malformed_telemetry_is_skipped_and_service_goes_on(service, device):
     dev.publish(b"{this is not json", {"messageType": "orderRequest"})
     dev.publish(b'{"temperature": 21.5}', {"kind": "telemetry"})
     dev.publish({"type": "orderRequest", "sku": "COFFEE-1KG"}, {"messageType": "orderRequest"})
+    other = device("sensor-9")  # a foreign device on the same hub, maybe another partition
+    other.publish(b'{"type": "reading", "value": 3}', {"messageType": "somethingElse"})
+    other.publish(b"\xff\xfe not utf-8", {})
     dev.order("3333333333333333")
     dev.wait_statuses("3333333333333333", ["accepted"], pump(svc))
-    assert dev.statuses() == ["accepted"]
-    assert svc.stats["skipped"] == 2
+    drive(svc, lambda: svc.stats["ignored"] == 3, "the foreign telemetry counted", lambda: svc.poll(0.05))
+    assert dev.statuses() == ["accepted"] and other.statuses() == []
+    assert svc.stats["skipped"] == 2 and svc.stats["ignored"] == 3
 
 
 def test_restart_mid_timeline_resumes_without_duplicates(service, device, hub):
@@ -261,12 +272,16 @@ def test_restart_mid_timeline_resumes_without_duplicates(service, device, hub):
     dev.wait_statuses("4444444444444444", ["accepted"], pump(first))
     first.clock_.advance(2)
     dev.wait_statuses("4444444444444444", ["accepted", "payment_authorized"], pump(first))
-    cursor = first.store.cursor()
+    cursor = first.store.cursors()
+    first._drop_client()
     first.store.close()  # the service stops between payment and shipment
     dev.order("4444444444444444")  # ... and the device re-sends while it is down
-    first.clock_.advance(2)
     second = service()  # same data folder, same (injected) clock
-    assert second.store.cursor() == cursor
+    assert second.store.cursors() == cursor
+    # the re-sent request is read (and answered) before the shipment falls due
+    drive(second, lambda: second.stats["duplicates"] == 1, "the re-sent request read",
+          lambda: second.poll(0.05))
+    first.clock_.advance(2)
     dev.wait_statuses("4444444444444444", ["accepted", "payment_authorized",
                                            "payment_authorized", "shipped"], pump(second))
     second.clock_.advance(2)
@@ -351,7 +366,7 @@ def test_a_reset_hub_is_read_from_the_start(service, device):
     svc = service()
     set_profile(svc.store, "button-1")
     with svc.store.transaction():
-        svc.store.set_cursor(10_000)  # left over from a hub data folder that is gone
+        svc.store.set_cursors({"0": 10_000, "1": 10_000})  # left over from a hub data folder that is gone
     dev = device("button-1")
     dev.order("6666666666666666")
     dev.wait_statuses("6666666666666666", ["accepted"], pump(svc))
@@ -439,4 +454,107 @@ def test_cli_serve_without_hub_is_one_clear_error(tmp_path):
     proc = _cli("serve", "--hub-data", str(tmp_path / "nohub"), "--data", str(tmp_path / "o"),
                 check=False)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: the hub is not running") and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: no hub is running") and proc.stderr.count("\n") == 1
+
+
+# -- Azure's shape: partitions, kill -9 ------------------------------------------------------
+def _devices_on_both_partitions(n_each=2):
+    from host_tools.cloud.hub.amqp.rules import partition_of
+    picked = {0: [], 1: []}
+    i = 0
+    while min(len(v) for v in picked.values()) < n_each:
+        name = f"button-{i}"
+        p = partition_of(name, 2)
+        if len(picked[p]) < n_each:
+            picked[p].append(name)
+        i += 1
+    return [d for pair in zip(picked[0], picked[1]) for d in pair]  # interleaved
+
+
+def test_kill_9_mid_stream_loses_and_duplicates_nothing_across_two_partitions(hub, device, tmp_path):
+    names = _devices_on_both_partitions()
+    data = str(tmp_path / "orders")
+    for name in names:
+        _cli("profile", "set", name, "--name", "Ada", "--address", "1 Main St",
+             "--shipping-method", "standard", "--payment-token", "tok_visa_4242", "--data", data)
+    devs = [device(name) for name in names]
+    per_device = 30
+    requests = {d.id: [f"{i:02x}{k:014x}" for k in range(per_device)] for i, d in enumerate(devs)}
+    stop = threading.Event()
+
+    def publish(d):  # the devices keep ordering, interleaved, through the crash
+        for rid in requests[d.id]:
+            if stop.is_set():
+                return
+            d.order(rid)
+    serve = Serve(hub, data, "--timeline", "manual")
+    workers = [threading.Thread(target=publish, args=(d,), daemon=True) for d in devs]
+    for w in workers:
+        w.start()
+    wait_for(lambda: sum(len(d.statuses()) for d in devs) >= 10, DEADLINE, what="the first statuses")
+    serve.proc.kill()  # kill -9 mid-stream
+    serve.proc.wait()
+    serve = Serve(hub, data, "--timeline", "manual")
+    try:
+        for w in workers:
+            w.join(DEADLINE * 3)
+        total = len(names) * per_device
+        wait_for(lambda: all(set(b["orderRequestId"] for _, b in d.messages()) == set(requests[d.id])
+                             for d in devs), DEADLINE * 3, what="an answer to every request")
+    finally:
+        assert serve.stop() == 0
+    listed = [json.loads(line) for line in _cli("list", "--json", "--limit", "100000", "--data", data).stdout.splitlines()]
+    assert len(listed) == total, "one order per request, none lost, none twice"
+    assert {(o["deviceId"], o["orderRequestId"]) for o in listed} == {
+        (d, r) for d, rs in requests.items() for r in rs}
+    for d in devs:
+        accepted = [(p, b) for p, b in d.messages() if b["status"] == "accepted"]
+        # a status re-sent after the crash keeps its message id: the device sees it as a repeat
+        assert len({p.get("$.mid") for p, _ in accepted}) == per_device
+        assert len({b["orderId"] for _, b in accepted}) == per_device
+
+
+def test_cli_serve_from_a_connection_file_as_the_portal_shows_it(hub, device, tmp_path):
+    strings = json.loads(subprocess.run(
+        [sys.executable, "-m", "host_tools", "hub", "connection-strings", "--data", hub.data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True).stdout)
+    conf = tmp_path / "hub-connection.json"
+    conf.write_text(json.dumps(strings))
+    data = str(tmp_path / "orders")
+    os.chmod(conf, 0o644)  # others can read the keys: refused before anything starts
+    loose = _cli("serve", "--connection-file", str(conf), "--data", data, check=False)
+    assert loose.returncode == 2 and loose.stderr.count("\n") == 1 and "chmod 600" in loose.stderr
+    os.chmod(conf, 0o600)
+    _cli("profile", "set", "button-1", "--name", "Ada", "--address", "1 Main St",
+         "--shipping-method", "standard", "--payment-token", "tok_visa_4242", "--data", data)
+    proc, ready = processes.start(["orders", "serve", "--connection-file", str(conf), "--data", data,
+                                   "--poll-timeout", "0.2", "--timeline", "manual"],
+                                  data + ".stderr", DEADLINE, name="orders serve")
+    try:
+        assert ready["hub"] == str(conf) and ready["hubData"] is None
+        dev = device("button-1")
+        dev.order("c0c0c0c0c0c0c0c0")
+        dev.wait_statuses("c0c0c0c0c0c0c0c0", ["accepted"])
+    finally:
+        assert processes.stop(proc, DEADLINE) == 0
+
+
+def test_statuses_expired_in_the_c2d_queue_are_answered_again_on_a_query(service, device):
+    # --c2d-ttl 1: every status expires in the hub while the device does not listen; the
+    # device's statusQuery brings the latest one, and only that
+    svc = service("manual", c2d_ttl=1)
+    set_profile(svc.store, "button-1")
+    dev = device("button-1", subscribe=False)
+    dev.order("7777777777777777")
+    drive(svc, lambda: len(svc.store.orders()) == 1, "the order")
+    svc.advance("7777777777777777", to="delivered")
+    drive(svc, lambda: svc.store.pending_count() == 0, "four statuses accepted by the hub")
+    sent = time.time()
+    wait_for(lambda: time.time() > sent + 1.5, DEADLINE, what="the statuses' TTL to pass")
+    dev.subscribe()
+    dev.query("7777777777777777", "7777777777777778")   # the second is nobody's: no answer
+    drive(svc, lambda: dev.statuses(), "an answer")
+    assert dev.statuses() == ["delivered"]
+    [(props, body)] = dev.messages()
+    assert props["$.cid"] == "7777777777777777" and props["messageType"] == "orderStatus"
+    assert svc.stats["queries"] == 1 and svc.stats["answers"] == 1 and svc.stats["unanswered"] == 1

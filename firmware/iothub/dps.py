@@ -1,0 +1,56 @@
+# DPS registration over MQTT as pure decisions: the request body, and what an answer means.
+#
+#   register -> 202 {"operationId", "status": "assigning"} &retry-after=N
+#   poll     -> 200 {"status": "assigned", "registrationState": {"assignedHub", "deviceId"}}
+#            or 200 {"status": "assigning"} (poll again), "disabled" / "failed" (refused)
+#   401 (bad key, unknown registration), 400/403/404: refused; 429 and 5xx: try again later.
+# answer() turns (status, retry-after, body bytes) into one of
+#   ("wait", operation_id, seconds)   poll after `seconds` (retry-after honoured, bounded)
+#   ("assigned", hub host, device id)
+#   ("refused", reason)               the enrollment will not have us: back off for long
+#   ("retry", seconds or None)        the service is busy or broken: start again later
+import json
+
+DEFAULT_POLL_S = 2     # the SDKs' polling interval when DPS sends no retry-after
+MAX_POLL_S = 30        # a retry-after beyond this is treated as this (a device must not hang)
+
+
+def register_body(registration_id):
+    return json.dumps({"registrationId": registration_id})
+
+
+def _poll_s(retry_after):
+    if retry_after is None or retry_after < 1:
+        return DEFAULT_POLL_S
+    return min(retry_after, MAX_POLL_S)
+
+
+def _text(v):
+    return isinstance(v, str) and 0 < len(v) <= 256
+
+
+def answer(status, retry_after, body):
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        doc = {}
+    if status in (200, 202):
+        st = doc.get("status")
+        if st == "assigned":
+            rs = doc.get("registrationState")
+            if isinstance(rs, dict) and _text(rs.get("assignedHub")) and _text(rs.get("deviceId")):
+                return ("assigned", rs["assignedHub"], rs["deviceId"])
+            return ("retry", None)          # assigned without a hub: a broken answer
+        if st in ("disabled", "failed"):
+            return ("refused", st)
+        op = doc.get("operationId")
+        if _text(op) and (st in (None, "assigning", "unassigned") or status == 202):
+            return ("wait", op, _poll_s(retry_after))
+        return ("retry", None)
+    if status == 429 or status >= 500:
+        return ("retry", retry_after)
+    if status == 401:
+        return ("refused", "unauthorized")
+    return ("refused", "status %d" % status)

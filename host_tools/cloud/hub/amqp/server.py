@@ -1,0 +1,225 @@
+"""The AMQP 1.0 listener of the local hub: TLS (the hub's CA) on 5671, in the hub's event loop.
+
+Per connection: the front answers SASL itself (wire.py says why), then a python-qpid-proton
+engine (Transport + Connection + Collector, no reactor, no thread) speaks AMQP; bytes go in with
+transport.push() and out, padded, with peek()/pop(). Endpoints (endpoints.py) handles the events.
+"""
+import asyncio
+import itertools
+import logging
+import time
+
+from proton import Collector, Connection, Transport
+
+from host_tools.cloud.hub.amqp import config, endpoints, eventlog, feedback, wire
+
+log = logging.getLogger("host_tools.cloud.hub.amqp")
+
+HANDSHAKE_TIMEOUT = 10.0
+FEEDBACK_SWEEP = 0.5
+
+
+class AmqpServer:
+    def __init__(self, hub, eventhub):
+        self.hub = hub
+        self.eventhub = eventhub
+        self.server = None
+        self.port = None
+        self.connections = set()
+        self._ids = itertools.count(1)
+        self._keys = None
+        self._in_flight = set()
+        self._sweeper = None
+
+    # ---- settings read by the endpoints ----------------------------------------------------
+    def policy_keys(self):
+        if self._keys is None:
+            self._keys = config.policy_keys(self.hub.data_dir)
+        return self._keys
+
+    def reload_eventhub(self):
+        try:
+            self.eventhub = config.load(self.hub.data_dir)   # consumer groups added by the CLI
+        except config.ConfigError as exc:
+            log.warning("%s", exc)
+        return self.eventhub
+
+    def feedback_in_flight(self):
+        return self._in_flight
+
+    def feedback_sent(self, fid):
+        self._in_flight.add(fid)
+
+    def feedback_returned(self, fid):
+        self._in_flight.discard(fid)
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    async def start(self, host, port, ssl_context):
+        eventlog.prepare(self.hub.store, self.eventhub["partitions"])
+        feedback.prepare(self.hub.store)
+        self.server = await asyncio.start_server(self._serve, host, port, ssl=ssl_context,
+                                                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.ensure_future(self._sweep())
+        return self.port
+
+    async def stop(self):
+        if self._sweeper:
+            self._sweeper.cancel()
+        if self.server is not None:
+            self.server.close()
+        for c in list(self.connections):
+            c.abort()
+
+    def telemetry(self):
+        """New telemetry is in the store: readers with credit get it now."""
+        for c in list(self.connections):
+            c.wake()
+
+    async def _sweep(self):
+        while True:
+            await asyncio.sleep(FEEDBACK_SWEEP)
+            try:
+                if feedback.sweep(self.hub.store):
+                    for c in list(self.connections):
+                        c.wake()
+            except Exception:
+                log.exception("feedback sweep failed")
+
+    async def _serve(self, reader, writer):
+        conn = AmqpConnection(self, next(self._ids), reader, writer)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        except asyncio.CancelledError:
+            pass  # the hub is stopping
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, OSError) as exc:
+            log.info("amqp %s: connection ended: %s", conn.id, exc or type(exc).__name__)
+        except Exception:
+            log.exception("amqp %s: connection failed", conn.id)
+        finally:
+            self.connections.discard(conn)
+            conn.endpoints.closed()
+            writer.close()
+
+
+class AmqpConnection:
+    def __init__(self, server, conn_id, reader, writer):
+        self.server = server
+        self.id = conn_id
+        self.reader = reader
+        self.writer = writer
+        self.endpoints = endpoints.Endpoints(server, conn_id)
+        self.transport = None
+        self._out = b""
+        self._header_out = False
+        self._closed = False
+
+    async def _handshake(self):
+        """SASL (answered here, any mechanism) then the AMQP header; returns bytes already read
+        past that header."""
+        header = await asyncio.wait_for(self.reader.readexactly(8), HANDSHAKE_TIMEOUT)
+        if header == wire.SASL_HEADER:
+            self.writer.write(wire.SASL_HEADER + wire.sasl_mechanisms())
+            buf = b""
+            while True:
+                chunk = await asyncio.wait_for(self.reader.read(4096), HANDSHAKE_TIMEOUT)
+                if not chunk:
+                    raise ConnectionError("closed during SASL")
+                buf += chunk
+                frames, buf = wire.split_frames(buf)
+                if any(len(f) > 10 and f[5] == 1 and f[8 + 2] == 0x41 for f in frames):  # sasl-init
+                    break
+            self.writer.write(wire.sasl_outcome_ok())
+            while len(buf) < 8:
+                chunk = await asyncio.wait_for(self.reader.read(4096), HANDSHAKE_TIMEOUT)
+                if not chunk:
+                    raise ConnectionError("closed after SASL")
+                buf += chunk
+            header, rest = buf[:8], buf[8:]
+        else:
+            rest = b""
+        if header != wire.AMQP_HEADER:
+            self.writer.write(wire.AMQP_HEADER)
+            raise ConnectionError("not an AMQP 1.0 client")
+        return header + rest
+
+    async def run(self):
+        first = await self._handshake()
+        self.transport = Transport(Transport.SERVER)
+        self.connection = Connection()
+        self.collector = Collector()
+        self.connection.collect(self.collector)
+        self.transport.bind(self.connection)
+        self._push(first)
+        self.process()
+        while not self._closed:
+            deadline = self.transport.tick(time.monotonic())
+            timeout = None if not deadline else max(0.01, deadline - time.monotonic())
+            try:
+                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            except asyncio.TimeoutError:
+                self.process()
+                continue
+            if not data:
+                self.transport.close_tail()
+                self.process()
+                break
+            self._push(data)
+            self.process()
+            await self.writer.drain()
+
+    def _push(self, data):
+        while data:
+            room = self.transport.capacity()
+            if room <= 0:
+                raise ConnectionError("transport closed")
+            self.transport.push(data[:room])
+            data = data[room:]
+
+    def wake(self):
+        if self.transport is not None and not self._closed:
+            self.endpoints.pump()
+            self.process()
+
+    def abort(self):
+        self._closed = True
+        self.writer.close()
+
+    def process(self):
+        while True:
+            event = self.collector.peek()
+            if event is None:
+                break
+            try:
+                self.endpoints.handle(event)
+            except Exception:
+                log.exception("amqp %s: handling %s failed", self.id, event.type)
+            self.collector.pop()
+        self._flush()
+
+    def _flush(self):
+        out = []
+        while True:
+            n = self.transport.pending()
+            if n < 0:
+                self._closed = True
+                break
+            if n == 0:
+                break
+            out.append(self.transport.peek(n))
+            self.transport.pop(n)
+        if not out:
+            return
+        data = self._out + b"".join(out)
+        if not self._header_out:
+            if len(data) < 8:
+                self._out = data
+                return
+            self.writer.write(data[:8])
+            data = data[8:]
+            self._header_out = True
+        frames, self._out = wire.split_frames(data)
+        if frames:
+            self.writer.write(b"".join(wire.pad(f) for f in frames))
+

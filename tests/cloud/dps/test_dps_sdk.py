@@ -1,0 +1,138 @@
+"""The official azure-iot-device ProvisioningDeviceClient against the local DPS, then the
+official IoTHubDeviceClient with what it was given: what works against Azure works here."""
+import uuid
+
+import pytest
+
+from firmware.iothub import sas
+from tests.cloud.dps.conftest import cli, enroll
+from tests.cloud.hub.conftest import wait_for
+
+pytest.importorskip("azure.iot.device")
+from azure.iot.device import IoTHubDeviceClient, Message, ProvisioningDeviceClient  # noqa: E402
+from azure.iot.device.exceptions import ClientError  # noqa: E402
+
+
+def _ca(hub):
+    with open(hub.ca_pem) as f:
+        return f.read()
+
+
+def _register(hub, scope, reg_id, key):
+    client = ProvisioningDeviceClient.create_from_symmetric_key(
+        provisioning_host="127.0.0.1", registration_id=reg_id, id_scope=scope, symmetric_key=key,
+        server_verification_cert=_ca(hub))
+    return client.register()   # connects, registers, polls, disconnects
+
+
+def _connect_and_send(hub, result, key):
+    state = result.registration_state
+    client = IoTHubDeviceClient.create_from_symmetric_key(
+        symmetric_key=key, hostname=state.assigned_hub, device_id=state.device_id,
+        server_verification_cert=_ca(hub))
+    try:
+        client.connect()
+        body = '{"hello":"%s"}' % uuid.uuid4().hex
+        client.send_message(Message(body))
+        event = hub.service.wait_event(lambda e: e["body"] == body.encode(), timeout=10,
+                                       device_id=state.device_id)
+        assert event is not None, "telemetry of the provisioned device not recorded"
+    finally:
+        client.shutdown()
+
+
+def _why(exc):
+    """The SDK wraps the service's answer: ClientError('Unexpected failure') from ServiceError(..)."""
+    parts = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__
+    return " <- ".join(parts)
+
+
+def _rid(prefix):
+    return prefix + "-" + uuid.uuid4().hex[:8]
+
+
+def test_group_enrollment_registers_with_a_derived_key_and_the_device_connects(dps_hub):
+    group = enroll(dps_hub, "group", _rid("shop"))
+    reg_id = _rid("button")
+    key = sas.derive_key(group["primaryKey"], reg_id)
+    result = _register(dps_hub, group["idScope"], reg_id, key)
+    assert result.status == "assigned"
+    assert result.registration_state.assigned_hub == "127.0.0.1"
+    assert result.registration_state.device_id == reg_id
+    assert dps_hub.service.get_device(reg_id)["authentication"]["symmetricKey"]["primaryKey"] == key
+    _connect_and_send(dps_hub, result, key)
+
+
+def test_group_secondary_key_also_registers(dps_hub):
+    group = enroll(dps_hub, "group", _rid("shop"))
+    reg_id = _rid("button")
+    key = sas.derive_key(group["secondaryKey"], reg_id)
+    result = _register(dps_hub, group["idScope"], reg_id, key)
+    assert result.status == "assigned"
+    _connect_and_send(dps_hub, result, key)
+
+
+def test_individual_enrollment_registers_to_its_device_id(dps_hub):
+    reg_id, device_id = _rid("single"), _rid("dev")
+    ind = enroll(dps_hub, "individual", reg_id, "--device-id", device_id)
+    result = _register(dps_hub, ind["idScope"], reg_id, ind["primaryKey"])
+    assert result.status == "assigned"
+    assert result.registration_state.device_id == device_id
+    _connect_and_send(dps_hub, result, ind["primaryKey"])
+
+
+def test_re_registration_returns_the_same_assignment(dps_hub):
+    group = enroll(dps_hub, "group", _rid("shop"))
+    reg_id = _rid("button")
+    key = sas.derive_key(group["primaryKey"], reg_id)
+    first = _register(dps_hub, group["idScope"], reg_id, key)
+    second = _register(dps_hub, group["idScope"], reg_id, key)
+    assert second.status == "assigned"
+    assert (second.registration_state.assigned_hub, second.registration_state.device_id) == \
+        (first.registration_state.assigned_hub, first.registration_state.device_id)
+    assert second.registration_state.created_date_time == first.registration_state.created_date_time
+    assert len([d for d in dps_hub.service.list_devices() if d["deviceId"] == reg_id]) == 1
+    _connect_and_send(dps_hub, second, key)
+
+
+def test_disabled_enrollment_is_refused_and_creates_no_device(dps_hub):
+    reg_id = _rid("off")
+    ind = enroll(dps_hub, "individual", reg_id)
+    rc, _, err = cli("dps", "disable", reg_id, "--data", dps_hub.data_dir)
+    assert rc == 0, err
+    with pytest.raises(ClientError) as exc:
+        _register(dps_hub, ind["idScope"], reg_id, ind["primaryKey"])
+    assert "status disabled" in _why(exc.value)
+    assert all(d["deviceId"] != reg_id for d in dps_hub.service.list_devices())
+
+
+def test_disabled_group_is_refused(dps_hub):
+    name = _rid("shop")
+    group = enroll(dps_hub, "group", name)
+    assert cli("dps", "disable", name, "--data", dps_hub.data_dir)[0] == 0
+    reg_id = _rid("button")
+    with pytest.raises(ClientError) as exc:
+        _register(dps_hub, group["idScope"], reg_id, sas.derive_key(group["primaryKey"], reg_id))
+    assert "status disabled" in _why(exc.value)
+
+
+@pytest.mark.parametrize("case", ["wrong key", "group key itself", "unknown registration", "other scope"])
+def test_bad_credentials_are_unauthorized(dps_hub, case):
+    group = enroll(dps_hub, "group", _rid("shop"))
+    scope, reg_id = group["idScope"], _rid("button")
+    key = sas.derive_key(group["primaryKey"], reg_id)
+    if case == "wrong key":
+        key = sas.derive_key(group["primaryKey"], reg_id + "x")
+    elif case == "group key itself":
+        key = group["primaryKey"]
+    elif case == "unknown registration":
+        cli("dps", "remove", group["groupName"], "--data", dps_hub.data_dir)
+    else:
+        scope = "0ne00000000"
+    with pytest.raises(ClientError) as exc:
+        _register(dps_hub, scope, reg_id, key)
+    assert "status code 401" in _why(exc.value)
+    assert all(d["deviceId"] != reg_id for d in dps_hub.service.list_devices())
