@@ -11,7 +11,6 @@
 # device, where is a file of the release, the reported state, and the retry delay.
 from firmware.iothub import retry
 
-KINDS = ("firmware", "trustStore")
 # phases, in the order an update goes through them (rolledBack / failed end one)
 IDLE = "idle"
 DOWNLOADING = "downloading"

@@ -13,9 +13,9 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-DEVICE_CODE = sorted((ROOT / "firmware").rglob("*.py")) + [ROOT / "boot.py", ROOT / "main.py"]
+DEVICE_CODE = sorted((ROOT / "firmware").rglob("*.py")) + [ROOT / n for n in ("boot.py", "main.py", "ota_boot.py")]
 # micropython-lib code the firmware runs on: uses only, never checked.
-LIBRARIES = [ROOT / ".mplib" / "umqtt" / "simple.py"]
+LIBRARIES = [ROOT / ".mplib" / "umqtt" / "simple.py", ROOT / ".mplib" / "urequests" / "__init__.py"]
 MANIFESTS = ("manifest.py",)   # freezing recipes run by mpy tooling, not on the device
 
 
@@ -52,7 +52,9 @@ def _references(tree, module):
     """Every load in a module, as (key, the function node it sits in or None). Keys:
     ("global", module, name) for a module-level name, resolved through `import`/`from ... import`
     (so `settings.check` and `sas.check` are different things); ("member", name) for any
-    attribute (methods and attributes are matched by name: the receiver's type is not known)."""
+    attribute (methods and attributes are matched by name: the receiver's type is not known);
+    ("escapes", module) where a module itself is passed on as a value (`Hal(gestures)`): its
+    functions are then reached as attributes of something else, matched by name."""
     aliases = {}                    # local name -> ("module", dotted) | ("global", module, name)
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -78,6 +80,7 @@ def _references(tree, module):
                 key = resolve(child.id)
                 if key:
                     out.append((key, owner))
+                    out.append((("escapes", key[1] + "." + key[2]), owner))
                 out.append((("member", child.id), owner))
             elif isinstance(child, ast.Attribute) and isinstance(child.ctx, ast.Load):
                 out.append((("member", child.attr), owner))
@@ -90,6 +93,13 @@ def _references(tree, module):
             elif isinstance(child, ast.ImportFrom) and child.module:
                 for a in child.names:   # re-exports (firmware/hal/__init__.py) count as uses
                     out.append((("global", child.module, a.name), owner))
+            if isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name):
+                # `name.attr`: the name is used, but a module named so is not passed on
+                key = resolve(child.value.id)
+                if key:
+                    out.append((key, owner))
+                out.append((("member", child.value.id), owner))
+                continue
             visit(child, inner)
     visit(tree, None)
     return out
@@ -109,8 +119,10 @@ def _unused(device_code=DEVICE_CODE):
             continue
         module = _module_name(path)
         for name, kind, node in _definitions(tree):
-            key = ("global", module, name) if kind in ("def", "constant") else ("member", name)
-            if not [o for o in refs.get(key, ()) if o is not node]:
+            keys = [("global", module, name)] if kind in ("def", "constant") else [("member", name)]
+            if kind == "def" and ("escapes", module) in refs:
+                keys.append(("member", name))
+            if not [o for k in keys for o in refs.get(k, ()) if o is not node]:
                 where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
                 unused.append(f"{where}:{node.lineno}: {kind} {name}")
     return unused
