@@ -1,7 +1,8 @@
 # Shared access signatures for Azure IoT Hub and DPS.
 #
-# Pure: no clock, no I/O. The same code signs on the device, verifies in the local hub and
-# backs the host CLI, so there is exactly one implementation of the algorithm.
+# Pure: no clock, no I/O. The device signs with it; the host's service side
+# (host_tools/cloud/tokens.py: reading and verifying tokens, deriving DPS device keys, none of
+# which a device does) builds on sign() and PREFIX here, so the algorithm exists once.
 #   token = "SharedAccessSignature sr={quote(uri)}&sig={quote(b64(hmac(key, quote(uri)+"\n"+se)))}&se={se}"
 import binascii
 import hashlib
@@ -9,7 +10,7 @@ import hashlib
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
 _HEX = "0123456789ABCDEF"
 _HEXDIGITS = "0123456789ABCDEFabcdef"
-_PREFIX = "SharedAccessSignature "
+PREFIX = "SharedAccessSignature "
 # Seconds between the Unix epoch (1970) and the epoch of ports whose gmtime(0) is 2000 (ESP32).
 _Y2K = 946684800
 
@@ -68,13 +69,13 @@ def _b64decode_key(key_b64, what):
     return key
 
 
-def _sign(key_b64, msg, what="key"):
+def sign(key_b64, msg, what="key"):
     mac = hmac_sha256(_b64decode_key(key_b64, what), msg.encode())
     return binascii.b2a_base64(mac).decode().strip()
 
 
 def _token(sr_text, sig, expiry, policy):
-    t = _PREFIX + "sr=" + sr_text + "&sig=" + quote(sig) + "&se=" + str(expiry)
+    t = PREFIX + "sr=" + sr_text + "&sig=" + quote(sig) + "&se=" + str(expiry)
     if policy:
         t += "&skn=" + quote(policy)
     return t
@@ -87,66 +88,7 @@ def device_resource(host, device_id):
 def token(resource_uri, key_b64, expiry, policy=None):
     expiry = int(expiry)
     sr = quote(resource_uri)
-    return _token(sr, _sign(key_b64, sr + "\n" + str(expiry)), expiry, policy)
-
-
-def _fields(tok):
-    if not isinstance(tok, str) or not tok.startswith(_PREFIX):
-        raise SasError("not a SharedAccessSignature token")
-    fields = {}
-    for part in tok[len(_PREFIX):].split("&"):
-        i = part.find("=")
-        if i <= 0:
-            raise SasError("malformed token field")
-        k = part[:i]
-        if k in fields:
-            raise SasError("duplicate token field " + k)
-        fields[k] = part[i + 1:]
-    for k in ("sr", "sig", "se"):
-        if not fields.get(k):
-            raise SasError("token has no " + k)
-    return fields
-
-
-def parse(tok):
-    # -> {"sr": decoded uri, "sig": decoded signature, "se": int, "skn": str or None}
-    f = _fields(tok)
-    try:
-        se = int(f["se"])
-        out = {"sr": unquote(f["sr"]), "sig": unquote(f["sig"]), "se": se,
-               "skn": unquote(f["skn"]) if "skn" in f else None}
-    except ValueError:
-        raise SasError("malformed token field")
-    return out
-
-
-def _same(a, b):
-    # Comparison whose time does not depend on where the first difference is.
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for x, y in zip(a, b):
-        diff |= ord(x) ^ ord(y)
-    return diff == 0
-
-
-def check(tok, key_b64, now, resource_uri=None):
-    # Verify a token as the hub does: the signature over the sr text exactly as sent,
-    # expiry in the future, and (when given) the resource it grants. Returns parse(tok).
-    f = _fields(tok)
-    t = parse(tok)
-    if resource_uri is not None and t["sr"].lower() != resource_uri.lower():
-        raise SasError("token is for another resource")
-    if not _same(_sign(key_b64, f["sr"] + "\n" + f["se"]), t["sig"]):
-        raise SasError("signature does not match the key")
-    if t["se"] <= now:
-        raise SasError("token expired")
-    return t
-
-
-def derive_key(group_key_b64, registration_id):
-    # DPS group enrollment: device key = b64(HMAC-SHA256(b64decode(group key), registration id)).
-    return _sign(group_key_b64, registration_id, "group key")
+    return _token(sr, sign(key_b64, sr + "\n" + str(expiry)), expiry, policy)
 
 
 def renew_at(issued, expiry, fraction=0.8, margin=30):

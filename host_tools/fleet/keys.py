@@ -8,6 +8,7 @@ import time
 from firmware.iothub import sas
 from host_tools.errors import CliError
 from host_tools.prompt import arg_or_stdin
+from host_tools.cloud import tokens
 
 
 def add_commands(sub):
@@ -42,6 +43,6 @@ def cmd_sas(args):
 
 def cmd_derive_key(args):
     try:
-        print(sas.derive_key(arg_or_stdin(args.group_key, "group key"), args.registration_id))
+        print(tokens.derive_key(arg_or_stdin(args.group_key, "group key"), args.registration_id))
     except sas.SasError as e:
         raise CliError(f"{e}: pass the enrollment group's primary key (base64)") from None

@@ -13,6 +13,7 @@ import re
 from firmware.iothub import sas
 from host_tools.errors import CliError
 from host_tools.prompt import read_secret
+from host_tools.cloud import tokens
 
 AZURE_DPS_HOST = "global.azure-devices-provisioning.net"
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -36,7 +37,7 @@ def dps_identity(args):
     what = "enrollment key" if args.individual else "group key"
     enrollment_key = read_secret(what)
     _check_key(enrollment_key, what)
-    key = enrollment_key if args.individual else sas.derive_key(enrollment_key, args.registration_id)
+    key = enrollment_key if args.individual else tokens.derive_key(enrollment_key, args.registration_id)
     return {"id_scope": args.id_scope, "registration_id": args.registration_id,
             "host": args.dps_host}, key
 

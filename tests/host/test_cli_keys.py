@@ -3,7 +3,7 @@ import subprocess
 import sys
 import time
 
-from firmware.iothub import sas
+from host_tools.cloud import tokens
 from tests.core.test_sas import DERIVED, KEY, TOKENS
 
 
@@ -33,14 +33,14 @@ def test_sas_with_ttl_expires_that_many_seconds_from_now():
     before = int(time.time())
     r = run("sas", "--host", "h", "--device", "d", "--key", KEY, "--ttl", "600")
     assert r.returncode == 0, r.stderr
-    t = sas.check(r.stdout.strip(), KEY, before, "h/devices/d")
+    t = tokens.check(r.stdout.strip(), KEY, before, "h/devices/d")
     assert before + 600 <= t["se"] <= int(time.time()) + 600
 
 
 def test_hub_wide_service_token():
     r = run("sas", "--host", "h", "--key", KEY, "--expiry", "2000000000", "--policy", "iothubowner")
     assert r.returncode == 0, r.stderr
-    assert sas.parse(r.stdout.strip())["sr"] == "h"
+    assert tokens.parse(r.stdout.strip())["sr"] == "h"
 
 
 def test_bad_key_is_one_clear_line_without_the_key():

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from firmware.iothub import sas
 from host_tools.fleet import trust
+from host_tools.cloud import tokens
 from tests.cloud.hub.conftest import REPO, hub  # noqa: F401  (fixture)
 
 GROUP_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -28,7 +28,7 @@ def test_dps_for_azure_writes_the_derived_key_only_and_the_three_roots(tmp_path)
             "--out", str(dev), stdin=GROUP_KEY + "\n")
     assert r.returncode == 0, r.stderr
     assert json.loads((dev / "secrets.json").read_text()) == {
-        "device_key": sas.derive_key(GROUP_KEY, "button-17")}
+        "device_key": tokens.derive_key(GROUP_KEY, "button-17")}
     assert GROUP_KEY not in _folder_text(str(dev)) + r.stdout + r.stderr
     cfg = json.loads((dev / "config.json").read_text())
     assert cfg["dps"] == {"id_scope": "0ne00012345", "registration_id": "button-17",

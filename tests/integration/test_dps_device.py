@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from firmware.iothub import sas
+from host_tools.cloud import tokens
 from tests.cloud.hub.conftest import REPO, HubHandle
 from tests.integration.conftest import DEADLINE, SKU
 from tests.integration.device_harness import DeviceProcess
@@ -43,7 +43,7 @@ def _dps_device(hub, tmp_path, reg_id, dps_port=None):
         cfg["dps"]["port"] = dps_port
     (folder / "config.json").write_text(json.dumps(cfg))
     secrets = json.loads((folder / "secrets.json").read_text())
-    assert secrets == {"device_key": sas.derive_key(group["primaryKey"], reg_id)}   # never the group key
+    assert secrets == {"device_key": tokens.derive_key(group["primaryKey"], reg_id)}   # never the group key
     return DeviceProcess(folder), group
 
 

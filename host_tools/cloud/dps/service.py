@@ -24,6 +24,7 @@ from firmware.iothub import sas
 from firmware.iothub import topics as device_topics
 from host_tools.cloud.dps.store import DpsStore
 from host_tools.cloud.hub.store import StoreError
+from host_tools.cloud import tokens
 
 log = logging.getLogger("host_tools.cloud.dps")
 
@@ -64,10 +65,10 @@ class Dps:
             candidates = []
             for g in self.store.groups():
                 for k in (g["primary_key"], g["secondary_key"]):
-                    candidates.append((g, sas.derive_key(k, reg_id)))
+                    candidates.append((g, tokens.derive_key(k, reg_id)))
         for enrollment, key in candidates:
             try:
-                claims = sas.check(token, key, now, resource_uri=resource)
+                claims = tokens.check(token, key, now, resource_uri=resource)
             except sas.SasError:
                 continue
             if claims.get("skn") in (None, "registration"):
@@ -104,7 +105,7 @@ class Dps:
         device_id = enrollment["device_id"] or reg_id
         hub_host = old["assigned_hub"] if old and old["device_id"] == device_id else self.hub.host
         if enrollment["kind"] == "group":
-            keys = [sas.derive_key(enrollment[k], reg_id) for k in ("primary_key", "secondary_key")]
+            keys = [tokens.derive_key(enrollment[k], reg_id) for k in ("primary_key", "secondary_key")]
         else:
             keys = [enrollment["primary_key"], enrollment["secondary_key"]]
         registry = self.hub.store

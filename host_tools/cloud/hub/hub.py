@@ -19,6 +19,7 @@ from host_tools.files import load_json, make_dirs, read_json, remove_dirs, write
 from host_tools.cloud.hub.faults import Faults
 from host_tools.cloud.hub.packets import MAX_IDLE_SECONDS
 from host_tools.cloud.hub.store import C2D_LOCK_SECONDS, Store, StoreError, new_key
+from host_tools.cloud import tokens
 
 log = logging.getLogger("host_tools.cloud.hub")
 
@@ -450,7 +451,7 @@ class Hub:
         claims, reason = None, "no token"
         for key in (dev["primary_key"], dev["secondary_key"]):
             try:
-                claims = sas.check(token, key, now, resource_uri=resource)
+                claims = tokens.check(token, key, now, resource_uri=resource)
                 break
             except sas.SasError as exc:
                 reason = str(exc)
@@ -569,7 +570,7 @@ class Hub:
         if not token:
             raise HubError(401, "missing Authorization (a SharedAccessSignature for iothubowner)")
         try:
-            claims = sas.check(token, self.service["key"], time.time())
+            claims = tokens.check(token, self.service["key"], time.time())
         except sas.SasError as exc:
             raise HubError(401, "unauthorized: %s" % exc) from None
         host = claims["sr"].split("/")[0]

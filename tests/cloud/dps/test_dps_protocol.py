@@ -7,6 +7,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from firmware.iothub import sas, topics
+from host_tools.cloud import tokens
 from tests.cloud.dps.conftest import enroll
 from tests.cloud.hub.conftest import hub, wait_for  # noqa: F401  (fixture)
 
@@ -61,7 +62,7 @@ def group(hub):
 
 
 def test_register_202_with_retry_after_then_200_assigned(hub, group):
-    key = sas.derive_key(group["primaryKey"], "b-1")
+    key = tokens.derive_key(group["primaryKey"], "b-1")
     peer = DpsPeer(hub, group["idScope"], "b-1", key)
     try:
         assert peer.connack == [0]
@@ -78,7 +79,7 @@ def test_register_202_with_retry_after_then_200_assigned(hub, group):
         peer.close()
     dev = hub.service.get_device("b-1")
     assert dev["primaryKey"] == key
-    assert dev["secondaryKey"] == sas.derive_key(group["secondaryKey"], "b-1")
+    assert dev["secondaryKey"] == tokens.derive_key(group["secondaryKey"], "b-1")
 
 
 def test_bad_token_is_answered_401_as_dps_does(hub, group):
@@ -98,7 +99,7 @@ def test_bad_token_is_answered_401_as_dps_does(hub, group):
 
 
 def test_unknown_operation_is_404_and_a_body_for_another_registration_400(hub, group):
-    key = sas.derive_key(group["primaryKey"], "b-3")
+    key = tokens.derive_key(group["primaryKey"], "b-3")
     peer = DpsPeer(hub, group["idScope"], "b-3", key)
     try:
         peer.subscribe()
@@ -135,7 +136,7 @@ def test_a_device_connection_is_unaffected_and_dps_topics_are_closed_to_devices(
     assert peer.connack == [5]
     peer.close()
     # a DPS connection may not use hub topics: closed
-    peer = DpsPeer(hub, group["idScope"], "b-6", sas.derive_key(group["primaryKey"], "b-6"))
+    peer = DpsPeer(hub, group["idScope"], "b-6", tokens.derive_key(group["primaryKey"], "b-6"))
     try:
         peer.client.publish("devices/b-6/messages/events/", b"x", 1)
         assert peer.disconnected.wait(10), "DPS connection publishing telemetry was not closed"

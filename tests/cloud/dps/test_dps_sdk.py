@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from firmware.iothub import sas
+from host_tools.cloud import tokens
 from tests.cloud.dps.conftest import cli, enroll
 from tests.cloud.hub.conftest import wait_for
 
@@ -57,7 +57,7 @@ def _rid(prefix):
 def test_group_enrollment_registers_with_a_derived_key_and_the_device_connects(dps_hub):
     group = enroll(dps_hub, "group", _rid("shop"))
     reg_id = _rid("button")
-    key = sas.derive_key(group["primaryKey"], reg_id)
+    key = tokens.derive_key(group["primaryKey"], reg_id)
     result = _register(dps_hub, group["idScope"], reg_id, key)
     assert result.status == "assigned"
     assert result.registration_state.assigned_hub == "127.0.0.1"
@@ -69,7 +69,7 @@ def test_group_enrollment_registers_with_a_derived_key_and_the_device_connects(d
 def test_group_secondary_key_also_registers(dps_hub):
     group = enroll(dps_hub, "group", _rid("shop"))
     reg_id = _rid("button")
-    key = sas.derive_key(group["secondaryKey"], reg_id)
+    key = tokens.derive_key(group["secondaryKey"], reg_id)
     result = _register(dps_hub, group["idScope"], reg_id, key)
     assert result.status == "assigned"
     _connect_and_send(dps_hub, result, key)
@@ -87,7 +87,7 @@ def test_individual_enrollment_registers_to_its_device_id(dps_hub):
 def test_re_registration_returns_the_same_assignment(dps_hub):
     group = enroll(dps_hub, "group", _rid("shop"))
     reg_id = _rid("button")
-    key = sas.derive_key(group["primaryKey"], reg_id)
+    key = tokens.derive_key(group["primaryKey"], reg_id)
     first = _register(dps_hub, group["idScope"], reg_id, key)
     second = _register(dps_hub, group["idScope"], reg_id, key)
     assert second.status == "assigned"
@@ -115,7 +115,7 @@ def test_disabled_group_is_refused(dps_hub):
     assert cli("dps", "disable", name, "--data", dps_hub.data_dir)[0] == 0
     reg_id = _rid("button")
     with pytest.raises(ClientError) as exc:
-        _register(dps_hub, group["idScope"], reg_id, sas.derive_key(group["primaryKey"], reg_id))
+        _register(dps_hub, group["idScope"], reg_id, tokens.derive_key(group["primaryKey"], reg_id))
     assert "status disabled" in _why(exc.value)
 
 
@@ -123,9 +123,9 @@ def test_disabled_group_is_refused(dps_hub):
 def test_bad_credentials_are_unauthorized(dps_hub, case):
     group = enroll(dps_hub, "group", _rid("shop"))
     scope, reg_id = group["idScope"], _rid("button")
-    key = sas.derive_key(group["primaryKey"], reg_id)
+    key = tokens.derive_key(group["primaryKey"], reg_id)
     if case == "wrong key":
-        key = sas.derive_key(group["primaryKey"], reg_id + "x")
+        key = tokens.derive_key(group["primaryKey"], reg_id + "x")
     elif case == "group key itself":
         key = group["primaryKey"]
     elif case == "unknown registration":

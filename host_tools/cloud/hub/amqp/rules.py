@@ -5,6 +5,7 @@ import re
 import zlib
 
 from firmware.iothub import sas
+from host_tools.cloud import tokens
 
 # IoT Hub's shared access policies and their permissions (Azure portal: "Shared access policies").
 REGISTRY_READ, REGISTRY_WRITE, SERVICE_CONNECT, DEVICE_CONNECT = (
@@ -55,7 +56,7 @@ def check_token(token, keys, host_names, now, entity=None):
     and Event Hubs refuse it. keys: {policy name: key}. entity: the event hub name when the
     token is for the Event Hubs-compatible endpoint (its sr must name that hub or a path in it)."""
     try:
-        claims = sas.parse(token)
+        claims = tokens.parse(token)
     except sas.SasError as exc:
         raise Refused("amqp:unauthorized-access", "InvalidSignature: %s" % exc) from None
     policy = claims.get("skn")
@@ -68,7 +69,7 @@ def check_token(token, keys, host_names, now, entity=None):
         # Event Hubs (Service Bus) signs with the key's text as bytes; IoT Hub base64-decodes it
         key = base64.b64encode(key.encode()).decode()
     try:
-        sas.check(token, key, now)
+        tokens.check(token, key, now)
     except sas.SasError as exc:
         if "expired" in str(exc):
             raise Refused("amqp:unauthorized-access", "ExpiredToken: the token expired at %s" % claims["se"]) from None
