@@ -5,8 +5,6 @@ import os
 import select
 import time
 
-_SANE = 1704067200  # 2024-01-01 in Unix seconds: an earlier clock was never set
-
 
 def draw(fb, lines):
     # A screen as the SSD1306 shows it: up to 4 lines of 16 8x8 characters, one every 16 px.
@@ -23,9 +21,6 @@ class BaseHal:
 
     def now(self):
         return time.time() + self._offset
-
-    def time_ok(self):
-        return self.now() >= _SANE
 
     def rand(self):
         b = os.urandom(4)

@@ -89,7 +89,7 @@ class Hal(BaseHal):
             self._oled = None   # no display fitted: the LED and the log still work
             print("hal: no SSD1306 at I2C 0x%x" % p["oled_addr"])
 
-    # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
+    # now(), rand(), random_bytes() and mem_free() come from BaseHal.
 
     # --- network, clock, watchdog ----------------------------------------------------------
 
@@ -112,12 +112,14 @@ class Hal(BaseHal):
         return True
 
     def sync_time(self):
+        # -> whether NTP answered (whether the time is now right is the runtime's call)
         try:
             import ntptime
             ntptime.settime()      # the RTC runs UTC
+            return True
         except (OSError, OverflowError, ImportError) as e:
             print("hal: NTP failed:", e)
-        return self.time_ok()
+            return False
 
     # The watchdog. Once started it cannot be stopped and it survives a soft reset, so it starts
     # only when the loop starts (watchdog_start(), then the loop feeds it through wait()): a

@@ -97,7 +97,7 @@ class Hal(BaseHal):
             self._panel = (open(self.storage_dir + "/display.fb", "wb"), buf)
         self._gestures = []
 
-    # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
+    # now(), rand(), random_bytes() and mem_free() come from BaseHal.
 
     # --- the network is the host's ---------------------------------------------------------
 
@@ -108,9 +108,10 @@ class Hal(BaseHal):
         return True
 
     def sync_time(self):
+        # -> whether "NTP" answered
         if self._ntp:
             self._offset = self._epoch
-        return self.time_ok()
+        return self._ntp
 
     # The watchdog is the ESP32's; here its start and park are events, so tests see the order.
     def watchdog_start(self):

@@ -11,7 +11,7 @@
 import gc
 import json
 
-from firmware.app import gestures, orders, screens
+from firmware.app import gestures, orders, schemas, screens
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import retry, sas, topics
 from firmware.runtime import storage
@@ -162,10 +162,11 @@ class Device:
 
     def _clock(self):
         # No token before the clock is right (an ESP32 starts in 2000).
-        while not self.hal.time_ok():
+        while self._now() < schemas.CLOCK_SET_EPOCH:
             self._show_screen(screens.screen("notime"))
             self.hal.event(clock="not set")
-            if not self.hal.sync_time() and not self._gestures(_CLOCK_RETRY_MS):
+            self.hal.sync_time()
+            if self._now() < schemas.CLOCK_SET_EPOCH and not self._gestures(_CLOCK_RETRY_MS):
                 return False
         return True
 
