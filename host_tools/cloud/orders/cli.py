@@ -14,6 +14,7 @@ Only `serve` talks to the hub; the other commands change the order database, and
 import os
 from contextlib import contextmanager
 
+from host_tools.cloud.orders import lifecycle
 from host_tools.errors import CliError
 from host_tools.prompt import arg_or_stdin
 
@@ -88,7 +89,7 @@ def add_commands(subparsers):
 
     p = command("advance", _advance, "move an order to its next status (or up to --to)")
     p.add_argument("key", metavar="ORDER|REQUEST_ID")
-    p.add_argument("--to", choices=("payment_authorized", "shipped", "delivered"))
+    p.add_argument("--to", choices=lifecycle.PROGRESS[1:])   # the happy path after accepted
 
     p = command("cancel", _cancel, "cancel an order that has not shipped")
     p.add_argument("key", metavar="ORDER|REQUEST_ID")
