@@ -164,7 +164,7 @@ def twin_patch_reported(rid):
     return TWIN_REPORTED + "?$rid=" + quote(rid)
 
 
-def method_response(status, rid):
+def method_response(rid, status):
     return METHOD_RES + str(int(status)) + "/?$rid=" + quote(rid)
 
 

@@ -343,7 +343,7 @@ class Link:
         return rid
 
     def method_response(self, rid, status, body):
-        return self.publish(topics.method_response(status, rid), body, qos=0)
+        return self.publish(topics.method_response(rid, status), body, qos=0)
 
     def _next_pid(self):
         # umqtt's pid counter, wrapped within 1..65535 and past ids still in flight

@@ -107,8 +107,8 @@ def test_parsers_answer_none_for_foreign_topics():
 def test_builders_golden():
     assert topics.twin_get("1") == "$iothub/twin/GET/?$rid=1"
     assert topics.twin_patch_reported("r 2") == "$iothub/twin/PATCH/properties/reported/?$rid=r%202"
-    assert topics.method_response(200, "ab") == "$iothub/methods/res/200/?$rid=ab"
-    assert topics.method_response("404", "a&b") == "$iothub/methods/res/404/?$rid=a%26b"
+    assert topics.method_response("ab", 200) == "$iothub/methods/res/200/?$rid=ab"
+    assert topics.method_response("a&b", "404") == "$iothub/methods/res/404/?$rid=a%26b"
 
 
 def test_parse_twin_response():

@@ -101,7 +101,7 @@ def test_publish_topics_match_sdk(rid):
     assert topics.twin_get(rid) == sdk_topics.get_twin_topic_for_publish("GET", "/", rid)
     assert topics.twin_patch_reported(rid) == \
         sdk_topics.get_twin_topic_for_publish("PATCH", "/properties/reported/", rid)
-    assert topics.method_response(200, rid) == sdk_topics.get_method_topic_for_publish(rid, 200)
+    assert topics.method_response(rid, 200) == sdk_topics.get_method_topic_for_publish(rid, 200)
     assert topics.dps_register(rid) == sdk_dps.get_register_topic_for_publish(rid)
     assert topics.dps_status(rid, "op/1") == sdk_dps.get_query_topic_for_publish(rid, "op/1")
 

@@ -23,7 +23,7 @@ def test_sdk_style_topics():
     assert hub.parse_publish("$iothub/twin/GET/?$rid=abc", "d1") == ("twin_get", "abc")
     assert hub.parse_publish("$iothub/twin/GET/?%24rid=abc", "d1") == ("twin_get", "abc")
     assert hub.parse_publish(device.twin_patch_reported("7"), "d1") == ("twin_reported", "7")
-    assert hub.parse_publish(device.method_response(200, "r9"), "d1") == ("method_res", 200, "r9")
+    assert hub.parse_publish(device.method_response("r9", 200), "d1") == ("method_res", 200, "r9")
 
 
 @pytest.mark.parametrize("topic", [
