@@ -1,7 +1,9 @@
 """When an order moves on by itself: seconds after placement for each status on the happy path.
 
-`accepted` is immediate. A timeline may stop early: the statuses it leaves out wait for
-`orders advance`. Specs:
+The first status (`accepted`) is immediate. A timeline may stop early: the statuses it leaves
+out wait for `orders advance`. The commerce backend moves its own orders by the same rules on
+its own statuses (host_tools/cloud/commerce/schedule.py: a Timeline with another PROGRESS).
+Specs:
   "payment_authorized=2,shipped=4,delivered=6"   inline
   "manual"                                       nothing moves by itself after accepted
   path/to/timeline.json                          {"payment_authorized": 2, "shipped": 4, ...}
@@ -11,7 +13,6 @@ import os
 from host_tools.files import load_json
 from host_tools.cloud.orders import lifecycle
 
-_AUTOMATIC = lifecycle.PROGRESS[1:]  # payment_authorized, shipped, delivered
 DEFAULT_SPEC = "payment_authorized=2,shipped=4,delivered=6"
 
 
@@ -20,6 +21,8 @@ class TimelineError(ValueError):
 
 
 class Timeline:
+    PROGRESS = lifecycle.PROGRESS   # the happy path, by rank; all but the first move by themselves
+
     def __init__(self, offsets):
         """offsets: {status: seconds after placement}; validated by `from_dict`."""
         self.offsets = dict(offsets)
@@ -29,22 +32,23 @@ class Timeline:
         if not isinstance(data, dict):
             raise TimelineError(f"{source}: expected an object such as {{\"shipped\": 4}}")
         offsets = {}
+        first, automatic = cls.PROGRESS[0], cls.PROGRESS[1:]
         for status, seconds in data.items():
-            if status == lifecycle.ACCEPTED:
+            if status == first:
                 if seconds != 0:
-                    raise TimelineError(f"{source}: accepted is always immediate (0 s)")
+                    raise TimelineError(f"{source}: {first} is always immediate (0 s)")
                 continue
-            if status not in _AUTOMATIC:
+            if status not in automatic:
                 raise TimelineError(f"{source}: unknown status {status!r}; use "
-                                    + ", ".join(_AUTOMATIC))
+                                    + ", ".join(automatic))
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
                     or seconds != seconds or seconds < 0 or seconds == float("inf"):
                 raise TimelineError(f"{source}: {status} must be a number of seconds >= 0")
             offsets[status] = seconds
-        listed = [s for s in _AUTOMATIC if s in offsets]
-        if listed != list(_AUTOMATIC[:len(listed)]):
+        listed = [s for s in automatic if s in offsets]
+        if listed != list(automatic[:len(listed)]):
             raise TimelineError(f"{source}: statuses must be given in order without gaps: "
-                                + " < ".join(_AUTOMATIC))
+                                + " < ".join(automatic))
         times = [offsets[s] for s in listed]
         if times != sorted(times):
             raise TimelineError(f"{source}: offsets must not decrease along "
@@ -52,7 +56,7 @@ class Timeline:
         return cls(offsets)
 
     def as_dict(self):
-        return {s: self.offsets[s] for s in _AUTOMATIC if s in self.offsets}
+        return {s: self.offsets[s] for s in self.PROGRESS[1:] if s in self.offsets}
 
     def due(self, status, placed_at):
         """When an order placed at `placed_at` reaches `status` by itself, or None (manual)."""
@@ -61,7 +65,8 @@ class Timeline:
 
     def next_step(self, status, placed_at):
         """(next status, due time) for an order now in `status`, or (None, None)."""
-        nxt = lifecycle.next_progress(status)
+        path = self.PROGRESS
+        nxt = path[path.index(status) + 1] if status in path[:-1] else None
         if nxt is None:
             return None, None
         due = self.due(nxt, placed_at)
@@ -69,7 +74,7 @@ class Timeline:
 
     def eta(self, placed_at):
         """Expected delivery time, when the timeline delivers by itself."""
-        return self.due(lifecycle.DELIVERED, placed_at)
+        return self.due(self.PROGRESS[-1], placed_at)
 
 
 def parse_inline(spec):
@@ -89,11 +94,12 @@ def parse_inline(spec):
     return data
 
 
-def parse(spec):
-    """A Timeline from a CLI spec: inline pairs, "manual", or a JSON file path."""
+def parse(spec, kind=Timeline):
+    """A Timeline (or `kind`, a subclass with another PROGRESS) from a CLI spec: inline pairs,
+    "manual", or a JSON file path."""
     spec = (spec or DEFAULT_SPEC).strip()
     if spec == "manual":
-        return Timeline({})
+        return kind({})
     if spec.endswith(".json") or os.path.sep in spec or os.path.exists(spec):
-        return Timeline.from_dict(load_json(spec, "timeline file", TimelineError), spec)
-    return Timeline.from_dict(parse_inline(spec))
+        return kind.from_dict(load_json(spec, "timeline file", TimelineError), spec)
+    return kind.from_dict(parse_inline(spec))

@@ -43,8 +43,10 @@ def test_schedule_specs():
     assert prefix.next_step("created", 0) == ("payment_authorized", 1.5)
     assert prefix.next_step("payment_authorized", 0) == (None, None) and prefix.eta(0) is None
     assert schedule.parse("manual").as_dict() == {}
+    # one rule with the order service's timeline: the first status is immediate, 0 s may be said
+    assert schedule.parse("created=0,payment_authorized=1").as_dict() == {"payment_authorized": 1}
     for bad in ("shipped=1", "payment_authorized=3,shipped=1", "payment_authorized=x",
-                "created=0", "payment_authorized=-1", "nonsense"):
+                "created=1", "payment_authorized=-1", "nonsense"):
         with pytest.raises(schedule.ScheduleError):
             schedule.parse(bad)
 
