@@ -168,7 +168,10 @@ class Connection:
             return False
         try:
             if kind[0] == "telemetry":
-                self.hub.record_telemetry(self.device_id, kind[1], data)
+                # PUBACK only once the batch holding it is committed (group_commit.py)
+                durable = self.hub.record_telemetry(self.device_id, kind[1], data)
+                if durable is not None:
+                    await durable
             elif kind[0] == "twin_get":
                 await self._twin_get(kind[1])
             elif kind[0] == "twin_reported":
@@ -397,15 +400,25 @@ class Hub:
 
     # ---- telemetry ------------------------------------------------------------------------
     def record_telemetry(self, device_id, bag, body):
+        """Store telemetry in the group commit; returns a future done once it is durable (then,
+        and only then, readers of the Event Hubs-compatible endpoint are woken), or None."""
+        system, app, partition = self._event(device_id, bag)
+        _, durable = self.store.add_event_grouped(device_id, system, app, body, partition=partition)
+        if durable is None:
+            if self.amqp is not None:
+                self.amqp.telemetry()
+        elif self.amqp is not None:
+            durable.add_done_callback(lambda f: f.exception() is None and self.amqp is not None
+                                      and self.amqp.telemetry())
+        return durable
+
+    def _event(self, device_id, bag):
         system, app = topics.split_properties(bag)
         partition = None
         if self.partitions:
             from host_tools.cloud.hub.amqp.rules import partition_of
             partition = partition_of(device_id, self.partitions)
-        seq = self.store.add_event(device_id, system, app, body, partition=partition)
-        if self.amqp is not None:
-            self.amqp.telemetry()
-        return seq
+        return system, app, partition
 
     # ---- C2D ------------------------------------------------------------------------------
     def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,

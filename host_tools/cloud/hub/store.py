@@ -12,6 +12,8 @@ import sqlite3
 import time
 import uuid
 
+from host_tools.cloud.hub.group_commit import GroupCommit
+
 C2D_QUEUE_LIMIT = 50
 C2D_MAX_BYTES = 64 * 1024
 C2D_TTL_DEFAULT = 3600
@@ -131,11 +133,18 @@ class Store:
             raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
                                   "empty registry, or put back a copy" % (path, exc)) from None
         os.chmod(path, 0o600)
+        self.group = GroupCommit(self.db)
 
     def close(self):
+        self.flush()
         self.db.close()
 
+    def flush(self):
+        """Commit the open group-commit batch (group_commit.py); call before reads that a client sees."""
+        self.group.flush()
+
     def _tx(self):
+        self.flush()
         return _Tx(self.db)
 
     # ---- registry -------------------------------------------------------------------------
@@ -249,22 +258,29 @@ class Store:
 
     def pending_c2d(self, device_id, after_seq=0, now=None):
         """Queued messages after after_seq, in order, once expired and over-delivered ones are set
-        aside (the caller counts each delivery with count_delivery)."""
+        aside (the caller counts each delivery with count_delivery). Joins the group commit:
+        setting aside again after a power cut changes nothing."""
         now = time.time() if now is None else now
-        with self._tx():
-            self._expire_c2d(device_id, now)
-            self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
-                            " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
-            rows = self.db.execute(
-                "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND seq>?"
-                " ORDER BY seq", (device_id, after_seq)).fetchall()
+        return self.group.write(self._pending_c2d, device_id, after_seq, now)[0]
+
+    def _pending_c2d(self, device_id, after_seq, now):
+        self._expire_c2d(device_id, now)
+        self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
+                        " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
+        rows = self.db.execute(
+            "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND seq>?"
+            " ORDER BY seq", (device_id, after_seq)).fetchall()
         return [(r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]) for r in rows]
 
     def count_delivery(self, seq):
-        self.db.execute("UPDATE c2d SET delivery_count=delivery_count+1 WHERE seq=?", (seq,))
+        """Joins the group commit: a count lost to a power cut only lets a message go out once more."""
+        self.group.write(self.db.execute, "UPDATE c2d SET delivery_count=delivery_count+1 WHERE seq=?", (seq,))
 
     def complete_c2d(self, seq):
-        self.db.execute("UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))
+        """Joins the group commit: a completion lost to a power cut redelivers the message (at least
+        once, as IoT Hub); the returned future (None outside an event loop) is done once it is durable."""
+        return self.group.write(
+            self.db.execute, "UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))[1]
 
     def purge_c2d(self, device_id):
         self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
@@ -282,7 +298,17 @@ class Store:
     def add_event(self, device_id, system_props, app_props, body, now=None, partition=None):
         """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
         see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
-        same statement."""
+        same statement. Returns the row's seq; the write is committed when this returns."""
+        seq, durable = self.add_event_grouped(device_id, system_props, app_props, body, now, partition)
+        if durable is not None:
+            self.flush()
+        return seq
+
+    def add_event_grouped(self, device_id, system_props, app_props, body, now=None, partition=None):
+        """add_event in the group commit: (seq, future done once durable; None when already)."""
+        return self.group.write(self._add_event, device_id, system_props, app_props, body, now, partition)
+
+    def _add_event(self, device_id, system_props, app_props, body, now, partition):
         now = time.time() if now is None else now
         if partition is None:
             cur = self.db.execute(
