@@ -421,8 +421,17 @@ class Hub:
         return system, app, partition
 
     # ---- C2D ------------------------------------------------------------------------------
-    def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
-                 content_encoding=None, properties=None, ttl=None, ack=None):
+    def send_c2d(self, device_id, body, **kw):
+        """Queue a C2D message; returns its message id once it is committed."""
+        mid, durable = self.send_c2d_grouped(device_id, body, **kw)
+        if durable is not None:
+            self.store.flush()
+        return mid
+
+    def send_c2d_grouped(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
+                         content_encoding=None, properties=None, ttl=None, ack=None):
+        """Queue a C2D message in the group commit: (message id, future done once it is durable,
+        or None when it already is). Accept the sender's message only once the future is done."""
         self.store.require_device(device_id)
         props = [("$.mid", message_id or str(uuid.uuid4())),
                  ("$.to", "/devices/%s/messages/deviceBound" % device_id)]
@@ -432,11 +441,17 @@ class Hub:
                 props.append((key, value))
         for key, value in (properties or {}).items():
             props.append((key, value))
-        mid = self.store.enqueue_c2d(device_id, body, props, ttl=ttl)
-        conn = self.connections.get(device_id)
-        if conn is not None:
-            conn.c2d_wakeup.set()
-        return mid
+        mid, durable = self.store.enqueue_c2d_grouped(device_id, body, props, ttl=ttl)
+
+        def wake(_=None):
+            conn = self.connections.get(device_id)
+            if conn is not None:
+                conn.c2d_wakeup.set()
+        if durable is None:
+            wake()
+        else:
+            durable.add_done_callback(wake)
+        return mid, durable
 
     # ---- twins ----------------------------------------------------------------------------
     async def update_desired(self, device_id, patch):

@@ -231,7 +231,19 @@ class Store:
 
     # ---- C2D ------------------------------------------------------------------------------
     def enqueue_c2d(self, device_id, body, props, ttl=None, now=None):
-        """props: ordered list of (key, value) for the topic bag, "$.mid" first. Returns message id."""
+        """props: ordered list of (key, value) for the topic bag, "$.mid" first. Returns message id
+        once the message is committed."""
+        mid, durable = self.enqueue_c2d_grouped(device_id, body, props, ttl, now)
+        if durable is not None:
+            self.flush()
+        return mid
+
+    def enqueue_c2d_grouped(self, device_id, body, props, ttl=None, now=None):
+        """enqueue_c2d in the group commit: (message id, future done once durable; None when
+        already). StoreError (nothing written) when the message is refused."""
+        return self.group.write(self._enqueue_c2d, device_id, body, props, ttl, now)
+
+    def _enqueue_c2d(self, device_id, body, props, ttl, now):
         now = time.time() if now is None else now
         self.require_device(device_id)
         ttl = C2D_TTL_DEFAULT if ttl is None else ttl
@@ -240,16 +252,15 @@ class Store:
         if len(body) > C2D_MAX_BYTES:
             raise StoreError(413, "C2D message larger than 64 KB")
         mid = dict(props).get("$.mid")
-        with self._tx():
-            self._expire_c2d(device_id, now)
-            (count,) = self.db.execute(
-                "SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'", (device_id,)).fetchone()
-            if count >= C2D_QUEUE_LIMIT:
-                raise StoreError(403, "device %s already has %d C2D messages queued" % (device_id, count))
-            self.db.execute(
-                "INSERT INTO c2d (device_id, message_id, props, body, enqueued, expires)"
-                " VALUES (?,?,?,?,?,?)",
-                (device_id, mid, json.dumps(list(props)), bytes(body), now, now + ttl))
+        self._expire_c2d(device_id, now)
+        (count,) = self.db.execute(
+            "SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'", (device_id,)).fetchone()
+        if count >= C2D_QUEUE_LIMIT:
+            raise StoreError(403, "device %s already has %d C2D messages queued" % (device_id, count))
+        self.db.execute(
+            "INSERT INTO c2d (device_id, message_id, props, body, enqueued, expires)"
+            " VALUES (?,?,?,?,?,?)",
+            (device_id, mid, json.dumps(list(props)), bytes(body), now, now + ttl))
         return mid
 
     def _expire_c2d(self, device_id, now):
