@@ -57,7 +57,8 @@ fuzz: setup
 	$(VPY) -m tests.core.fuzz $$cases $$seed && \
 	MICROPYPATH=$(MP_PATH) $(MICROPYTHON) tests/core/fuzz.py $$cases $$seed
 
-# Every firmware module as .mpy, mirroring the tree. boot.py/main.py (if any, at the top) are
+# Every firmware module as .mpy, mirroring the tree, and ota_boot (the version selector main.py
+# imports). boot.py/main.py (if any, at the top) are
 # syntax-checked but copied as source: the device only runs boot.py/main.py as .py files.
 mpy: setup
 	@rm -rf build/mpy && mkdir -p build/mpy
@@ -65,6 +66,7 @@ mpy: setup
 		out=build/mpy/$${src%.py}.mpy; mkdir -p $$(dirname $$out); \
 		$(MPY_CROSS) -o $$out $$src; \
 	done; \
+	$(MPY_CROSS) -o build/mpy/ota_boot.mpy ota_boot.py; \
 	for src in boot.py main.py; do \
 		if [ -f $$src ]; then $(MPY_CROSS) -o build/$$src.check.mpy $$src && rm build/$$src.check.mpy && cp $$src build/mpy/; fi; \
 	done

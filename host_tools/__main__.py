@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "host_tools.fleet.keys",
     "host_tools.fleet.provision",
     "host_tools.fleet.deploy",
+    "host_tools.fleet.ota",
     "host_tools.cloud.hub.cli",
     "host_tools.cloud.dps.cli",
     "host_tools.cloud.orders.cli",

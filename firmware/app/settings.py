@@ -16,6 +16,10 @@ DEFAULTS = {"sku": "", "quantity": 1, "maxOpenOrders": 1, "cancelWindowSeconds":
 RANGES = {"quantity": (1, schemas.QUANTITY_MAX), "maxOpenOrders": (1, 10), "cancelWindowSeconds": (0, 3600),
           "displayBrightness": (0, 255), "resendSeconds": (10, 3600)}
 
+# desired keys that are not settings: over-the-air updates (firmware/app/ota.py), which the
+# runtime acts on; apply() neither takes nor rejects them
+ELSEWHERE = ("firmware", "trustStore")
+
 _MAX_REJECTED = const(8)   # a hostile desired document cannot grow the reported one without end
 _MAX_KEY = const(32)
 
@@ -48,7 +52,7 @@ def apply(cfg, desired, full=False):
     if full:
         keys += [k for k in DEFAULTS if k not in desired]
     for k in keys:
-        if type(k) is not str or k[:1] == "$":
+        if type(k) is not str or k[:1] == "$" or k in ELSEWHERE:
             continue
         if k not in DEFAULTS:
             if desired.get(k) is not None and len(rej) < _MAX_REJECTED:

@@ -133,6 +133,10 @@ class Hal(BaseHal):
         import machine
         machine.reset()
 
+    def reset(self):
+        # after an update or a rollback: the same hard reset (the next boot picks the version)
+        self.reboot()
+
     # --- button --------------------------------------------------------------------------------
 
     def _pressed(self):

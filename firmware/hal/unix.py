@@ -17,6 +17,7 @@ import time
 from firmware.hal.base import BaseHal, draw
 
 PLATFORM = "unix"
+RESET_EXIT = 75     # exit status of reset(): "start me again"
 _WORDS = {"": "press", "p": "press", "press": "press", "l": "long", "long": "long",
           "d": "double", "double": "double", "q": "quit", "quit": "quit"}
 
@@ -104,6 +105,13 @@ class Hal(BaseHal):
     def reboot(self):
         # A soft restart: device.run() starts a fresh Device in this process.
         self.event(reboot=True)
+
+    def reset(self):
+        # A power cycle, after an update or a rollback (the next boot picks the version, with a
+        # fresh heap as on an ESP32): the process ends with status RESET_EXIT and whoever runs it
+        # starts it again (host_tools/harness/device_process.py does, as power coming back would).
+        self.event(reset=True)
+        sys.exit(RESET_EXIT)
 
     # --- button ------------------------------------------------------------------------------
 

@@ -33,15 +33,22 @@ _STATE = "state.json"
 _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_errors", "connects")
 
 
-def run():
-    # main.py calls this. A "reboot" from the app restarts the device (a fresh Device on
-    # unix, machine.reset() on the ESP32).
+def run(boot=(None, False)):
+    # main.py calls this (after ota_boot.select()). A "reboot" from the app restarts the device (a fresh
+    # Device on unix, machine.reset() on the ESP32); "restart" (an update installed or rolled
+    # back) is a hard reset on both (hal.reset()), so ota_boot selects the version at boot.
+    # boot: (the update version running, None for the factory; trial or rollback pending).
     hal = Hal(gestures, sas.epoch_offset)     # what the HAL needs from above, passed down
     if hal.safe_mode():
         print("safe mode: button held at start, app not started")
         return
     try:
-        while Device(hal).run() == "reboot":
+        while True:
+            r = Device(hal, boot).run()
+            if r not in ("reboot", "restart"):
+                return r
+            if r == "restart":
+                hal.reset()     # never returns: ota_boot picks the version at the next boot
             hal.reboot()
     except KeyboardInterrupt:  # Ctrl-C: stop the app (the link closed on the way out)
         hal.event(stopped="interrupted")
@@ -51,7 +58,7 @@ def run():
 
 
 class Device:
-    def __init__(self, hal):
+    def __init__(self, hal, boot=(None, False)):
         self.hal = hal
         self.dir = hal.storage_dir
         self.state_path = storage.join(self.dir, _STATE)
@@ -63,18 +70,23 @@ class Device:
         self._link_stats = {}
         self._peak = 0
         self._report_at = 0
+        self.version = boot[0] or VERSION
+        self._pending = boot[1]
+        self.updates = None         # ota.Updates once imported (_ota_twin)
 
     # --- start-up ----------------------------------------------------------------------------
 
     def run(self):
         hal = self.hal
         gc.collect()
-        hal.event(boot=VERSION, platform=PLATFORM, heap=hal.mem_free())
+        hal.event(boot=self.version, platform=PLATFORM, heap=hal.mem_free())
         if not self._setup() or not self._network() or not self._clock():
             return self.stop
         if self.link is None and not self.dps.register():
             return self.stop
-        self.s = orders.new(VERSION)
+        if self._pending:
+            self._ota_twin(None, False)     # a version on trial, or a rollback to report
+        self.s = orders.new(self.version)
         blob = storage.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
         if blob and orders.ignored(self.s).get("blob"):
@@ -170,6 +182,8 @@ class Device:
                 self._do(orders.tick(self.s, now))
                 if self.link.online() and now >= self._report_at:
                     self._report({})
+                if self.updates and self.updates.tick(now):
+                    self.stop = "restart"
             self._observe()
             a = gc.mem_alloc()
             if a > self._peak + 1024:   # peak heap in use (garbage included), in 1 KB steps
@@ -218,10 +232,12 @@ class Device:
         elif kind == "twin":                          # ("twin", rid, status, body)
             if ev[2] == 200:
                 self._do(orders.twin(s, now, ev[3]))
+                self._ota_twin(ev[3], True)
             elif ev[2] >= 300:
                 self.hal.event(twin_status=ev[2], rid=ev[1])
         elif kind == "desired":                       # ("desired", $version, body)
             self._do(orders.twin(s, now, ev[2], ev[1]))
+            self._ota_twin(ev[2], False)
         elif kind == "method":                        # ("method", rid, name, body)
             self.hal.event(method=ev[2])
             self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
@@ -263,6 +279,8 @@ class Device:
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
+        if self.updates:
+            self.updates.reported(patch)
         self.link.report(json.dumps(patch))
         self._report_at = self._now() + _REPORT_S
         self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
@@ -285,3 +303,20 @@ class Device:
                 self.hal.event(link_stats=last)
                 return
 
+    # --- over-the-air updates: firmware/runtime/ota.py, imported only when needed -----------
+
+    def _ota_twin(self, body, full):
+        # The updates (ota.Updates) are imported the first time there is something to do: a twin
+        # that names one (no JSON parse here), a version on trial or a rollback to report. On
+        # unix their bytecode would sit in the heap. Not while it does not fit (tried again later).
+        if body is None or self.updates or b'"firmware"' in body or b'"trustStore"' in body:
+            if self.updates is None:
+                gc.collect()
+                try:
+                    from firmware.runtime import ota
+                    self.updates = ota.Updates(self)
+                except MemoryError:
+                    self.hal.event(ota="firmware", phase="failed", reason="out of memory")
+                    return
+            if body is not None:
+                self.updates.desired(body, full)

@@ -16,7 +16,10 @@
    needs at its peak: the smallest -X heapsize for register + connect to the assigned hub, less
    the smallest for the connect alone.
 7. the cloud path under load (order_load.py): orders/s end to end with 1, 50 and 200 simulated
-   devices, request -> 'accepted' percentiles at 100 orders/s offered, exactly-once checked.
+   devices, request -> 'accepted' percentiles at 100 orders/s offered, exactly-once checked;
+8. an over-the-air update of today's firmware (make mpy, published to the local hub): time to
+   download + verify + install, time until the new version confirmed (restart, connect, twin),
+   the smallest heap it completes in, and the peak gc.mem_alloc() during download and install.
 Prints a table and writes the figures as JSON (default build/bench.json).
 """
 import argparse
@@ -299,6 +302,8 @@ def main(argv=None):
         print("DPS: registrations and the heap they need ...", file=sys.stderr)
         results["dps"] = dps_figures(hub_dir, os.path.join(work, "dps-device"), 3, heap)
         results["dps"]["connect_min_heapsize_kib"] = link_min_heap(mp_dir, 0)
+        print("over-the-air update of today's firmware ...", file=sys.stderr)
+        results["ota"] = ota_apply(dev_dir, hub_dir)
         ours, sdk, ratios = compare_with_sdk(work, hub_dir, os.path.join(hub_dir, "certs", "ca.pem"),
                                              mp_dir, args.runs, args.messages, heap)
         results.update(ours=ours, sdk=sdk, ratios_ours_over_sdk=ratios)
@@ -313,6 +318,48 @@ def main(argv=None):
         json.dump(results, f, indent=1)
     print(table(results))
     print(f"(figures written to {os.path.relpath(args.out, REPO)})")
+
+
+def ota_apply(dev_dir, hub_dir, heaps=(128, 144, 160, 176, 192, 224, 256), timeout=60):
+    """Publish today's build as a release and update the bench device to it, at the smallest of
+    `heaps` (KiB) where the update completes; times from the device's own clock (EVT lines)."""
+    cli = [sys.executable, "-m", "host_tools", "ota"]
+    subprocess.run(cli + ["publish", "--version", "999.0", "--data", hub_dir, "--from", MPY],
+                   cwd=REPO, check=True, capture_output=True)
+    size = os.path.getsize(os.path.join(hub_dir, "releases", "firmware", "999.0", "bundle.bin"))
+    for heap_k in heaps:
+        _fresh(dev_dir)
+        shutil.rmtree(os.path.join(dev_dir, "fw"), ignore_errors=True)
+        dev = _device(dev_dir, "%dK" % heap_k)
+        try:
+            dev.wait_online(timeout)
+            mark = dev.mark()
+            subprocess.run(cli + ["rollout", "--version", "999.0", "--devices", "bench-button", "--data", hub_dir],
+                           cwd=REPO, check=True, capture_output=True)
+            start = dev.wait(lambda e: e.get("ota") == "firmware" and (e.get("version") == "999.0"
+                                                                       or e.get("phase") == "failed"),
+                             timeout, "download", mark)
+            done = dev.wait(lambda e: "ota_done" in e or e.get("phase") == "failed", timeout, "installed", mark)
+            if not done.get("ok"):
+                print(f"  heapsize {heap_k}K: update fails ({dev.find('reason', mark)[-1]['reason']})", file=sys.stderr)
+                continue
+            confirmed = dev.wait(lambda e: e.get("ota_confirmed"), timeout, "confirmed", mark)
+        except AssertionError as e:
+            print(f"  heapsize {heap_k}K: update fails ({str(e).splitlines()[0]})", file=sys.stderr)
+            continue
+        finally:
+            dev.stop()
+            dev.close()
+            # the next run starts on the factory firmware again
+            _fresh(dev_dir)
+            shutil.rmtree(os.path.join(dev_dir, "fw"), ignore_errors=True)
+            hub_twin = [sys.executable, "-m", "host_tools", "twin", "set-desired", "bench-button",
+                        '{"firmware": null}', "--data", hub_dir]
+            subprocess.run(hub_twin, cwd=REPO, capture_output=True)
+        return {"bundle_bytes": size, "heapsize_kib": heap_k,
+                "install_s": done["t"] - start["t"], "to_confirmed_s": confirmed["t"] - start["t"],
+                "peak_alloc": done["ota_peak"], "base_alloc": done["ota_base"]}
+    return {"bundle_bytes": size, "heapsize_kib": None}
 
 
 def table(r):
@@ -346,6 +393,16 @@ def table(r):
              for k, what in (("connect", "connect (TCP+TLS+MQTT)"),
                              ("subscribe", "subscribe the 4 filters -> SUBACK"),
                              ("ping", "PINGREQ -> PINGRESP (umqtt's ping() on both)"))]
+    ota = r["ota"]
+    if ota["heapsize_kib"]:
+        rows += [("OTA of today's firmware (%d B): download+verify+install / to confirmed" % ota["bundle_bytes"],
+                  "%.2f / %.2f s" % (ota["install_s"], ota["to_confirmed_s"])),
+                 ("OTA: smallest -X heapsize (16 KiB steps) where the update completes",
+                  "%d KiB" % ota["heapsize_kib"]),
+                 ("OTA peak gc.mem_alloc() in download+install at that heap, above its start",
+                  "%d B (+%d B)" % (ota["peak_alloc"], ota["peak_alloc"] - ota["base_alloc"]))]
+    else:
+        rows += [("OTA of today's firmware", "did not complete at any heap tried")]
     d = r["dps"]
     rows += [("DPS registration, fresh device -> assigned, median / max",
               "%.3f / %.3f s  (of which retry-after waited %.0f s)"

@@ -28,15 +28,19 @@ def deploy_plan(repo, device_dir, port="auto"):
             raise CliError(f"{need} is missing: {hint}")
     base = [sys.executable, "-m", "mpremote", "connect", port]
     plan = [base + ["fs", "mkdir", ":lib"], base + ["fs", "mkdir", ":lib/umqtt"],
+            base + ["fs", "mkdir", ":lib/urequests"],
             base + ["fs", "mkdir", ":" + BOARD_DATA]]
     plan.append(base + ["fs", "cp", "-r", os.path.join(mpy, "firmware"), ":"])
-    for name in ("umqtt/simple.py", "urequests.py"):
+    # urequests (over-the-air downloads) imports `ussl`, which current MicroPython lacks: the shim
+    for name in ("umqtt/simple.py", "urequests/__init__.py", "ussl.py"):
         src = os.path.join(repo, ".mplib", name)
         if os.path.exists(src):
             plan.append(base + ["fs", "cp", src, ":lib/" + name])
     for name in ("config.json", "secrets.json", "ca.der", "ca.json"):
         if name != "ca.json" or os.path.exists(os.path.join(device_dir, name)):   # older folders have no ca.json
             plan.append(base + ["fs", "cp", os.path.join(device_dir, name), ":" + BOARD_DATA + "/" + name])
+    # ota_boot selects the firmware version at boot; an over-the-air update never replaces it
+    plan.append(base + ["fs", "cp", os.path.join(mpy, "ota_boot.mpy"), ":"])
     plan.append(base + ["fs", "cp", os.path.join(repo, "boot.py"), os.path.join(repo, "main.py"), ":"])
     plan.append(base + ["reset"])
     return plan

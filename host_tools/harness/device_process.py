@@ -22,6 +22,7 @@ import time
 from host_tools.files import write_atomic
 from host_tools.processes import REPO
 DEADLINE = 20
+RESET_EXIT = 75     # the firmware's hal.reset() (firmware/hal/unix.py): power it on again
 
 
 class NoMicroPython(RuntimeError):
@@ -85,6 +86,10 @@ class DeviceProcess:
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        self._mark = len(self.events)
+        return self._spawn()
+
+    def _spawn(self):
         cmd = [micropython()]
         if self.heapsize:
             cmd += ["-X", "heapsize=" + str(self.heapsize)]
@@ -94,7 +99,6 @@ class DeviceProcess:
         env = dict(os.environ, MICROPYPATH=micropypath(code), ORDER_DEVICE_DIR=self.dir, **self.env)
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._mark = len(self.events)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
         return self
 
@@ -114,7 +118,11 @@ class DeviceProcess:
                         self.events.append({"unparsed": line})
                 self._cond.notify_all()
         code = proc.wait()
+        if proc.stdin:
+            proc.stdin.close()
         with self._cond:
+            if code == RESET_EXIT and proc is self.proc and not self._log.closed:
+                self._spawn()       # the device reset itself (an update): power comes back
             self.exit_codes.append(code)
             self._cond.notify_all()
 

@@ -4,10 +4,11 @@
 
 _CHECKED = ("firmware/runtime/link.py", "firmware/runtime/storage.py",
             "firmware/runtime/device.py", "firmware/hal/base.py", "firmware/hal/unix.py",
-            "firmware/hal/esp32.py", "firmware/iothub/mqtt.py")
+            "firmware/hal/esp32.py", "firmware/iothub/mqtt.py", "firmware/runtime/ota.py",
+            "ota_boot.py")
 # where a use may be: the firmware, the entry points, and umqtt.simple (link.py's base class)
 _USERS = ("firmware/runtime", "firmware/hal", "firmware/app", "firmware/iothub")
-_MORE = ("main.py", "boot.py", ".mplib/umqtt/simple.py")
+_MORE = ("main.py", "boot.py", "ota_boot.py", ".mplib/umqtt/simple.py")
 
 
 def _root():

@@ -5,10 +5,12 @@ Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/se
   GET/PATCH /twins/{id}             POST /twins/{id}/methods
 C2D and telemetry are not here: as on IoT Hub, the service side sends C2D and reads telemetry
 over AMQP (amqp/).
+Not IoT Hub: GET /releases/{kind}/{version}/{name}, over-the-air update files (releases.py).
 """
 import base64
 import datetime
 
+from host_tools.cloud.hub import releases
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
 from host_tools.cloud.hub.store import StoreError
@@ -29,6 +31,8 @@ class ServiceApi:
         self.hub = hub
 
     async def handle(self, req):
+        if releases.is_release_request(req):      # update files, not part of IoT Hub's API
+            return releases.serve(self.hub.data_dir, req)
         try:
             self.hub.check_service_token(req.headers.get("authorization"))
             return await self._route(req)
