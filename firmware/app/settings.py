@@ -20,7 +20,11 @@ RANGES = {"quantity": (1, schemas.QUANTITY_MAX), "maxOpenOrders": (1, 10), "canc
 # runtime acts on; apply() neither takes nor rejects them
 ELSEWHERE = ("firmware", "trustStore")
 
-_MAX_REJECTED = const(8)   # a hostile desired document cannot grow the reported one without end
+# The rejected map is bounded by its size in the reported twin (keys + reasons), not by a count:
+# every rejected setting is listed while they fit (about 40 typical entries), and when a hostile
+# desired document has more, _MORE says how many are left out instead of hiding them.
+MAX_REJECTED_BYTES = const(2048)
+_MORE = "_more"
 _MAX_KEY = const(32)
 
 
@@ -51,36 +55,66 @@ def apply(cfg, desired, full=False):
     keys = list(desired)
     if full:
         keys += [k for k in DEFAULTS if k not in desired]
+    left = MAX_REJECTED_BYTES
+    more = 0
     for k in keys:
         if type(k) is not str or k[:1] == "$" or k in ELSEWHERE:
             continue
         if k not in DEFAULTS:
-            if desired.get(k) is not None and len(rej) < _MAX_REJECTED:
-                rej[k[:_MAX_KEY]] = "unknown setting"
-            continue
-        v = desired.get(k)
-        if v is None:
-            v = DEFAULTS[k]
-        why = check(k, v)
-        if why is None:
-            acc[k] = v
-        elif len(rej) < _MAX_REJECTED:
-            rej[k] = why
+            why = "unknown setting" if desired.get(k) is not None else None
+        else:
+            v = desired.get(k)
+            if v is None:
+                v = DEFAULTS[k]
+            why = check(k, v)
+            if why is None:
+                acc[k] = v
+        if why is not None:
+            k = k[:_MAX_KEY]
+            if _cost(k, why) <= left:
+                rej[k] = why
+                left -= _cost(k, why)
+            else:
+                more += 1
+    if more:
+        rej[_MORE] = _more_reason(more)
     return acc, rej
+
+
+def _cost(k, why):
+    return len(k) + len(why) + 6     # "k":"why", in the reported JSON
+
+
+def _more_reason(n):
+    return "%d more not listed" % n
 
 
 def rejected(old, desired, acc, rej):
     # The rejected map (key -> reason) after `desired` was applied with result (acc, rej):
-    # reasons for keys now accepted or set to null leave, the new ones join; at most
-    # _MAX_REJECTED entries in all (new reasons first), however many patches came before.
+    # reasons for keys now accepted or set to null leave, the new ones join; within
+    # MAX_REJECTED_BYTES in all (new reasons first, then the older ones that still fit; the
+    # rest counted under _MORE), however many patches came before.
     out = dict(rej)
+    more = 0
+    if _MORE in out:
+        more = int(out.pop(_MORE).split()[0])
+    left = MAX_REJECTED_BYTES
+    for k in out:
+        left -= _cost(k, out[k])
     gone = [k[:_MAX_KEY] for k in desired if type(k) is str and desired[k] is None] \
         if type(desired) is dict else ()
     for k in old:
-        if len(out) >= _MAX_REJECTED:
-            break
+        if k == _MORE:   # left out before: not known by name, so still counted (a full
+            more += int(old[k].split()[0])     # twin GET starts from an empty map)
+            continue
         if k not in out and k not in acc and k not in gone:
-            out[k] = old[k]
+            if _cost(k, old[k]) <= left:
+                out[k] = old[k]
+                left -= _cost(k, old[k])
+            else:
+                more += 1
+    if more:
+        out[_MORE] = _more_reason(more)
     return out
 
 

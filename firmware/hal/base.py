@@ -19,6 +19,7 @@ class BaseHal:
     # A port's __init__ sets self._poll = select.poll() (unix also registers stdin in it).
     _offset = 0  # added to time.time() to get Unix seconds (the port's epoch, or a test shift)
     _wake = None  # the one socket in self._poll that wait() wakes on (the link's, or None)
+    _poll: "select.poll"  # made in the port's __init__ (an annotation only: no attribute)
 
     def now(self):
         return time.time() + self._offset

@@ -2,11 +2,14 @@
 # there; no IRQ), LED, SSD1306 128x64 OLED over I2C, WLAN, NTP and a watchdog. Same interface
 # as hal/unix.py.
 #
-# Pins come from config.json "pins" (defaults: the BOOT button on GPIO0, LED on GPIO2,
-# I2C SDA 21 / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid",
-# "wifi_password"). Nothing that the unix port lacks (machine.Pin, network, ntptime) is
-# imported at module level, so this file also imports (and compiles) on a PC. Nothing above
-# the HAL is imported either: the runtime passes the gesture machine and the epoch rule.
+# Pins come from config.json "pins" (defaults: button on GPIO27 to GND, LED on GPIO2, I2C SDA 21
+# / SCL 22); the WLAN name and password from secrets.json ("wifi_ssid", "wifi_password").
+# The button is held at power-on for safe mode, so it is not on a strapping pin (0, 2, 5, 12,
+# 15): GPIO0 held low at reset starts the serial bootloader instead of MicroPython.
+# Nothing that the unix port lacks (machine.Pin, network, ntptime) is imported at module level,
+# so this file also imports (and compiles) on a PC.
+# Nothing above the HAL is imported either: the runtime passes the gesture machine and
+# the epoch rule.
 import os
 import select
 import time
@@ -19,7 +22,8 @@ from firmware.hal.base import BaseHal, draw
 PLATFORM = "esp32"
 _SAMPLE_MS = const(10)
 _WDT_MS = const(60000)   # > the worst connect: TCP + TLS + CONNACK + SUBACK, 10 s each
-_PINS = {"button": 0, "button_active_low": True, "led": 2, "sda": 21, "scl": 22, "oled_addr": 0x3C}
+_PARKED_MS = const(3600000)  # after Ctrl-C: an hour at the REPL, then a reset into the app
+_PINS = {"button": 27, "button_active_low": True, "led": 2, "sda": 21, "scl": 22, "oled_addr": 0x3C}
 _INIT = (0xAE, 0x20, 0x00, 0x40, 0xA1, 0xA8, 63, 0xC8, 0xD3, 0x00, 0xDA, 0x12, 0xD5, 0x80,
          0xD9, 0xF1, 0xDB, 0x30, 0x81, 0xFF, 0xA4, 0xA6, 0x8D, 0x14, 0xAF)
 
@@ -66,15 +70,13 @@ class Hal(BaseHal):
         self._setup_pins(_PINS)
 
     def configure(self, cfg, secrets):
-        # Called once config and secrets are loaded: pins, WLAN credentials, watchdog.
+        # Called once config and secrets are loaded: pins, WLAN credentials.
         pins = cfg.get("pins")
         if pins:
             p = dict(_PINS)
             p.update(pins)
             self._setup_pins(p)
         self._wifi = (secrets.get("wifi_ssid"), secrets.get("wifi_password"))
-        import machine
-        self._wdt = machine.WDT(timeout=_WDT_MS)
 
     def _setup_pins(self, p):
         from machine import I2C, Pin
@@ -116,6 +118,24 @@ class Hal(BaseHal):
         except (OSError, OverflowError, ImportError) as e:
             print("hal: NTP failed:", e)
         return self.time_ok()
+
+    # The watchdog. Once started it cannot be stopped and it survives a soft reset, so it starts
+    # only when the loop starts (watchdog_start(), then the loop feeds it through wait()): a
+    # board waiting for setup, WLAN or the clock, or stopped before that, has none running.
+    # mpremote stops the app with Ctrl-C on every connection; watchdog_park() then sets the
+    # longest timeout we allow (MicroPython >= 1.23 on the ESP32 reconfigures the running task
+    # watchdog when WDT() is called again), so a developer or `deploy` has an hour at the REPL.
+
+    def watchdog_start(self):
+        import machine
+        self._wdt = machine.WDT(timeout=_WDT_MS)
+
+    def watchdog_park(self):
+        if self._wdt:
+            import machine
+            machine.WDT(timeout=_PARKED_MS).feed()
+            print("hal: app stopped; the watchdog resets the board in %d min unless fed"
+                  % (_PARKED_MS // 60000))
 
     def _feed(self):
         if self._wdt:
@@ -196,7 +216,7 @@ class Hal(BaseHal):
         self._flash_until = time.ticks_add(time.ticks_ms(), seconds * 1000)
 
     def safe_mode(self):
-        # Button held at power-on: skip the app, leave the REPL to the developer.
+        # Button held at power-on: skip the app (no watchdog), leave the REPL to the developer.
         return self._pressed()
 
     def event(self, **fields):

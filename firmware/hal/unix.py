@@ -2,12 +2,18 @@
 #
 # Button: the keyboard (Enter = press, "l" Enter = long press, "d" Enter = double press,
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
-#   ("press", "long", "double", "quit"); only lines written after start-up count.
+#   ("press", "long", "double", "quit", and "interrupt": Ctrl-C as mpremote sends it to a
+#   board); only lines written after start-up count.
 # Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
-#   printed in a frame of 18 rows (2x4 pixels per character), when it changes.
+#   printed in a frame of 18 rows (2x4 pixels per character), when it changes. With
+#   $ORDER_DEVICE_DISPLAY=framebuf it is driven as the ESP32 drives its SSD1306 instead (what
+#   `make bench` measures): the framebuf drawn, then its 1024 bytes written in one write per
+#   refresh, to DIR/display.fb (opened once), and no frame printed.
 # Events: one `EVT {json}` line on stdout per observable change, for integration tests.
 # Storage: the folder in $ORDER_DEVICE_DIR (default .local/device).
-# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset clock).
+# Clock: the host clock, shifted by $ORDER_DEVICE_TIME_OFFSET seconds (to test an unset or wrong
+#   clock). sync_time() stands for NTP: it answers only with $ORDER_DEVICE_NTP set, and then
+#   sets the clock to the host's.
 import framebuf
 import json
 import os
@@ -72,7 +78,9 @@ class Hal(BaseHal):
         # directly, so `gestures` (the button's gesture machine) is not needed here.
         self.storage_dir = os.getenv("ORDER_DEVICE_DIR") or ".local/device"
         _makedirs(self.storage_dir)
-        self._offset = epoch_offset(time.gmtime(0)[0]) + float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._epoch = epoch_offset(time.gmtime(0)[0])
+        self._offset = self._epoch + float(os.getenv("ORDER_DEVICE_TIME_OFFSET") or 0)
+        self._ntp = bool(os.getenv("ORDER_DEVICE_NTP"))
         self._control = self.storage_dir + "/control"
         try:
             self._control_pos = os.stat(self._control)[6]
@@ -82,7 +90,11 @@ class Hal(BaseHal):
         self._stdin = True
         self._poll.register(sys.stdin, select.POLLIN)    # plus the link's socket: BaseHal._watch
         self._screen = None
-        self._fb = framebuf.FrameBuffer(bytearray(128 * 64 // 8), 128, 64, framebuf.MONO_VLSB)
+        buf = bytearray(128 * 64 // 8)
+        self._fb = framebuf.FrameBuffer(buf, 128, 64, framebuf.MONO_VLSB)
+        self._panel = None
+        if os.getenv("ORDER_DEVICE_DISPLAY") == "framebuf":
+            self._panel = (open(self.storage_dir + "/display.fb", "wb"), buf)
         self._gestures = []
 
     # now(), time_ok(), rand(), random_bytes() and mem_free() come from BaseHal.
@@ -96,7 +108,16 @@ class Hal(BaseHal):
         return True
 
     def sync_time(self):
+        if self._ntp:
+            self._offset = self._epoch
         return self.time_ok()
+
+    # The watchdog is the ESP32's; here its start and park are events, so tests see the order.
+    def watchdog_start(self):
+        self.event(watchdog="started")
+
+    def watchdog_park(self):
+        self.event(watchdog="parked")
 
     def crash(self, e):
         # An unexpected error: on a PC, show it and stop (exit status 1).
@@ -152,6 +173,11 @@ class Hal(BaseHal):
         g = _WORDS.get(line.strip().lower())
         if g:
             self._gestures.append(g)
+        elif line.strip() == "interrupt":
+            # Ctrl-C as an ESP32 gets it from mpremote: a KeyboardInterrupt raised in the loop.
+            # A unix SIGINT is raised asynchronously, even inside a collection or a finaliser,
+            # where it can leave the heap locked or be swallowed: no model of the board.
+            raise KeyboardInterrupt
         else:
             print("keys: Enter = press, l = long press, d = double press, q = quit")
 
@@ -180,7 +206,12 @@ class Hal(BaseHal):
             return
         self._screen = (sid, lines)
         draw(self._fb, lines)
-        terminal(self._fb, sys.stdout.buffer.write)
+        if self._panel:
+            f, buf = self._panel
+            f.seek(0)
+            f.write(buf)    # the SSD1306's one I2C write of the buffer
+        else:
+            terminal(self._fb, sys.stdout.buffer.write)
         self.event(screen=sid, lines=lines)
 
     def brightness(self, level):

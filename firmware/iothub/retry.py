@@ -52,3 +52,24 @@ def classify_status(status):
     if status >= 500:
         return SOON
     return FATAL
+
+
+class Backoff:
+    # One request the hub must answer with success (a twin GET, a reported patch), retried
+    # with backoff and jitter by what its status means. `due` is when to send it again (0:
+    # nothing due); `attempt` counts the failures since the last success.
+
+    def __init__(self):
+        self.due = 0
+        self.attempt = 0
+
+    def fail(self, now, status, rand):
+        # The hub answered `status` (429, 5xx...): -> seconds until the request goes again.
+        wait = delay_for(classify_status(status), self.attempt, rand)
+        self.attempt += 1
+        self.due = now + wait
+        return wait
+
+    def ok(self):
+        self.due = 0
+        self.attempt = 0

@@ -6,6 +6,9 @@
 from firmware.iothub.sas import quote, unquote
 
 API_VERSION = "2021-04-12"
+# IoT Hub times a connection out at 1.5 x keep-alive but never later than 1767 s: a longer
+# keep-alive would let it drop a healthy idle device before the device pings.
+MAX_KEEPALIVE_S = 1177
 DPS_API_VERSION = "2019-03-31"
 
 # Every topic prefix once; the device formats and parses with these, and the local hub builds its

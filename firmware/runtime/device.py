@@ -13,7 +13,7 @@ import json
 
 from firmware.app import gestures, orders, screens
 from firmware.hal import PLATFORM, Hal
-from firmware.iothub import sas, topics
+from firmware.iothub import retry, sas, topics
 from firmware.runtime import storage
 from firmware.runtime.link import AUTH_ERROR, HOST_NOT_FOUND, Link
 
@@ -31,6 +31,8 @@ _REPORT_S = const(300)      # free heap and link counters, while online
 _NO_NETWORK_S = const(5)    # no WLAN: look again this much later, before trying the hub
 _STATE = "state.json"
 _LINK_STATS = ("dropped", "bad_topics", "handler_errors", "renewals", "auth_errors", "connects")
+_REPORT_RIDS = const(8)     # reported patches awaiting the hub's answer, newest kept
+_CLOCK_MOVED_S = const(30)  # a re-sync that moves the clock more than this explains a refusal
 
 
 def run(boot=(None, False)):
@@ -50,7 +52,8 @@ def run(boot=(None, False)):
             if r == "restart":
                 hal.reset()     # never returns: ota_boot picks the version at the next boot
             hal.reboot()
-    except KeyboardInterrupt:  # Ctrl-C: stop the app (the link closed on the way out)
+    except KeyboardInterrupt:  # Ctrl-C (mpremote sends it): stop the app, link closed on the way out
+        hal.watchdog_park()     # first: a board at the REPL must stay there long enough to deploy to
         hal.event(stopped="interrupted")
     except Exception as e:  # a bug; SystemExit still ends the program
         hal.event(crash=repr(e))
@@ -73,6 +76,10 @@ class Device:
         self.version = boot[0] or VERSION
         self._pending = boot[1]
         self.updates = None         # ota.Updates once imported (_ota_twin)
+        self._twin_retry = retry.Backoff()     # the twin GET, until the hub answers 200
+        self._report_retry = retry.Backoff()   # a reported patch the hub did not take
+        self._report_rids = []
+        self._resync = False                   # the hub refused the token: check the clock
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -95,6 +102,7 @@ class Device:
             storage.write_atomic(self.state_path + ".corrupt", blob)
             hal.event(state_corrupt=self.state_path + ".corrupt")
         self._do(acts)
+        self.hal.watchdog_start()   # only now, fed by every loop turn; it cannot be stopped
         try:
             self._loop()
         finally:
@@ -173,6 +181,8 @@ class Device:
             t = self.hal.now()
             if self.link.connect_due(t) and not self.hal.network_up():
                 self.link.network_down(t, _NO_NETWORK_S)
+            if self._resync:
+                t = self._resync_clock(t)
             self.link.step(t, on_link)
             if self.dps is not None and self.dps.due and not self.dps.register():
                 break
@@ -180,6 +190,8 @@ class Device:
             if now != last:
                 last = now
                 self._do(orders.tick(self.s, now))
+                if self.link.online():
+                    self._retries(now)
                 if self.link.online() and now >= self._report_at:
                     self._report({})
                 if self.updates and self.updates.tick(now):
@@ -210,6 +222,9 @@ class Device:
                 self.dps.online()
             self.hal.event(link="online", session_present=ev[1])
             self._report_at = now + 2
+            self._twin_retry.ok()          # the link sent a fresh GET
+            self._report_retry.ok()        # connected() reports everything anyway
+            self._report_rids = []
             self._do(orders.connected(s, now))
         elif kind == "disconnected":
             self.hal.event(link="offline", reason=ev[1])
@@ -220,6 +235,7 @@ class Device:
                 self.dps.refused(HOST_NOT_FOUND)
         elif kind == "auth_error":
             self.hal.event(link=AUTH_ERROR, code=ev[1], retry_in=ev[2])
+            self._resync = True
             self._do(orders.disconnected(s, now, "auth"))
             if self.dps is not None:
                 self.dps.refused("CONNACK %s" % ev[1])
@@ -230,14 +246,13 @@ class Device:
             self.hal.event(c2d=ev[1])
             self._do(orders.c2d(s, now, ev[1], ev[2]))
         elif kind == "twin":                          # ("twin", rid, status, body)
-            if ev[2] == 200:
-                self._do(orders.twin(s, now, ev[3]))
-                self._ota_twin(ev[3], True)
-            elif ev[2] >= 300:
-                self.hal.event(twin_status=ev[2], rid=ev[1])
+            self._twin_answer(ev[1], ev[2], ev[3], now)
         elif kind == "desired":                       # ("desired", $version, body)
-            self._do(orders.twin(s, now, ev[2], ev[1]))
-            self._ota_twin(ev[2], False)
+            if ev[2] is None:                         # too large to read
+                self._twin_too_large(now)
+            else:
+                self._do(orders.twin(s, now, ev[2], ev[1]))
+                self._ota_twin(ev[2], False)
         elif kind == "method":                        # ("method", rid, name, body)
             self.hal.event(method=ev[2])
             self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
@@ -271,6 +286,65 @@ class Device:
     def _show_screen(self, scr):
         self.hal.show(scr[0], scr[1])
 
+    # --- what the hub must take: the twin GET, reported patches, a token ------------------------
+
+    def _twin_answer(self, rid, status, body, now):
+        # The hub answers twin GETs and reported patches on the same topic, told apart by rid.
+        if rid in self._report_rids:
+            self._report_rids.remove(rid)
+            if status < 300:
+                if not self._report_retry.due:
+                    self._report_retry.ok()
+            elif not self._report_retry.due:
+                # not taken (429 throttled, 5xx, 400...): the whole reported state goes again
+                # when the backoff ends, not this patch (a newer one may have followed it)
+                wait = self._report_retry.fail(now, status, self.hal.rand())
+                self.hal.event(report_status=status, rid=rid, retry_in=int(wait))
+        elif status == 200 and body is None:
+            self._twin_too_large(now)
+        elif status == 200:
+            self._twin_retry.ok()
+            self._do(orders.twin(self.s, now, body))
+            self._ota_twin(body, True)
+        else:
+            # a GET the hub did not answer (429, 5xx): without it a new button has no product
+            wait = self._twin_retry.fail(now, status, self.hal.rand())
+            self.hal.event(twin_status=status, rid=rid, retry_in=int(wait))
+
+    def _twin_too_large(self, now):
+        # The twin (a GET answer or a desired patch) is bigger than the device can read: the
+        # cloud is told (reported "rejected"), and the GET is tried again rarely, in case the
+        # twin was trimmed (413: the FATAL policy, minutes).
+        self.hal.event(twin_too_large=True)
+        self._do(orders.twin_too_large(self.s, now))
+        if not self._twin_retry.due:
+            self._twin_retry.fail(now, 413, self.hal.rand())
+
+    def _retries(self, now):
+        # Called once a second while online: requests whose backoff has ended go again.
+        if self._twin_retry.due and now >= self._twin_retry.due:
+            self._twin_retry.due = 0
+            self.hal.event(twin_get=self.link.twin_get(), attempt=self._twin_retry.attempt)
+        if self._report_retry.due and now >= self._report_retry.due:
+            self._report_retry.due = 0
+            self.hal.event(report_again=self._report_retry.attempt)
+            self._do(orders.report_again(self.s, now))
+
+    def _resync_clock(self, t):
+        # The hub refused the token (CONNACK 4/5). A wrong clock makes every token refused
+        # (expired, or not valid yet), so the time is synced again before the next attempt
+        # and the screen says so; if that moved the clock, the refusal was the clock: try
+        # at once. -> the (new) time.
+        self._resync = False
+        self._do(orders.clock_check(self.s, self._now()))
+        ok = self.hal.sync_time()
+        now = self.hal.now()
+        moved = now - t
+        self.hal.event(clock="resync", ok=ok, moved=int(moved))
+        if moved > _CLOCK_MOVED_S or moved < -_CLOCK_MOVED_S:
+            self.link.retry_at(now)
+        return now
+
     def _report(self, patch):
         # The only place a reported-properties patch is sent. The app owns every key of the
         # reported document (orders.reported) except these two, which the runtime owns and
@@ -281,7 +355,11 @@ class Device:
         patch["link"] = self.link.stats
         if self.updates:
             self.updates.reported(patch)
-        self.link.report(json.dumps(patch))
+        rid = self.link.report(json.dumps(patch))
+        if rid is not None:
+            self._report_rids.append(rid)
+            if len(self._report_rids) > _REPORT_RIDS:
+                self._report_rids.pop(0)
         self._report_at = self._now() + _REPORT_S
         self.hal.event(report=sorted(patch), heap=patch["freeHeap"])
 

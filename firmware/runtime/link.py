@@ -80,6 +80,13 @@ class _Client(MQTTClient):
         # is one write, and TCP, TLS and CONNACK are each bounded by the socket timeout.
         # Returns session present.
         self.close()
+        # The TLS context is made at the first attempt, even one that cannot reach the hub: it
+        # is one 1728-byte block on a 32-bit port, and an offline spell of retries leaves the
+        # heap in pieces; made at the first TCP connect that succeeds, after such a spell, it
+        # found no such block and every connect failed with MemoryError (make bench's 32-bit
+        # build, firmware frozen: a 28 KiB device that waited 30 s for the hub never got
+        # online; made here, 27 KiB does). ValueError (a CA it refuses): a failed connect.
+        ctx = self._tls()
         raw = socket.socket()
         self.raw = raw
         try:
@@ -95,7 +102,7 @@ class _Client(MQTTClient):
             except (OSError, IndexError):
                 raise OSError(HOST_NOT_FOUND)
             raw.connect(addr)
-            self.sock = self._tls().wrap_socket(raw, server_hostname=self.hostname)
+            self.sock = ctx.wrap_socket(raw, server_hostname=self.hostname)
             self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
                                          _b(self.pswd), self.keepalive, clean_session))
             p = self._await(mqtt.CONNACK)
@@ -219,11 +226,12 @@ class _Client(MQTTClient):
 
     def _incoming(self, topic, msg, qos, pid):
         if msg is None:
-            # too big to hold (a hostile or broken sender), already read past: acknowledge it,
-            # or the hub would deliver it again after every reconnect
+            # too big to hold (a hostile or broken sender), already read past: it still takes
+            # its place in the inbox (body None), so it is acknowledged in its turn (IoT Hub
+            # wants PUBACKs in the order of the PUBLISHes) and a twin too large to read is told
+            # to the app instead of vanishing
             self.dropped += 1
-            if qos == 1:
-                self.ack(pid)
+            self.inbox.append((topic or b"", None, pid if qos == 1 else 0))
         elif qos == 2 or len(self.inbox) >= _INBOX_MAX:
             self.dropped += 1     # not acknowledged: the hub delivers a QoS 1 message again
         else:
@@ -252,6 +260,7 @@ class Link:
         self._resource = sas.device_resource(name, device_id)
         self._rand = rand
         self.token_ttl = token_ttl
+        keepalive = min(keepalive, topics.MAX_KEEPALIVE_S)   # more and IoT Hub drops an idle link
         self.keepalive = keepalive
         self.retry_cap = retry_cap
         if isinstance(ca, (bytes, bytearray)):
@@ -321,8 +330,17 @@ class Link:
         return str(self._rid)
 
     def report(self, body):
-        # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event).
-        return self.publish(topics.twin_patch_reported(self.next_rid()), body, qos=0)
+        # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event with
+        # this rid). Returns the rid, or None when it could not be written.
+        rid = self.next_rid()
+        return rid if self.publish(topics.twin_patch_reported(rid), body, qos=0) else None
+
+    def twin_get(self):
+        # Ask for the whole twin (after every connect; again when the hub answered with an
+        # error). The answer arrives as a "twin" event. Returns the rid.
+        rid = self.next_rid()
+        self.publish(topics.twin_get(rid), b" ", qos=0)
+        return rid
 
     def method_response(self, rid, status, body):
         return self.publish(topics.method_response(status, rid), body, qos=0)
@@ -349,6 +367,10 @@ class Link:
     def network_down(self, now, wait):
         # The network itself is down (no WLAN): no connect attempt before now + wait seconds.
         self.next_try = now + wait
+
+    def retry_at(self, t):
+        # The next connect attempt at t, whatever the backoff said (the clock was just fixed).
+        self.next_try = t
 
     def step(self, now, handle):
         self._now = now
@@ -389,6 +411,8 @@ class Link:
         c = self.c
         self._more = True
         for _ in range(_PACKETS_PER_STEP):
+            if len(c.inbox) >= _INBOX_MAX:
+                break           # the rest waits in the socket: nothing dropped, acks stay in order
             if self._broken or c.check_msg(now) is None:
                 self._more = False
                 break
@@ -432,11 +456,13 @@ class Link:
             print("link: handler failed on", event[0], repr(e))
 
     def _dispatch(self, topic, msg, handle):
+        # msg None: a message too large to read; only the twin's are told (body None), as the
+        # app must report them
         try:
             t = topic.decode()
             bag = topics.parse_c2d(t, self.device_id)
             if bag is not None:
-                return self._call(handle, ("c2d", bag, msg))
+                return None if msg is None else self._call(handle, ("c2d", bag, msg))
             res = topics.parse_twin_response(t)
             if res is not None:
                 return self._call(handle, ("twin", res[1], res[0], msg))
@@ -445,7 +471,7 @@ class Link:
                 return self._call(handle, ("desired", version, msg))
             req = topics.parse_method_request(t)
             if req is not None:
-                return self._call(handle, ("method", req[1], req[0], msg))
+                return None if msg is None else self._call(handle, ("method", req[1], req[0], msg))
         except (ValueError, UnicodeError):  # TopicError is a ValueError
             pass
         self.stats["bad_topics"] += 1
@@ -540,9 +566,9 @@ class Link:
                 c.publish(e[_TOPIC], e[_BODY], qos=1, pid=pid, dup=e[_SENT_BEFORE])
                 self.stats["resent"] += e[_SENT_BEFORE]
                 self._sent(e, now)
-            c.publish(topics.twin_get(self.next_rid()), b" ")
         except OSError as e:
             self._broken = "resend: " + _reason(e)
+        self.twin_get()
 
 
 def _reason(e):

@@ -3,7 +3,12 @@
 1. the firmware's total .mpy size (make mpy), and the largest state blob the order core can be
    driven to save against the size beyond which restore refuses one (mp_state_blob.py);
 2. the smallest `-X heapsize` at which the real order flow (press -> delivered, over TLS
-   against the local hub and order service) still completes, running the .mpy build;
+   against the local hub and order service) still completes, running the .mpy build; then the
+   device-true figures, on a 32-bit unix MicroPython built by build32.sh (make mp32): the same
+   flow with the firmware frozen (heap32_frozen_kib) and as .mpy files on the filesystem, as
+   `deploy` installs it (heap32_mpy_kib), the link alone (heap32_link_kib), and the heap the
+   imported firmware keeps (code32_*_bytes). Every device drives its display as the ESP32 does
+   (framebuf, one write per refresh: ORDER_DEVICE_DISPLAY=framebuf), not the terminal renderer;
 3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
    the device's own clock (its EVT lines), and the peak gc.mem_alloc() the device reports;
 4. stock umqtt.simple against the link's client (which keeps umqtt's ping and disconnect):
@@ -47,6 +52,57 @@ PROFILE = ["--name", "Bench", "--address", "1 Loop St", "--shipping-method", "st
            "--payment-token", "tok_bench"]
 SDK_PORT = 8883  # the SDK cannot use another port
 DEVICE_HEAP_K = 128  # about what MicroPython has on an ESP32 without PSRAM
+BUILD32 = os.path.join(REPO, "host_tools", "bench", "build32.sh")
+DISPLAY = {"ORDER_DEVICE_DISPLAY": "framebuf"}   # the display as the ESP32 drives it
+
+
+class Target:
+    """Which micropython runs the firmware, from where: main.py's folder and MICROPYPATH."""
+
+    def __init__(self, binary, main_dir, path):
+        self.binary, self.main_dir, self.path = binary, main_dir, path
+
+    def env(self):
+        # for the bench's own scripts, which import host_tools.bench.rss from the repository
+        return dict(os.environ, MICROPYPATH=self.path + ":" + REPO, **DISPLAY)
+
+
+def default_target():
+    return Target(micropython(), MPY, micropypath(MPY))  # micropypath ends with REPO already
+
+
+def build32():
+    """(the 32-bit micropython, None), or (None, one line saying why there is none)."""
+    try:
+        r = subprocess.run(["sh", BUILD32], cwd=REPO, capture_output=True, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"mp32: {e}"
+    if r.returncode == 0:
+        return r.stdout.strip().splitlines()[-1], None
+    lines = (r.stderr.strip() or r.stdout.strip()).splitlines()   # its reason is the last line
+    return None, lines[-1] if lines else f"mp32: build32.sh exited {r.returncode}"
+
+
+def targets32(binary):
+    """The two ways a board holds the firmware, on the 32-bit build.
+
+    frozen: nothing but .frozen on the path (the firmware, umqtt.simple and ssl are in the
+    image); main.py runs from a folder holding only main.py, as on a board.
+    mpy: the firmware and umqtt.simple as .mpy files (what deploy installs, build/mpy), ahead
+    of .frozen as on a board after boot.py; only ssl (frozen in every ESP32 image) comes from
+    .frozen."""
+    app = os.path.join(BUILD, "mp32", "app")
+    os.makedirs(app, exist_ok=True)
+    shutil.copy(os.path.join(REPO, "main.py"), app)
+    return {"frozen": Target(binary, app, ".frozen"),
+            "mpy": Target(binary, MPY, ":".join((MPY, os.path.join(MPY, "lib"), ".frozen")))}
+
+
+def code_resident(target):
+    return measure([target.binary, os.path.join(REPO, "host_tools", "bench", "mp_imports.py")],
+                   target.env())[3]["code_resident"]
+
+
 
 
 def _p(values, q):
@@ -56,7 +112,7 @@ def _p(values, q):
 
 def mpy_size():
     subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(MPY)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(MPY, "firmware"))
                for f in fs if f.endswith(".mpy"))
 
 
@@ -68,8 +124,10 @@ def state_blob():
             "state_blob_limit_bytes": r["state_blob_limit_bytes"], "state_blob_case": r["case"]}
 
 
-def _device(dev_dir, heap=None, log=None):
-    return DeviceProcess(dev_dir, heapsize=heap, code_dir=MPY).start()
+def _device(dev_dir, heap=None, target=None):
+    t = target or default_target()
+    return DeviceProcess(dev_dir, heapsize=heap, code_dir=t.main_dir, binary=t.binary,
+                         env={"MICROPYPATH": t.path, **DISPLAY}).start()
 
 
 def _fresh(dev_dir):
@@ -79,10 +137,10 @@ def _fresh(dev_dir):
             os.remove(os.path.join(dev_dir, name))
 
 
-def flow_completes(dev_dir, heap_k, timeout=30):
+def flow_completes(dev_dir, heap_k, target=None, timeout=30):
     """One fresh boot at this heap size: press -> delivered?"""
     _fresh(dev_dir)
-    dev = _device(dev_dir, "%dK" % heap_k)
+    dev = _device(dev_dir, "%dK" % heap_k, target)
     try:
         dev.wait_screen("ready", timeout)
         mark = dev.mark()
@@ -96,12 +154,12 @@ def flow_completes(dev_dir, heap_k, timeout=30):
         dev.close()
 
 
-def smallest_heap(dev_dir, lo=8, hi=256, step=2):
-    if not flow_completes(dev_dir, hi):
+def smallest_heap(dev_dir, target=None, lo=8, hi=256, step=1):
+    if not flow_completes(dev_dir, hi, target):
         return None
     while hi - lo > step:
         mid = (lo + hi) // 2
-        if flow_completes(dev_dir, mid):
+        if flow_completes(dev_dir, mid, target):
             hi = mid
         else:
             lo = mid
@@ -155,14 +213,15 @@ def measure(argv, env=None, timeout=60):
     return wall, usage.ru_utime + usage.ru_stime, result.get("peak_rss_kib", usage.ru_maxrss), result
 
 
-def _ours_cmd(mp_dir, n, heap_k):
-    return [micropython(), "-X", "heapsize=%dK" % heap_k,
+def _ours_cmd(mp_dir, n, heap_k, binary=None):
+    return [binary or micropython(), "-X", "heapsize=%dK" % heap_k,
             os.path.join(REPO, "host_tools", "bench", "mp_orders.py"), mp_dir, str(n)]
 
 
-def link_min_heap(mp_dir, n, lo=16, hi=256, step=4):
+def link_min_heap(mp_dir, n, target=None, lo=8, hi=256, step=1):
     """Smallest heap for the link alone: connect over TLS + n QoS 1 orders."""
-    return min_heap(lambda h: _ours_cmd(mp_dir, n, h), lo, hi, step)
+    t = target or default_target()
+    return min_heap(lambda h: _ours_cmd(mp_dir, n, h, t.binary), lo, hi, step, t.env())
 
 
 def _dps_cmd(dps_dir, heap_k):
@@ -170,9 +229,9 @@ def _dps_cmd(dps_dir, heap_k):
             os.path.join(REPO, "host_tools", "bench", "mp_dps.py"), dps_dir]
 
 
-def min_heap(cmd, lo=16, hi=256, step=4):
+def min_heap(cmd, lo=8, hi=256, step=1, env=None):
     """Smallest -X heapsize (KiB) at which cmd(heap_k) runs to the end."""
-    env = dict(os.environ, MICROPYPATH=micropypath(MPY))
+    env = env or dict(os.environ, MICROPYPATH=micropypath(MPY))
 
     def ok(h):
         try:
@@ -241,6 +300,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=5, help="runs of each side in the SDK comparison")
     ap.add_argument("--heap", type=int, default=DEVICE_HEAP_K,
                     help="KiB of heap for our side in the latency runs and the SDK comparison (default %(default)s)")
+    ap.add_argument("--only32", action="store_true",
+                    help="only the 32-bit build's figures (heap32_*, code32_*), the quick way to see a change")
     ap.add_argument("--load-seconds", type=float, default=10.0, help="seconds of each order-load run")
     ap.add_argument("--only-load", action="store_true", help="run only the order-load part (6.)")
     ap.add_argument("--out", default=os.path.join(BUILD, "bench.json"))
@@ -260,10 +321,15 @@ def main(argv=None):
     results["mpy_bytes"] = mpy_size()
     print(f"firmware .mpy: {results['mpy_bytes']} bytes", file=sys.stderr)
     results.update(state_blob())
+    binary, why = build32()
+    results["micropython32"] = binary or why
+    if why:
+        print(why, file=sys.stderr)
     services = []
     try:
         try:
-            hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", str(SDK_PORT),
+            port = 0 if args.only32 else SDK_PORT   # only the SDK needs 8883
+            hub, info = processes.start(["hub", "--data", hub_dir, "--mqtt-port", str(port),
                                          "--api-port", "0", "--amqp-port", "0"], os.path.join(hub_dir, "hub.log"), name="hub")
         except processes.ServiceFailed as e:
             sys.exit(f"bench: the hub must listen on {SDK_PORT} for the SDK (is a test or demo using it?): {e}")
@@ -277,42 +343,53 @@ def main(argv=None):
                                     os.path.join(orders_dir, "serve.log"), name="order service")
         services.append(orders)
 
-        print("searching the smallest heap for press -> delivered over TLS ...", file=sys.stderr)
-        results["min_heapsize_kib"] = smallest_heap(dev_dir)
-        print(f"{args.presses} presses ...", file=sys.stderr)
+        t32 = targets32(binary) if binary else {}
+        for name, target in t32.items():
+            print(f"32-bit, firmware {name}: searching the smallest heap for press -> delivered ...", file=sys.stderr)
+            results[f"heap32_{name}_kib"] = smallest_heap(dev_dir, target)
         heap = args.heap
-        if results["min_heapsize_kib"] and results["min_heapsize_kib"] > heap:
-            # the device would not boot: measure a little above its floor rather than not at all
-            heap = results["min_heapsize_kib"] + 4
-            print(f"the flow needs more than --heap {args.heap}K: latencies at {heap}K", file=sys.stderr)
-        puback, accepted, peak = press_latencies(dev_dir, args.presses, "%dK" % heap)
-        results["press_to_puback_ms"] = {"median": statistics.median(puback) * 1000, "p95": _p(puback, 0.95) * 1000}
-        results["press_to_accepted_ms"] = {"median": statistics.median(accepted) * 1000, "p95": _p(accepted, 0.95) * 1000}
-        results["device_peak_gc_alloc"] = peak
-        # The comparison is link against SDK: no order service answering its messages with C2D.
+        if not args.only32:
+            print("searching the smallest heap for press -> delivered over TLS ...", file=sys.stderr)
+            results["min_heapsize_kib"] = smallest_heap(dev_dir)
+            print(f"{args.presses} presses ...", file=sys.stderr)
+            if results["min_heapsize_kib"] and results["min_heapsize_kib"] > heap:
+                # the device would not boot: measure a little above its floor rather than not at all
+                heap = results["min_heapsize_kib"] + 4
+                print(f"the flow needs more than --heap {args.heap}K: latencies at {heap}K", file=sys.stderr)
+            puback, accepted, peak = press_latencies(dev_dir, args.presses, "%dK" % heap)
+            results["press_to_puback_ms"] = {"median": statistics.median(puback) * 1000, "p95": _p(puback, 0.95) * 1000}
+            results["press_to_accepted_ms"] = {"median": statistics.median(accepted) * 1000, "p95": _p(accepted, 0.95) * 1000}
+            results["device_peak_gc_alloc"] = peak
+        # The rest is the link alone: no order service answering its messages with C2D.
         processes.stop(services.pop())
-        print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
-        results["umqtt_vs_link_ms"] = measure(
-            [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_umqtt.py"), mp_dir, str(args.messages)],
-            dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
-        results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
-        results["code_resident_bytes"] = measure(
-            [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_imports.py")],
-            dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]["code_resident"]
-        print("DPS: registrations and the heap they need ...", file=sys.stderr)
-        results["dps"] = dps_figures(hub_dir, os.path.join(work, "dps-device"), 3, heap)
-        results["dps"]["connect_min_heapsize_kib"] = link_min_heap(mp_dir, 0)
-        print("over-the-air update of today's firmware ...", file=sys.stderr)
-        results["ota"] = ota_apply(dev_dir, hub_dir)
-        ours, sdk, ratios = compare_with_sdk(work, hub_dir, os.path.join(hub_dir, "certs", "ca.pem"),
-                                             mp_dir, args.runs, args.messages, heap)
-        results.update(ours=ours, sdk=sdk, ratios_ours_over_sdk=ratios)
+        if t32:
+            print("32-bit: the link alone, and the firmware's resident heap ...", file=sys.stderr)
+            results["heap32_link_kib"] = link_min_heap(mp_dir, args.messages, t32["frozen"])
+            results["heap32_link_mpy_kib"] = link_min_heap(mp_dir, args.messages, t32["mpy"])
+            results["code32_frozen_bytes"] = code_resident(t32["frozen"])
+            results["code32_mpy_bytes"] = code_resident(t32["mpy"])
+        if not args.only32:
+            print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
+            results["umqtt_vs_link_ms"] = measure(
+                [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_umqtt.py"), mp_dir, str(args.messages)],
+                dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
+            results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
+            results["code_resident_bytes"] = code_resident(default_target())
+            print("DPS: registrations and the heap they need ...", file=sys.stderr)
+            results["dps"] = dps_figures(hub_dir, os.path.join(work, "dps-device"), 3, heap)
+            results["dps"]["connect_min_heapsize_kib"] = link_min_heap(mp_dir, 0)
+            print("over-the-air update of today's firmware ...", file=sys.stderr)
+            results["ota"] = ota_apply(dev_dir, hub_dir)
+            ours, sdk, ratios = compare_with_sdk(work, hub_dir, os.path.join(hub_dir, "certs", "ca.pem"),
+                                                 mp_dir, args.runs, args.messages, heap)
+            results.update(ours=ours, sdk=sdk, ratios_ours_over_sdk=ratios)
     finally:
         for proc in reversed(services):
             processes.stop(proc)
-    print("order load on the cloud path ...", file=sys.stderr)
-    results["order_load"] = order_load.bench(os.path.join(work, "orders-load"), seconds=args.load_seconds,
-                                             log=lambda m: print(m, file=sys.stderr))
+    if not args.only32:
+        print("order load on the cloud path ...", file=sys.stderr)
+        results["order_load"] = order_load.bench(os.path.join(work, "orders-load"), seconds=args.load_seconds,
+                                                 log=lambda m: print(m, file=sys.stderr))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
@@ -362,23 +439,37 @@ def ota_apply(dev_dir, hub_dir, heaps=(128, 144, 160, 176, 192, 224, 256), timeo
     return {"bundle_bytes": size, "heapsize_kib": None}
 
 
+def _kib(v):
+    return f"{v} KiB" if v else "did not complete"
+
+
 def table(r):
     rows = [("firmware .mpy total", f"{r['mpy_bytes']} B"),
             ("largest state blob / limit restore accepts",
              "%d / %d B  (%.0f%% of it)" % (r["state_blob_max_bytes"], r["state_blob_limit_bytes"],
-                                            100 * r["state_blob_max_bytes"] / r["state_blob_limit_bytes"])),
-            ("smallest -X heapsize, press -> delivered over TLS",
-             f"{r['min_heapsize_kib']} KiB" if r["min_heapsize_kib"] else "did not complete"),
-            ("smallest -X heapsize, link only: connect + N QoS 1 orders",
-             f"{r['link_min_heapsize_kib']} KiB" if r["link_min_heapsize_kib"] else "did not complete"),
-            ("firmware code resident in that heap (bytecode + module objects, unix)",
-             "%.1f KiB" % (r["code_resident_bytes"] / 1024)),
-            ("device peak gc.mem_alloc() during the presses (heap %d KiB)" % r["ours"]["heapsize_kib"],
-             f"{r['device_peak_gc_alloc']} B" if r["device_peak_gc_alloc"] else "not reported"),
-            ("press -> PUBACK, median / p95",
-             "%.1f / %.1f ms" % (r["press_to_puback_ms"]["median"], r["press_to_puback_ms"]["p95"])),
-            ("press -> 'accepted' shown, median / p95",
-             "%.1f / %.1f ms" % (r["press_to_accepted_ms"]["median"], r["press_to_accepted_ms"]["p95"]))]
+                                            100 * r["state_blob_max_bytes"] / r["state_blob_limit_bytes"]))]
+    if "heap32_frozen_kib" in r:
+        rows += [("32-bit: smallest heap, press -> delivered over TLS, firmware frozen", _kib(r["heap32_frozen_kib"])),
+                 ("32-bit: smallest heap, press -> delivered, firmware as .mpy files", _kib(r["heap32_mpy_kib"])),
+                 ("32-bit: smallest heap, link only (connect + N QoS 1 orders), frozen / .mpy",
+                  f"{_kib(r['heap32_link_kib'])} / {_kib(r['heap32_link_mpy_kib'])}"),
+                 ("32-bit: firmware resident in the heap once imported, frozen / .mpy",
+                  f"{r['code32_frozen_bytes']} / {r['code32_mpy_bytes']} B")]
+    else:
+        rows.append(("32-bit figures", r["micropython32"]))
+    if "min_heapsize_kib" not in r:
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    rows += [("64-bit: smallest -X heapsize, press -> delivered over TLS", _kib(r["min_heapsize_kib"])),
+             ("64-bit: smallest -X heapsize, link only: connect + N QoS 1 orders", _kib(r["link_min_heapsize_kib"])),
+             ("64-bit: firmware code resident in that heap (bytecode + module objects)",
+              "%.1f KiB" % (r["code_resident_bytes"] / 1024)),
+             ("device peak gc.mem_alloc() during the presses (64-bit, heap %d KiB)" % r["ours"]["heapsize_kib"],
+              f"{r['device_peak_gc_alloc']} B" if r["device_peak_gc_alloc"] else "not reported"),
+             ("press -> PUBACK, median / p95",
+              "%.1f / %.1f ms" % (r["press_to_puback_ms"]["median"], r["press_to_puback_ms"]["p95"])),
+             ("press -> 'accepted' shown, median / p95",
+              "%.1f / %.1f ms" % (r["press_to_accepted_ms"]["median"], r["press_to_accepted_ms"]["p95"]))]
     o, s, q = r["ours"], r["sdk"], r["ratios_ours_over_sdk"]
     rows += [("connect + N orders: wall time, ours / SDK", "%.3f / %.3f s  (ratio %.3f)" % (o["wall_s"], s["wall_s"], q["wall_s"])),
              ("connect + N orders: CPU time, ours / SDK", "%.3f / %.3f s  (ratio %.3f)" % (o["cpu_s"], s["cpu_s"], q["cpu_s"])),
@@ -407,7 +498,7 @@ def table(r):
     rows += [("DPS registration, fresh device -> assigned, median / max",
               "%.3f / %.3f s  (of which retry-after waited %.0f s)"
               % (d["registration_s_median"], d["registration_s_max"], d["retry_after_waited_s"])),
-             ("smallest -X heapsize, DPS register + connect / connect alone",
+             ("64-bit: smallest -X heapsize, DPS register + connect / connect alone",
               "%s / %s KiB  (DPS adds %s KiB at its peak)"
               % (d["min_heapsize_kib"], d["connect_min_heapsize_kib"],
                  d["min_heapsize_kib"] - d["connect_min_heapsize_kib"]

@@ -1,7 +1,8 @@
 """`demo`: the whole flow on this machine, from a press to a delivered order.
 
-Starts the local IoT Hub and the local order service, provisions a demo button with a customer
-profile, and runs the real firmware on the unix MicroPython port in this terminal. A person
+Starts the local IoT Hub, the local commerce backend (token server, commerce API, Event Grid
+events) and the order service placing orders through it, provisions a demo button with a
+customer profile, and runs the real firmware on the unix MicroPython port in this terminal. A person
 presses Enter and watches the display; Ctrl-C stops everything. With --auto (make demo AUTO=1)
 nobody is needed: one press, the status timeline is printed, exit 0 once the order is delivered.
 """
@@ -26,12 +27,14 @@ PROFILE = ["--name", "Ada Lovelace", "--address", "12 Analytical Row, London",
 
 
 def add_commands(sub):
-    p = sub.add_parser("demo", help="run hub, order service and the firmware together (make demo)")
+    p = sub.add_parser("demo", help="run hub, commerce backend, order service and the firmware "
+                                    "together (make demo)")
     p.add_argument("--auto", action="store_true",
                    help="no person: one press, print the status timeline, exit 0 when delivered")
     p.add_argument("--data", default=".local",
                    help="where the demo keeps hub, orders and device folders (default %(default)s)")
-    p.add_argument("--timeline", help="order timeline for the service, e.g. shipped=4,delivered=6")
+    p.add_argument("--timeline", help="order timeline of the commerce backend, e.g. "
+                                      "payment_authorized=1,shipped=4,delivered=6")
     p.add_argument("--timeout", type=float, default=90, help="--auto: seconds until it gives up")
     p.add_argument("--verbose", action="store_true", help="also show the device's EVT lines")
     p.set_defaults(func=cmd_demo)
@@ -60,7 +63,7 @@ def _folders(args):
     if args.auto:  # a clean slate every time, so one press always means one new order
         root = os.path.join(root, "demo-auto")
         shutil.rmtree(root, ignore_errors=True)
-    return [os.path.join(root, name) for name in ("hub", "orders", "device")]
+    return [os.path.join(root, name) for name in ("hub", "orders", "device", "commerce")]
 
 
 def cmd_demo(args):
@@ -69,7 +72,7 @@ def cmd_demo(args):
     from host_tools.fleet import provision
     from host_tools.harness.device_process import DeviceProcess, NoMicroPython
 
-    hub_dir, orders_dir, dev_dir = _folders(args)
+    hub_dir, orders_dir, dev_dir, commerce_dir = _folders(args)
     services, dev = [], None
     try:
         _say("starting the local IoT Hub")
@@ -80,9 +83,9 @@ def cmd_demo(args):
         provision.provision_local(DEVICE_ID, dev_dir, hub_dir, info["mqtt_port"], SKU, 1)
         _host_tools("orders", "profile", "set", DEVICE_ID, *PROFILE, "--data", orders_dir)
         _say(f"provisioned {DEVICE_ID} (orders {SKU}) for {PROFILE[1]}")
-        serve = ["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir, "--poll-timeout", "0.5"]
-        if args.timeline:
-            serve += ["--timeline", args.timeline]
+        commerce_args = _start_commerce(args, hub_dir, orders_dir, commerce_dir, services)
+        serve = ["orders", "serve", "--hub-data", hub_dir, "--data", orders_dir, "--poll-timeout",
+                 "0.5", *commerce_args]
         orders, _ = processes.start(serve, os.path.join(orders_dir, "serve.log"), name="order service")
         services.append(orders)
         _say("order service running; starting the firmware on the unix MicroPython port")
@@ -91,7 +94,7 @@ def cmd_demo(args):
             return _auto(dev, args.timeout)
         with Console(verbose=args.verbose) as console:
             _console = console
-            _say(f"running; logs in {os.path.dirname(hub_dir)} (hub, orders, device)")
+            _say(f"running; logs in {os.path.dirname(hub_dir)} (hub, commerce, orders, device)")
             try:
                 dev = DeviceProcess(dev_dir, on_line=console.device_line).start()
                 return _interactive(dev)
@@ -110,6 +113,26 @@ def cmd_demo(args):
             dev.close()
         for proc in reversed(services):
             processes.stop(proc)
+
+
+def _start_commerce(args, hub_dir, orders_dir, commerce_dir, services):
+    """The commerce backend on a free port with the hub's CA, this orchestrator registered as
+    its client (secret in a 0600 file); returns the `orders serve` options that point at it."""
+    certs = os.path.join(hub_dir, "certs")
+    secret_file = os.path.join(orders_dir, "commerce-client.secret")
+    os.makedirs(orders_dir, mode=0o700, exist_ok=True)
+    _host_tools("commerce", "client", "add", "demo-orchestrator", "--data", commerce_dir,
+                "--secret-file", secret_file)
+    serve = ["commerce", "serve", "--data", commerce_dir, "--port", "0", "--certs", certs]
+    if args.timeline:
+        serve += ["--timeline", args.timeline]
+    proc, info = processes.start(serve, os.path.join(commerce_dir, "serve.log"),
+                                 name="commerce backend")
+    services.append(proc)
+    _say(f"commerce backend on {info['url']} (token server, API, Event Grid events)")
+    return ["--commerce-url", info["apiUrl"], "--token-url", info["tokenUrl"],
+            "--client-id", "demo-orchestrator", "--client-secret-file", secret_file,
+            "--commerce-ca", info["ca"], "--webhook-certs", certs]
 
 
 def _interrupt(signum, frame):

@@ -51,8 +51,9 @@ def micropypath(code=None):
 
 
 class DeviceProcess:
-    def __init__(self, folder, heapsize=None, env=None, on_line=None, code_dir=None):
+    def __init__(self, folder, heapsize=None, env=None, on_line=None, code_dir=None, binary=None):
         self.dir = str(folder)
+        self.binary = binary      # a micropython other than micropython() (e.g. the bench's 32-bit build)
         self.code_dir = code_dir  # run main.py and firmware/ from here (e.g. build/mpy); see code_folder()
         self.on_line = on_line    # called with every line the device prints (the demo shows them)
         os.makedirs(self.dir, exist_ok=True)
@@ -90,13 +91,14 @@ class DeviceProcess:
         return self._spawn()
 
     def _spawn(self):
-        cmd = [micropython()]
+        cmd = [self.binary or micropython()]
         if self.heapsize:
             cmd += ["-X", "heapsize=" + str(self.heapsize)]
         # the script's folder comes first on sys.path: run main.py from the code folder
         code = self.code_dir or code_folder()
         cmd.append(os.path.join(code, "main.py"))
-        env = dict(os.environ, MICROPYPATH=micropypath(code), ORDER_DEVICE_DIR=self.dir, **self.env)
+        env = dict(os.environ, MICROPYPATH=micropypath(code), ORDER_DEVICE_DIR=self.dir)
+        env.update(self.env)      # may set its own MICROPYPATH
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()

@@ -707,15 +707,20 @@ def test_twin_typo_deleted_with_null_is_no_rejection():
     assert ev(orders.twin, s, T + 3, {"neverSeen": None}) == []
 
 
-def test_twin_rejections_stay_capped_over_patches():
+def test_twin_rejections_are_all_reported_within_a_size_bound():
     s = device()
     for p in range(5):
         patch = {"$version": 2 + p}
         for i in range(10):
             patch["typo%d_%d" % (p, i)] = i
         ev(orders.twin, s, T + 1 + p, patch)
-        assert len(s["rejected"]) == 8, (p, len(s["rejected"]))
-        assert len(orders.reported(s)["rejected"]) == 8
+        assert len(orders.reported(s)["rejected"]) == 10 * (p + 1), p
+    patch = {"$version": 10}
+    for i in range(300):
+        patch["flood%03d" % i] = i
+    ev(orders.twin, s, T + 10, patch)
+    rej = orders.reported(s)["rejected"]
+    assert len(json.dumps(rej)) < 2400 and "_more" in rej
 
 
 def full(version, **desired):
@@ -888,3 +893,32 @@ def test_reboot_method_answers_first():
     s = device()
     acts = ev(orders.method, s, T, "5", "reboot", b"")
     assert kinds(acts)[-2:] == ["method_response", "reboot"]
+
+
+def test_report_again_sends_the_whole_reported_state():
+    # the hub did not take a patch (429/5xx): the next report is everything, not the lost diff
+    s = device()
+    ev(orders.tick, s, T + 1)
+    assert not only(ev(orders.tick, s, T + 2), "report")   # nothing changed: nothing to report
+    rep = only(ev(orders.report_again, s, T + 3), "report")
+    assert len(rep) == 1 and rep[0][1] == orders.reported(s)
+    offline = device(online=False)
+    assert not only(ev(orders.report_again, offline, T + 3), "report")
+
+
+def test_a_twin_too_large_to_read_is_reported_and_changes_no_setting():
+    s = device()
+    before = dict(orders.reported(s)["settings"])
+    acts = ev(orders.twin_too_large, s, T + 1)
+    rep = only(acts, "report")
+    assert rep and rep[0][1]["rejected"] == {"desired": "twin too large to read"}
+    assert orders.reported(s)["settings"] == before
+    # a twin read in full later clears it
+    ev(orders.twin, s, T + 2, {"desired": {"sku": "SKU-1", "$version": 5}, "reported": {}})
+    assert orders.reported(s)["rejected"] == {}
+
+
+def test_clock_check_says_so_for_a_while():
+    s = device()
+    assert shown(ev(orders.clock_check, s, T + 1)) == "clock"
+    assert shown(ev(orders.tick, s, T + 10)) != "clock"

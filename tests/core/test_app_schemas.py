@@ -171,7 +171,7 @@ def test_wire_contract_lives_in_the_app_readme():
         assert word in wire, word
 
 
-APP_FILES = ["README.md", "__init__.py", "gestures.py", "manifest.py", "orders.py",
+APP_FILES = ["README.md", "__init__.py", "gestures.py", "orders.py",
              "schemas.py", "screens.py", "settings.py"]
 
 

@@ -66,7 +66,8 @@ def test_apply_hostile_documents():
         many["k%d" % i] = i
     many["x" * 200] = 1
     a, r = settings.apply(D, many)
-    assert a == {} and len(r) == 8, len(r)
+    assert a == {} and _size(r) <= settings.MAX_REJECTED_BYTES + 40, len(r)
+    assert len(r) - 1 + int(r["_more"].split()[0]) == 101    # each one listed or counted
     for k in r:
         assert len(k) <= 32
 
@@ -89,7 +90,13 @@ def test_rejected_merge_table():
         assert got == want, (old, desired, got)
 
 
-def test_rejected_stays_capped_over_many_patches():
+def _size(rej):
+    return sum(len(k) + len(v) + 6 for k, v in rej.items())
+
+
+def test_rejected_is_bounded_by_size_not_count():
+    # every rejected setting is listed while the map fits its size budget (issue 10: it used to
+    # keep 8 and drop the rest silently); beyond that, "_more" says how many are left out
     rej = {}
     for p in range(5):
         patch = {}
@@ -97,9 +104,25 @@ def test_rejected_stays_capped_over_many_patches():
             patch["typo%d_%d" % (p, i)] = i
         a, r = settings.apply(D, patch)
         rej = settings.rejected(rej, patch, a, r)
-        assert len(rej) == 8, (p, len(rej))
+        assert len(rej) == 10 * (p + 1), (p, len(rej))
     new = settings.rejected(rej, {"late": 1}, {}, {"late": "unknown setting"})
-    assert len(new) == 8 and "late" in new     # the newest reason is kept
+    assert "late" in new and len(new) == 51
+
+
+def test_rejected_over_the_budget_counts_the_rest():
+    patch = {}
+    for i in range(200):
+        patch["k%03d_%s" % (i, "x" * 24)] = i
+    a, r = settings.apply(D, patch)
+    assert _size(r) <= settings.MAX_REJECTED_BYTES + 40
+    listed = len(r) - 1
+    assert r["_more"] == "%d more not listed" % (200 - listed) and listed > 20
+    rej = settings.rejected({}, patch, a, r)
+    assert rej == r
+    # a later patch keeps the count of those left out and lists its own first
+    rej2 = settings.rejected(rej, {"new": 1}, {}, {"new": "unknown setting"})
+    assert "new" in rej2 and int(rej2["_more"].split()[0]) >= 200 - listed
+    assert _size(rej2) <= settings.MAX_REJECTED_BYTES + 40
 
 
 def test_full_document_resets_missing_keys():

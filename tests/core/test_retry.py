@@ -43,3 +43,21 @@ def test_classify_status():
              404: retry.FATAL, 429: retry.LATER, 500: retry.SOON, 503: retry.LATER, 504: retry.SOON}
     for status, kind in table.items():
         assert retry.classify_status(status) == kind
+
+
+def test_backoff_retries_later_by_what_the_status_means():
+    b = retry.Backoff()
+    assert b.due == 0
+    w429 = b.fail(1000, 429, 0.5)       # throttled: the LATER policy, 7.5..15 s first
+    assert 7.5 <= w429 <= 15 and b.due == 1000 + w429 and b.attempt == 1
+    w2 = b.fail(2000, 429, 0.5)          # and it grows
+    assert w2 > w429
+    b.ok()
+    assert (b.due, b.attempt) == (0, 0)
+    w500 = b.fail(3000, 500, 0.0)        # a server error: soon (0.5 s first)
+    assert 0.5 <= w500 <= 1
+    for r in (0.0, 0.999):               # jitter: never zero, never past the cap
+        c = retry.Backoff()
+        for _ in range(30):
+            w = c.fail(0, 503, r)
+        assert 150 <= w <= 300

@@ -135,13 +135,16 @@ class _SocketModule:
 
 
 class _SslModule:
+    # ssl as the link uses it: SSLContext (each one counted in .contexts), wrap_socket per connect
     CERT_REQUIRED = 2
     PROTOCOL_TLS_CLIENT = 16
 
     def __init__(self, broker):
         self.broker = broker
+        self.contexts = 0
 
     def SSLContext(self, protocol):
+        self.contexts += 1
         return _SslContext(self)
 
     def wrap_socket(self, raw, **params):
@@ -372,6 +375,57 @@ def test_oversized_message_is_skipped_and_acknowledged():
     assert lk.state == link.ONLINE
 
 
+def test_pubacks_go_in_arrival_order_with_an_oversized_message_in_its_turn():
+    # IoT Hub closes the connection on a PUBACK out of order (issue 10)
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("devices/dev1/messages/devicebound/", b"a", 1, 1)
+    b.publish("devices/dev1/messages/devicebound/", b"x" * 20000, 1, 2)
+    b.publish("devices/dev1/messages/devicebound/", b"c", 1, 3)
+    ev = _run(lk, 1001)
+    assert [e[2] for e in ev if e[0] == "c2d"] == [b"a", b"c"]
+    assert b.packets(4) == [b"\x40\x02\x00\x01", b"\x40\x02\x00\x02", b"\x40\x02\x00\x03"]
+
+
+def test_a_full_inbox_stops_reading_so_nothing_is_dropped():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    for pid in range(1, 13):
+        b.publish("devices/dev1/messages/devicebound/", b"m%d" % pid, 1, pid)
+    seen = []
+    for t in range(1001, 1005):
+        seen += [e[2] for e in _run(lk, t) if e[0] == "c2d"]
+    assert seen == [b"m%d" % i for i in range(1, 13)] and lk.c.dropped == 0
+    assert [p[3] for p in b.packets(4)] == list(range(1, 13))
+
+
+def test_a_twin_too_large_to_read_reaches_the_app_without_a_body():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("$iothub/twin/res/200/?$rid=1", b"{" + b" " * 20000 + b"}")
+    b.publish("$iothub/twin/PATCH/properties/desired/?$version=7", b"x" * 20000)
+    ev = _run(lk, 1001)
+    assert ("twin", "1", 200, None) in ev and ("desired", 7, None) in ev
+
+
+def test_keepalive_is_clamped_to_what_iot_hub_allows():
+    lk = _link(Broker(), keepalive=3000)
+    assert lk.keepalive == topics.MAX_KEEPALIVE_S == 1177 and lk.c.keepalive == 1177
+
+
+def test_report_and_twin_get_return_their_request_ids():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    rid = lk.report(b'{"a": 1}')
+    assert rid and topics.twin_patch_reported(rid).encode() in b.writes[-1]
+    rid2 = lk.twin_get()
+    assert rid2 != rid and topics.twin_get(rid2).encode() in b.writes[-1]
+
+
 def test_nothing_waiting_returns_none_and_a_closed_socket_is_a_disconnect():
     b = Broker()
     lk = _link(b)
@@ -501,6 +555,30 @@ def test_token_is_renewed_by_reconnecting_before_expiry():
     tok = b.connects[1][b.connects[1].find(b"SharedAccessSignature"):].decode()
     assert sas.parse(tok)["se"] == renew + 20
     assert lk.stats["renewals"] == 1
+
+
+def test_one_tls_context_made_at_the_first_attempt_serves_every_connect():
+    # made once, and before the first TCP connect, even one that fails: a 32-bit heap left in
+    # pieces by an offline spell may no longer hold its 1728-byte block (issue 11)
+    b = Broker()
+    lk = _link(b)
+
+    class _Down(_SocketModule):
+        @staticmethod
+        def getaddrinfo(host, port):
+            raise OSError(-2)
+
+    link.socket = _Down
+    _run(lk, 1000)                          # the hub cannot be reached
+    assert lk.state == link.OFFLINE and link.ssl.contexts == 1
+    link.socket = _SocketModule
+    b.connack = 3
+    _run(lk, lk.next_try)                   # refused: offline, retried later
+    b.connack = 0
+    _run(lk, lk.next_try)                   # online
+    ev = _run(lk, lk.renew_at)              # and again, with a fresh token
+    assert ev[1][0] == "connected" and len(b.connects) == 3
+    assert link.ssl.contexts == 1
 
 
 def test_unacknowledged_publish_is_resent_with_dup_after_reconnect():

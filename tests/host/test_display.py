@@ -36,3 +36,20 @@ def test_long_lines_are_cut_to_the_display_width_and_empty_screens_are_blank(tmp
     rows = render(tmp_path, ("W" * 20,))
     assert any(row[60:].strip() for row in rows[1:3])       # 16 glyphs reach the right edge
     assert inked(render(tmp_path, ("", "", "", ""))) == []
+
+
+def test_framebuf_mode_writes_the_frame_once_per_change_and_prints_none(tmp_path):
+    # ORDER_DEVICE_DISPLAY=framebuf: the display as the ESP32 drives its SSD1306 (make bench):
+    # the 1024-byte framebuf in one write per refresh, to DIR/display.fb, no frame on stdout
+    script = ("from firmware.hal.unix import Hal\nfrom firmware.hal.base import draw\nimport framebuf\n"
+              "h = Hal(None, lambda year: 0)\nh.show('a', ('Ready',))\nh.show('a', ('Ready',))\n"
+              "buf = bytearray(1024)\ndraw(framebuf.FrameBuffer(buf, 128, 64, framebuf.MONO_VLSB), ('Ready',))\n"
+              "print('SAME', open(h.storage_dir + '/display.fb', 'rb').read() == buf)\n")
+    r = subprocess.run([micropython(), "-c", script], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MICROPYPATH=micropypath(REPO), ORDER_DEVICE_DIR=str(tmp_path),
+                                ORDER_DEVICE_DISPLAY="framebuf"))
+    assert r.returncode == 0, r.stderr
+    assert "SAME True" in r.stdout and "+---" not in r.stdout, r.stdout
+    assert (tmp_path / "display.fb").stat().st_size == 1024
+    assert [l for l in r.stdout.splitlines() if '"screen"' in l] and \
+        len([l for l in r.stdout.splitlines() if '"screen"' in l]) == 1      # redrawn only on change

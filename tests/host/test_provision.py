@@ -1,6 +1,7 @@
 """`provision` and `deploy`, run as a user runs them; the device's own loader reads the result."""
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -100,22 +101,73 @@ def test_bad_key_and_broken_files_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "invalid device id" in r.stderr
 
 
-def test_deploy_dry_run_lists_what_goes_on_the_board(tmp_path):
+def _provisioned(tmp_path):
     dev = tmp_path / "dev"
     assert run("provision", "--device", "b", "--out", str(dev), "--hub-data", str(tmp_path / "hub")).returncode == 0
+    return dev
+
+
+def _steps(pasted):
+    # the --dry-run text as a shell reads it: one argv, steps between the "+"
+    argv = shlex.split(pasted.replace("\\\n", " "))
+    i = argv.index("connect")
+    steps, cur = [], None
+    for a in argv[i + 2:]:
+        if a == "+":
+            cur = []
+            steps.append(cur)
+        else:
+            cur.append(a)
+    return argv[:i + 2], steps
+
+
+def test_deploy_is_one_mpremote_session_that_a_person_can_paste(tmp_path):
+    # issue 11: one session (mpremote's chained commands) instead of one connection per file
+    dev = _provisioned(tmp_path)
     from host_tools.fleet import deploy
     if not os.path.isdir(os.path.join(REPO, "build", "mpy", "firmware")):
         with pytest.raises(Exception, match="make mpy"):
             deploy.deploy_plan(REPO, str(dev))
         subprocess.run(["make", "-s", "mpy"], cwd=REPO, check=True, capture_output=True)
-    r = run("deploy", "--device-dir", str(dev), "--dry-run")
+    r = run("deploy", "--device-dir", str(dev), "--dry-run", "--port", "/dev/ttyUSB0")
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert any(" fs cp -r " in l and l.endswith("build/mpy/firmware :") for l in lines)
-    assert any(l.endswith(":lib/umqtt/simple.py") for l in lines)
-    for name in ("config.json", "secrets.json", "ca.der"):
-        assert any(l.endswith(":/data/" + name) for l in lines)
-    assert lines[-1].endswith("reset")
+    head, steps = _steps(r.stdout)
+    assert head[-3:] == ["mpremote", "connect", "/dev/ttyUSB0"] and r.stdout.count("-m mpremote") == 1
+    assert steps == deploy.deploy_plan(REPO, str(dev), "/dev/ttyUSB0")
+    assert head + [a for s in steps for a in ["+"] + s] == deploy.command(steps, "/dev/ttyUSB0")
+    assert steps[0][0] == "exec"                                   # prepare the board first
+    assert ["fs", "cp", "-r", os.path.join(REPO, "build", "mpy", "firmware"), ":"] in steps
+    assert ["fs", "cp", "-r", os.path.join(REPO, "build", "mpy", "lib"), ":"] in steps   # lib/umqtt/simple.mpy
+    assert (dev / "ca.json").exists()       # provision writes the bundle's manifest too
+    assert ["fs", "cp"] + [str(dev / n) for n in ("config.json", "secrets.json", "ca.der", "ca.json")] + [":/data/"] in steps
+    assert steps[-2][-1] == ":" and steps[-2][2:4] == [os.path.join(REPO, "boot.py"), os.path.join(REPO, "main.py")]
+    assert steps[-1] == ["reset"]
+
+
+def test_deploy_to_a_frozen_image_copies_no_firmware(tmp_path):
+    dev = _provisioned(tmp_path)
+    r = run("deploy", "--device-dir", str(dev), "--dry-run", "--frozen")
+    assert r.returncode == 0, r.stderr
+    _, steps = _steps(r.stdout)
+    copied = [a for s in steps if s[:2] == ["fs", "cp"] for a in s[2:-1]]
+    assert sorted(os.path.basename(a) for a in copied) == ["boot.py", "ca.der", "ca.json", "config.json", "main.py", "secrets.json"]
+    assert steps[0][0] == "exec" and steps[-1] == ["reset"]
+
+
+def test_deploy_prepares_the_board_by_removing_old_firmware_and_umqtt_only(tmp_path):
+    # the exec step, run by the real MicroPython in a folder laid out like a board's /
+    from host_tools.fleet import deploy
+    board = tmp_path / "board"
+    for path in ("firmware/runtime/link.mpy", "firmware/__init__.py", "lib/umqtt/simple.mpy",
+                 "lib/other.mpy", "data/state.json", "boot.py"):
+        (board / path).parent.mkdir(parents=True, exist_ok=True)
+        (board / path).write_text("x")
+    script = deploy.deploy_plan(REPO, str(_provisioned(tmp_path)), frozen=True)[0][1]
+    for _ in range(2):      # a second deploy finds nothing to remove
+        r = subprocess.run([MICROPYTHON, "-c", script], cwd=board, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "board prepared" in r.stdout, r.stderr
+    left = sorted(str(p.relative_to(board)) for p in board.rglob("*"))
+    assert left == ["boot.py", "data", "data/state.json", "lib", "lib/other.mpy"]
 
 
 def test_deploy_without_a_provisioned_folder_says_what_to_do(tmp_path):

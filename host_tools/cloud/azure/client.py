@@ -357,6 +357,11 @@ class AzureHub:
                 cursors[partition] = ev.sequence_number
         return events, cursors
 
+    def wake(self):
+        """Make a next_events() that waits (in the serve loop's thread) return now: another
+        thread (the commerce webhook) committed statuses for the loop to send."""
+        self.telemetry.queue.put(("", []))
+
     def send_c2d(self, items):
         if self.c2d is None:
             try:

@@ -39,7 +39,7 @@ class DpsConnection(Connection):
     def on_unsubscribe(self, filters):
         self.subscriptions.difference_update(filters)
 
-    async def on_publish(self, topic, data):
+    async def on_publish(self, topic, data, retain=False):   # RETAIN means nothing to DPS
         try:
             req = topics.parse_publish(topic)
         except TopicError as exc:

@@ -1,28 +1,35 @@
 """amqtt (pinned 0.12.1) as the MQTT/TLS transport of the local IoT Hub.
 
-amqtt gives us packet codecs, TLS listeners and the per-connection protocol handler. IoT Hub is not
-a pub/sub broker (devices never talk to each other), so this subclass routes every PUBLISH and
-SUBSCRIBE of a device to the hub itself:
-  - HubProtocolHandler.handle_publish answers QoS 1 only after the hub has handled (and stored)
-    the message, closes the connection on QoS 2, oversize or a topic the device may not use. This
-    also sidesteps the stock broker ending a client's loop on `$iothub/...` publishes.
-  - HubProtocolHandler.handle_subscribe checks each filter against the device's own topics.
+amqtt gives us the TLS listener, CONNECT decoding and packet encoders. IoT Hub is not a pub/sub
+broker (devices never talk to each other), so every packet of a connected device goes to the hub:
+  - HubProtocolHandler replaces amqtt's reader loop: strict framing and decoding (packets.py), one
+    packet at a time in arrival order; QoS 1 is answered only after the hub has handled (and
+    stored) the message; QoS 2, oversize, a malformed packet or a topic the device may not use
+    close the connection. This also sidesteps the stock broker ending a client's loop on
+    `$iothub/...` publishes.
   - HubBroker replaces session set-up: authenticate BEFORE touching any existing session (the stock
     broker lets a rejected CONNECT take over a connected client id), one fresh amqtt Session per
-    connection (durable state lives in the hub's SQLite store), CONNECT timeout, keep-alive x 1.5.
+    connection (durable state lives in the hub's SQLite store); the TLS handshake, the CONNECT and
+    every later packet once begun are bounded by the connect timeout; silence is bounded by
+    1.5 x keep-alive capped at 1767 s.
 These override private amqtt methods: keep amqtt pinned exactly.
 """
 import asyncio
 import logging
-import math
 from contextlib import suppress
+from functools import partial
 
 from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.connack import ConnackPacket
+from amqtt.mqtt.pingresp import PingRespPacket
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.publish import PublishPacket
+
+from host_tools.cloud.hub import packets
 
 log = logging.getLogger("host_tools.cloud.hub")
 
@@ -44,56 +51,92 @@ class _LimitedReader(StreamReaderAdapter):
 
 
 class HubProtocolHandler(BrokerProtocolHandler):
-    conn = None  # the hub's Connection, set before start()
+    """One device connection after CONNACK. Replaces amqtt's reader loop: packets are framed and
+    decoded strictly (packets.py) and handled one at a time, in the order they arrived, so PUBACKs
+    go out in the order of the PUBLISHes; any malformed packet closes the connection."""
+    conn = None             # the hub's Connection, set before start()
+    idle_timeout = None     # seconds of silence that end the connection (keep-alive x 1.5, capped)
+    packet_timeout = 10.0   # a packet that has begun must arrive whole within this
 
-    async def handle_publish(self, packet):
-        conn = self.conn
-        topic = packet.topic_name or ""
-        data = packet.data or b""
-        if packet.qos not in (0, 1):
-            return conn.close("QoS %s publish" % packet.qos)
-        if len(topic.encode()) + len(data) > MAX_PACKET:
-            return conn.close("message larger than 256 KB")
-        if not await conn.on_publish(topic, bytes(data)):
-            return
-        if packet.qos == 1 and not conn.closing:
-            await self._send_packet(PubackPacket.build(packet.variable_header.packet_id))
-
-    async def handle_subscribe(self, subscribe):
-        packet_id = subscribe.variable_header.packet_id
-        codes = self.conn.on_subscribe(subscribe.payload.topics)
-        if codes is None:
-            return
-        await self.mqtt_acknowledge_subscription(packet_id, codes)
-        self.conn.after_subscribe()
-
-    async def handle_unsubscribe(self, unsubscribe):
-        self.conn.on_unsubscribe(unsubscribe.payload.topics)
-        await self.mqtt_acknowledge_unsubscription(unsubscribe.variable_header.packet_id)
-
-    async def publish_until_acked(self, topic, data):
-        """QoS 1 publish that waits for the PUBACK as long as the connection lives (amqtt's own
-        mqtt_publish gives up after 5 s and then ignores a late PUBACK). Cancelled on close."""
-        packet_id = self.session.next_packet_id
-        waiter = asyncio.get_running_loop().create_future()
-        self._puback_waiters[packet_id] = waiter
+    async def _reader_loop(self):
+        self._reader_ready.set()
+        reason = "connection closed by the device"
         try:
-            await self._send_packet(PublishPacket.build(topic, bytes(data), packet_id, False, 1, False))
-            await waiter
+            while not self.conn.closing:
+                framed = await packets.read_packet(self.reader, self.idle_timeout, self.packet_timeout,
+                                                   MAX_PACKET + 8)
+                if framed is None:
+                    break
+                await self._dispatch(packets.decode(*framed))
+        except packets.IdleTimeout:
+            # nothing received for 1.5 x keep-alive: the hub drops the connection like IoT Hub does
+            reason = "keep-alive timeout (%ss of silence)" % self.idle_timeout
+        except (packets.PacketError, PacketTooLarge) as exc:
+            reason = "malformed packet: %s" % exc
+        except asyncio.CancelledError:
+            reason = "stopped"
+        except (ConnectionError, OSError) as exc:
+            reason = "connection lost: %r" % exc
+        except Exception as exc:  # never let one device's bytes hurt the hub
+            log.exception("%s: reader failed", self.conn.device_id)
+            reason = "internal error: %r" % exc
         finally:
-            self._puback_waiters.pop(packet_id, None)
+            self.conn.close(reason)
+            self._reader_stopped.set()
 
-    def handle_read_timeout(self):
-        # nothing received for 1.5 x keep-alive: the hub drops the connection like IoT Hub does
-        if self.conn is not None:
-            self.conn.close("keep-alive timeout")
+    async def _dispatch(self, p):
+        conn = self.conn
+        if isinstance(p, packets.Publish):
+            await self._on_publish(p)
+        elif p.type == packets.PUBACK:
+            conn.on_puback(p.packet_id)
+        elif p.type == packets.SUBSCRIBE:
+            codes = conn.on_subscribe(p.filters)
+            if codes is not None:
+                await self.mqtt_acknowledge_subscription(p.packet_id, codes)
+                conn.after_subscribe()
+        elif p.type == packets.UNSUBSCRIBE:
+            conn.on_unsubscribe(p.filters)
+            await self.mqtt_acknowledge_unsubscription(p.packet_id)
+        elif p.type == packets.PINGREQ:
+            await self._send_packet(PingRespPacket.build())
+        elif p.type == packets.DISCONNECT:
+            conn.close("DISCONNECT")
+
+    async def _on_publish(self, p):
+        conn = self.conn
+        if p.qos not in (0, 1):
+            return conn.close("QoS %s publish" % p.qos)
+        if len(p.topic.encode()) + len(p.payload) > MAX_PACKET:
+            return conn.close("message larger than 256 KB")
+        if conn.hub.faults.take("drop"):
+            return conn.close("injected fault: drop")
+        if not await conn.on_publish(p.topic, p.payload, retain=p.retain):
+            return
+        if p.qos == 1 and not conn.closing:
+            await self._send_packet(PubackPacket.build(p.packet_id))
+
+    async def send_publish(self, topic, data, packet_id, dup=False):
+        """A QoS 1 PUBLISH to the device; the Connection tracks its PUBACK."""
+        await self._send_packet(PublishPacket.build(topic, bytes(data), packet_id, dup, 1, False))
 
 
 class HubBroker(Broker):
-    def __init__(self, hub, config, connect_timeout=10.0):
+    def __init__(self, hub, config, connect_timeout=10.0, max_idle=packets.MAX_IDLE_SECONDS):
         super().__init__(config)
         self.hub = hub
         self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+
+    async def _create_server_instance(self, listener_name, listener_type, address, port, ssl_context):
+        # amqtt leaves the TLS handshake to asyncio's 60 s default: bound it like the CONNECT
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type, address, port,
+                                                         ssl_context)
+        return await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name), address, port,
+            reuse_address=True, ssl=ssl_context,
+            ssl_handshake_timeout=self.connect_timeout if ssl_context is not None else None)
 
     def port(self, listener="default"):
         return self._servers[listener].instance.sockets[0].getsockname()[1]
@@ -122,14 +165,15 @@ class HubBroker(Broker):
     async def _handle_client_session(self, reader, writer, session, handler, server, listener_name):
         conn = self.hub.authenticate(session)
         session.parent = 0
-        if conn is None:
+        if isinstance(conn, int):
             handler.attach(session, reader, writer)
-            await handler.mqtt_connack_authorize(False)  # CONNACK 5, not authorized
+            # 5 not authorized; 3 server unavailable when injected
+            await handler._send_packet(ConnackPacket.build(0, conn))
             return
-        if session.keep_alive > 0:
-            session.keep_alive = math.ceil(session.keep_alive * 1.5)
         handler.attach(session, reader, writer)
         handler.conn = conn
+        handler.idle_timeout = packets.server_idle_timeout(session.keep_alive, self.max_idle)
+        handler.packet_timeout = self.connect_timeout
         conn.handler = handler
         await self.hub.attach(conn)  # takes over from an older connection of the same device
         session.parent = 1 if conn.session_present else 0

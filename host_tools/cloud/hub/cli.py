@@ -3,6 +3,7 @@
 Registry commands work on the data folder directly (the hub need not run); monitor, c2d, twin and
 method talk to the running hub's service API.
 """
+import argparse
 import json
 import os
 import sys
@@ -34,10 +35,14 @@ def add_commands(sub):
         a.set_defaults(func=cmd_registry, action=action)
 
     p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops); "
-                                   "'hub connection-strings' prints its service connection strings")
-    p.add_argument("what", nargs="?", choices=("connection-strings",),
-                   help="print the service and Event Hubs-compatible connection strings of the running "
-                        "hub as JSON (they hold a key)")
+                                   "'hub connection-strings' prints its service connection strings; "
+                                   "'hub inject FAULT...' arms test faults on the running hub",
+                       epilog=_faults_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", choices=("connection-strings", "inject"),
+                   help="connection-strings: print the service and Event Hubs-compatible connection "
+                        "strings of the running hub as JSON (they hold a key); inject: test tooling, "
+                        "arm the FAULTs on the running hub (none: print what is armed)")
+    p.add_argument("fault", nargs="*", metavar="FAULT", help="with inject: KIND=VALUE (see below)")
     _data_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
@@ -47,7 +52,15 @@ def add_commands(sub):
     p.add_argument("--partitions", type=int, default=None,
                    help="partitions of the Event Hubs-compatible endpoint (default 2; fixed when the hub is created)")
     p.add_argument("--connect-timeout", type=float, default=10.0,
-                   help="seconds a new connection may take to send CONNECT (default %(default)s)")
+                   help="seconds for a new connection's TLS handshake and CONNECT, and for any packet "
+                        "once begun (default %(default)s)")
+    p.add_argument("--c2d-lock-seconds", type=float, default=60.0,
+                   help="how long a delivered C2D message stays locked (IoT Hub: 60; shorter for tests)")
+    p.add_argument("--max-idle-seconds", type=float, default=1767.0,
+                   help="cap on the silence allowed by any keep-alive (IoT Hub: 1767; shorter for tests)")
+    p.add_argument("--inject", action="append", default=[], metavar="FAULT",
+                   help="test tooling: arm a fault, e.g. twin_get=429:3, twin_patch=503:1, connect=3:2, "
+                        "c2d_lock=1, drop=1 (repeatable; see below)")
     p.add_argument("--dps-retry-after", type=int, default=None, metavar="S",
                    help="retry-after DPS answers a register with (default 3, as Azure's DPS)")
     p.add_argument("--verbose", action="store_true", help="log connections and refusals to stderr")
@@ -105,6 +118,11 @@ def add_commands(sub):
     a.add_argument("--timeout", type=int, default=30, help="seconds, 5..300")
     _data_arg(a)
     a.set_defaults(func=cmd_method_invoke)
+
+
+def _faults_doc():
+    from host_tools.cloud.hub import faults
+    return faults.__doc__
 
 
 def _data_arg(p):
@@ -189,6 +207,10 @@ def cmd_registry(args):
 def cmd_hub(args):
     if args.what == "connection-strings":
         return cmd_connection_strings(args)
+    if args.what == "inject":
+        return cmd_hub_inject(args)
+    if args.fault:
+        raise CliError("unexpected %s: FAULTs go after 'hub inject' (or use --inject)" % args.fault[0])
     import asyncio
     import logging
     from host_tools.cloud.hub.hub import run
@@ -200,13 +222,35 @@ def cmd_hub(args):
     from host_tools.cloud.hub.store import StoreError
     if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
         raise CliError("--dps-retry-after must be between 1 and 60 seconds")
+    from host_tools.cloud.hub import faults
+    for spec in args.inject:
+        try:
+            faults.parse(spec)
+        except faults.FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+    for name in ("connect_timeout", "c2d_lock_seconds", "max_idle_seconds"):
+        if not getattr(args, name) > 0:
+            raise CliError("--%s must be more than 0" % name.replace("_", "-"))
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
                         connect_timeout=args.connect_timeout, amqp_port=args.amqp_port,
                         partitions=args.partitions, say=sys.stderr,
-                        dps_retry_after=args.dps_retry_after))
+                        dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
+                        max_idle=args.max_idle_seconds, inject=args.inject))
     except (HubError, StoreError) as exc:
         raise CliError(str(exc)) from None
+
+
+def cmd_hub_inject(args):
+    from host_tools.cloud.hub import faults
+    for spec in args.fault:
+        try:
+            faults.parse(spec)
+        except faults.FaultSpecError as exc:
+            raise CliError(str(exc)) from None
+    client = _client(args)
+    armed = _call(client.inject_faults, args.fault) if args.fault else _call(client.faults)
+    print(json.dumps(armed))
 
 
 def cmd_connection_strings(args):

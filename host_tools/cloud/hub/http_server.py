@@ -33,6 +33,8 @@ class Request:
             return json.loads(self.body.decode("utf-8") or "null")
         except (UnicodeDecodeError, ValueError):
             raise HttpError(400, "body is not valid JSON") from None
+        except RecursionError:
+            raise HttpError(400, "body is nested too deeply") from None
 
 
 class Response:

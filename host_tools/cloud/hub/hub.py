@@ -14,9 +14,11 @@ import time
 import uuid
 
 from firmware.iothub import sas
-from host_tools.cloud.hub import certs, topics
+from host_tools.cloud.hub import certs, topics, twin_rules
 from host_tools.files import load_json, make_dirs, read_json, remove_dirs, write_json
-from host_tools.cloud.hub.store import Store, StoreError, new_key
+from host_tools.cloud.hub.faults import Faults
+from host_tools.cloud.hub.packets import MAX_IDLE_SECONDS
+from host_tools.cloud.hub.store import C2D_LOCK_SECONDS, Store, StoreError, new_key
 
 log = logging.getLogger("host_tools.cloud.hub")
 
@@ -92,6 +94,17 @@ def _filter_matches(topic_filter, topic):
     return len(f) == len(t)
 
 
+MAX_SUBSCRIPTIONS = 5   # IoT Hub: "A device can only subscribe to five topics at a time"
+C2D_IN_FLIGHT = 16      # C2D messages delivered and not yet completed, per connection
+
+
+class _InFlight:
+    __slots__ = ("seq", "topic", "body", "lock_until")
+
+    def __init__(self, seq, topic, body, lock_until):
+        self.seq, self.topic, self.body, self.lock_until = seq, topic, body, lock_until
+
+
 class Connection:
     """One authenticated MQTT connection of a device."""
     registry = True   # a device of the hub (a DPS connection is not: host_tools/cloud/dps)
@@ -108,6 +121,8 @@ class Connection:
         self.closed_event = asyncio.Event()
         self.finished = asyncio.Event()
         self.c2d_wakeup = asyncio.Event()
+        self.inflight = {}  # packet id -> _InFlight, in the order the PUBLISHes went out
+        self._next_pid = 0
         self._tasks = []
         self._expiry_timer = None
 
@@ -143,7 +158,11 @@ class Connection:
             if not topics.allowed_filter(topic_filter, self.device_id):
                 self.close("subscribe to a topic it may not use: %s" % topic_filter)
                 return None
-        self.subscriptions.update(f for f, _ in requested)
+        wanted = self.subscriptions | {f for f, _ in requested}
+        if len(wanted) > MAX_SUBSCRIPTIONS:
+            self.close("more than %d subscriptions" % MAX_SUBSCRIPTIONS)
+            return None
+        self.subscriptions = wanted
         if not self.clean_session:
             self.hub.store.set_subscriptions(self.device_id, self.subscriptions)
         return [min(q, 1) for _, q in requested]
@@ -156,7 +175,23 @@ class Connection:
         if not self.clean_session:
             self.hub.store.set_subscriptions(self.device_id, self.subscriptions)
 
-    async def on_publish(self, topic, data):
+    def on_puback(self, packet_id):
+        """A C2D message completed. IoT Hub requires PUBACKs in the order of the PUBLISHes; one out
+        of order, or for nothing in flight, closes the connection and completes nothing."""
+        if not self.inflight:
+            return self.close("PUBACK %d for no message in flight" % packet_id)
+        first = next(iter(self.inflight))
+        if packet_id != first:
+            return self.close("PUBACK %d out of order: %d was published first" % (packet_id, first))
+        entry = self.inflight.pop(first)
+        if self.hub.faults.take("c2d_lock"):
+            # the PUBACK is "lost": the message stays locked and comes back when the lock expires
+            log.info("%s: injected fault: PUBACK for C2D %d lost", self.device_id, entry.seq)
+        else:
+            self.hub.store.complete_c2d(entry.seq)
+        self.c2d_wakeup.set()
+
+    async def on_publish(self, topic, data, retain=False):
         """Route one device publish; False (and the connection closing) when it breaks the rules."""
         try:
             kind = topics.parse_publish(topic, self.device_id)
@@ -168,8 +203,11 @@ class Connection:
             return False
         try:
             if kind[0] == "telemetry":
+                bag = kind[1]
+                if retain:  # IoT Hub does not store it: it marks the message and passes it on
+                    bag = dict(bag, **{"mqtt-retain": "true"})
                 # PUBACK only once the batch holding it is committed (group_commit.py)
-                durable = self.hub.record_telemetry(self.device_id, kind[1], data)
+                durable = self.hub.record_telemetry(self.device_id, bag, data)
                 if durable is not None:
                     await durable
             elif kind[0] == "twin_get":
@@ -185,47 +223,100 @@ class Connection:
         return True
 
     async def _twin_get(self, rid):
+        status = self.hub.faults.take("twin_get")
+        if status:
+            log.info("%s: injected fault: twin GET answered %d", self.device_id, status)
+            await self.send(topics.twin_response(status, rid), b"")
+            return
         twin = self.hub.store.get_twin(self.device_id)
         doc = {"desired": dict(twin["desired"], **{"$version": twin["desired_version"]}),
                "reported": dict(twin["reported"], **{"$version": twin["reported_version"]})}
         await self.send(topics.twin_response(200, rid), json.dumps(doc).encode())
 
     async def _twin_reported(self, rid, data):
+        status = self.hub.faults.take("twin_patch")
+        if status:
+            log.info("%s: injected fault: reported PATCH answered %d", self.device_id, status)
+            await self.send(topics.twin_response(status, rid), b"")
+            return
         try:
             patch = json.loads(data.decode() or "null")
             version = self.hub.store.patch_twin(self.device_id, "reported", patch)
-        except (ValueError, UnicodeDecodeError, StoreError):
+        except (ValueError, UnicodeDecodeError, RecursionError, StoreError) as exc:
+            log.info("%s: reported PATCH refused (400): %s", self.device_id, exc)
             await self.send(topics.twin_response(400, rid), b"")
             return
         await self.send(topics.twin_response(204, rid, version), b"")
 
+    # ---- C2D ------------------------------------------------------------------------------
+    def _packet_id(self):
+        while True:
+            self._next_pid = self._next_pid % 65535 + 1
+            if self._next_pid not in self.inflight:
+                return self._next_pid
+
     async def _c2d_pump(self):
-        """Deliver queued C2D messages in order, one in flight, completing each on PUBACK."""
-        store = self.hub.store
-        last = 0
+        """Deliver C2D messages as IoT Hub does over MQTT: each delivery locks the message for the
+        lock time; several may be in flight; a PUBACK completes one; a lock that expires before
+        its PUBACK makes the message visible again: re-sent (DUP) on this connection, or delivered
+        after a reconnect. Lock expiry is not an abandon: the delivery count does not grow, and
+        the message keeps coming back until its TTL."""
+        try:
+            await self._c2d_deliver()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a dead pump would leave the device without its messages
+            log.exception("%s: C2D delivery failed", self.device_id)
+            self.close("C2D delivery failed: %r" % exc)
+
+    async def _c2d_deliver(self):
+        store, lock = self.hub.store, self.hub.c2d_lock_seconds
         while not self.closing:
+            now = time.time()
+            for pid, entry in list(self.inflight.items()):
+                if entry.lock_until <= now and pid in self.inflight:
+                    entry.lock_until = now + lock
+                    if store.lock_c2d(entry.seq, entry.lock_until):
+                        log.info("%s: C2D %d lock expired; sent again", self.device_id, entry.seq)
+                        await self.handler.send_publish(entry.topic, entry.body, pid, dup=True)
             c2d_subscribed = any(topics.is_c2d_filter(f, self.device_id) for f in self.subscriptions)
-            batch = store.pending_c2d(self.device_id, after_seq=last) if c2d_subscribed else []
-            if not batch:
-                self.c2d_wakeup.clear()
-                await self.c2d_wakeup.wait()
-                continue
-            for seq, props, body in batch:
-                if self.closing:
-                    return
-                store.count_delivery(seq)
-                # waits for the PUBACK while connected; if the connection ends first, the
-                # message stays queued and goes out again after a reconnect
-                await self.handler.publish_until_acked(topics.c2d(self.device_id, props), body)
-                store.complete_c2d(seq)
-                last = seq
+            room = C2D_IN_FLIGHT - len(self.inflight)
+            if c2d_subscribed and room > 0:
+                held = {e.seq for e in self.inflight.values()}
+                for seq, props, body in store.visible_c2d(self.device_id, exclude=held, limit=room):
+                    if self.closing:
+                        return
+                    until = time.time() + lock
+                    if not store.lock_c2d(seq, until):
+                        continue
+                    pid = self._packet_id()
+                    entry = _InFlight(seq, topics.c2d(self.device_id, props), body, until)
+                    self.inflight[pid] = entry
+                    await self.handler.send_publish(entry.topic, body, pid)
+            wake = [e.lock_until for e in self.inflight.values()]
+            if c2d_subscribed:
+                unlock = store.next_c2d_unlock(self.device_id)
+                if unlock is not None:
+                    wake.append(unlock)
+            timeout = max(0.0, min(wake) - time.time()) + 0.01 if wake else None
+            self.c2d_wakeup.clear()
+            try:
+                await asyncio.wait_for(self.c2d_wakeup.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
 
 
 class Hub:
-    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None):
+    def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None,
+                 c2d_lock_seconds=C2D_LOCK_SECONDS, max_idle=MAX_IDLE_SECONDS, inject=()):
         from host_tools.cloud.dps.service import DEFAULT_RETRY_AFTER, Dps
         self.data_dir = data_dir
         self.host = host
+        self.c2d_lock_seconds = c2d_lock_seconds
+        self.max_idle = max_idle
+        self.faults = Faults()
+        for spec in inject:
+            self.faults.arm_spec(spec)
         self.paths, self.cert_paths = ensure_data_dir(data_dir)
         self.service = _service(self.paths["service"])
         self.store = Store(self.paths["db"])
@@ -256,7 +347,7 @@ class Hub:
             raise HubError(0, "a hub is already running for %s%s" % (
                 self.data_dir, " (pid %d)" % other if other else ""))
         broker = HubBroker(self, {"listeners": {"default": listener}, "plugins": {}},
-                           connect_timeout=self.connect_timeout)
+                           connect_timeout=self.connect_timeout, max_idle=self.max_idle)
         try:
             await broker.start()
         except BrokerError as exc:
@@ -326,8 +417,17 @@ class Hub:
 
     # ---- device connections ---------------------------------------------------------------
     def authenticate(self, session):
-        """CONNECT -> Connection, or None (CONNACK 5). Never logs the token."""
+        """CONNECT -> Connection, or the CONNACK code that refuses it (5; 3 when injected).
+        Never logs the token."""
         device_id = session.client_id or ""
+        code = self.faults.take("connect")
+        if code:
+            log.info("%s: injected fault: CONNACK %d", device_id, code)
+            return code
+        conn = self._authenticate(session, device_id)
+        return 5 if conn is None else conn
+
+    def _authenticate(self, session, device_id):
         username = session.username or ""
         try:
             kind, host, user_device, _ = topics.parse_username(username)
@@ -458,7 +558,7 @@ class Hub:
         version = self.store.patch_twin(device_id, "desired", patch)
         conn = self.connections.get(device_id)
         if conn is not None:
-            body = dict(patch, **{"$version": version})
+            body = dict(twin_rules.strip_read_only(patch), **{"$version": version})
             await conn.send(topics.desired_patch(version), json.dumps(body).encode())
         return version
 
@@ -529,11 +629,12 @@ def _pid(hub_json):
 
 
 async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.stdout,
-              connect_timeout=10.0, amqp_port=5671, partitions=None, say=None, dps_retry_after=None):
-    """Run the hub in the foreground until SIGINT/SIGTERM.
+              connect_timeout=10.0, amqp_port=5671, partitions=None, say=None, **options):
+    """Run the hub in the foreground until SIGINT/SIGTERM. options: dps_retry_after,
+    c2d_lock_seconds, max_idle, inject (fault specs, see faults.py).
 
     Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
-    hub = Hub(data_dir, host, connect_timeout=connect_timeout, dps_retry_after=dps_retry_after)
+    hub = Hub(data_dir, host, connect_timeout=connect_timeout, **options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,11 +6,13 @@ Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/se
 C2D and telemetry are not here: as on IoT Hub, the service side sends C2D and reads telemetry
 over AMQP (amqp/).
 Not IoT Hub: GET /releases/{kind}/{version}/{name}, over-the-air update files (releases.py).
+Test tooling, not an IoT Hub API (fault injection for tests and demos, see faults.py):
+  GET/POST /test-tooling/faults   {"inject": ["twin_get=429:3", ...]} -> what is armed
 """
 import base64
 import datetime
 
-from host_tools.cloud.hub import releases
+from host_tools.cloud.hub import faults, releases
 from host_tools.cloud.hub.http_server import HttpError, Response
 from host_tools.cloud.hub.hub import HubError
 from host_tools.cloud.hub.store import StoreError
@@ -49,6 +51,8 @@ class ServiceApi:
             return await self._twins(req, seg[1])
         if len(seg) == 3 and seg[0] == "twins" and seg[2] == "methods" and m == "POST":
             return await self._method(req, seg[1])
+        if seg == ["test-tooling", "faults"] and m in ("GET", "POST"):
+            return self._faults(req)
         raise HttpError(404, "no such resource: %s %s" % (m, req.path))
 
     # ---- registry -------------------------------------------------------------------------
@@ -83,10 +87,15 @@ class ServiceApi:
             if body.get("deviceId", device_id) != device_id:
                 raise HttpError(400, "deviceId in the body does not match the URL")
             auth = body.get("authentication") or {}
-            if auth.get("type", "sas") != "sas":
-                raise HttpError(400, "only SAS (symmetric key) authentication is supported")
+            if not isinstance(auth, dict) or auth.get("type", "sas") != "sas":
+                raise HttpError(400, "authentication must be an object of type sas (symmetric key)")
             keys = auth.get("symmetricKey") or {}
+            if not isinstance(keys, dict) or not all(isinstance(keys.get(k), (str, type(None)))
+                                                     for k in ("primaryKey", "secondaryKey")):
+                raise HttpError(400, "authentication.symmetricKey must be an object of key strings")
             status = body.get("status") or "enabled"
+            if not isinstance(status, str):
+                raise HttpError(400, "status must be enabled or disabled")
             if store.get_device(device_id) is None:
                 dev = store.add_device(device_id, keys.get("primaryKey"), keys.get("secondaryKey"), status)
             else:
@@ -128,7 +137,10 @@ class ServiceApi:
             tags = body.get("tags")
             if tags:
                 self.hub.store.patch_twin(device_id, "tags", tags)
-            desired = (body.get("properties") or {}).get("desired")
+            properties = body.get("properties") or {}
+            if not isinstance(properties, dict):
+                raise HttpError(400, "properties must be an object")
+            desired = properties.get("desired")
             if desired is not None:
                 if not isinstance(desired, dict):
                     raise HttpError(400, "properties.desired must be an object")
@@ -138,10 +150,25 @@ class ServiceApi:
 
     async def _method(self, req, device_id):
         body = req.json()
-        if not isinstance(body, dict) or not body.get("methodName"):
+        if not isinstance(body, dict) or not isinstance(body.get("methodName"), str) or not body["methodName"]:
             raise HttpError(400, "body must be {\"methodName\": ..., \"payload\": ...}")
         timeout = body.get("responseTimeoutInSeconds") or 30
-        if not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 5 <= timeout <= 300:
             raise HttpError(400, "responseTimeoutInSeconds must be between 5 and 300")
         result = await self.hub.invoke_method(device_id, body["methodName"], body.get("payload"), timeout)
         return Response.json(result)
+
+    # ---- test tooling -------------------------------------------------------------------------
+    def _faults(self, req):
+        if req.method == "POST":
+            body = req.json()
+            specs = body.get("inject") if isinstance(body, dict) else None
+            if not isinstance(specs, list) or not all(isinstance(x, str) for x in specs):
+                raise HttpError(400, "body must be {\"inject\": [\"KIND=VALUE\", ...]}")
+            try:
+                parsed = [faults.parse(x) for x in specs]
+            except faults.FaultSpecError as exc:
+                raise HttpError(400, str(exc)) from None
+            for kind, value, count in parsed:
+                self.hub.faults.arm(kind, value, count)
+        return Response.json(self.hub.faults.state())

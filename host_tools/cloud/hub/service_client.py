@@ -217,6 +217,15 @@ class ServiceClient:
                             timeout=timeout + self.timeout)
 
 
+    # ---- test tooling, not an IoT Hub API ----------------------------------------------------
+    def inject_faults(self, specs):
+        """Arm faults on the running hub (see host_tools/cloud/hub/faults.py); -> what is armed."""
+        return self.request("POST", "/test-tooling/faults", {"inject": list(specs)})
+
+    def faults(self):
+        return self.request("GET", "/test-tooling/faults")
+
+
 def _flatten(dev):
     keys = (dev.get("authentication") or {}).get("symmetricKey") or {}
     out = dict(dev)

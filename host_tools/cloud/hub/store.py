@@ -13,12 +13,14 @@ import time
 import uuid
 
 from host_tools.cloud.hub.group_commit import GroupCommit
+from host_tools.cloud.hub import twin_rules
 
 C2D_QUEUE_LIMIT = 50
 C2D_MAX_BYTES = 64 * 1024
 C2D_TTL_DEFAULT = 3600
 C2D_TTL_MAX = 2 * 24 * 3600
-C2D_MAX_DELIVERY = 10
+C2D_MAX_DELIVERY = 10  # counts abandons/rejects only (AMQP/HTTPS); never a lock that expired
+C2D_LOCK_SECONDS = 60  # a delivered message stays invisible this long unless completed
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS c2d (
     enqueued REAL NOT NULL,
     expires REAL NOT NULL,
     delivery_count INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'queued'
+    state TEXT NOT NULL DEFAULT 'queued',
+    locked_until REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS c2d_pending ON c2d(device_id, state, seq);
 CREATE TABLE IF NOT EXISTS events (
@@ -128,6 +131,9 @@ class Store:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.executescript(_SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(c2d)")}
+            if "locked_until" not in columns:  # a data folder from before C2D locks
+                self.db.execute("ALTER TABLE c2d ADD COLUMN locked_until REAL NOT NULL DEFAULT 0")
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
@@ -214,13 +220,21 @@ class Store:
 
     def patch_twin(self, device_id, section, patch):
         """Merge `patch` into "desired", "reported" or "tags"; returns the new section version."""
-        if not isinstance(patch, dict):
-            raise StoreError(400, "a twin patch must be a JSON object")
+        try:
+            if not isinstance(patch, dict):
+                raise twin_rules.TwinRuleError("a twin patch must be a JSON object")
+            if section != "reported":  # the service may send back a twin it read
+                patch = twin_rules.strip_read_only(patch)
+            twin_rules.check_patch(section, patch)
+        except twin_rules.TwinRuleError as exc:
+            raise StoreError(400, str(exc)) from None
         with self._tx():
             twin = self.get_twin(device_id)
-            doc = merge_patch(twin[section], _strip_meta(patch))
-            if len(json.dumps(doc)) > 32 * 1024:
-                raise StoreError(400, "twin %s properties would exceed 32 KB" % section)
+            doc = merge_patch(twin[section], patch)
+            try:
+                twin_rules.check_size(section, doc)
+            except twin_rules.TwinRuleError as exc:
+                raise StoreError(400, str(exc)) from None
             if section == "tags":
                 self.db.execute("UPDATE twins SET tags=? WHERE device_id=?", (json.dumps(doc), device_id))
                 return None
@@ -267,25 +281,41 @@ class Store:
         self.db.execute("UPDATE c2d SET state='expired' WHERE device_id=? AND state='queued' AND expires<=?",
                         (device_id, now))
 
-    def pending_c2d(self, device_id, after_seq=0, now=None):
-        """Queued messages after after_seq, in order, once expired and over-delivered ones are set
-        aside (the caller counts each delivery with count_delivery). Joins the group commit:
-        setting aside again after a power cut changes nothing."""
+    def visible_c2d(self, device_id, exclude=(), limit=50, now=None):
+        """Queued messages that are not locked, oldest first, after expired ones are set aside:
+        [(seq, props, body)]. `exclude`: seqs the caller already holds."""
         now = time.time() if now is None else now
-        return self.group.write(self._pending_c2d, device_id, after_seq, now)[0]
+        # in the group commit: setting aside again after a power cut changes nothing
+        rows = self.group.write(self._visible_rows, device_id, now)[0]
+        out = []
+        for r in rows:
+            if r["seq"] not in exclude:
+                out.append((r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]))
+                if len(out) >= limit:
+                    break
+        return out
 
-    def _pending_c2d(self, device_id, after_seq, now):
+    def _visible_rows(self, device_id, now):
         self._expire_c2d(device_id, now)
         self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
                         " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
-        rows = self.db.execute(
-            "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND seq>?"
-            " ORDER BY seq", (device_id, after_seq)).fetchall()
-        return [(r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]) for r in rows]
+        return self.db.execute(
+            "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND locked_until<=?"
+            " ORDER BY seq", (device_id, now)).fetchall()
 
-    def count_delivery(self, seq):
-        """Joins the group commit: a count lost to a power cut only lets a message go out once more."""
-        self.group.write(self.db.execute, "UPDATE c2d SET delivery_count=delivery_count+1 WHERE seq=?", (seq,))
+    def lock_c2d(self, seq, until):
+        """Lock a message being delivered (IoT Hub's Invisible state); True if it is still queued.
+        Joins the group commit: a lock lost to a power cut only makes the message visible again."""
+        cur = self.group.write(self.db.execute, "UPDATE c2d SET locked_until=? WHERE seq=? AND state='queued'",
+                               (until, seq))[0]
+        return cur.rowcount == 1
+
+    def next_c2d_unlock(self, device_id, now=None):
+        """When the earliest locked message of the device becomes visible again (None: none locked)."""
+        now = time.time() if now is None else now
+        (t,) = self.db.execute("SELECT MIN(locked_until) FROM c2d WHERE device_id=? AND state='queued'"
+                               " AND locked_until>?", (device_id, now)).fetchone()
+        return t
 
     def complete_c2d(self, seq):
         """Joins the group commit: a completion lost to a power cut redelivers the message (at least
@@ -298,7 +328,7 @@ class Store:
 
     def c2d_states(self, device_id):
         return [dict(r) for r in self.db.execute(
-            "SELECT seq, message_id, state, delivery_count FROM c2d WHERE device_id=? ORDER BY seq",
+            "SELECT seq, message_id, state, delivery_count, locked_until FROM c2d WHERE device_id=? ORDER BY seq",
             (device_id,))]
 
     def queued_c2d_count(self, device_id):
@@ -357,10 +387,6 @@ class Store:
             self.db.execute("DELETE FROM subscriptions WHERE device_id=?", (device_id,))
             self.db.executemany("INSERT INTO subscriptions VALUES (?,?)",
                                 [(device_id, f) for f in sorted(filters)])
-
-
-def _strip_meta(patch):
-    return {k: v for k, v in patch.items() if not k.startswith("$")}
 
 
 class _Tx:

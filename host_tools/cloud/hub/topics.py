@@ -74,10 +74,10 @@ def parse_publish(topic, device_id):
 
 
 def allowed_filter(topic_filter, device_id):
-    """The subscriptions IoT Hub lets a device make (its own C2D, twin, methods)."""
-    c2d = device.c2d_topic(device_id)
+    """The subscriptions IoT Hub lets a device make (its own C2D, twin, methods): only the documented
+    filters ("it only supports the documented topic names and topic filters")."""
     return topic_filter in (
-        device.c2d_filter(device_id), c2d + "/+", c2d,
+        device.c2d_filter(device_id),
         device.TWIN_RES_FILTER, device.TWIN_DESIRED_FILTER, device.METHODS_FILTER,
     )
 

@@ -55,6 +55,28 @@ def add_commands(subparsers):
                         "drops it (default: the hub's, 1 hour; at most 2 days). The device asks "
                         "for lost statuses again (statusQuery)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    c = p.add_argument_group("commerce API (place orders there; without --commerce-url the "
+                             "service builds them itself and runs --timeline)")
+    c.add_argument("--commerce-url", help="the commerce API's base URL, e.g. "
+                                          "https://127.0.0.1:8443/api")
+    c.add_argument("--token-url", help="the identity server's token endpoint (default: "
+                                       "/connect/token on the commerce URL's host)")
+    c.add_argument("--client-id", help="OAuth2 client id of this orchestrator")
+    c.add_argument("--client-secret-file",
+                   help="file holding the client secret (must be 0600); '-' reads it from "
+                        "standard input")
+    c.add_argument("--commerce-ca", help="CA certificate to verify the commerce API and the "
+                                         "identity server with (default: the system's)")
+    c.add_argument("--webhook-host", default="127.0.0.1")
+    c.add_argument("--webhook-port", type=int, default=0,
+                   help="port of the Event Grid webhook (default 0: any free one)")
+    c.add_argument("--webhook-certs", help="folder with server.pem/server.key for the webhook "
+                                           "(made by `certs` if missing; default DATA/certs)")
+    c.add_argument("--subscription", default="orders",
+                   help="name of the event subscription (default orders)")
+    c.add_argument("--commerce-retry-max", type=float, default=5.0,
+                   help="longest wait in seconds between tries while the commerce API is "
+                        "unavailable (default 5)")
 
     p = command("list", _list, "list orders, newest first")
     p.add_argument("--device", help="only this device's orders")
@@ -137,9 +159,11 @@ def _offline_service(args):
 
 @contextmanager
 def _resolve_errors(key, data):
-    from host_tools.cloud.orders.service import Ambiguous, NotFound
+    from host_tools.cloud.orders.service import Ambiguous, CommerceOwned, NotFound
     try:
         yield
+    except CommerceOwned as exc:
+        raise CliError(str(exc)) from None
     except NotFound:
         raise CliError(f"no order {key} in {data}; `python -m host_tools orders list` shows "
                        f"them") from None
@@ -181,6 +205,7 @@ def _serve(args):
     import signal
     import threading
 
+    from host_tools.cloud.orders.commerce_bridge import Bridge
     from host_tools.cloud.orders.service import OrderService, hub_errors
 
     catalogue = _catalogue(args.catalogue)
@@ -205,6 +230,7 @@ def _serve(args):
             s.consumer_group = args.consumer_group
         return s
 
+    commerce = _commerce_client(args)
     store = _open_store(args.data, create=True)
     lock = open(os.path.join(args.data, _LOCK_NAME), "w")
     try:
@@ -229,7 +255,13 @@ def _serve(args):
         except hub_settings.SettingsError as exc:
             raise HubUnavailable(str(exc)) from None
 
-    service = OrderService(store, catalogue, tl, connect=connect, c2d_ttl=args.c2d_ttl)
+    bridge = webhook = None
+    if commerce is not None:
+        bridge = Bridge(commerce, args.subscription, retry_max=args.commerce_retry_max)
+    service = OrderService(store, catalogue, tl, connect=connect, c2d_ttl=args.c2d_ttl,
+                           bridge=bridge)
+    if commerce is not None:
+        webhook = _start_webhook(args, bridge, catalogue, tl, service.wake)
     try:
         service.step(0)
     except HubUnavailable as exc:
@@ -242,19 +274,99 @@ def _serve(args):
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
-    _print_json({"ready": True, "service": "orders", "data": os.path.abspath(args.data),
-                 "hub": where.source, "hubData": None if args.connection_file else os.path.abspath(args.hub_data),
-                 "timeline": tl.as_dict(), "cursors": store.cursors(), "pid": os.getpid()})
+    ready = {"ready": True, "service": "orders", "data": os.path.abspath(args.data),
+             "hub": where.source,
+             "hubData": None if args.connection_file else os.path.abspath(args.hub_data),
+             "timeline": tl.as_dict(), "cursors": store.cursors(), "pid": os.getpid()}
+    if webhook is not None:
+        ready.update(timeline=None, commerceUrl=args.commerce_url,
+                     webhook=webhook.url.split("?")[0], subscribed=bridge.subscribed)
+    _print_json(ready)
     try:
         service.serve(stop, poll_timeout=args.poll_timeout)
         service._drop_client()
     finally:
+        if webhook is not None:
+            webhook.stop()
+            webhook.store.close()
+            commerce.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logging.getLogger("host_tools.cloud.orders").info("stopped: %s", json.dumps(service.stats))
         store.close()
         lock.close()
     return 0
+
+
+def _read_secret_file(path):
+    import stat
+    from host_tools.prompt import read_secret
+    if path == "-":
+        return read_secret("commerce client secret")
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_IMODE(mode) & 0o077:
+            raise CliError(f"{path} holds a secret and must be readable by its owner only "
+                           f"(chmod 600 {path})")
+        with open(path) as f:
+            secret = f.read().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read the client secret file {path}: {exc.strerror}") from None
+    if not secret:
+        raise CliError(f"the client secret file {path} is empty")
+    return secret
+
+
+def _commerce_client(args):
+    """The commerce API client from the configuration, or None when no --commerce-url."""
+    from urllib.parse import urlsplit
+    given = [n for n in ("token_url", "client_id", "client_secret_file", "commerce_ca")
+             if getattr(args, n)]
+    if not args.commerce_url:
+        if given:
+            raise CliError(f"--{given[0].replace('_', '-')} needs --commerce-url")
+        return None
+    url = urlsplit(args.commerce_url)
+    if url.scheme != "https" or not url.hostname:
+        raise CliError("--commerce-url must be an https:// URL")
+    if not args.client_id or not args.client_secret_file:
+        raise CliError("--commerce-url needs --client-id and --client-secret-file")
+    if args.client_secret_file == "-" and getattr(args, "connection_file", None) == "-":
+        raise CliError("standard input can hold one secret: give --connection-file or "
+                       "--client-secret-file as a file")
+    if args.commerce_retry_max <= 0:
+        raise CliError("--commerce-retry-max must be > 0")
+    if args.commerce_ca and not os.path.isfile(args.commerce_ca):
+        raise CliError(f"--commerce-ca {args.commerce_ca}: no such file")
+    token_url = args.token_url or f"https://{url.netloc}/connect/token"
+    from host_tools.cloud.commerce.client import Client
+    return Client(args.commerce_url, token_url, args.client_id,
+                  _read_secret_file(args.client_secret_file), ca=args.commerce_ca)
+
+
+def _start_webhook(args, bridge, catalogue, tl, wake):
+    """The Event Grid webhook on its own thread, with its own store connection; it wakes the
+    serve loop to send what it committed."""
+    from host_tools.cloud.hub import certs
+    from host_tools.cloud.orders.service import OrderService
+    from host_tools.cloud.orders.webhook import WebhookServer
+    folder = args.webhook_certs or os.path.join(args.data, "certs")
+    try:
+        paths, _ = certs.ensure(folder)
+    except OSError as exc:
+        raise CliError(f"cannot make the webhook's certificate in {folder}: {exc}") from None
+    hook_store = _open_store(args.data)
+    hook_service = OrderService(hook_store, catalogue, tl, bridge=bridge)
+    webhook = WebhookServer(bridge.webhook_handler(hook_service, wake), paths["server.pem"],
+                            paths["server.key"], args.webhook_host, args.webhook_port)
+    webhook.store = hook_store  # closed with it
+    try:
+        bridge.webhook_url = webhook.start()
+    except OSError as exc:
+        hook_store.close()
+        raise CliError(str(exc)) from None
+    bridge.subscribed = False
+    return webhook
 
 
 def _list(args):

@@ -38,6 +38,15 @@ class NotFound(LookupError):
     pass
 
 
+class CommerceOwned(ValueError):
+    """An operator command on an order the commerce system runs: change it there."""
+
+    def __init__(self, order):
+        super().__init__(f"{order.order_id} was placed through the commerce API, which runs its "
+                         f"statuses: use `python -m host_tools commerce advance|cancel "
+                         f"{order.order_id}`")
+
+
 class Ambiguous(LookupError):
     def __init__(self, key, orders):
         super().__init__(f"{key} matches {len(orders)} orders")
@@ -68,10 +77,12 @@ def _give_up(status, attempts, max_attempts):
 
 class OrderService:
     def __init__(self, store, catalogue, timeline, connect=None, clock=time.time,
-                 new_message_id=None, max_attempts=10, c2d_ttl=None):
+                 new_message_id=None, max_attempts=10, c2d_ttl=None, bridge=None):
         """connect: a callable returning an AzureHub (called again after an outage);
         None for the CLI's offline commands, which only write to the store and the outbox.
-        c2d_ttl: seconds a status waits in the device's C2D queue (None: the hub's default)."""
+        c2d_ttl: seconds a status waits in the device's C2D queue (None: the hub's default).
+        bridge: a commerce_bridge.Bridge when orders are placed through the commerce API
+        (then the commerce backend runs the timeline)."""
         self.store = store
         self.catalogue = catalogue
         self.timeline = timeline
@@ -80,6 +91,7 @@ class OrderService:
         self.new_message_id = new_message_id or (lambda: "os-" + uuid.uuid4().hex)
         self.max_attempts = max_attempts
         self.c2d_ttl = c2d_ttl
+        self.bridge = bridge
         self.client = None
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
                       "skipped": 0, "sent": 0, "ignored": 0, "queries": 0, "answers": 0,
@@ -146,6 +158,9 @@ class OrderService:
                      existing.status)
             self._notify(existing, now)
             return
+        if self.bridge is not None:
+            self._place_through_commerce(device_id, request, now)
+            return
         try:
             document, amount = commerce.build_order(
                 device_id, request, profile_from_row(self.store.profile(device_id)), self.catalogue)
@@ -164,6 +179,66 @@ class OrderService:
                  document["totals"]["grandTotal"], self.catalogue.currency)
         self._notify(order, now)
 
+    def _place_through_commerce(self, device_id, request, now):
+        """Queue the request for the commerce API (commerce_bridge); the device hears
+        'accepted' once the commerce system has the order."""
+        if self.bridge.request_place(self.store, device_id, request, now):
+            log.info("request %s from %s queued for the commerce API (%s x %s)",
+                     request.request_id, device_id, request.quantity, request.sku)
+        else:
+            self.stats["duplicates"] += 1
+            log.info("request %s from %s again: still being placed", request.request_id,
+                     device_id)
+
+    def profile(self, device_id):
+        return profile_from_row(self.store.profile(device_id))
+
+    def record_failed(self, device_id, request_id, reason, now):
+        if self.store.find(device_id, request_id) is None:
+            self._record_failed(device_id, request_id, reason, now)
+
+    def record_commerce_order(self, device_id, request_id, order_id, status, reason, eta,
+                              amount, currency, document, now):
+        """The commerce system has the order: store it and tell the device (its current
+        status: after a crash the order may have moved on already)."""
+        if self.store.find(device_id, request_id) is not None:
+            return
+        order = self.store.insert_order(order_id, device_id, request_id, status, reason, now,
+                                        None, None, eta, amount, currency, document, "commerce")
+        self.stats["placed"] += 1
+        log.info("placed %s for request %s from %s through the commerce API", order_id,
+                 request_id, device_id)
+        self._notify(order, now)
+
+    def apply_commerce_status(self, device_id, request_id, status, reason, now,
+                              notify_reason=None):
+        """A status the commerce system reports; False when it is not news (a duplicate or
+        an out-of-order event)."""
+        from host_tools.cloud.orders.commerce_bridge import newer
+        order = self.store.find(device_id, request_id)
+        if order is None or not newer(order.status, status):
+            return False
+        order = self.store.update_status(order.pk, status, reason, now, None, None, "commerce")
+        if status == lifecycle.CANCELLED:
+            self.stats["cancelled"] += 1
+        log.info("%s (request %s) is %s%s", order.order_id, request_id, status,
+                 f" ({reason})" if reason else "")
+        self._notify(order, now, reason=notify_reason)
+        return True
+
+    def commerce_cancel_refused(self, device_id, request_id, status, reason, now):
+        """The commerce system refused the cancel (the order has shipped, perhaps before its
+        event reached us): the device gets the status it is in, with the refusal."""
+        log.info("commerce refused the cancel of request %s: %s", request_id, reason)
+        if not self.apply_commerce_status(device_id, request_id, status, None, now,
+                                          notify_reason=lifecycle.CANCEL_REFUSED):
+            self._notify(self.store.find(device_id, request_id), now,
+                         reason=lifecycle.CANCEL_REFUSED)
+
+    def cancel_locally(self, device_id, request_id, now):
+        from host_tools.cloud.orders.messages import CancelRequest
+        self._on_cancel_request(device_id, CancelRequest(request_id), now, local=True)
+
     def _record_failed(self, device_id, request_id, reason, now):
         """A request that could not become an order: remembered (so a re-send gets the same
         answer) with orderId ''."""
@@ -173,14 +248,23 @@ class OrderService:
         log.info("request %s from %s failed: %s", request_id, device_id, reason)
         self._notify(order, now)
 
-    def _on_cancel_request(self, device_id, request, now):
+    def _on_cancel_request(self, device_id, request, now, local=False):
         order = self.store.find(device_id, request.request_id)
+        if self.bridge is not None and not local:
+            from host_tools.cloud.orders.commerce_bridge import is_commerce_order
+            pending = self.bridge.pending(self.store, device_id, request.request_id)
+            if pending or (order is not None and is_commerce_order(order)
+                           and lifecycle.cancel_outcome(order.status) == lifecycle.CANCEL_APPLY):
+                self.bridge.request_cancel(self.store, device_id, request.request_id, now)
+                return
         if order is None:
             # The cancel overtook its order (or the order was lost): remember the request as
             # cancelled so that a late order request is answered, not placed. It gets an order
             # id because only `failed` may go to the device without one (firmware/app/README.md).
+            # (With a commerce API its ids are the commerce system's: ours must not collide.)
+            order_id = self.store.allocate_order_id("LOCAL" if self.bridge else "ORD")
             order = self.store.insert_order(
-                self.store.allocate_order_id(), device_id, request.request_id, lifecycle.CANCELLED,
+                order_id, device_id, request.request_id, lifecycle.CANCELLED,
                 "cancelled before the order was placed", now, None, None, None, None, None, {},
                 "device")
             self.stats["cancelled"] += 1
@@ -200,6 +284,11 @@ class OrderService:
             order = self.store.find(device_id, request_id)
             if order is None:
                 self.stats["unanswered"] += 1
+                if self.bridge is not None and self.bridge.pending(self.store, device_id,
+                                                                   request_id):
+                    log.info("status query from %s for request %s: still being placed through "
+                             "the commerce API (its status follows)", device_id, request_id)
+                    continue
                 log.info("status query from %s for request %s: no such order of that device",
                          device_id, request_id)
                 continue
@@ -260,8 +349,21 @@ class OrderService:
             if not batch:
                 return steps
 
+    def wake(self):
+        """Called from another thread (the commerce webhook) after it committed statuses to
+        the outbox: end the loop's wait for telemetry now, when the hub client can (else the
+        statuses go out within one poll timeout)."""
+        wake = getattr(self.client, "wake", None)
+        if wake is not None:
+            wake()
+
     def next_wakeup(self):
-        return self.store.next_due()
+        due = self.store.next_due()
+        if self.bridge is not None:
+            work = self.bridge.next_wakeup(self.store)
+            if work is not None:
+                due = work if due is None else min(due, work)
+        return due
 
     # -- operator commands (CLI) ---------------------------------------------------------
     def resolve(self, key):
@@ -276,7 +378,7 @@ class OrderService:
         """Move an order on by hand: one step, or through every step up to `to`."""
         with self.store.transaction():
             now = self.clock()
-            order = self.resolve(key)
+            order = self._local(self.resolve(key))
             target = to or lifecycle.next_progress(order.status)
             if target is None:
                 raise lifecycle.IllegalTransition(order.status, lifecycle.ADVANCE)
@@ -289,7 +391,14 @@ class OrderService:
     def cancel(self, key):
         """Cancel by hand; returns (order, outcome) with lifecycle.CANCEL_* as outcome."""
         with self.store.transaction():
-            return self._cancel(self.resolve(key), self.clock(), "operator")
+            return self._cancel(self._local(self.resolve(key)), self.clock(), "operator")
+
+    @staticmethod
+    def _local(order):
+        from host_tools.cloud.orders.commerce_bridge import is_commerce_order
+        if is_commerce_order(order):
+            raise CommerceOwned(order)
+        return order
 
     # -- hub I/O -------------------------------------------------------------------------
     def _hub(self):
@@ -403,6 +512,9 @@ class OrderService:
         self.flush()
         self.poll(timeout)
         self.run_due()
+        if self.bridge is not None:
+            self.flush()
+            self.bridge.run(self)
         self.flush()
 
     def serve(self, stop=None, poll_timeout=1.0):

@@ -64,6 +64,20 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
+CREATE TABLE IF NOT EXISTS commerce_work (  -- calls owed to the commerce API (commerce_bridge.py)
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,                  -- place | cancel
+    device_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    sku TEXT,
+    quantity INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (kind, device_id, request_id)
+);
 """
 
 
@@ -164,10 +178,10 @@ class Store:
     def set_timeline_config(self, offsets):
         self._set_meta("timeline", json.dumps(offsets, sort_keys=True))
 
-    def allocate_order_id(self):
+    def allocate_order_id(self, prefix="ORD"):
         number = int(self._meta("last_order_number", 0)) + 1
         self._set_meta("last_order_number", number)
-        return f"ORD-{number:06d}"
+        return f"{prefix}-{number:06d}"
 
     # -- profiles -----------------------------------------------------------------------
     def profile(self, device_id):
@@ -273,3 +287,39 @@ class Store:
     def attempt_failed(self, outbox_id, error):
         self.db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
                         (error, outbox_id))
+
+    # -- commerce work: calls owed to the commerce API, done after the commit -------------
+    def add_work(self, kind, device_id, request_id, key, sku, quantity, now):
+        """False when that work is already queued (a re-sent request)."""
+        return self.db.execute(
+            "INSERT OR IGNORE INTO commerce_work (kind, device_id, request_id, idempotency_key, "
+            "sku, quantity, next_attempt, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, device_id, request_id, key, sku, quantity, now, now)).rowcount == 1
+
+    def work_due(self, now, limit=100):
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM commerce_work WHERE next_attempt <= ? ORDER BY id LIMIT ?",
+            (now, limit)).fetchall()]
+
+    def work_for(self, device_id, request_id):
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM commerce_work WHERE device_id = ? AND request_id = ? ORDER BY id",
+            (device_id, request_id)).fetchall()]
+
+    def work_by_key(self, key):
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM commerce_work WHERE idempotency_key = ?", (key,)).fetchall()]
+
+    def next_work(self):
+        return self.db.execute("SELECT MIN(next_attempt) FROM commerce_work").fetchone()[0]
+
+    def work_done(self, work_id):
+        self.db.execute("DELETE FROM commerce_work WHERE id = ?", (work_id,))
+
+    def work_retry(self, work_id, error, next_attempt):
+        self.db.execute("UPDATE commerce_work SET attempts = attempts + 1, last_error = ?, "
+                        "next_attempt = ? WHERE id = ?", (error, next_attempt, work_id))
+
+    def find_order_id(self, order_id):
+        return self._one("SELECT * FROM orders WHERE order_id = ? AND order_id != ''",
+                         (order_id,))

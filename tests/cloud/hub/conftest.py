@@ -82,8 +82,9 @@ class HubHandle:
 
 
 @contextmanager
-def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10):
-    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout).start()
+def running_hub(data_dir, mqtt_port=0, api_port=0, connect_timeout=10, extra_args=()):
+    handle = HubHandle(data_dir, mqtt_port, api_port, connect_timeout=connect_timeout,
+                       extra_args=extra_args).start()
     try:
         yield handle
     finally:

@@ -84,9 +84,9 @@ def connect_packet(client_id, username, password, clean=False, keepalive=60):
     return b"\x10" + _varlen(len(body)) + body
 
 
-def publish_packet(topic, payload, qos=0, packet_id=1):
+def publish_packet(topic, payload, qos=0, packet_id=1, retain=False):
     body = _s(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
-    return bytes([0x30 | (qos << 1)]) + _varlen(len(body)) + body
+    return bytes([0x30 | (qos << 1) | (1 if retain else 0)]) + _varlen(len(body)) + body
 
 
 def subscribe_packet(topic_filter, qos=1, packet_id=1):
@@ -134,3 +134,49 @@ def closed_by_peer(s, timeout=10):
         if not data:
             return True
     return False
+
+
+def read_packet(s, timeout=10):
+    """One packet from a raw socket -> (type, flags, body)."""
+    s.settimeout(timeout)
+    first = _recv_exact(s, 1)[0]
+    mult, length = 1, 0
+    while True:
+        b = _recv_exact(s, 1)[0]
+        length += (b & 127) * mult
+        mult *= 128
+        if not b & 128:
+            break
+    return first >> 4, first & 15, _recv_exact(s, length) if length else b""
+
+
+def read_publish(s, timeout=10):
+    """The next PUBLISH (other packets skipped) -> (qos, packet_id, topic, payload, dup)."""
+    while True:
+        ptype, flags, body = read_packet(s, timeout)
+        if ptype == 3:
+            break
+    qos = (flags >> 1) & 3
+    tlen = int.from_bytes(body[:2], "big")
+    topic = body[2:2 + tlen].decode()
+    pos = 2 + tlen
+    pid = None
+    if qos:
+        pid = int.from_bytes(body[pos:pos + 2], "big")
+        pos += 2
+    return qos, pid, topic, body[pos:], bool(flags & 8)
+
+
+def puback_packet(packet_id):
+    return b"\x40\x02" + packet_id.to_bytes(2, "big")
+
+
+def twin_request(s, topic, body, rid):
+    """Publish a twin request (QoS 0) and return the status of the answer with that $rid."""
+    s.sendall(publish_packet(topic, body, qos=0))
+    while True:
+        qos, pid, t, payload, _ = read_publish(s)
+        if ("$rid=%s" % rid) in t and t.startswith("$iothub/twin/res/"):
+            if pid:
+                s.sendall(puback_packet(pid))
+            return int(t.split("/")[3]), payload

@@ -170,3 +170,22 @@ def test_second_connection_with_same_id_kicks_the_first(hub_8883, device):
 
 if os.environ.get("HUB_TESTS_SKIP_8883"):
     pytestmark = pytest.mark.skip("HUB_TESTS_SKIP_8883 set")
+
+
+def test_sdk_gets_azures_answers_to_twin_rules_and_throttling(hub_8883, device):
+    # the official SDK fails a twin call the hub answers with an error status (2.14.0 wraps its
+    # ServiceError "twin operation returned status N" in a ClientError): a bad key is refused
+    # with 400 and the twin is unchanged; an injected 429 reaches it as IoT Hub's throttling would
+    from azure.iot.device.exceptions import ClientError
+    device_id, _, make = device
+    client = make()
+    client.connect()
+    with pytest.raises(ClientError) as exc:
+        client.patch_twin_reported_properties({"bad.key": 1})
+    assert "status 400" in str(exc.value.__cause__)
+    assert hub_8883.service.get_twin(device_id)["properties"]["reported"]["$version"] == 1
+    hub_8883.service.inject_faults(["twin_get=429:1"])
+    with pytest.raises(ClientError) as exc:
+        client.get_twin()
+    assert "status 429" in str(exc.value.__cause__)
+    assert client.get_twin()["reported"]["$version"] == 1

@@ -1,4 +1,5 @@
 """Devices that break the rules: each loses its own connection, the hub keeps serving others."""
+import ssl
 import time
 
 import pytest
@@ -65,7 +66,10 @@ def test_rule_breaking_packet_closes_only_that_connection(hub, good, bad_key, pa
 
 def test_oversized_publish_closes_connection(hub, good, bad_key):
     s = raw_device(hub, "bad", bad_key)
-    s.sendall(publish_packet("devices/bad/messages/events/", b"x" * (256 * 1024 + 1), qos=1))
+    try:
+        s.sendall(publish_packet("devices/bad/messages/events/", b"x" * (256 * 1024 + 1), qos=1))
+    except (ConnectionError, ssl.SSLError):
+        pass  # the hub may close as soon as the length is read, while the rest is still going out
     assert closed_by_peer(s)
     s.close()
     assert not hub.service.events(0, 0, device_id="bad")[0]

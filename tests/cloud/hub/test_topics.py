@@ -47,7 +47,8 @@ def test_allowed_subscriptions():
     for f in (device.c2d_filter("d1"), device.TWIN_RES_FILTER, device.TWIN_DESIRED_FILTER, device.METHODS_FILTER):
         assert hub.allowed_filter(f, "d1")
     for f in ("#", "+/#", "devices/d2/messages/devicebound/#", "devices/+/messages/devicebound/#",
-              "$iothub/#", "devices/d1/messages/events/#"):
+              "$iothub/#", "devices/d1/messages/events/#", "$iothub/twin/#",
+              "devices/d1/messages/devicebound/+", "devices/d1/messages/devicebound"):
         assert not hub.allowed_filter(f, "d1")
 
 

@@ -1,0 +1,91 @@
+#!/bin/sh
+# A 32-bit Unix MicroPython with the firmware frozen in, for `make bench` (make mp32).
+#
+# An ESP32 is a 32-bit machine whose firmware is frozen into flash; the 64-bit unix port from
+# the wheel keeps every object twice as wide and the bytecode in the GC heap. This builds the
+# unix port the way an ESP32 image is built, from sources the machine's own package sources
+# provide: Debian's `micropython` source package and its `mbedtls`. Nothing here is committed:
+# sources, objects and the binary stay under build/mp32/ (git-ignored).
+#
+#   1. apt, with a private configuration under build/mp32/apt (the system's stays untouched):
+#      deb-src lines for the Debian suites that ship these versions, on the mirror the machine's
+#      apt sources already use; `apt-get source --download-only` checks every file against the
+#      signed index.
+#   2. unpack MicroPython; its +ds tarball has lib/mbedtls empty: unpack mbedTLS there. Apply
+#      Debian's patch that lets a build freeze modules without the micropython-lib submodule.
+#   3. make mpy-cross, then ports/unix 32-bit with mbedTLS and boards/unix32/manifest.py frozen
+#      (the firmware through firmware/manifest.py, plus a small ssl module over the tls one).
+#
+# Prints one line at the end: the path of the binary, or "mp32: ..." saying why there is none
+# (exit 1). Needs: apt-get, a C compiler that can build 32-bit code (gcc-multilib: installed
+# here when run as root, as on CI), make, python3. About 1 min the first time; later runs rebuild only what the
+# firmware changed (about 2 s).
+set -eu
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${MP32_DIR:-$REPO/build/mp32}
+# The versions measured (override to try others; `apt-cache showsrc` lists what a mirror has).
+MP_VERSION=${MP32_MICROPYTHON:-1.26.1+ds-1}
+MBEDTLS_VERSION=${MP32_MBEDTLS:-3.6.6-0.1~deb13u1}
+SUITES=${MP32_SUITES:-"sid trixie"}
+KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+
+fail() { echo "mp32: $*" >&2; exit 1; }
+
+command -v apt-get >/dev/null || fail "no apt-get: this build uses Debian's source packages"
+command -v make >/dev/null || fail "no make"
+command -v python3 >/dev/null || fail "no python3 (MicroPython's build scripts need it)"
+CC=${CC:-cc}
+mkdir -p "$OUT"
+printf 'int main(void) { return sizeof(void *) != 4; }\n' > "$OUT/probe.c"
+probe() { "$CC" -m32 -o "$OUT/probe" "$OUT/probe.c" 2>/dev/null && "$OUT/probe"; }
+if ! probe && [ "$(id -u)" = 0 ] && [ "${MP32_APT_INSTALL:-1}" = 1 ]; then
+    # root on a Debian machine (as CI is): install the toolchain, as a person would be told to
+    echo "mp32: apt-get install gcc-multilib (a 32-bit C toolchain; MP32_APT_INSTALL=0 skips this)"
+    { apt-get install -y -qq gcc-multilib || { apt-get update -qq && apt-get install -y -qq gcc-multilib; }; } \
+        >"$OUT/apt-install.log" 2>&1 || true
+fi
+probe || fail "no 32-bit C toolchain (apt-get install gcc-multilib)"
+
+SRC="$OUT/src"
+MP="$SRC/micropython-${MP_VERSION%+ds-*}"
+if [ ! -f "$MP/.unpacked" ]; then
+    # 1. the source packages, through a private apt configuration
+    [ -f "$KEYRING" ] || fail "no $KEYRING (apt-get install debian-archive-keyring)"
+    MIRROR=$(apt-cache policy 2>/dev/null | awk '/ Packages$/ && $3 ~ /\/main$/ && $2 !~ /security/ { print $2; exit }')
+    [ -n "$MIRROR" ] || fail "no Debian mirror in the machine's apt sources (run apt-get update first)"
+    APT="$OUT/apt"
+    mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$SRC"
+    : > "$APT/sources.list"
+    for suite in $SUITES; do
+        echo "deb-src [signed-by=$KEYRING] $MIRROR $suite main" >> "$APT/sources.list"
+    done
+    set -- -o APT::Sandbox::User=root -o Dir::Etc::SourceList="$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+           -o Dir::State::Lists="$APT/lists" -o Dir::Cache="$APT/cache"
+    echo "mp32: apt-get source micropython=$MP_VERSION mbedtls=$MBEDTLS_VERSION from $MIRROR ($SUITES)"
+    apt-get "$@" -qq update || fail "apt-get update of $APT/sources.list failed"
+    (cd "$SRC" && apt-get "$@" -qq source --download-only \
+        "micropython=$MP_VERSION" "mbedtls=$MBEDTLS_VERSION") \
+        || fail "apt-get source failed: is micropython $MP_VERSION still in $SUITES? (apt-cache $* showsrc micropython)"
+    # 2. unpack, mbedTLS into lib/mbedtls, Debian's patch for the missing submodule
+    rm -rf "$MP" "$SRC/debian"
+    (cd "$SRC" && tar xf micropython_"${MP_VERSION%-*}".orig.tar.* && tar xf micropython_"$MP_VERSION".debian.tar.*)
+    mkdir -p "$MP/lib/mbedtls"
+    tar xf "$SRC"/mbedtls_"${MBEDTLS_VERSION%-*}".orig.tar.* -C "$MP/lib/mbedtls" --strip-components=1
+    patch -s -d "$MP" -p1 < "$SRC"/debian/patches/0007-py-mkrules.mk-Workaround-missing-submodules-dir.patch
+    touch "$MP/.unpacked"
+fi
+
+# 3. build (make decides what is out of date; the frozen firmware is re-read every time)
+export GIT_CEILING_DIRECTORIES="$SRC"  # the version string is MicroPython's, not this repository's commit
+JOBS=$(nproc 2>/dev/null || echo 2)
+make -s -C "$MP/mpy-cross" -j"$JOBS" >"$OUT/mpy-cross.log" 2>&1 \
+    || fail "mpy-cross did not build: see $OUT/mpy-cross.log"
+make -C "$MP/ports/unix" -j"$JOBS" VARIANT=standard BUILD="$OUT/unix" \
+    MICROPY_FORCE_32BIT=1 MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_SSL_MBEDTLS=1 \
+    FROZEN_MANIFEST="$REPO/boards/unix32/manifest.py" \
+    CFLAGS_EXTRA=-DMICROPY_FLOAT_USE_NATIVE_FLT16=0 >"$OUT/build.log" 2>&1 \
+    || fail "ports/unix did not build: see $OUT/build.log"
+cp "$OUT/unix/micropython" "$OUT/micropython"
+cp "$MP/mpy-cross/build/mpy-cross" "$OUT/mpy-cross"
+echo "$OUT/micropython"
