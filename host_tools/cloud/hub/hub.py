@@ -207,7 +207,10 @@ class Connection:
                 bag = kind[1]
                 if retain:  # IoT Hub does not store it: it marks the message and passes it on
                     bag = dict(bag, **{"mqtt-retain": "true"})
-                self.hub.record_telemetry(self.device_id, bag, data)
+                # PUBACK only once the batch holding it is committed (group_commit.py)
+                durable = self.hub.record_telemetry(self.device_id, bag, data)
+                if durable is not None:
+                    await durable
             elif kind[0] == "twin_get":
                 await self._twin_get(kind[1])
             elif kind[0] == "twin_reported":
@@ -498,19 +501,38 @@ class Hub:
 
     # ---- telemetry ------------------------------------------------------------------------
     def record_telemetry(self, device_id, bag, body):
+        """Store telemetry in the group commit; returns a future done once it is durable (then,
+        and only then, readers of the Event Hubs-compatible endpoint are woken), or None."""
+        system, app, partition = self._event(device_id, bag)
+        _, durable = self.store.add_event_grouped(device_id, system, app, body, partition=partition)
+        if durable is None:
+            if self.amqp is not None:
+                self.amqp.telemetry()
+        elif self.amqp is not None:
+            durable.add_done_callback(lambda f: f.exception() is None and self.amqp is not None
+                                      and self.amqp.telemetry())
+        return durable
+
+    def _event(self, device_id, bag):
         system, app = topics.split_properties(bag)
         partition = None
         if self.partitions:
             from host_tools.cloud.hub.amqp.rules import partition_of
             partition = partition_of(device_id, self.partitions)
-        seq = self.store.add_event(device_id, system, app, body, partition=partition)
-        if self.amqp is not None:
-            self.amqp.telemetry()
-        return seq
+        return system, app, partition
 
     # ---- C2D ------------------------------------------------------------------------------
-    def send_c2d(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
-                 content_encoding=None, properties=None, ttl=None, ack=None):
+    def send_c2d(self, device_id, body, **kw):
+        """Queue a C2D message; returns its message id once it is committed."""
+        mid, durable = self.send_c2d_grouped(device_id, body, **kw)
+        if durable is not None:
+            self.store.flush()
+        return mid
+
+    def send_c2d_grouped(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
+                         content_encoding=None, properties=None, ttl=None, ack=None):
+        """Queue a C2D message in the group commit: (message id, future done once it is durable,
+        or None when it already is). Accept the sender's message only once the future is done."""
         self.store.require_device(device_id)
         props = [("$.mid", message_id or str(uuid.uuid4())),
                  ("$.to", "/devices/%s/messages/deviceBound" % device_id)]
@@ -520,11 +542,17 @@ class Hub:
                 props.append((key, value))
         for key, value in (properties or {}).items():
             props.append((key, value))
-        mid = self.store.enqueue_c2d(device_id, body, props, ttl=ttl)
-        conn = self.connections.get(device_id)
-        if conn is not None:
-            conn.c2d_wakeup.set()
-        return mid
+        mid, durable = self.store.enqueue_c2d_grouped(device_id, body, props, ttl=ttl)
+
+        def wake(_=None):
+            conn = self.connections.get(device_id)
+            if conn is not None:
+                conn.c2d_wakeup.set()
+        if durable is None:
+            wake()
+        else:
+            durable.add_done_callback(wake)
+        return mid, durable
 
     # ---- twins ----------------------------------------------------------------------------
     async def update_desired(self, device_id, patch):

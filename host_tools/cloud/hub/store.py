@@ -12,6 +12,7 @@ import sqlite3
 import time
 import uuid
 
+from host_tools.cloud.hub.group_commit import GroupCommit
 from host_tools.cloud.hub import twin_rules
 
 C2D_QUEUE_LIMIT = 50
@@ -138,11 +139,18 @@ class Store:
             raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
                                   "empty registry, or put back a copy" % (path, exc)) from None
         os.chmod(path, 0o600)
+        self.group = GroupCommit(self.db)
 
     def close(self):
+        self.flush()
         self.db.close()
 
+    def flush(self):
+        """Commit the open group-commit batch (group_commit.py); call before reads that a client sees."""
+        self.group.flush()
+
     def _tx(self):
+        self.flush()
         return _Tx(self.db)
 
     # ---- registry -------------------------------------------------------------------------
@@ -237,7 +245,19 @@ class Store:
 
     # ---- C2D ------------------------------------------------------------------------------
     def enqueue_c2d(self, device_id, body, props, ttl=None, now=None):
-        """props: ordered list of (key, value) for the topic bag, "$.mid" first. Returns message id."""
+        """props: ordered list of (key, value) for the topic bag, "$.mid" first. Returns message id
+        once the message is committed."""
+        mid, durable = self.enqueue_c2d_grouped(device_id, body, props, ttl, now)
+        if durable is not None:
+            self.flush()
+        return mid
+
+    def enqueue_c2d_grouped(self, device_id, body, props, ttl=None, now=None):
+        """enqueue_c2d in the group commit: (message id, future done once durable; None when
+        already). StoreError (nothing written) when the message is refused."""
+        return self.group.write(self._enqueue_c2d, device_id, body, props, ttl, now)
+
+    def _enqueue_c2d(self, device_id, body, props, ttl, now):
         now = time.time() if now is None else now
         self.require_device(device_id)
         ttl = C2D_TTL_DEFAULT if ttl is None else ttl
@@ -246,16 +266,15 @@ class Store:
         if len(body) > C2D_MAX_BYTES:
             raise StoreError(413, "C2D message larger than 64 KB")
         mid = dict(props).get("$.mid")
-        with self._tx():
-            self._expire_c2d(device_id, now)
-            (count,) = self.db.execute(
-                "SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'", (device_id,)).fetchone()
-            if count >= C2D_QUEUE_LIMIT:
-                raise StoreError(403, "device %s already has %d C2D messages queued" % (device_id, count))
-            self.db.execute(
-                "INSERT INTO c2d (device_id, message_id, props, body, enqueued, expires)"
-                " VALUES (?,?,?,?,?,?)",
-                (device_id, mid, json.dumps(list(props)), bytes(body), now, now + ttl))
+        self._expire_c2d(device_id, now)
+        (count,) = self.db.execute(
+            "SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'", (device_id,)).fetchone()
+        if count >= C2D_QUEUE_LIMIT:
+            raise StoreError(403, "device %s already has %d C2D messages queued" % (device_id, count))
+        self.db.execute(
+            "INSERT INTO c2d (device_id, message_id, props, body, enqueued, expires)"
+            " VALUES (?,?,?,?,?,?)",
+            (device_id, mid, json.dumps(list(props)), bytes(body), now, now + ttl))
         return mid
 
     def _expire_c2d(self, device_id, now):
@@ -266,13 +285,8 @@ class Store:
         """Queued messages that are not locked, oldest first, after expired ones are set aside:
         [(seq, props, body)]. `exclude`: seqs the caller already holds."""
         now = time.time() if now is None else now
-        with self._tx():
-            self._expire_c2d(device_id, now)
-            self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
-                            " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
-            rows = self.db.execute(
-                "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND locked_until<=?"
-                " ORDER BY seq", (device_id, now)).fetchall()
+        # in the group commit: setting aside again after a power cut changes nothing
+        rows = self.group.write(self._visible_rows, device_id, now)[0]
         out = []
         for r in rows:
             if r["seq"] not in exclude:
@@ -281,9 +295,19 @@ class Store:
                     break
         return out
 
+    def _visible_rows(self, device_id, now):
+        self._expire_c2d(device_id, now)
+        self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
+                        " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
+        return self.db.execute(
+            "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND locked_until<=?"
+            " ORDER BY seq", (device_id, now)).fetchall()
+
     def lock_c2d(self, seq, until):
-        """Lock a message being delivered (IoT Hub's Invisible state); True if it is still queued."""
-        cur = self.db.execute("UPDATE c2d SET locked_until=? WHERE seq=? AND state='queued'", (until, seq))
+        """Lock a message being delivered (IoT Hub's Invisible state); True if it is still queued.
+        Joins the group commit: a lock lost to a power cut only makes the message visible again."""
+        cur = self.group.write(self.db.execute, "UPDATE c2d SET locked_until=? WHERE seq=? AND state='queued'",
+                               (until, seq))[0]
         return cur.rowcount == 1
 
     def next_c2d_unlock(self, device_id, now=None):
@@ -294,7 +318,10 @@ class Store:
         return t
 
     def complete_c2d(self, seq):
-        self.db.execute("UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))
+        """Joins the group commit: a completion lost to a power cut redelivers the message (at least
+        once, as IoT Hub); the returned future (None outside an event loop) is done once it is durable."""
+        return self.group.write(
+            self.db.execute, "UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))[1]
 
     def purge_c2d(self, device_id):
         self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
@@ -312,7 +339,17 @@ class Store:
     def add_event(self, device_id, system_props, app_props, body, now=None, partition=None):
         """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
         see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
-        same statement."""
+        same statement. Returns the row's seq; the write is committed when this returns."""
+        seq, durable = self.add_event_grouped(device_id, system_props, app_props, body, now, partition)
+        if durable is not None:
+            self.flush()
+        return seq
+
+    def add_event_grouped(self, device_id, system_props, app_props, body, now=None, partition=None):
+        """add_event in the group commit: (seq, future done once durable; None when already)."""
+        return self.group.write(self._add_event, device_id, system_props, app_props, body, now, partition)
+
+    def _add_event(self, device_id, system_props, app_props, body, now, partition):
         now = time.time() if now is None else now
         if partition is None:
             cur = self.db.execute(

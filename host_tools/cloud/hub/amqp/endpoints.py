@@ -46,7 +46,8 @@ class Endpoints:
         self.replies = {}        # server sender link -> [Message] waiting for credit
         self.receivers = {}      # server sender link -> [partition, after_pseq] (event hub readers)
         self.feedback_links = {}  # server sender link -> {delivery tag: feedback id}
-        self.on_output = None
+        self.on_output = None     # the connection's process(): sends what became pending
+        self.is_closed = False
 
     # ---- authorization ---------------------------------------------------------------------
     def authorized(self, kind, right=rules.SERVICE_CONNECT):
@@ -311,6 +312,7 @@ class Endpoints:
         dlv.settle()
 
     def closed(self):
+        self.is_closed = True
         for pending in self.feedback_links.values():
             for fid in pending.values():
                 self.server.feedback_returned(fid)
@@ -340,11 +342,12 @@ class Endpoints:
         if msg.expiry_time:
             ttl = max(1, int(round(msg.expiry_time - time.time())))
         try:
-            self.hub.send_c2d(device_id, body, message_id=_text(msg.id) or None,
-                              correlation_id=_text(msg.correlation_id) or None,
-                              content_type=_text(msg.content_type) or None,
-                              content_encoding=_text(msg.content_encoding) or None,
-                              properties=app, ttl=ttl, ack=ack)
+            _, durable = self.hub.send_c2d_grouped(
+                device_id, body, message_id=_text(msg.id) or None,
+                correlation_id=_text(msg.correlation_id) or None,
+                content_type=_text(msg.content_type) or None,
+                content_encoding=_text(msg.content_encoding) or None,
+                properties=app, ttl=ttl, ack=ack)
         except StoreError as exc:
             condition, description = {
                 404: ("amqp:not-found", "Device %s not found" % device_id),
@@ -353,7 +356,21 @@ class Endpoints:
             }.get(exc.status, ("amqp:invalid-field", str(exc)))
             log.info("amqp %s: C2D to %s refused: %s", self.id, device_id, description)
             return self._reject(dlv, condition, description)
-        self._accept(dlv)
+        if durable is None:
+            self._accept(dlv)
+        else:   # accepted only once committed (group_commit.py); the sender pipelines meanwhile
+            durable.add_done_callback(lambda f: self._settle_later(dlv, f))
+
+    def _settle_later(self, dlv, fut):
+        if self.is_closed:
+            return      # no outcome reached the sender: it sends again, with the same message id
+        if fut.exception() is None:
+            self._accept(dlv)
+        else:
+            log.error("amqp %s: C2D not stored: %s", self.id, fut.exception())
+            self._reject(dlv, "amqp:internal-error", "the message could not be stored")
+        if self.on_output is not None:
+            self.on_output()
 
 
 def _filters(terminus):

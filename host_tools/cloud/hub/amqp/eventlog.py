@@ -9,6 +9,7 @@ from host_tools.cloud.hub.amqp import rules
 
 def prepare(store, partitions):
     """Add the partition columns to an older database and place events stored without one."""
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     db = store.db
     cols = {r[1] for r in db.execute("PRAGMA table_info(events)")}
     db.execute("BEGIN IMMEDIATE")
@@ -30,6 +31,7 @@ def prepare(store, partitions):
 
 def start_after(store, partition, selector, now_ms=None):
     """The pseq a new receiver starts after (-1: from the beginning), from its parsed filter."""
+    store.flush()   # only committed events are ever served (group_commit.py)
     field, inclusive, value = selector
     db = store.db
     if field == "offset":
@@ -48,17 +50,20 @@ def start_after(store, partition, selector, now_ms=None):
 
 
 def last_pseq(store, partition):
+    store.flush()   # only committed events are ever served (group_commit.py)
     row = store.db.execute("SELECT MAX(pseq) FROM events WHERE partition=?", (partition,)).fetchone()
     return -1 if row[0] is None else row[0]
 
 
 def read(store, partition, after_pseq, limit):
+    store.flush()   # only committed events are ever served (group_commit.py)
     return store.db.execute(
         "SELECT seq, pseq, device_id, enqueued, system_props, app_props, body FROM events"
         " WHERE partition=? AND pseq>? ORDER BY pseq LIMIT ?", (partition, after_pseq, limit)).fetchall()
 
 
 def partition_info(store, partition):
+    store.flush()   # only committed events are ever served (group_commit.py)
     db = store.db
     first = db.execute("SELECT MIN(pseq) FROM events WHERE partition=?", (partition,)).fetchone()[0]
     last = db.execute("SELECT seq, pseq, enqueued FROM events WHERE partition=? ORDER BY pseq DESC LIMIT 1",

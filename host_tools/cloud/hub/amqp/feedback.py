@@ -25,6 +25,7 @@ _DESCRIPTION = {"completed": "Success", "expired": "Expired", "deadlettered": "D
 
 
 def prepare(store):
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     store.db.executescript(_SCHEMA)
 
 
@@ -35,6 +36,7 @@ def _utc(ts):
 def sweep(store, now=None):
     """Mark expired C2D messages and add a feedback record for every finished message that
     asked for one. Returns how many records were added."""
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     now = time.time() if now is None else now
     db = store.db
     added = 0
@@ -66,10 +68,12 @@ def sweep(store, now=None):
 
 
 def pending(store, exclude=(), limit=100):
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     rows = store.db.execute("SELECT id, body FROM c2d_feedback WHERE state='queued' ORDER BY id LIMIT ?",
                             (limit + len(exclude),)).fetchall()
     return [(r["id"], r["body"]) for r in rows if r["id"] not in exclude][:limit]
 
 
 def completed(store, fid):
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     store.db.execute("UPDATE c2d_feedback SET state='delivered' WHERE id=?", (fid,))

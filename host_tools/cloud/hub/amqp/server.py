@@ -110,6 +110,7 @@ class AmqpConnection:
         self.reader = reader
         self.writer = writer
         self.endpoints = endpoints.Endpoints(server, conn_id)
+        self.endpoints.on_output = self.wake_output
         self.transport = None
         self._out = b""
         self._header_out = False
@@ -180,6 +181,10 @@ class AmqpConnection:
     def wake(self):
         if self.transport is not None and not self._closed:
             self.endpoints.pump()
+            self.process()
+
+    def wake_output(self):
+        if self.transport is not None and not self._closed:
             self.process()
 
     def abort(self):
