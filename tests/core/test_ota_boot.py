@@ -4,27 +4,15 @@ import json
 import os
 
 import ota_boot
+from firmware.runtime.ota import rmtree
 
 _N = [0]
-
-
-def _rm(path):
-    try:
-        mode = os.stat(path)[0]
-    except OSError:
-        return
-    if mode & 0x4000:
-        for name in os.listdir(path):
-            _rm(path + "/" + name)
-        os.rmdir(path)
-    else:
-        os.remove(path)
 
 
 def _dir():
     _N[0] += 1
     base = "/tmp/ota-boot-test-%d" % _N[0]
-    _rm(base)
+    rmtree(base)
     for p in (base, base + "/fw"):
         try:
             os.mkdir(p)
