@@ -29,28 +29,29 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+# The layouts of an order and an outbox entry (public: firmware/app/stored.py reads them too).
 # an order, s["orders"][orderRequestId]: [status, orderId, createdAt, seq, cancel asked 0/1, note,
 # heard at]; the last field (when the cloud last said something about it: a status, also a
 # duplicate one, or the press) lives in RAM only and is not part of the blob
-_STATUS = const(0)
-_ORDER_ID = const(1)
-_CREATED_AT = const(2)
-_SEQ = const(3)
-_CANCEL_ASKED = const(4)
-_NOTE = const(5)
-_HEARD = const(6)
+STATUS = const(0)
+ORDER_ID = const(1)
+CREATED_AT = const(2)
+SEQ = const(3)
+CANCEL_ASKED = const(4)
+NOTE = const(5)
+HEARD = const(6)
 # an outbox entry: [kind, orderRequestId, body bytes, last published at (0: never), PUBACKed 0/1]
-_KIND = const(0)
-_RID = const(1)
-_BODY = const(2)
-_PUBLISHED_AT = const(3)
-_PUBACKED = const(4)
+KIND = const(0)
+RID = const(1)
+BODY = const(2)
+PUBLISHED_AT = const(3)
+PUBACKED = const(4)
 # which outbox entries _send publishes
 _ALL = const(0)         # every one (after a connect)
 _NEW = const(1)         # those never published (after a press or a cancel)
 _DUE = const(2)         # those published resendSeconds ago or more (tick)
 
-_BLOB_VERSION = const(2)
+BLOB_VERSION = const(2)
 _ANSWER_S = const(5)    # a gesture's answer stays this long, then the home screen returns
 KEEP_FINISHED = const(2)   # finished orders kept for the screen and duplicate detection
 MAX_BLOB = const(16384)    # a stored blob larger than this is refused unread
@@ -91,9 +92,11 @@ def restore(s, now, blob):
     # blob is not one at all) it counts as "blob" and a clean state is saved over it. A stored
     # setting today's checks refuse (a firmware update narrowed a range) goes back to its
     # default (counted as "cfg"), and the repaired blob is saved.
-    if blob and not _load(s, blob):
-        _count(s, "blob")
-        s["unsaved"] = 1
+    if blob:
+        from firmware.app import stored   # boot only: the runtime drops its code afterwards
+        if not stored.load(s, blob):
+            _count(s, "blob")
+            s["unsaved"] = 1
     acts = [("brightness", s["settings"]["displayBrightness"])]
     return _out(s, now, acts)
 
@@ -139,7 +142,7 @@ def double_press(s, now):
     s["answer"] = None
     o = _latest(s)
     link = "Online" if s["online"] else "Offline, %d out" % len(s["outbox"])
-    _say(s, now, ("info", _open(s), screens.LABEL[o[1][_STATUS] if o else ""], link))
+    _say(s, now, ("info", _open(s), screens.LABEL[o[1][STATUS] if o else ""], link))
     return _out(s, now, [])
 
 
@@ -153,28 +156,28 @@ def c2d(s, now, props, body):
     o = s["orders"].get(rid)
     if o is None:
         _count(s, "unknown")                 # not ours, or finished long ago
-    elif o[_ORDER_ID] and m["orderId"] and m["orderId"] != o[_ORDER_ID]:
+    elif o[ORDER_ID] and m["orderId"] and m["orderId"] != o[ORDER_ID]:
         _count(s, "orderId")                 # same request, another order: not trusted
     else:
         status = m["status"]
         note = screens.fit(m.get("reason") or m.get("eta") or "")   # kept as the screen shows it
         _ack(s, rid, status)                 # any status for it: the cloud has the request
-        o[_HEARD] = now                      # news, even when it is only the same status again
-        if status == o[_STATUS]:
+        o[HEARD] = now                      # news, even when it is only the same status again
+        if status == o[STATUS]:
             _count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
-                _say(s, now, (status, o[_ORDER_ID], note, _hint(s)))
-        elif not schemas.follows(status, o[_STATUS]):
+                _say(s, now, (status, o[ORDER_ID], note, _hint(s)))
+        elif not schemas.follows(status, o[STATUS]):
             _count(s, "stale")
         else:
-            o[_STATUS] = status
-            o[_ORDER_ID] = m["orderId"] or o[_ORDER_ID]
-            o[_NOTE] = note
+            o[STATUS] = status
+            o[ORDER_ID] = m["orderId"] or o[ORDER_ID]
+            o[NOTE] = note
             s["unsaved"] = 1
             s["answer"] = None
             if _latest(s)[0] != rid:         # the home screen shows another order: say it
-                _say(s, now, (status, o[_ORDER_ID], note, _hint(s)))
-            _prune(s)
+                _say(s, now, (status, o[ORDER_ID], note, _hint(s)))
+            prune(s)
     return _out(s, now, [])
 
 
@@ -204,8 +207,8 @@ def published(s, now, tag):
     # The hub PUBACKed the publish action with this tag: the entry is "sent" (not done: only
     # an order-status C2D removes it). An unknown tag is ignored.
     for e in s["outbox"]:
-        if schemas.mid(e[_RID], e[_KIND]) == tag:
-            e[_PUBACKED] = 1
+        if schemas.mid(e[RID], e[KIND]) == tag:
+            e[PUBACKED] = 1
     return _out(s, now, [])
 
 
@@ -351,10 +354,10 @@ def status(s):
     orders = {}
     for rid in s["orders"]:
         o = s["orders"][rid]
-        orders[rid] = {"status": o[_STATUS], "orderId": o[_ORDER_ID],
-                       "createdAt": o[_CREATED_AT], "seq": o[_SEQ]}
+        orders[rid] = {"status": o[STATUS], "orderId": o[ORDER_ID],
+                       "createdAt": o[CREATED_AT], "seq": o[SEQ]}
     return {"state": _state(s), "online": bool(s["online"]), "orders": orders,
-            "outbox": [schemas.mid(e[_RID], e[_KIND]) for e in s["outbox"]],
+            "outbox": [schemas.mid(e[RID], e[KIND]) for e in s["outbox"]],
             "settings": s["settings"], "rejected": s["rejected"], "ignored": s["ignored"]}
 
 
@@ -362,7 +365,7 @@ def reported(s):
     # The reported properties the app owns (the runtime adds freeHeap).
     o = _latest(s)
     return {"firmwareVersion": s["firmware_version"], "state": _state(s),
-            "openOrders": _open(s), "lastStatus": o[1][_STATUS] if o else "",
+            "openOrders": _open(s), "lastStatus": o[1][STATUS] if o else "",
             "reconnectCount": s["reconnects"], "outboxDepth": len(s["outbox"]),
             "settings": dict(s["settings"]), "rejected": dict(s["rejected"]),
             "ignored": dict(s["ignored"])}
@@ -387,12 +390,12 @@ def home(s, now):
             return ("ready", cfg["quantity"], cfg["sku"])
         return ("offline",) if s["ever_online"] else ("connecting",)
     rid, o = latest
-    if o[_STATUS] == "queued":
-        e = _entry(s["outbox"], rid, schemas.ORDER)
+    if o[STATUS] == "queued":
+        e = outbox_entry(s["outbox"], rid, schemas.ORDER)
         if not s["online"] or e is None:
             return ("saved", "", "", hint)
-        return ("sent" if e[_PUBACKED] else "sending", "", "", hint)
-    return (o[_STATUS], o[_ORDER_ID], o[_NOTE], hint)
+        return ("sent" if e[PUBACKED] else "sending", "", "", hint)
+    return (o[STATUS], o[ORDER_ID], o[NOTE], hint)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -448,7 +451,7 @@ def _state(s):
 def _open(s):
     n = 0
     for rid in s["orders"]:
-        if not schemas.is_final(s["orders"][rid][_STATUS]):
+        if not schemas.is_final(s["orders"][rid][STATUS]):
             n += 1
     return n
 
@@ -458,34 +461,34 @@ def _latest(s, open_only=False):
     best = None
     for rid in s["orders"]:
         o = s["orders"][rid]
-        if (not open_only or not schemas.is_final(o[_STATUS])) \
-                and (best is None or o[_SEQ] > best[1][_SEQ]):
+        if (not open_only or not schemas.is_final(o[STATUS])) \
+                and (best is None or o[SEQ] > best[1][SEQ]):
             best = (rid, o)
     return best
 
 
-def _entry(outbox, rid, kind):
+def outbox_entry(outbox, rid, kind):
     for e in outbox:
-        if e[_KIND] == kind and e[_RID] == rid:
+        if e[KIND] == kind and e[RID] == rid:
             return e
     return None
 
 
 def _cancel(s, now, rid, o):
     # Queue a cancel for the order -> None, or the screen that says why not.
-    if schemas.is_final(o[_STATUS]):
+    if schemas.is_final(o[STATUS]):
         return ("nocancel",)
-    if not schemas.cancel_honoured(o[_STATUS]):
-        return ("toolate", screens.LABEL[o[_STATUS]])
-    if o[_CANCEL_ASKED]:
+    if not schemas.cancel_honoured(o[STATUS]):
+        return ("toolate", screens.LABEL[o[STATUS]])
+    if o[CANCEL_ASKED]:
         return ("cancelagain",)
-    if now - o[_CREATED_AT] > s["settings"]["cancelWindowSeconds"]:
+    if now - o[CREATED_AT] > s["settings"]["cancelWindowSeconds"]:
         return ("late", s["settings"]["cancelWindowSeconds"])
     s["seq"] += 1
-    o[_CANCEL_ASKED] = 1
+    o[CANCEL_ASKED] = 1
     s["outbox"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
     s["unsaved"] = 1
-    _say(s, now, ("cancelling", o[_ORDER_ID]) if s["online"] else ("cancelsaved",))
+    _say(s, now, ("cancelling", o[ORDER_ID]) if s["online"] else ("cancelsaved",))
     return None
 
 
@@ -494,7 +497,7 @@ def _ack(s, rid, status):
     # hub has it (PUBACKed) or the order is finished.
     keep = []
     for e in s["outbox"]:
-        if e[_RID] == rid and (e[_KIND] == schemas.ORDER or e[_PUBACKED]
+        if e[RID] == rid and (e[KIND] == schemas.ORDER or e[PUBACKED]
                                or schemas.is_final(status)):
             s["unsaved"] = 1
         else:
@@ -512,14 +515,14 @@ def _send(s, now, which):
         if which == _ALL:
             go = True
         elif which == _NEW:
-            go = e[_PUBLISHED_AT] == 0
+            go = e[PUBLISHED_AT] == 0
         else:                                 # due, or the clock went back since
-            age = now - e[_PUBLISHED_AT]
+            age = now - e[PUBLISHED_AT]
             go = age >= resend or age < 0
         if go:
-            e[_PUBLISHED_AT] = now
-            tag = schemas.mid(e[_RID], e[_KIND])
-            acts.append(("publish", tag, schemas.props(e[_RID], e[_KIND]), e[_BODY]))
+            e[PUBLISHED_AT] = now
+            tag = schemas.mid(e[RID], e[KIND])
+            acts.append(("publish", tag, schemas.props(e[RID], e[KIND]), e[BODY]))
     return acts
 
 
@@ -538,8 +541,8 @@ def _query(s, now, acts, connect):
     due = False
     for rid in s["orders"]:
         o = s["orders"][rid]
-        if o[_STATUS] != "queued" and not schemas.is_final(o[_STATUS]):
-            age = now - o[_HEARD]
+        if o[STATUS] != "queued" and not schemas.is_final(o[STATUS]):
+            age = now - o[HEARD]
             if connect or age >= resend or age < 0:
                 due = True
                 break
@@ -557,18 +560,18 @@ def _query(s, now, acts, connect):
 
 def _cloud_has(s, rid, o):
     # An open order whose request reached the cloud: it has a status, or the hub PUBACKed it.
-    if schemas.is_final(o[_STATUS]):
+    if schemas.is_final(o[STATUS]):
         return False
-    if o[_STATUS] != "queued":
+    if o[STATUS] != "queued":
         return True
-    e = _entry(s["outbox"], rid, schemas.ORDER)
-    return e is not None and e[_PUBACKED] == 1
+    e = outbox_entry(s["outbox"], rid, schemas.ORDER)
+    return e is not None and e[PUBACKED] == 1
 
 
-def _prune(s):
+def prune(s):
     # Forget all but the newest KEEP_FINISHED finished orders.
-    done = [(s["orders"][r][_SEQ], r) for r in s["orders"]
-            if schemas.is_final(s["orders"][r][_STATUS])]
+    done = [(s["orders"][r][SEQ], r) for r in s["orders"]
+            if schemas.is_final(s["orders"][r][STATUS])]
     done.sort()
     for seq, rid in done[:-KEEP_FINISHED]:
         del s["orders"][rid]
@@ -576,123 +579,13 @@ def _prune(s):
 
 # --- the stored blob ---------------------------------------------------------------------
 # {"version": 2, "seq": N, "settings": {...}, "orders": {rid: order}, "outbox": [[kind, rid,
-# body text], ...]}. Version 1 (keys v, cfg, box) is read too.
+# body text], ...]}. Read back and checked at boot by firmware/app/stored.py (restore()).
 
 def _blob(s):
-    outbox = [[e[_KIND], e[_RID], e[_BODY].decode()] for e in s["outbox"]]
+    outbox = [[e[KIND], e[RID], e[BODY].decode()] for e in s["outbox"]]
     stored = {}
     for rid in s["orders"]:
-        stored[rid] = s["orders"][rid][:_HEARD]     # "heard at" stays in RAM
-    return json.dumps({"version": _BLOB_VERSION, "seq": s["seq"], "settings": s["settings"],
+        stored[rid] = s["orders"][rid][:HEARD]     # "heard at" stays in RAM
+    return json.dumps({"version": BLOB_VERSION, "seq": s["seq"], "settings": s["settings"],
                        "orders": stored, "outbox": outbox},
                       separators=(",", ":")).encode()
-
-
-def _load(s, blob):
-    # -> True when the blob was clean. A blob that is not a JSON object of a known version
-    # gives nothing. Otherwise each part is checked on its own: settings that fail today's
-    # checks fall back to their defaults (counted as "cfg", saved again); every order and
-    # outbox entry that passes the structural checks is kept, the rest is refused.
-    d, err = schemas.load(blob, MAX_BLOB)
-    if err or type(d) is not dict:
-        return False
-    if d.get("version") == _BLOB_VERSION:
-        names = ("settings", "outbox")
-    elif d.get("v") == 1:
-        names = ("cfg", "box")
-    else:
-        return False
-    acc, rej = settings.apply(settings.DEFAULTS, d.get(names[0]), True)
-    s["settings"] = dict(settings.DEFAULTS)
-    s["settings"].update(acc)
-    if rej:
-        s["ignored"]["cfg"] = s["ignored"].get("cfg", 0) + len(rej)
-        s["unsaved"] = 1
-    clean = True
-    seq = d.get("seq")
-    if type(seq) is not int or seq < 0:
-        seq, clean = 0, False
-    orders = {}
-    stored = d.get("orders")
-    if type(stored) is not dict:
-        stored, clean = {}, False
-    for rid in stored:
-        o = stored[rid]
-        if _good_order(rid, o):
-            o.append(0)                     # heard at: nothing since boot
-            orders[rid] = o
-            seq = max(seq, o[_SEQ])
-        else:
-            clean = False
-    # at most as many open orders as any setting allows (the oldest are kept): the state
-    # stays as small as a device can make it, whatever the blob holds
-    opened = [(orders[rid][_SEQ], rid) for rid in orders
-              if not schemas.is_final(orders[rid][_STATUS])]
-    opened.sort()
-    for _, rid in opened[settings.RANGES["maxOpenOrders"][1]:]:
-        del orders[rid]
-        clean = False
-    outbox = []
-    stored = d.get(names[1])
-    if type(stored) is not list:
-        stored, clean = [], False
-    for e in stored:
-        good = _good_entry(orders, outbox, e)
-        if good is None:
-            clean = False
-        else:
-            outbox.append([e[_KIND], e[_RID], good[0], 0, 0])
-            seq = max(seq, good[1])
-    # a queued order must still have its request in the outbox, or it never leaves
-    for rid in list(orders):
-        if orders[rid][_STATUS] == "queued" and _entry(outbox, rid, schemas.ORDER) is None:
-            del orders[rid]
-            clean = False
-    kept = [e for e in outbox if e[_RID] in orders]      # the cancels of orders just refused
-    clean = clean and len(kept) == len(outbox)
-    s["seq"] = seq
-    s["orders"] = orders
-    s["outbox"] = kept
-    n = len(orders)
-    _prune(s)                               # this firmware keeps KEEP_FINISHED at most
-    return clean and n == len(s["orders"])
-
-
-def _good_order(rid, o):
-    # A stored order as this firmware writes them (orderId as the contract allows it, the
-    # note as the screen shows it).
-    return (schemas.is_id(rid) and type(o) is list and len(o) == 6
-            and type(o[_STATUS]) is str and o[_STATUS] in schemas.STATUS_RULE
-            and schemas.is_order_id(o[_ORDER_ID], True) and type(o[_CREATED_AT]) is int
-            and type(o[_SEQ]) is int and o[_SEQ] >= 0 and o[_CANCEL_ASKED] in (0, 1)
-            and type(o[_NOTE]) is str and screens.fit(o[_NOTE]) == o[_NOTE])
-
-
-def _good_entry(orders, outbox, e):
-    # A stored outbox entry [kind, orderRequestId, body text] -> (body bytes to send, its
-    # seq), or None. The body must be exactly what this firmware builds from its own fields
-    # (MicroPython's json accepts malformed text, so parsing is not enough), for an order the
-    # blob holds that waits for it: an order request while queued, a cancel once one was
-    # asked for and while the order is open; one entry of each kind per order.
-    if type(e) is not list or len(e) != 3 or type(e[_BODY]) is not str:
-        return None
-    kind, rid = e[_KIND], e[_RID]
-    o = orders.get(rid) if type(rid) is str else None
-    if o is None or _entry(outbox, rid, kind) is not None:
-        return None
-    d = schemas.load(e[_BODY], MAX_BLOB)[0]
-    if type(d) is not dict:
-        return None
-    at, seq = d.get("createdAt"), d.get("seq")
-    if type(at) is not int or type(seq) is not int or seq < 0:
-        return None
-    if kind == schemas.ORDER and o[_STATUS] == "queued":
-        sku, n = d.get("sku"), d.get("quantity")
-        if not schemas.is_sku(sku) or not schemas.is_quantity(n):
-            return None
-        body = schemas.order_request(rid, sku, n, o[_CREATED_AT], o[_SEQ])
-    elif kind == schemas.CANCEL and o[_CANCEL_ASKED] and not schemas.is_final(o[_STATUS]):
-        body = schemas.cancel_request(rid, at, seq)
-    else:
-        return None
-    return (body, seq) if body.decode() == e[_BODY] else None

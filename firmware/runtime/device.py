@@ -10,6 +10,7 @@
 # tests await).
 import gc
 import json
+import sys
 
 from firmware.app import gestures, orders, schemas, screens
 from firmware.hal import PLATFORM, Hal
@@ -60,6 +61,15 @@ def run(boot=(None, False)):
         hal.crash(e)
 
 
+def release(package, name):
+    # package.name served start-up only: its code leaves the heap (run from .mpy files, as on a
+    # stock image, bytecode lives in the GC heap). The next import loads it again.
+    sys.modules.pop(package + "." + name, None)
+    p = sys.modules.get(package)
+    if p is not None and hasattr(p, name):
+        delattr(p, name)
+
+
 class Device:
     def __init__(self, hal, boot=(None, False)):
         self.hal = hal
@@ -96,6 +106,7 @@ class Device:
         self.s = orders.new(self.version)
         blob = storage.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
+        release("firmware.app", "restore")      # orders.restore's checks: boot only
         if blob and orders.ignored(self.s).get("blob"):
             # keep the bad blob before restore's save replaces it: a power cut in between
             # must not lose the only copy
@@ -121,24 +132,28 @@ class Device:
 
     def _setup(self):
         # config, secrets and the CA; until they are usable, say so and look again.
+        from firmware.runtime import provisioned
         said = None
-        while True:
-            try:
-                self.cfg = cfg = storage.load_config(self.dir)
-                secrets = storage.load_secrets(self.dir)
-                self._key, self._ca = secrets["device_key"], storage.load_ca(self.dir, cfg)
-                if "dps" in cfg:
-                    from firmware.runtime.dps import Onboarding   # only devices that register carry it
-                    self.dps = Onboarding(self)
-                break
-            except storage.SetupError as e:
-                if str(e) != said:
-                    said = str(e)
-                    self.hal.show("setup", ("Setup needed", "Provision this", "device: see log"))
-                    self.hal.event(setup=said)
-                    print("setup:", said)
-            if not self._gestures(_SETUP_RETRY_MS):
-                return False
+        try:
+            while True:
+                try:
+                    self.cfg = cfg = provisioned.load_config(self.dir)
+                    secrets = provisioned.load_secrets(self.dir)
+                    self._key, self._ca = secrets["device_key"], provisioned.load_ca(self.dir, cfg)
+                    if "dps" in cfg:
+                        from firmware.runtime.dps import Onboarding   # only devices that register carry it
+                        self.dps = Onboarding(self)
+                    break
+                except storage.SetupError as e:
+                    if str(e) != said:
+                        said = str(e)
+                        self.hal.show("setup", ("Setup needed", "Provision this", "device: see log"))
+                        self.hal.event(setup=said)
+                        print("setup:", said)
+                if not self._gestures(_SETUP_RETRY_MS):
+                    return False
+        finally:
+            release("firmware.runtime", "provisioned")
         self.hal.configure(cfg, secrets)
         if self.dps is None or self.dps.cached():
             self._make_link()       # else run() registers with DPS once the network is up
