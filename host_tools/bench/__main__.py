@@ -7,8 +7,9 @@
    device-true figures, on a 32-bit unix MicroPython built by build32.sh (make mp32): the same
    flow with the firmware frozen (heap32_frozen_kib) and as .mpy files on the filesystem, as
    `deploy` installs it (heap32_mpy_kib), the link alone (heap32_link_kib), and the heap the
-   imported firmware keeps (code32_*_bytes). Every device drives its display as the ESP32 does
-   (framebuf, one write per refresh: ORDER_DEVICE_DISPLAY=framebuf), not the terminal renderer;
+   imported firmware keeps (code32_*_bytes), with each module's share (code32_*_modules).
+   Every device drives its display as the ESP32 does (framebuf, one write per refresh:
+   ORDER_DEVICE_DISPLAY=framebuf), not the terminal renderer;
 3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
    the device's own clock (its EVT lines), and the peak gc.mem_alloc() the device reports;
 4. stock umqtt.simple against the link's client (which keeps umqtt's ping and disconnect):
@@ -99,8 +100,9 @@ def targets32(binary):
 
 
 def code_resident(target):
-    return measure([target.binary, os.path.join(REPO, "host_tools", "bench", "mp_imports.py")],
-                   target.env())[3]["code_resident"]
+    """(bytes the imported firmware keeps in the heap, {module: its share})."""
+    r = measure([target.binary, os.path.join(REPO, "host_tools", "bench", "mp_imports.py")], target.env())[3]
+    return r["code_resident"], r["modules"]
 
 
 
@@ -366,15 +368,15 @@ def main(argv=None):
             print("32-bit: the link alone, and the firmware's resident heap ...", file=sys.stderr)
             results["heap32_link_kib"] = link_min_heap(mp_dir, args.messages, t32["frozen"])
             results["heap32_link_mpy_kib"] = link_min_heap(mp_dir, args.messages, t32["mpy"])
-            results["code32_frozen_bytes"] = code_resident(t32["frozen"])
-            results["code32_mpy_bytes"] = code_resident(t32["mpy"])
+            results["code32_frozen_bytes"], results["code32_frozen_modules"] = code_resident(t32["frozen"])
+            results["code32_mpy_bytes"], results["code32_mpy_modules"] = code_resident(t32["mpy"])
         if not args.only32:
             print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
             results["umqtt_vs_link_ms"] = measure(
                 [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_umqtt.py"), mp_dir, str(args.messages)],
                 dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
             results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
-            results["code_resident_bytes"] = code_resident(default_target())
+            results["code_resident_bytes"] = code_resident(default_target())[0]
             print("DPS: registrations and the heap they need ...", file=sys.stderr)
             results["dps"] = dps_figures(hub_dir, os.path.join(work, "dps-device"), 3, heap)
             results["dps"]["connect_min_heapsize_kib"] = link_min_heap(mp_dir, 0)
@@ -439,6 +441,11 @@ def ota_apply(dev_dir, hub_dir, heaps=(128, 144, 160, 176, 192, 224, 256), timeo
     return {"bundle_bytes": size, "heapsize_kib": None}
 
 
+def _largest(modules, n=6):
+    top = sorted(modules.items(), key=lambda kv: -kv[1])[:n]
+    return " ".join("%s %d" % (name.replace("firmware.", ""), b) for name, b in top)
+
+
 def _kib(v):
     return f"{v} KiB" if v else "did not complete"
 
@@ -454,7 +461,8 @@ def table(r):
                  ("32-bit: smallest heap, link only (connect + N QoS 1 orders), frozen / .mpy",
                   f"{_kib(r['heap32_link_kib'])} / {_kib(r['heap32_link_mpy_kib'])}"),
                  ("32-bit: firmware resident in the heap once imported, frozen / .mpy",
-                  f"{r['code32_frozen_bytes']} / {r['code32_mpy_bytes']} B")]
+                  f"{r['code32_frozen_bytes']} / {r['code32_mpy_bytes']} B"),
+                 ("32-bit: largest of it as .mpy, per module (B)", _largest(r["code32_mpy_modules"]))]
     else:
         rows.append(("32-bit figures", r["micropython32"]))
     if "min_heapsize_kib" not in r:

@@ -1,12 +1,26 @@
 # Heap the firmware's code keeps resident once imported (run by host_tools/bench on MicroPython).
 # On the unix port .mpy bytecode lives in the GC heap; frozen into an ESP32 image it lives in
 # flash, and only the modules' globals and function objects stay in RAM.
+# Prints {"code_resident": bytes, "modules": {name: bytes}}: each module imported after what it
+# imports (gc.collect() between), so its figure is its own code; what device.py pulls in that
+# is not listed counts as device's. Start-up-only modules (provisioned, stored) are not listed:
+# the device drops them once booted.
 import gc
 import json
 
-gc.collect()
-base = gc.mem_alloc()
-from firmware.runtime import device  # noqa: E402,F401  (pulls in iothub, app, hal, link, umqtt)
+_ORDER = ("firmware.iothub.sas", "firmware.iothub.retry", "firmware.iothub.topics",
+          "firmware.iothub.mqtt", "umqtt.simple", "firmware.runtime.link",
+          "firmware.runtime.storage", "firmware.app.schemas", "firmware.app.screens",
+          "firmware.app.settings", "firmware.app.orders", "firmware.app.gestures",
+          "firmware.hal", "firmware.runtime.device")
 
 gc.collect()
-print(json.dumps({"code_resident": gc.mem_alloc() - base}))
+base = last = gc.mem_alloc()
+modules = {}
+for name in _ORDER:
+    __import__(name)
+    gc.collect()
+    now = gc.mem_alloc()
+    modules[name] = now - last
+    last = now
+print(json.dumps({"code_resident": last - base, "modules": modules}))
