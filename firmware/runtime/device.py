@@ -15,7 +15,7 @@ import sys
 from firmware.app import gestures, orders, schemas, screens
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import retry, sas, topics
-from firmware.runtime import storage
+from firmware.runtime import files
 from firmware.runtime.link import AUTH_ERROR, HOST_NOT_FOUND, Link
 
 try:
@@ -74,7 +74,7 @@ class Device:
     def __init__(self, hal, boot=(None, False)):
         self.hal = hal
         self.dir = hal.storage_dir
-        self.state_path = storage.join(self.dir, _STATE)
+        self.state_path = files.join(self.dir, _STATE)
         self.link = None
         self.dps = None             # firmware.runtime.dps.Onboarding when config.json has "dps"
         self.s = None
@@ -104,13 +104,13 @@ class Device:
         if self._pending:
             self._ota_twin(None, False)     # a version on trial, or a rollback to report
         self.s = orders.new(self.version)
-        blob = storage.read_bytes(self.state_path)
+        blob = files.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
-        release("firmware.app", "restore")      # orders.restore's checks: boot only
+        release("firmware.app", "stored")       # orders.restore's checks (app/stored.py): boot only
         if blob and orders.ignored(self.s).get("blob"):
             # keep the bad blob before restore's save replaces it: a power cut in between
             # must not lose the only copy
-            storage.write_atomic(self.state_path + ".corrupt", blob)
+            files.write_atomic(self.state_path + ".corrupt", blob)
             hal.event(state_corrupt=self.state_path + ".corrupt")
         self._do(acts)
         self.hal.watchdog_start()   # only now, fed by every loop turn; it cannot be stopped
@@ -131,29 +131,29 @@ class Device:
         return self.stop is None
 
     def _setup(self):
-        # config, secrets and the CA; until they are usable, say so and look again.
-        from firmware.runtime import provisioned
+        # config, secrets and the CA; until they are usable, say so and look again. storage
+        # serves start-up only: released (its code leaves the heap) once it is over.
+        from firmware.runtime import storage
         said = None
-        try:
-            while True:
-                try:
-                    self.cfg = cfg = provisioned.load_config(self.dir)
-                    secrets = provisioned.load_secrets(self.dir)
-                    self._key, self._ca = secrets["device_key"], provisioned.load_ca(self.dir, cfg)
-                    if "dps" in cfg:
-                        from firmware.runtime.dps import Onboarding   # only devices that register carry it
-                        self.dps = Onboarding(self)
-                    break
-                except storage.SetupError as e:
-                    if str(e) != said:
-                        said = str(e)
-                        self.hal.show("setup", ("Setup needed", "Provision this", "device: see log"))
-                        self.hal.event(setup=said)
-                        print("setup:", said)
-                if not self._gestures(_SETUP_RETRY_MS):
-                    return False
-        finally:
-            release("firmware.runtime", "provisioned")
+        while True:
+            try:
+                self.cfg = cfg = storage.load_config(self.dir)
+                secrets = storage.load_secrets(self.dir)
+                self._key, self._ca = secrets["device_key"], storage.load_ca(self.dir, cfg)
+                if "dps" in cfg:
+                    from firmware.runtime.dps import Onboarding   # only devices that register carry it
+                    self.dps = Onboarding(self)
+                break
+            except storage.SetupError as e:
+                if str(e) != said:
+                    said = str(e)
+                    self.hal.show("setup", ("Setup needed", "Provision this", "device: see log"))
+                    self.hal.event(setup=said)
+                    print("setup:", said)
+            if not self._gestures(_SETUP_RETRY_MS):
+                release("firmware.runtime", "storage")
+                return False
+        release("firmware.runtime", "storage")
         self.hal.configure(cfg, secrets)
         if self.dps is None or self.dps.cached():
             self._make_link()       # else run() registers with DPS once the network is up
@@ -279,7 +279,7 @@ class Device:
         for a in actions:
             kind = a[0]
             if kind == "save":
-                storage.write_atomic(self.state_path, a[1])
+                files.write_atomic(self.state_path, a[1])
                 self.hal.event(saved=len(a[1]))
             elif kind == "show":
                 self._show_screen(a[1:])

@@ -37,7 +37,7 @@ TRUST = "ca.json"
 def _setting(cfg, key, default):
     # config.json's ota_trial_s (300: an update must connect and read its twin this soon, or it
     # goes back) and ota_retry_s (30: the first wait after a failed update, doubling to an hour);
-    # read here, not in provisioned.load_config, so a device that never updates does not hold them.
+    # read here, not in storage.load_config, so a device that never updates does not hold them.
     v = cfg.get(key, default)
     return v if type(v) is int and v > 0 else default
 
@@ -418,9 +418,8 @@ class Updater:
         self._download(spec, m, files, total, lambda p: target[p] + ".new", poll)
         self._verify(spec, files, lambda p: target[p] + ".new")
         try:
-            from firmware.runtime import provisioned
             with open(target["ca.der"] + ".new", "rb") as f:
-                ca = provisioned.split_der(f.read())
+                ca = storage.split_der(f.read())
             t = read_json(target["ca.json"] + ".new") or {}
             if str(t.get("version")) != spec["version"]:
                 raise Failed("other version")

@@ -8,14 +8,14 @@ import random
 import sys
 import time
 
-from firmware.runtime import provisioned
+from firmware.runtime import storage
 from firmware.runtime.dps import Dps
 from firmware.runtime.link import Link
 
 folder = sys.argv[1]
-cfg = provisioned.load_config(folder)
-ca = provisioned.load_ca(folder, cfg)
-key = provisioned.load_secrets(folder)["device_key"]
+cfg = storage.load_config(folder)
+ca = storage.load_ca(folder, cfg)
+key = storage.load_secrets(folder)["device_key"]
 waited = [0]
 
 

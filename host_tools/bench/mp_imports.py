@@ -3,14 +3,14 @@
 # flash, and only the modules' globals and function objects stay in RAM.
 # Prints {"code_resident": bytes, "modules": {name: bytes}}: each module imported after what it
 # imports (gc.collect() between), so its figure is its own code; what device.py pulls in that
-# is not listed counts as device's. Start-up-only modules (provisioned, stored) are not listed:
+# is not listed counts as device's. Start-up-only modules (runtime.storage, app.stored) are not listed:
 # the device drops them once booted.
 import gc
 import json
 
 _ORDER = ("firmware.iothub.sas", "firmware.iothub.retry", "firmware.iothub.topics",
           "firmware.iothub.mqtt", "umqtt.simple", "firmware.runtime.link",
-          "firmware.runtime.storage", "firmware.app.schemas", "firmware.app.screens",
+          "firmware.runtime.files", "firmware.app.schemas", "firmware.app.screens",
           "firmware.app.settings", "firmware.app.orders", "firmware.app.gestures",
           "firmware.hal", "firmware.runtime.device")
 

@@ -9,14 +9,14 @@ import time
 
 from firmware.app import schemas
 from firmware.iothub import topics
-from firmware.runtime import provisioned
+from firmware.runtime import storage
 from firmware.runtime.link import Link
 from host_tools.bench.rss import peak_rss_kib
 
 folder, n = sys.argv[1], int(sys.argv[2])
-cfg = provisioned.load_config(folder)
-ca = provisioned.load_ca(folder, cfg)
-link = Link(cfg["host"], cfg["port"], cfg["device_id"], provisioned.load_secrets(folder)["device_key"],
+cfg = storage.load_config(folder)
+ca = storage.load_ca(folder, cfg)
+link = Link(cfg["host"], cfg["port"], cfg["device_id"], storage.load_secrets(folder)["device_key"],
             ca, random.random)
 acked = []
 

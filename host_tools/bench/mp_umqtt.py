@@ -18,15 +18,15 @@ from umqtt.simple import MQTTClient
 
 from firmware.app import schemas
 from firmware.iothub import mqtt, sas, topics
-from firmware.runtime import provisioned
+from firmware.runtime import storage
 from firmware.runtime.link import _Client
 
 folder, n = sys.argv[1], int(sys.argv[2])
-cfg = provisioned.load_config(folder)
+cfg = storage.load_config(folder)
 host, port, dev = cfg["host"], cfg["port"], cfg["device_id"]
-ca = provisioned.load_ca(folder, cfg)   # the local hub's root: one certificate, which stock umqtt takes
+ca = storage.load_ca(folder, cfg)   # the local hub's root: one certificate, which stock umqtt takes
 params = {"cert_reqs": ssl.CERT_REQUIRED, "cadata": ca[0], "server_hostname": host}
-token = sas.token(sas.device_resource(host, dev), provisioned.load_secrets(folder)["device_key"],
+token = sas.token(sas.device_resource(host, dev), storage.load_secrets(folder)["device_key"],
                   int(time.time()) + 3600)
 user = topics.username(host, dev)
 rid = "0123456789abcdef"

@@ -41,7 +41,7 @@ def test_local_provision_registers_the_device_and_writes_a_folder_the_firmware_l
     assert cfg == {"host": "127.0.0.1", "port": 8883, "device_id": "button-1", "ca_file": "ca.der"}
     assert (dev / "ca.der").read_bytes() == (hub / "certs" / "ca.der").read_bytes()
     # the firmware's own loader accepts it, on the real interpreter
-    script = ("from firmware.runtime import provisioned as s\n"
+    script = ("from firmware.runtime import storage as s\n"
               "d=%r\nc=s.load_config(d)\nk=s.load_secrets(d)\nca=s.load_ca(d,c)\n"
               "print(c['device_id'], c['port'], len(k['device_key']), ca[0][:1] == b'0')\n" % str(dev))
     out = subprocess.run([MICROPYTHON, "-c", script], capture_output=True, text=True, timeout=60,

@@ -1,11 +1,11 @@
-"""firmware/runtime/storage.py and provisioned.py on CPython and on the unix MicroPython: atomic writes, reads
+"""firmware/runtime/storage.py on CPython and on the unix MicroPython: atomic writes, reads
 that survive a cut write, clear setup errors that never contain a secret; and the device
 keeping a corrupt state blob aside."""
 import json
 import os
 import subprocess
 
-from firmware.runtime import provisioned, storage
+from firmware.runtime import storage
 from tests.integration.device_harness import REPO, micropypath, micropython
 
 
@@ -41,18 +41,18 @@ def test_storage_ships_only_what_the_device_uses():
 
 def test_setup_errors_say_what_to_do_and_never_show_the_key(tmp_path):
     d = str(tmp_path)
-    e = _setup_error(provisioned.load_config, d)
+    e = _setup_error(storage.load_config, d)
     assert "config.json missing" in e and "host_tools provision" in e
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump({"host": "h", "device_id": "d", "port": "8883"}, f)
-    assert "port must be a positive integer" in _setup_error(provisioned.load_config, d)
+    assert "port must be a positive integer" in _setup_error(storage.load_config, d)
     with open(os.path.join(d, "secrets.json"), "w") as f:
         f.write('{"device_key": "c2VjcmV0LWtleQ==" oops')
-    e = _setup_error(provisioned.load_secrets, d)
+    e = _setup_error(storage.load_secrets, d)
     assert "secrets.json is not valid JSON" in e and "c2VjcmV0" not in e
     with open(os.path.join(d, "secrets.json"), "w") as f:
         json.dump({"device_key": ""}, f)
-    assert "no device_key" in _setup_error(provisioned.load_secrets, d)
+    assert "no device_key" in _setup_error(storage.load_secrets, d)
 
 
 def _real_ca(tmp_path):
@@ -69,7 +69,7 @@ def test_config_does_not_hold_or_check_what_the_twin_sets(tmp_path):
     # must not block setup, and config has no defaults for them
     with open(os.path.join(str(tmp_path), "config.json"), "w") as f:
         json.dump({"host": "h", "device_id": "d", "quantity": 0}, f)
-    cfg = provisioned.load_config(str(tmp_path))
+    cfg = storage.load_config(str(tmp_path))
     assert cfg["host"] == "h" and cfg["port"] == 8883 and "sku" not in cfg
 
 
@@ -77,8 +77,8 @@ def test_ca_in_pem_is_converted_to_der(tmp_path):
     der, pem = _real_ca(tmp_path)
     (tmp_path / "ca.pem").write_bytes(pem)
     (tmp_path / "ca.der").write_bytes(der)
-    assert provisioned.load_ca(str(tmp_path), {"ca_file": "ca.pem"}) == (der,)
-    assert provisioned.load_ca(str(tmp_path), {"ca_file": "ca.der"}) == (der,)
+    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.pem"}) == (der,)
+    assert storage.load_ca(str(tmp_path), {"ca_file": "ca.der"}) == (der,)
 
 
 def test_a_bundle_gives_every_certificate(tmp_path):
@@ -88,14 +88,14 @@ def test_a_bundle_gives_every_certificate(tmp_path):
     roots = trust.azure_roots()
     d = str(tmp_path)
     (tmp_path / "b.der").write_bytes(b"".join(roots) + der)
-    assert provisioned.load_ca(d, {"ca_file": "b.der"}) == tuple(roots) + (der,)
+    assert storage.load_ca(d, {"ca_file": "b.der"}) == tuple(roots) + (der,)
     (tmp_path / "b.pem").write_bytes(pem + pem)
-    assert provisioned.load_ca(d, {"ca_file": "b.pem"}) == (der, der)
+    assert storage.load_ca(d, {"ca_file": "b.pem"}) == (der, der)
     (tmp_path / "cut.der").write_bytes(roots[0] + der[:-10])
-    assert "not a CA certificate" in _setup_error(provisioned.load_ca, d, {"ca_file": "cut.der"})
+    assert "not a CA certificate" in _setup_error(storage.load_ca, d, {"ca_file": "cut.der"})
     from host_tools.files import write_atomic
     trust.write_bundle(d, roots, write_atomic)      # ca.der + ca.json, as provision writes them
-    assert provisioned.load_ca(d, {"ca_file": "ca.der"}) == tuple(roots)
+    assert storage.load_ca(d, {"ca_file": "ca.der"}) == tuple(roots)
 
 
 def test_a_broken_ca_is_a_setup_error(tmp_path):
@@ -106,7 +106,7 @@ def test_a_broken_ca_is_a_setup_error(tmp_path):
                        ("short.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
                        ("junk.der", b"\x30\x82garbage that is not a certificate")):
         (tmp_path / name).write_bytes(data)
-        e = _setup_error(provisioned.load_ca, d, {"ca_file": name})
+        e = _setup_error(storage.load_ca, d, {"ca_file": name})
         assert name in e and "not a CA certificate" in e and "host_tools provision" in e, e
 
 
@@ -121,7 +121,7 @@ def _setup_error(fn, *args):
 def test_same_behaviour_on_micropython(tmp_path):
     der, _ = _real_ca(tmp_path)
     script = """
-from firmware.runtime import provisioned, storage
+from firmware.runtime import storage
 d = %r
 p = d + "/s.json"
 storage.write_atomic(p, b"1")
@@ -134,17 +134,17 @@ assert storage.read_bytes(p) == b"22"
 os.remove(p)
 assert storage.read_bytes(p) == b"3"
 try:
-    provisioned.load_secrets(d)
+    storage.load_secrets(d)
 except storage.SetupError as e:
     assert "secrets.json missing" in str(e)
 open(d + "/ca.der", "wb").write(%r)
-assert provisioned.load_ca(d, {"ca_file": "ca.der"}) == (%r,)
+assert storage.load_ca(d, {"ca_file": "ca.der"}) == (%r,)
 open(d + "/two.der", "wb").write(%r * 2)
-assert len(provisioned.load_ca(d, {"ca_file": "two.der"})) == 2
+assert len(storage.load_ca(d, {"ca_file": "two.der"})) == 2
 for bad in (b"garbage", b"-----BEGIN CERTIFICATE-----\\nabc!\\n-----END CERTIFICATE-----\\n"):
     open(d + "/bad", "wb").write(bad)
     try:
-        provisioned.load_ca(d, {"ca_file": "bad"})
+        storage.load_ca(d, {"ca_file": "bad"})
         raise AssertionError("no SetupError")
     except storage.SetupError as e:
         assert "not a CA certificate" in str(e)
@@ -170,3 +170,43 @@ def test_a_corrupt_state_is_kept_aside_before_a_clean_one_is_saved_over_it(devic
         assert f.read() == bad
     with open(os.path.join(str(dev.dir), "state.json"), "rb") as f:
         assert json.loads(f.read())        # a clean blob replaced it
+
+
+def test_start_up_only_code_leaves_the_heap_once_used(tmp_path):
+    # issue 11: run from .mpy files (a stock image) bytecode lives in the GC heap. storage's
+    # loaders and the stored blob's checks (app/stored.py) serve start-up only: the device drops
+    # them once set up and restored, and imports them again when it needs them again.
+    der, _ = _real_ca(tmp_path)
+    d = tmp_path / "dev"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"host": "127.0.0.1", "device_id": "d"}))
+    (d / "secrets.json").write_text(json.dumps({"device_key": "c2VjcmV0LWtleQ=="}))
+    (d / "ca.der").write_bytes(der)
+    script = """
+import sys
+import firmware.app, firmware.runtime
+from firmware.app import gestures, orders
+from firmware.hal import Hal
+from firmware.iothub import sas
+from firmware.runtime import device
+dev = device.Device(Hal(gestures, sas.epoch_offset))
+assert dev._setup() and dev.link is not None
+assert "firmware.runtime.storage" not in sys.modules and not hasattr(firmware.runtime, "storage")
+now = 1800000000
+s = orders.new("1")
+blob = orders._blob(s)
+orders.restore(s, now, blob)
+assert "firmware.app.stored" in sys.modules
+device.release("firmware.app", "stored")
+assert "firmware.app.stored" not in sys.modules and not hasattr(firmware.app, "stored")
+s = orders.new("1")
+orders.restore(s, now, b"junk")
+assert orders.ignored(s) == {"blob": 1}
+from firmware.runtime import storage
+assert storage.load_ca(%r, {"ca_file": "ca.der"}) == (%r,)
+print("ok")
+""" % (str(d), der)
+    r = subprocess.run([micropython(), "-c", script], cwd=REPO, capture_output=True, text=True,
+                       env=dict(os.environ, MICROPYPATH=micropypath(), ORDER_DEVICE_DIR=str(d),
+                                ORDER_DEVICE_DISPLAY="framebuf"), timeout=30)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
