@@ -97,6 +97,18 @@ def test_a_corrupt_hub_database_is_one_line_for_every_command_and_is_left_alone(
                   hub_dir, dev, needle="hub.sqlite3")
 
 
+@pytest.mark.parametrize("service", ["orders", "commerce"])
+def test_a_corrupt_orders_or_commerce_database_is_one_line_and_is_left_alone(tmp_path, service):
+    data = tmp_path / service
+    data.mkdir(mode=0o700)
+    (data / (service + ".sqlite3")).write_bytes(os.urandom(4096))
+    commands = [["list"], ["show", "X-1"]]
+    if service == "commerce":
+        commands.append(["serve", "--port", "0"])
+    for args in commands:
+        fails_cleanly([service, *args, "--data", str(data)], data, needle=service + ".sqlite3")
+
+
 # ---- a truncated CA certificate ---------------------------------------------------------------
 
 def test_a_truncated_ca_pem_is_one_line_for_the_service_commands(hub_dir):

@@ -131,6 +131,7 @@ def _serve(args):
         if getattr(args, name) <= 0:
             raise CliError(f"--{name.replace('_', '-')} must be > 0")
     _check_port(args.host, args.port)   # before anything is written
+    _open_store(args.data, create=True).close()   # a damaged database: one line, left alone
     os.makedirs(args.data, mode=0o700, exist_ok=True)
     lock = open(os.path.join(args.data, _LOCK_NAME), "w")
     try:
