@@ -8,6 +8,7 @@ the events they cause within about half a second.
 """
 import os
 
+from host_tools import cli_args
 from host_tools.cloud import service_cli
 from host_tools.errors import CliError
 
@@ -20,11 +21,8 @@ def add_commands(subparsers):
     sub = top.add_subparsers(dest="commerce_command", metavar="SUBCOMMAND", required=True)
 
     def command(name, func, help_text, parent=sub):
-        p = parent.add_parser(name, help=help_text)
-        p.add_argument("--data", default=DEFAULT_DATA,
-                       help=f"commerce data folder (default {DEFAULT_DATA})")
-        p.set_defaults(func=func)
-        return p
+        return cli_args.data_command(parent, name, func, help_text, DEFAULT_DATA,
+                                     "commerce data folder")
 
     p = command("serve", _serve, "run the HTTPS commerce API, its timeline and event deliveries")
     p.add_argument("--host", default="127.0.0.1")

@@ -14,6 +14,7 @@ Only `serve` talks to the hub; the other commands change the order database, and
 import os
 from contextlib import contextmanager
 
+from host_tools import cli_args
 from host_tools.cloud import service_cli
 from host_tools.cloud.orders import lifecycle
 from host_tools.errors import CliError
@@ -28,12 +29,9 @@ def add_commands(subparsers):
     orders = subparsers.add_parser("orders", help="the local order service (cloud orchestrator)")
     sub = orders.add_subparsers(dest="orders_command", metavar="SUBCOMMAND", required=True)
 
-    def command(name, func, help_text):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--data", default=DEFAULT_DATA,
-                       help=f"order service data folder (default {DEFAULT_DATA})")
-        p.set_defaults(func=func)
-        return p
+    def command(name, func, help_text, parent=sub):
+        return cli_args.data_command(parent, name, func, help_text, DEFAULT_DATA,
+                                     "order service data folder")
 
     p = command("serve", _serve, "consume order requests from the hub and run their timelines")
     p.add_argument("--hub-data", default=DEFAULT_HUB_DATA,
@@ -92,7 +90,8 @@ def add_commands(subparsers):
 
     profile = sub.add_parser("profile", help="the customer profile bound to a device")
     psub = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND", required=True)
-    p = psub.add_parser("set", help="bind a customer (address, shipping, payment) to a device")
+    p = command("set", _profile_set, "bind a customer (address, shipping, payment) to a device",
+                psub)
     p.add_argument("device")
     p.add_argument("--name", required=True)
     p.add_argument("--address", required=True)
@@ -101,12 +100,8 @@ def add_commands(subparsers):
                    help="the payment provider's token; '-' reads it from standard input "
                         "(keeps it out of shell history and the process list)")
     p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.set_defaults(func=_profile_set)
-    p = psub.add_parser("show", help="show a device's customer profile (token masked)")
+    p = command("show", _profile_show, "show a device's customer profile (token masked)", psub)
     p.add_argument("device")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.set_defaults(func=_profile_show)
 
 
 # -- helpers ------------------------------------------------------------------------------
