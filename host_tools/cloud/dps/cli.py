@@ -5,7 +5,7 @@ change at the next request). An enrollment's keys are printed once, by the `add`
 """
 import json
 
-from host_tools.cloud.hub.cli import _host, hub_command
+from host_tools.cloud.hub.cli import _host, hub_command, open_in_data_dir
 from host_tools.errors import CliError
 
 
@@ -35,16 +35,10 @@ def add_commands(sub):
         a.add_argument("name", metavar="NAME", help="group name or registration id")
 
 
-def _store(data_dir):
-    from host_tools.cloud.dps.store import DpsStore
-    from host_tools.cloud.hub.hub import ensure_data_dir
-    paths, _ = ensure_data_dir(data_dir)
-    return DpsStore(paths["dps"])
-
-
 def _run(args, fn):
-    from host_tools.cloud.dps.store import DpsStoreError
-    store = _store(args.data)
+    """fn(the DPS store of args.data); only `add` makes a hub data folder, as `registry add`."""
+    from host_tools.cloud.dps.store import DpsStore, DpsStoreError
+    store = open_in_data_dir(args.data, args.func is cmd_add, lambda p: DpsStore(p["dps"]))
     try:
         return fn(store)
     except DpsStoreError as exc:

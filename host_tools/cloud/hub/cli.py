@@ -140,22 +140,30 @@ def cmd_certs(args):
         print("  " + paths[name])
 
 
-def _store(data_dir, create):
-    """The registry in data_dir. Only a command that makes a hub (create) makes the folder:
-    a mistyped --data for the others is an error, not a new empty hub."""
+def open_in_data_dir(data_dir, create, open_fn):
+    """open_fn(the paths of the hub data folder data_dir) for a command (`registry`, `dps`).
+    Only a command that makes something (create) makes the folder: a mistyped --data for the
+    others is an error, not a new empty hub. The stores' errors are one line."""
+    from host_tools.cloud.dps.store import DpsStoreError
     from host_tools.cloud.hub.hub import HubError, data_paths, ensure_data_dir
-    from host_tools.cloud.hub.store import Store, StoreError
+    from host_tools.cloud.hub.store import StoreError
     try:
         if create:
             ensure_data_dir(data_dir)
         elif not os.path.isdir(data_dir):
             raise CliError("no hub data folder %s; `registry add` or `hub --data %s` makes one"
                            % (data_dir, data_dir))
-        return Store(data_paths(data_dir)["db"], create=create)
-    except (HubError, StoreError) as exc:
+        return open_fn(data_paths(data_dir))
+    except (HubError, StoreError, DpsStoreError) as exc:
         if getattr(exc, "status", None) == 404:
             raise CliError("%s; `registry add` or `hub --data %s` makes one" % (exc, data_dir)) from None
         raise CliError(str(exc)) from None
+
+
+def _store(data_dir, create):
+    """The registry in data_dir."""
+    from host_tools.cloud.hub.store import Store
+    return open_in_data_dir(data_dir, create, lambda paths: Store(paths["db"], create=create))
 
 
 def _host(args):
@@ -210,6 +218,7 @@ def cmd_hub(args):
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
+    from host_tools.cloud.dps.store import DpsStoreError
     from host_tools.cloud.hub.hub import HubError
     from host_tools.cloud.hub.store import StoreError
     if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
@@ -229,7 +238,7 @@ def cmd_hub(args):
                         partitions=args.partitions, say=sys.stderr,
                         dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
                         max_idle=args.max_idle_seconds, inject=args.inject))
-    except (HubError, StoreError) as exc:
+    except (HubError, StoreError, DpsStoreError) as exc:
         raise CliError(str(exc)) from None
 
 
