@@ -18,7 +18,7 @@ from umqtt.simple import MQTTException
 from firmware.app import screens
 from firmware.iothub import dps, mqtt, retry, sas, topics
 from firmware.runtime import storage
-from firmware.runtime.link import _Client
+from firmware.runtime.link import Client
 
 ASSIGNMENT = "assignment.json"   # what DPS assigned: {registration_id, id_scope, host, device_id}
 
@@ -38,7 +38,7 @@ class Dps:
     def register(self, now, wait):
         cfg = self.cfg
         reg, scope = cfg["registration_id"], cfg["id_scope"]
-        c = _Client(reg, cfg["host"], cfg["port"], topics.dps_username(scope, reg),
+        c = Client(reg, cfg["host"], cfg["port"], topics.dps_username(scope, reg),
                     self._keepalive, self._ca, cfg["host"], self._timeout)
         self.stats["registrations"] += 1
         try:
@@ -85,7 +85,7 @@ class Dps:
                 if res is not None and res[1] == rid:
                     a = dps.answer(res[0], res[2], msg)
                     return ("unreachable", "DPS busy") if a[0] == "retry" else a
-            c._await(mqtt.PUBLISH)     # the link's bounded blocking read, while connecting
+            c.wait_for(mqtt.PUBLISH)     # bounded blocking read: the answer lands in c.inbox
 
 
 def load_assignment(folder, dps_cfg):
