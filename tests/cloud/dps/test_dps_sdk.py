@@ -1,5 +1,6 @@
 """The official azure-iot-device ProvisioningDeviceClient against the local DPS, then the
 official IoTHubDeviceClient with what it was given: what works against Azure works here."""
+import time
 import uuid
 
 import pytest
@@ -165,3 +166,21 @@ def test_bad_credentials_are_unauthorized(dps_hub, register, case):
         register(scope, reg_id, key)
     assert "status code 401" in _why(exc.value)
     assert all(d["deviceId"] != reg_id for d in dps_hub.service.list_devices())
+
+
+def test_throttled_register_and_poll_are_retried_after_retry_after(dps_hub, register):
+    # DPS over its rate limits answers 429 with a retry-after: the official client waits that
+    # long and sends the same request again, on the same connection, until it is served
+    from tests.cloud.dps.conftest import RETRY_AFTER
+    group = enroll(dps_hub, "group", _rid("shop"))
+    reg_id = _rid("button")
+    key = tokens.derive_key(group["primaryKey"], reg_id)
+    dps_hub.service.inject_faults(["dps_register=429:2", "dps_status=429:1"])
+    t0 = time.monotonic()
+    result = register(group["idScope"], reg_id, key)
+    waited = time.monotonic() - t0
+    assert result.status == "assigned" and result.registration_state.device_id == reg_id
+    assert dps_hub.service.faults() == {}             # all three throttled answers were used
+    # two throttled registers, the 202's retry-after, one throttled poll: each waited
+    assert waited >= 4 * RETRY_AFTER, waited
+    _connect_and_send(dps_hub, result, key)
