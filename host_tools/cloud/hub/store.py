@@ -334,7 +334,8 @@ class Store:
     def add_event(self, device_id, system_props, app_props, body, now=None, partition=None):
         """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
         see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
-        same statement (after the last one retention pruned: `events_pruned`, eventlog.prune). Returns the row's seq; the write is committed when this returns."""
+        same statement, after the last one retention pruned (`events_pruned`, eventlog.prune_step).
+        Returns the row's seq; the write is committed when this returns."""
         seq, durable = self.add_event_grouped(device_id, system_props, app_props, body, now, partition)
         if durable is not None:
             self.flush()
