@@ -68,12 +68,16 @@ def sweep(store, now=None):
 
 
 def pending(store, exclude=(), limit=100):
-    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     rows = store.db.execute("SELECT id, body FROM c2d_feedback WHERE state='queued' ORDER BY id LIMIT ?",
                             (limit + len(exclude),)).fetchall()
     return [(r["id"], r["body"]) for r in rows if r["id"] not in exclude][:limit]
 
 
 def completed(store, fid):
-    store.flush()   # its own transaction, after the open group commit (group_commit.py)
-    store.db.execute("UPDATE c2d_feedback SET state='delivered' WHERE id=?", (fid,))
+    """A receiver accepted record `fid`. In the group commit, not waited for: lost to a power
+    cut, the record is only sent again."""
+    return store.write_later(_delivered, fid)
+
+
+def _delivered(db, fid):
+    db.execute("UPDATE c2d_feedback SET state='delivered' WHERE id=?", (fid,))
