@@ -14,8 +14,10 @@ Exactly once, by construction:
   partition commit together: a crash before the commit replays the batch (nothing was
   written), a crash after it does not re-read it;
 - each status change and its C2D message commit together into the outbox; the outbox is sent
-  after the commit and a message is deleted once the hub accepted it. A crash between the two
-  re-sends that one message with the same message id, which the device ignores as stale.
+  after the commit and a message is deleted once the hub accepted it. The deletion does not get
+  a commit of its own: it joins the next batch's transaction (one commit per batch), or, when no
+  telemetry came in a turn, a transaction at the end of that turn. A crash before it re-sends
+  those messages with the same message ids, which the device ignores as stale.
 
 Time comes from `clock` (a callable returning Unix seconds) and the schedule from `timeline`
 (host_tools.cloud.orders.timeline.Timeline), both injected, so tests drive time without sleeping.
@@ -93,6 +95,7 @@ class OrderService:
         self.c2d_ttl = c2d_ttl
         self.bridge = bridge
         self.client = None
+        self._sent = {}     # outbox id -> accepted by the hub, deletion not yet committed
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
                       "skipped": 0, "sent": 0, "ignored": 0, "queries": 0, "answers": 0,
                       "unanswered": 0}
@@ -115,6 +118,27 @@ class OrderService:
                     log.exception("skipped event seq=%s from %s: unexpected error",
                                   event.get("seq"), event.get("deviceId"))
             self.store.set_cursors(next_cursors)
+            forgotten = self._forget_sent()
+        self._forgot(forgotten)
+
+    def _forget_sent(self):
+        """Delete the messages the hub accepted, in the caller's transaction; returns their ids
+        for _forgot() once that transaction has committed."""
+        ids = list(self._sent)
+        for outbox_id in ids:
+            self.store.delivered(outbox_id)
+        return ids
+
+    def _forgot(self, ids):
+        for outbox_id in ids:
+            self._sent.pop(outbox_id, None)
+
+    def forget_sent(self):
+        """Commit the deletion of what the hub accepted (when no batch of events will)."""
+        if self._sent:
+            with self.store.transaction():
+                ids = self._forget_sent()
+            self._forgot(ids)
 
     def _handle_event(self, event, now):
         device_id = event.get("deviceId")
@@ -453,7 +477,8 @@ class OrderService:
     def flush(self):
         """Send the outbox, a batch at a time (pipelined); a message leaves the outbox once the
         hub has accepted it. A device whose message was refused gets nothing more this turn;
-        messages to it already in the same batch went out (the device ranks statuses)."""
+        messages to it already in the same batch went out (the device ranks statuses).
+        Accepted messages are deleted in the next transaction (handle_events, forget_sent)."""
         from host_tools.cloud.azure.client import C2d
         HubUnavailable, ServiceError = hub_errors()
         sent, blocked, after = 0, set(), 0
@@ -462,7 +487,7 @@ class OrderService:
             if not batch:
                 break
             after = batch[-1]["id"]
-            batch = [m for m in batch if m["device_id"] not in blocked]
+            batch = [m for m in batch if m["device_id"] not in blocked and m["id"] not in self._sent]
             if not batch:
                 continue
             items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
@@ -476,15 +501,18 @@ class OrderService:
             if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
                 self._drop_client()  # a new service key: reconnect, keep the messages
                 raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
-            lost = None
-            with self.store.transaction():
-                for message, error in zip(batch, results):
-                    if error is None:
-                        self.store.delivered(message["id"])
-                        sent += 1
-                    elif isinstance(error, HubUnavailable):
-                        lost = error        # no answer: it stays in the outbox as it was
-                    else:
+            lost, refused = None, []
+            for message, error in zip(batch, results):
+                if error is None:
+                    self._sent[message["id"]] = True
+                    sent += 1
+                elif isinstance(error, HubUnavailable):
+                    lost = error        # no answer: it stays in the outbox as it was
+                else:
+                    refused.append((message, error))
+            if refused:
+                with self.store.transaction():
+                    for message, error in refused:
                         self._refused(message, error, blocked)
             if lost is not None:
                 self.stats["sent"] += sent
@@ -508,14 +536,18 @@ class OrderService:
         blocked.add(device_id)
 
     def step(self, timeout=0.0):
-        """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""
+        """One turn of the loop: send, poll (up to `timeout`), run the timeline, send. What the
+        hub accepted is deleted from the outbox with the next batch of events, or at the end of
+        a turn that had none."""
         self.flush()
-        self.poll(timeout)
+        events = self.poll(timeout)
         self.run_due()
         if self.bridge is not None:
             self.flush()
             self.bridge.run(self)
         self.flush()
+        if not events:
+            self.forget_sent()
 
     def serve(self, stop=None, poll_timeout=1.0):
         """Run until `stop` (a threading.Event) is set. Nothing here ends the loop but `stop`:
@@ -546,3 +578,7 @@ class OrderService:
             trouble = problem
             stop.wait(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
+        try:
+            self.forget_sent()  # stopping: what the hub accepted is not sent again at the next start
+        except Exception:
+            log.exception("could not clear the sent statuses from the outbox; they go out again")
