@@ -267,7 +267,12 @@ class C2dSender:
     def send(self, items):
         """Send all, then wait for every outcome, in the same order: None (accepted),
         ServiceError (refused by the hub) or HubUnavailable (no answer: the link broke)."""
-        from proton import Delivery, Message, symbol
+        return self.finish(self.begin(items))
+
+    def begin(self, items):
+        """Put all on the link and on the wire, without waiting for outcomes: a handle for
+        finish(). The caller may do other work (its own commit) while the hub stores them."""
+        from proton import Message, symbol
         try:
             if time.time() > self._expiry - 300:
                 self._put_token()
@@ -287,12 +292,29 @@ class C2dSender:
                 if m.ttl is not None:
                     msg.expiry_time = time.time() + m.ttl
                 deliveries.append(msg.send(self.link.link))
-            self.conn.wait(lambda: all(d.remote_state for d in deliveries), timeout=self.timeout,
-                           msg="C2D outcomes")
+            container = self.conn.container     # one pass of I/O, not waiting: out on the wire
+            saved, container.timeout = container.timeout, 0
+            try:
+                container.process()
+            finally:
+                container.timeout = saved
         except ServiceError:
             raise
         except Exception as exc:
-            broken = HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}")
+            return (items, None, HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}"))
+        return (items, deliveries, None)
+
+    def finish(self, handle):
+        """Wait for the outcome of every message begin() sent, in order (see send())."""
+        from proton import Delivery
+        items, deliveries, broken = handle
+        if broken is None:
+            try:
+                self.conn.wait(lambda: all(d.remote_state for d in deliveries), timeout=self.timeout,
+                               msg="C2D outcomes")
+            except Exception as exc:
+                broken = HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}")
+        if broken is not None:
             return [broken] * len(items)
         results = []
         for d in deliveries:
@@ -371,18 +393,33 @@ class AzureHub:
         self.telemetry.queue.put(("", []))
 
     def send_c2d(self, items):
+        return self.finish_c2d(self.begin_c2d(items))
+
+    def begin_c2d(self, items):
+        """Send without waiting for the outcomes (pipelined with the caller's own work):
+        a handle for finish_c2d()."""
         if self.c2d is None:
             try:
                 self.c2d = C2dSender(self.settings, self.settings.amqp_port)
             except Exception as exc:
                 raise HubUnavailable(f"C2D: {type(exc).__name__}: {exc}") from None
+        sender = self.c2d
         try:
-            results = self.c2d.send(items)
+            return sender, sender.begin(items)
+        except HubUnavailable:
+            return sender, None
+
+    def finish_c2d(self, handle):
+        """One result per message sent by begin_c2d: None (accepted), ServiceError, HubUnavailable."""
+        sender, started = handle
+        try:
+            results = sender.finish(started) if started is not None else None
         except HubUnavailable:
             results = None
         if results is None or any(isinstance(r, HubUnavailable) for r in results):
-            self.c2d.close()
-            self.c2d = None
+            sender.close()
+            if self.c2d is sender:
+                self.c2d = None
         if results is None:
             raise HubUnavailable(f"C2D link to {self.settings.source} broke")
         return results

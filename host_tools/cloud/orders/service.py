@@ -15,9 +15,11 @@ Exactly once, by construction:
   written), a crash after it does not re-read it;
 - each status change and its C2D message commit together into the outbox; the outbox is sent
   after the commit and a message is deleted once the hub accepted it. The deletion does not get
-  a commit of its own: it joins the next batch's transaction (one commit per batch), or, when no
-  telemetry came in a turn, a transaction at the end of that turn. A crash before it re-sends
-  those messages with the same message ids, which the device ignores as stale.
+  a commit of its own: it joins a later batch's transaction (one commit per batch), or, after
+  a turn without telemetry, a transaction of its own. A crash before it re-sends those
+  messages with the same message ids, which the device ignores as stale.
+- the outbox goes out at the start of a turn and the hub's answers are read after that turn's
+  batch of events is committed: the two commits (ours and the hub's) overlap.
 
 Time comes from `clock` (a callable returning Unix seconds) and the schedule from `timeline`
 (host_tools.cloud.orders.timeline.Timeline), both injected, so tests drive time without sleeping.
@@ -33,6 +35,7 @@ log = logging.getLogger("host_tools.cloud.orders")
 
 _DUE_BATCH = 100
 _OUTBOX_BATCH = 100
+_STEP_SEND = 1000       # outbox messages a turn sends before it reads telemetry
 _MAX_BACKOFF = 5.0
 
 
@@ -479,46 +482,67 @@ class OrderService:
         hub has accepted it. A device whose message was refused gets nothing more this turn;
         messages to it already in the same batch went out (the device ranks statuses).
         Accepted messages are deleted in the next transaction (handle_events, forget_sent)."""
+        return self._send_from(0, set())
+
+    def _send_from(self, after, blocked):
+        sent, full = 0, True
+        while full:
+            started, after, full = self._begin_send(after, blocked)
+            if started:
+                sent += self._end_send(started, blocked)
+        return sent
+
+    def _begin_send(self, after=0, blocked=(), limit=_OUTBOX_BATCH):
+        """Put the outbox messages after id `after` (up to `limit`) on the link without waiting
+        for the hub's answers. Returns (started: (batch, handle), or None when there was nothing
+        to send; the last id looked at; whether there may be more after it)."""
         from host_tools.cloud.azure.client import C2d
+        HubUnavailable, _ = hub_errors()
+        rows = self.store.pending(limit, after, blocked)
+        if not rows:
+            return None, after, False
+        after, full = rows[-1]["id"], len(rows) >= limit
+        batch = [m for m in rows if m["device_id"] not in blocked and m["id"] not in self._sent]
+        if not batch:
+            return None, after, full
+        items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
+                     messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
+                     dict(messages.C2D_PROPERTIES), self.c2d_ttl) for m in batch]
+        try:
+            return (batch, self._hub().begin_c2d(items)), after, full
+        except HubUnavailable:
+            self._drop_client()
+            raise
+
+    def _end_send(self, started, blocked):
+        """The hub's answers to what _begin_send sent; returns how many it accepted."""
         HubUnavailable, ServiceError = hub_errors()
-        sent, blocked, after = 0, set(), 0
-        while True:
-            batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
-            if not batch:
-                break
-            after = batch[-1]["id"]
-            batch = [m for m in batch if m["device_id"] not in blocked and m["id"] not in self._sent]
-            if not batch:
-                continue
-            items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
-                         messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
-                         dict(messages.C2D_PROPERTIES), self.c2d_ttl) for m in batch]
-            try:
-                results = self._hub().send_c2d(items)
-            except HubUnavailable:
-                self._drop_client()
-                raise
-            if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
-                self._drop_client()  # a new service key: reconnect, keep the messages
-                raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
-            lost, refused = None, []
-            for message, error in zip(batch, results):
-                if error is None:
-                    self._sent[message["id"]] = True
-                    sent += 1
-                elif isinstance(error, HubUnavailable):
-                    lost = error        # no answer: it stays in the outbox as it was
-                else:
-                    refused.append((message, error))
-            if refused:
-                with self.store.transaction():
-                    for message, error in refused:
-                        self._refused(message, error, blocked)
-            if lost is not None:
-                self.stats["sent"] += sent
-                self._drop_client()
-                raise lost
+        batch, handle = started
+        try:
+            results = self._hub().finish_c2d(handle)
+        except HubUnavailable:
+            self._drop_client()
+            raise
+        if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
+            self._drop_client()  # a new service key: reconnect, keep the messages
+            raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
+        sent, lost, refused = 0, None, []
+        for message, error in zip(batch, results):
+            if error is None:
+                self._sent[message["id"]] = True
+                sent += 1
+            elif isinstance(error, HubUnavailable):
+                lost = error        # no answer: it stays in the outbox as it was
+            else:
+                refused.append((message, error))
+        if refused:
+            with self.store.transaction():
+                for message, error in refused:
+                    self._refused(message, error, blocked)
         self.stats["sent"] += sent
+        if lost is not None:
+            self._drop_client()
+            raise lost
         return sent
 
     def _refused(self, message, exc, blocked):
@@ -536,16 +560,24 @@ class OrderService:
         blocked.add(device_id)
 
     def step(self, timeout=0.0):
-        """One turn of the loop: send, poll (up to `timeout`), run the timeline, send. What the
-        hub accepted is deleted from the outbox with the next batch of events, or at the end of
-        a turn that had none."""
-        self.flush()
+        """One turn of the loop: put the outbox on the link, and while the hub stores and
+        delivers those messages, take the telemetry (waiting up to `timeout`) and commit its
+        batch; then read the hub's answers, run the timeline (and the commerce bridge). The
+        statuses this turn made go out at the start of the next one, which the serve loop begins
+        at once. What the hub accepted is deleted from the outbox with a later batch of events,
+        or at the end of a turn that had none."""
+        blocked = set()
+        started, after, full = self._begin_send(0, blocked, _STEP_SEND)
         events = self.poll(timeout)
+        if started:
+            self._end_send(started, blocked)
+        if full:    # a long outbox (after an outage): the rest, a batch at a time
+            self._send_from(after, blocked)
         self.run_due()
         if self.bridge is not None:
             self.flush()
             self.bridge.run(self)
-        self.flush()
+            self.flush()
         if not events:
             self.forget_sent()
 
