@@ -5,11 +5,12 @@ With synchronous=FULL every COMMIT costs an fsync (~2 ms here). A write that onl
 durable before something is acknowledged (a telemetry PUBLISH before its PUBACK; a C2D message
 before the sender hears "accepted"; a C2D delivery's lock and completion, which may be
 replayed) is handed to `submit(fn, *args)`: it returns at once with a future. The writer thread
-takes every write submitted so far, runs each as `fn(db, *args)` in its own savepoint of one
+takes every write handed over so far, runs each as `fn(db, *args)` in its own savepoint of one
 transaction on the writer's connection, COMMITs the batch, and only then resolves the futures
-(on the event loop) with each write's result or exception. Writes submitted while a COMMIT is
-running form the next batch: under load a batch holds everything that arrived during the
-previous fsync, and the event loop keeps reading, deciding and sending meanwhile.
+(on the event loop) with each write's result or exception. The writes of one event-loop turn
+are handed over together, when the turn ends, so they share a batch; those handed over while
+a COMMIT is running form the next one: under load a batch holds everything that arrived during
+the previous fsync, and the event loop keeps reading, deciding and sending meanwhile.
 
 Whoever acknowledges awaits the future first, so what the hub acknowledged is on disk:
 power-cut safety does not weaken. A write that raises undoes only itself (its savepoint) and
@@ -55,7 +56,8 @@ class GroupCommit:
         self.db = db            # the store's (the loop's) connection: no-loop writes run on it
         self.path = path
         self._cond = threading.Condition()
-        self._pending = []      # [(fn, args, future)] not yet taken by the writer
+        self._staged = []       # [(fn, args, future)] of this loop turn (loop thread only)
+        self._pending = []      # handed over, not yet taken by the writer
         self._submitted = 0     # writes submitted / finished (committed or failed), for flush()
         self._finished = 0
         self._thread = None
@@ -71,15 +73,23 @@ class GroupCommit:
         if loop is None:
             return self._run_now(fn, args)
         fut = loop.create_future()
+        if not self._staged:
+            loop.call_soon(self._hand_over)     # once this loop turn's callbacks have run
+        self._staged.append((fn, args, fut))
+        return fut
+
+    def _hand_over(self):
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
         with self._cond:
             if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._writer, name="hub-store-writer", daemon=True)
                 self._thread.start()
-            self._pending.append((fn, args, fut))
-            self._submitted += 1
+            self._pending.extend(staged)
+            self._submitted += len(staged)
             self._cond.notify_all()
-        return fut
 
     def _run_now(self, fn, args):
         self.flush()
@@ -96,6 +106,7 @@ class GroupCommit:
 
     def flush(self):
         """Block until every write submitted so far is committed (or failed)."""
+        self._hand_over()
         with self._cond:
             target = self._submitted
             while self._finished < target:
@@ -103,6 +114,7 @@ class GroupCommit:
 
     def close(self):
         """Commit what is pending and stop the writer thread."""
+        self._hand_over()
         with self._cond:
             thread = self._thread
             self._stopping = True
