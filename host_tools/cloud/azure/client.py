@@ -292,10 +292,15 @@ class C2dSender:
                 if m.ttl is not None:
                     msg.expiry_time = time.time() + m.ttl
                 deliveries.append(msg.send(self.link.link))
-            container = self.conn.container     # one pass of I/O, not waiting: out on the wire
+            # on the wire now, waiting for nothing: proton's container writes to the socket a
+            # few passes after the deliveries' events (each pass with a zero select timeout)
+            container, transport = self.conn.container, self.conn.conn.transport
             saved, container.timeout = container.timeout, 0
             try:
-                container.process()
+                for _ in range(8):
+                    container.process()
+                    if transport.pending() <= 0:
+                        break
             finally:
                 container.timeout = saved
         except ServiceError:
