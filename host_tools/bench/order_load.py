@@ -16,27 +16,15 @@ import ssl
 import struct
 import time
 
-from firmware.iothub import sas
+from firmware.app import schemas
+from firmware.iothub import mqtt, sas, topics
 
 KEEPALIVE = 120
 
 
-def _varlen(n):
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _s(text):
-    b = text.encode()
-    return struct.pack(">H", len(b)) + b
-
-
-def _packet(kind, body):
-    return bytes([kind]) + _varlen(len(body)) + body
+def _packet(encode, *args):
+    """One packet from the firmware's encoders (firmware/iothub/mqtt.py), as bytes."""
+    return bytes(encode(bytearray(0), *args))
 
 
 def register_devices(hub_dir, orders_dir, count, prefix="load"):
@@ -75,16 +63,14 @@ class Device:
         reader, self.writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl,
                                                             server_hostname="localhost")
         token = sas.token(sas.device_resource(self.host, self.id), self.key, int(time.time()) + 3600)
-        username = "%s/%s/?api-version=2021-04-12" % (self.host, self.id)
-        body = (_s("MQTT") + bytes([4, 0xC2]) + struct.pack(">H", KEEPALIVE) + _s(self.id)
-                + _s(username) + _s(token))
-        self.writer.write(_packet(0x10, body))
+        username = topics.username(self.host, self.id)
+        self.writer.write(_packet(mqtt.connect, self.id.encode(), username.encode(),
+                                  token.encode(), KEEPALIVE, True))
         head = await reader.readexactly(4)
         if head[0] != 0x20 or head[3] != 0:
             raise RuntimeError("%s: CONNACK %r" % (self.id, head))
         self.reader_task = asyncio.ensure_future(self._read(reader))
-        topic = "devices/%s/messages/devicebound/#" % self.id
-        self.writer.write(_packet(0x82, struct.pack(">H", 1) + _s(topic) + b"\x01"))
+        self.writer.write(_packet(mqtt.subscribe, 1, [(topics.c2d_filter(self.id).encode(), 1)]))
         await asyncio.wait_for(self.subscribed.wait(), 30)
 
     async def _read(self, reader):
@@ -117,11 +103,9 @@ class Device:
     def order(self, request_id):
         self.seq += 1
         self.pid = self.pid % 65535 + 1
-        body = json.dumps({"type": "orderRequest", "orderRequestId": request_id, "sku": "COFFEE-1KG",
-                           "quantity": 1, "createdAt": int(time.time()), "seq": self.seq}).encode()
-        topic = ("devices/%s/messages/events/%%24.mid=%s&%%24.ct=application%%2Fjson&%%24.ce=utf-8"
-                 "&messageType=orderRequest" % (self.id, request_id))
-        self.writer.write(_packet(0x32, _s(topic) + struct.pack(">H", self.pid) + body))
+        body = schemas.order_request(request_id, "COFFEE-1KG", 1, int(time.time()), self.seq)
+        topic = topics.telemetry(self.id, schemas.props(request_id, schemas.ORDER))
+        self.writer.write(_packet(mqtt.publish, topic.encode(), body, 1, self.pid, False))
 
     async def close(self):
         if self.reader_task:

@@ -20,7 +20,6 @@ import os
 
 from host_tools.errors import CliError
 
-DEFAULT_DATA = os.path.join(".local", "hub")
 DEFAULT_BUILD = os.path.join("build", "mpy")
 
 
@@ -209,12 +208,13 @@ def cmd_status(args):
 
 
 def add_commands(sub):
+    from host_tools.cloud.hub.cli import hub_command
     p = sub.add_parser("ota", help="over-the-air updates: publish a release, roll it out, watch it")
     osub = p.add_subparsers(dest="ota_command", metavar="SUBCOMMAND", required=True)
 
-    pub = osub.add_parser("publish", help="build a release from make mpy output and/or a CA bundle")
+    pub = hub_command(osub, "publish", cmd_publish,
+                      "build a release from make mpy output and/or a CA bundle")
     pub.add_argument("--version", required=True, help="the release's version, e.g. 1.1")
-    pub.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
     pub.add_argument("--from", dest="source", default=DEFAULT_BUILD, help="make mpy output (default %(default)s)")
     pub.add_argument("--ca-bundle", help="a trust-store release: the roots in this file (PEM or DER, one or more)")
     pub.add_argument("--firmware", action="store_true", help="with --ca-bundle: a firmware release too")
@@ -222,20 +222,16 @@ def add_commands(sub):
     pub.add_argument("--base", help="the version this release applies to (devices running another refuse it)")
     pub.add_argument("--out", help="write the release here (for upload elsewhere) instead of the hub")
     pub.add_argument("--url-base", help="where the releases are served from, e.g. a blob container SAS URL")
-    pub.set_defaults(func=cmd_publish)
 
-    ro = osub.add_parser("rollout", help="set the desired firmware (or trustStore) on devices")
+    ro = hub_command(osub, "rollout", cmd_rollout,
+                     "set the desired firmware (or trustStore) on devices")
     ro.add_argument("--version", required=True)
     ro.add_argument("--kind", choices=("firmware", "trustStore"), default="firmware")
     who = ro.add_mutually_exclusive_group(required=True)
     who.add_argument("--devices", nargs="+", metavar="ID")
     who.add_argument("--all", action="store_true")
     ro.add_argument("--percent", type=int, default=100, help="only this share of the chosen devices")
-    ro.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
     ro.add_argument("--url-base", help="where the release is served (default: this hub)")
-    ro.set_defaults(func=cmd_rollout)
 
-    st = osub.add_parser("status", help="each device's running version and update state")
-    st.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
+    st = hub_command(osub, "status", cmd_status, "each device's running version and update state")
     st.add_argument("--json", action="store_true", help="one JSON object per device")
-    st.set_defaults(func=cmd_status)

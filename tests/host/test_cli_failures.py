@@ -97,6 +97,30 @@ def test_a_corrupt_hub_database_is_one_line_for_every_command_and_is_left_alone(
                   hub_dir, dev, needle="hub.sqlite3")
 
 
+@pytest.mark.parametrize("service", ["orders", "commerce"])
+def test_a_corrupt_orders_or_commerce_database_is_one_line_and_is_left_alone(tmp_path, service):
+    data = tmp_path / service
+    data.mkdir(mode=0o700)
+    (data / (service + ".sqlite3")).write_bytes(os.urandom(4096))
+    commands = [["list"], ["show", "X-1"]]
+    if service == "commerce":
+        commands.append(["serve", "--port", "0"])
+    for args in commands:
+        fails_cleanly([service, *args, "--data", str(data)], data, needle=service + ".sqlite3")
+
+
+def test_a_corrupt_dps_database_is_one_line_and_is_left_alone(hub_dir):
+    (hub_dir / "dps.sqlite3").write_bytes(os.urandom(4096))
+    for args in (["dps", "list"], ["dps", "scope"], ["dps", "group", "add", "g"],
+                 ["hub", "--mqtt-port", "0", "--api-port", "0", "--amqp-port", "0"]):
+        fails_cleanly(args + ["--data", str(hub_dir)], hub_dir, needle="dps.sqlite3")
+
+
+def test_dps_on_a_missing_folder_is_one_line_and_makes_no_hub(tmp_path):
+    for args in (["dps", "list"], ["dps", "scope"], ["dps", "disable", "g"]):
+        fails_cleanly(args + ["--data", str(tmp_path / "typo")], tmp_path, needle="no hub data folder")
+
+
 # ---- a truncated CA certificate ---------------------------------------------------------------
 
 def test_a_truncated_ca_pem_is_one_line_for_the_service_commands(hub_dir):

@@ -8,10 +8,11 @@ the events they cause within about half a second.
 """
 import os
 
+from host_tools import cli_args
+from host_tools.cloud import service_cli
 from host_tools.errors import CliError
 
 DEFAULT_DATA = os.path.join(".local", "commerce")
-_LOCK_NAME = "serve.lock"
 
 
 def add_commands(subparsers):
@@ -20,11 +21,8 @@ def add_commands(subparsers):
     sub = top.add_subparsers(dest="commerce_command", metavar="SUBCOMMAND", required=True)
 
     def command(name, func, help_text, parent=sub):
-        p = parent.add_parser(name, help=help_text)
-        p.add_argument("--data", default=DEFAULT_DATA,
-                       help=f"commerce data folder (default {DEFAULT_DATA})")
-        p.set_defaults(func=func)
-        return p
+        return cli_args.data_command(parent, name, func, help_text, DEFAULT_DATA,
+                                     "commerce data folder")
 
     p = command("serve", _serve, "run the HTTPS commerce API, its timeline and event deliveries")
     p.add_argument("--host", default="127.0.0.1")
@@ -32,11 +30,7 @@ def add_commands(subparsers):
     p.add_argument("--certs", default=None,
                    help="certificate folder made by `certs` (ca.pem, server.pem, server.key); "
                         "created if missing (default DATA/certs)")
-    p.add_argument("--timeline", default=None,
-                   help="seconds after creation for each status, e.g. "
-                        "'payment_authorized=2,shipped=4,delivered=6' (the default), 'manual', "
-                        "or a JSON file with the same keys")
-    p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
+    service_cli.add_timeline_options(p, since="creation")
     p.add_argument("--token-lifetime", type=float, default=3600,
                    help="seconds an access token is valid (default 3600)")
     p.add_argument("--retry-base", type=float, default=1.0,
@@ -64,47 +58,22 @@ def add_commands(subparsers):
     p.add_argument("order")
 
 
-def _print_json(obj, pretty=False):
-    import json
-    print(json.dumps(obj, indent=2 if pretty else None), flush=True)
+_print_json = service_cli.print_json
 
 
 def _open_store(data, create=False):
-    import sqlite3
     from host_tools.cloud.commerce.store import Store
-    try:
-        return Store(data, create=create)
-    except FileNotFoundError:
-        raise CliError(f"no commerce data in {data}: run `python -m host_tools commerce serve "
-                       f"--data {data}` first") from None
-    except (sqlite3.Error, OSError) as exc:
-        raise CliError(f"cannot open the commerce database in {data}: {exc}") from None
-
-
-def _catalogue(path):
-    from host_tools.cloud.orders import catalogue
-    try:
-        return catalogue.load(path)
-    except catalogue.CatalogueError as exc:
-        raise CliError(f"{exc}; fix the file or pass another with --catalogue") from None
-
-
-def _schedule(spec):
-    from host_tools.cloud.commerce import schedule
-    try:
-        return schedule.parse(spec)
-    except schedule.ScheduleError as exc:
-        raise CliError(f"{exc} (example: --timeline {schedule.DEFAULT_SPEC})") from None
+    return service_cli.open_store(Store, data, create, "commerce", f"run `python -m host_tools "
+                                  f"commerce serve --data {data}` first")
 
 
 def _offline(args):
     import time
-    from host_tools.cloud.commerce import schedule
     from host_tools.cloud.commerce.backend import Commerce
+    from host_tools.cloud.commerce.schedule import Schedule
     store = _open_store(args.data)
-    stored = store.meta("timeline")
-    sched = schedule.Schedule.from_dict(stored) if stored is not None else schedule.parse(None)
-    return Commerce(store, _catalogue(None), sched, time.time)
+    sched = service_cli.stored_timeline(store.meta("timeline"), Schedule)
+    return Commerce(store, service_cli.catalogue(None), sched, time.time)
 
 
 def _api_errors(fn, *args, **kwargs):
@@ -118,25 +87,21 @@ def _api_errors(fn, *args, **kwargs):
 # -- handlers -----------------------------------------------------------------------------
 def _serve(args):
     import asyncio
-    import fcntl
     import logging
     import signal
 
+    from host_tools.cloud.commerce.schedule import Schedule
     from host_tools.cloud.commerce.server import Server
     from host_tools.cloud.hub import certs
 
-    catalogue = _catalogue(args.catalogue)
-    sched = _schedule(args.timeline)
+    catalogue = service_cli.catalogue(args.catalogue)
+    sched = service_cli.timeline(args.timeline, Schedule)
     for name in ("token_lifetime", "retry_base", "retry_max"):
         if getattr(args, name) <= 0:
             raise CliError(f"--{name.replace('_', '-')} must be > 0")
     _check_port(args.host, args.port)   # before anything is written
-    os.makedirs(args.data, mode=0o700, exist_ok=True)
-    lock = open(os.path.join(args.data, _LOCK_NAME), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise CliError(f"another `commerce serve` is already running on {args.data}") from None
+    _open_store(args.data, create=True).close()   # a damaged database: one line, left alone
+    lock = service_cli.serve_lock(args.data, "commerce serve")
     cert_dir = args.certs or os.path.join(args.data, "certs")
     try:
         paths, _ = certs.ensure(cert_dir)
@@ -157,10 +122,11 @@ def _serve(args):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        _print_json({"ready": True, "service": "commerce", "url": url, "apiUrl": url + "/api",
-                     "tokenUrl": url + "/connect/token", "jwksUrl": url + "/.well-known/jwks.json",
-                     "ca": os.path.abspath(paths["ca.pem"]), "data": os.path.abspath(args.data),
-                     "timeline": sched.as_dict(), "pid": os.getpid()})
+        service_cli.print_ready("commerce", url=url, apiUrl=url + "/api",
+                                tokenUrl=url + "/connect/token",
+                                jwksUrl=url + "/.well-known/jwks.json",
+                                ca=os.path.abspath(paths["ca.pem"]),
+                                data=os.path.abspath(args.data), timeline=sched.as_dict())
         try:
             await stop.wait()
         finally:

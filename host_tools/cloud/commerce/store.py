@@ -7,9 +7,8 @@ change and the event deliveries it owes commit together, so a kill -9 leaves eit
 neither, and `serve` and the CLI can share the file.
 """
 import json
-import os
-import sqlite3
-from contextlib import contextmanager
+
+from host_tools.sqlite_store import SqliteStore
 
 DB_NAME = "commerce.sqlite3"
 
@@ -109,52 +108,9 @@ def _row(row, json_columns=()):
     return out
 
 
-class Store:
-    def __init__(self, data_dir, create=True):
-        self.data_dir = data_dir
-        self.path = os.path.join(data_dir, DB_NAME)
-        if create:
-            os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        elif not os.path.exists(self.path):
-            raise FileNotFoundError(self.path)
-        if not os.path.exists(self.path):
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0,
-                                  check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._depth = 0
-        with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
-
-    def close(self):
-        self.db.close()
-
-    @contextmanager
-    def transaction(self):
-        """BEGIN IMMEDIATE .. COMMIT; a nested call joins the outer transaction."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield self
-            finally:
-                self._depth -= 1
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
-        finally:
-            self._depth = 0
+class Store(SqliteStore):
+    DB_NAME = DB_NAME
+    SCHEMA = _SCHEMA
 
     # -- meta -----------------------------------------------------------------------------
     def meta(self, key, default=None):

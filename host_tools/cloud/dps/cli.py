@@ -5,54 +5,40 @@ change at the next request). An enrollment's keys are printed once, by the `add`
 """
 import json
 
-from host_tools.cloud.hub.cli import _data_arg, _host
+from host_tools.cloud.hub.cli import _host, hub_command, open_in_data_dir
 from host_tools.errors import CliError
 
 
 def add_commands(sub):
     p = sub.add_parser("dps", help="enrollments of the local Device Provisioning Service")
     ds = p.add_subparsers(dest="dps_command", metavar="ACTION", required=True)
-    a = ds.add_parser("scope", help="print the id scope")
-    _data_arg(a)
-    a.set_defaults(func=cmd_scope)
+    hub_command(ds, "scope", cmd_scope, "print the id scope")
 
     a = ds.add_parser("group", help="symmetric-key enrollment groups (devices hold derived keys)")
     gs = a.add_subparsers(dest="group_command", metavar="ACTION", required=True)
-    g = gs.add_parser("add", help="make a group; prints its keys (only here) and the id scope as JSON")
+    g = hub_command(gs, "add", cmd_add, "make a group; prints its keys (only here) and the id "
+                    "scope as JSON", kind="group")
     g.add_argument("name")
-    _data_arg(g)
-    g.set_defaults(func=cmd_add, kind="group")
 
     a = ds.add_parser("individual", help="symmetric-key individual enrollments")
     is_ = a.add_subparsers(dest="individual_command", metavar="ACTION", required=True)
-    g = is_.add_parser("add", help="enroll one registration id; prints its keys (only here) as JSON")
+    g = hub_command(is_, "add", cmd_add, "enroll one registration id; prints its keys (only "
+                    "here) as JSON", kind="individual")
     g.add_argument("name", metavar="REG_ID")
     g.add_argument("--device-id", help="device id in the hub (default: the registration id)")
-    _data_arg(g)
-    g.set_defaults(func=cmd_add, kind="individual")
 
-    a = ds.add_parser("list", help="list enrollments (no keys)")
-    _data_arg(a)
-    a.set_defaults(func=cmd_list)
+    hub_command(ds, "list", cmd_list, "list enrollments (no keys)")
     for action, helptext in (("remove", "delete an enrollment (devices already in the hub stay)"),
                              ("disable", "refuse registrations through an enrollment"),
                              ("enable", "allow them again")):
-        a = ds.add_parser(action, help=helptext)
+        a = hub_command(ds, action, cmd_change, helptext, action=action)
         a.add_argument("name", metavar="NAME", help="group name or registration id")
-        _data_arg(a)
-        a.set_defaults(func=cmd_change, action=action)
-
-
-def _store(data_dir):
-    from host_tools.cloud.dps.store import DpsStore
-    from host_tools.cloud.hub.hub import ensure_data_dir
-    paths, _ = ensure_data_dir(data_dir)
-    return DpsStore(paths["dps"])
 
 
 def _run(args, fn):
-    from host_tools.cloud.dps.store import DpsStoreError
-    store = _store(args.data)
+    """fn(the DPS store of args.data); only `add` makes a hub data folder, as `registry add`."""
+    from host_tools.cloud.dps.store import DpsStore, DpsStoreError
+    store = open_in_data_dir(args.data, args.func is cmd_add, lambda p: DpsStore(p["dps"]))
     try:
         return fn(store)
     except DpsStoreError as exc:

@@ -10,13 +10,13 @@
 
 The hub opens it next to hub.sqlite3; the `dps` CLI works on the file while the hub runs.
 """
-import os
 import secrets
 import sqlite3
 import time
 import uuid
 
 from host_tools.cloud.hub.store import new_key, valid_device_id, valid_key
+from host_tools.sqlite_store import UnusableDatabase, open_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -70,14 +70,11 @@ def valid_group_name(name):
 class DpsStore:
     def __init__(self, path):
         self.path = path
-        if not os.path.exists(path):
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
-        self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = open_db(path, setup=lambda db: db.executescript(_SCHEMA))
+        except UnusableDatabase as exc:
+            raise DpsStoreError(500, "%s is not a usable DPS database (%s); move it away to start "
+                                     "with no enrollments, or put back a copy" % (path, exc.reason)) from None
 
     def close(self):
         self.db.close()

@@ -8,9 +8,16 @@ import json
 import os
 import sys
 
+from host_tools import cli_args
 from host_tools.errors import CliError
 
 DEFAULT_DATA = os.path.join(".local", "hub")
+
+
+def hub_command(parent, name, func, help_text, **defaults):
+    """A sub-command on a hub data folder (--data); the `dps` and `ota` commands are too."""
+    return cli_args.data_command(parent, name, func, help_text, DEFAULT_DATA, "hub data folder",
+                                 **defaults)
 
 
 def add_commands(sub):
@@ -24,15 +31,13 @@ def add_commands(sub):
     for action, helptext in (("add", "register a device (new random key)"), ("list", "list devices"),
                              ("show", "show one device"), ("remove", "delete a device"),
                              ("disable", "refuse a device's connections"), ("enable", "allow it again")):
-        a = rs.add_parser(action, help=helptext)
+        a = hub_command(rs, action, cmd_registry, helptext, action=action)
         if action != "list":
             a.add_argument("device", help="device id")
-        _data_arg(a)
         if action in ("add", "show"):
             a.add_argument("--show-connection-string", action="store_true",
                            help="print HostName=...;DeviceId=...;SharedAccessKey=... (contains the key)")
             a.add_argument("--host", default=None, help="HostName in the connection string")
-        a.set_defaults(func=cmd_registry, action=action)
 
     p = sub.add_parser("hub", help="run the local IoT Hub in the foreground (Ctrl-C stops); "
                                    "'hub connection-strings' prints its service connection strings; "
@@ -43,7 +48,7 @@ def add_commands(sub):
                         "strings of the running hub as JSON (they hold a key); inject: test tooling, "
                         "arm the FAULTs on the running hub (none: print what is armed)")
     p.add_argument("fault", nargs="*", metavar="FAULT", help="with inject: KIND=VALUE (see below)")
-    _data_arg(p)
+    cli_args.add_data(p, DEFAULT_DATA, "hub data folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883, help="0 picks a free port")
     p.add_argument("--api-port", type=int, default=443, help="0 picks a free port")
@@ -70,22 +75,19 @@ def add_commands(sub):
     gs = p.add_subparsers(dest="group_command", metavar="ACTION", required=True)
     for action, helptext in (("add", "create a consumer group"), ("remove", "delete a consumer group"),
                              ("list", "list consumer groups")):
-        a = gs.add_parser(action, help=helptext)
+        a = hub_command(gs, action, cmd_consumer_group, helptext, action=action)
         if action != "list":
             a.add_argument("name")
-        _data_arg(a)
-        a.set_defaults(func=cmd_consumer_group, action=action)
 
-    p = sub.add_parser("monitor", help="print device telemetry as it arrives (one JSON line each)")
-    _data_arg(p)
+    p = hub_command(sub, "monitor", cmd_monitor,
+                    "print device telemetry as it arrives (one JSON line each)")
     p.add_argument("--device", default=None, help="only this device")
     p.add_argument("--from-start", action="store_true", help="also print telemetry recorded earlier")
     p.add_argument("--count", type=int, default=0, help="stop after this many messages")
-    p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("c2d", help="cloud-to-device messages")
     cs = p.add_subparsers(dest="c2d_command", metavar="ACTION", required=True)
-    a = cs.add_parser("send", help="queue a message for a device")
+    a = hub_command(cs, "send", cmd_c2d_send, "queue a message for a device")
     a.add_argument("device")
     a.add_argument("--body", required=True)
     a.add_argument("--prop", action="append", default=[], metavar="K=V", help="application property")
@@ -94,39 +96,29 @@ def add_commands(sub):
     a.add_argument("--content-type")
     a.add_argument("--content-encoding")
     a.add_argument("--ttl", type=int, help="seconds (default 3600)")
-    _data_arg(a)
-    a.set_defaults(func=cmd_c2d_send)
 
     p = sub.add_parser("twin", help="device twins")
     ts = p.add_subparsers(dest="twin_command", metavar="ACTION", required=True)
-    a = ts.add_parser("show", help="print a device's twin")
+    a = hub_command(ts, "show", cmd_twin_show, "print a device's twin")
     a.add_argument("device")
-    _data_arg(a)
-    a.set_defaults(func=cmd_twin_show)
-    a = ts.add_parser("set-desired", help="patch desired properties (JSON object; null deletes)")
+    a = hub_command(ts, "set-desired", cmd_twin_set_desired,
+                    "patch desired properties (JSON object; null deletes)")
     a.add_argument("device")
     a.add_argument("patch", metavar="JSON")
-    _data_arg(a)
-    a.set_defaults(func=cmd_twin_set_desired)
 
     p = sub.add_parser("method", help="direct methods")
     ms = p.add_subparsers(dest="method_command", metavar="ACTION", required=True)
-    a = ms.add_parser("invoke", help="call a method on a connected device and print its answer")
+    a = hub_command(ms, "invoke", cmd_method_invoke,
+                    "call a method on a connected device and print its answer")
     a.add_argument("device")
     a.add_argument("name")
     a.add_argument("--payload", default="null", metavar="JSON")
     a.add_argument("--timeout", type=int, default=30, help="seconds, 5..300")
-    _data_arg(a)
-    a.set_defaults(func=cmd_method_invoke)
 
 
 def _faults_doc():
     from host_tools.cloud.hub import faults
     return faults.__doc__
-
-
-def _data_arg(p):
-    p.add_argument("--data", default=DEFAULT_DATA, help="hub data folder (default %(default)s)")
 
 
 def _json_arg(text, what):
@@ -148,22 +140,30 @@ def cmd_certs(args):
         print("  " + paths[name])
 
 
-def _store(data_dir, create):
-    """The registry in data_dir. Only a command that makes a hub (create) makes the folder:
-    a mistyped --data for the others is an error, not a new empty hub."""
+def open_in_data_dir(data_dir, create, open_fn):
+    """open_fn(the paths of the hub data folder data_dir) for a command (`registry`, `dps`).
+    Only a command that makes something (create) makes the folder: a mistyped --data for the
+    others is an error, not a new empty hub. The stores' errors are one line."""
+    from host_tools.cloud.dps.store import DpsStoreError
     from host_tools.cloud.hub.hub import HubError, data_paths, ensure_data_dir
-    from host_tools.cloud.hub.store import Store, StoreError
+    from host_tools.cloud.hub.store import StoreError
     try:
         if create:
             ensure_data_dir(data_dir)
         elif not os.path.isdir(data_dir):
             raise CliError("no hub data folder %s; `registry add` or `hub --data %s` makes one"
                            % (data_dir, data_dir))
-        return Store(data_paths(data_dir)["db"], create=create)
-    except (HubError, StoreError) as exc:
+        return open_fn(data_paths(data_dir))
+    except (HubError, StoreError, DpsStoreError) as exc:
         if getattr(exc, "status", None) == 404:
             raise CliError("%s; `registry add` or `hub --data %s` makes one" % (exc, data_dir)) from None
         raise CliError(str(exc)) from None
+
+
+def _store(data_dir, create):
+    """The registry in data_dir."""
+    from host_tools.cloud.hub.store import Store
+    return open_in_data_dir(data_dir, create, lambda paths: Store(paths["db"], create=create))
 
 
 def _host(args):
@@ -218,6 +218,7 @@ def cmd_hub(args):
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     logging.getLogger("transitions").setLevel(logging.WARNING)
+    from host_tools.cloud.dps.store import DpsStoreError
     from host_tools.cloud.hub.hub import HubError
     from host_tools.cloud.hub.store import StoreError
     if args.dps_retry_after is not None and not 0 < args.dps_retry_after <= 60:
@@ -237,7 +238,7 @@ def cmd_hub(args):
                         partitions=args.partitions, say=sys.stderr,
                         dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
                         max_idle=args.max_idle_seconds, inject=args.inject))
-    except (HubError, StoreError) as exc:
+    except (HubError, StoreError, DpsStoreError) as exc:
         raise CliError(str(exc)) from None
 
 

@@ -10,13 +10,12 @@ sees only committed data.
 import base64
 import json
 import logging
-import os
 import secrets
-import sqlite3
 import time
 import uuid
 
 from host_tools.cloud.hub.group_commit import GroupCommit
+from host_tools.sqlite_store import UnusableDatabase, open_db
 from host_tools.cloud.hub import twin_rules
 
 log = logging.getLogger("host_tools.cloud.hub")
@@ -76,6 +75,13 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 """
 
 
+def _setup(db):
+    db.executescript(_SCHEMA)
+    columns = {r[1] for r in db.execute("PRAGMA table_info(c2d)")}
+    if "locked_until" not in columns:  # a data folder from before C2D locks
+        db.execute("ALTER TABLE c2d ADD COLUMN locked_until REAL NOT NULL DEFAULT 0")
+
+
 class StoreError(Exception):
     """A request the store refuses; `status` is the HTTP status that fits."""
 
@@ -121,30 +127,13 @@ class Store:
 
         A file that is not a usable SQLite database raises StoreError and is left as it was."""
         self.path = path
-        if not os.path.exists(path):
-            if not create:
-                raise StoreError(404, "no hub database at %s" % path)
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         try:
-            # quick_check reads every page once: a damaged file fails here, before anything
-            # (the WAL switch, the schema, the file's mode) is written to it
-            (result,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
-            if result != "ok":
-                raise sqlite3.DatabaseError(result)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(_SCHEMA)
-            columns = {r[1] for r in self.db.execute("PRAGMA table_info(c2d)")}
-            if "locked_until" not in columns:  # a data folder from before C2D locks
-                self.db.execute("ALTER TABLE c2d ADD COLUMN locked_until REAL NOT NULL DEFAULT 0")
-        except sqlite3.DatabaseError as exc:
-            self.db.close()
+            self.db = open_db(path, create, setup=_setup)
+        except FileNotFoundError:
+            raise StoreError(404, "no hub database at %s" % path) from None
+        except UnusableDatabase as exc:
             raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
-                                  "empty registry, or put back a copy" % (path, exc)) from None
-        os.chmod(path, 0o600)
+                                  "empty registry, or put back a copy" % (path, exc.reason)) from None
         self.group = GroupCommit(self.db, path)
         # C2D messages whose lock or completion is submitted but not yet committed: seq -> the
         # time they are hidden until (inf: completed). visible_c2d reads committed rows, so this

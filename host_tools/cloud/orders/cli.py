@@ -14,13 +14,14 @@ Only `serve` talks to the hub; the other commands change the order database, and
 import os
 from contextlib import contextmanager
 
+from host_tools import cli_args
+from host_tools.cloud import service_cli
 from host_tools.cloud.orders import lifecycle
 from host_tools.errors import CliError
 from host_tools.prompt import arg_or_stdin
 
 DEFAULT_DATA = os.path.join(".local", "orders")
 DEFAULT_HUB_DATA = os.path.join(".local", "hub")
-_LOCK_NAME = "serve.lock"
 C2D_TTL_MAX = 2 * 24 * 3600   # IoT Hub keeps a C2D message at most two days
 
 
@@ -28,12 +29,9 @@ def add_commands(subparsers):
     orders = subparsers.add_parser("orders", help="the local order service (cloud orchestrator)")
     sub = orders.add_subparsers(dest="orders_command", metavar="SUBCOMMAND", required=True)
 
-    def command(name, func, help_text):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--data", default=DEFAULT_DATA,
-                       help=f"order service data folder (default {DEFAULT_DATA})")
-        p.set_defaults(func=func)
-        return p
+    def command(name, func, help_text, parent=sub):
+        return cli_args.data_command(parent, name, func, help_text, DEFAULT_DATA,
+                                     "order service data folder")
 
     p = command("serve", _serve, "consume order requests from the hub and run their timelines")
     p.add_argument("--hub-data", default=DEFAULT_HUB_DATA,
@@ -44,11 +42,7 @@ def add_commands(subparsers):
                         "Azure portal shows them (mode 0600; '-' reads it from standard input)")
     p.add_argument("--consumer-group", default=None,
                    help="consumer group of the Event Hubs-compatible endpoint (default $Default)")
-    p.add_argument("--timeline", default=None,
-                   help="status offsets in seconds after placement, e.g. "
-                        "'payment_authorized=2,shipped=4,delivered=6' (the default), 'manual', "
-                        "or a JSON file with the same keys")
-    p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
+    service_cli.add_timeline_options(p, since="placement")
     p.add_argument("--poll-timeout", type=float, default=1.0,
                    help="seconds one telemetry long-poll may wait (default 1)")
     p.add_argument("--c2d-ttl", type=int, default=None, metavar="SECONDS",
@@ -96,7 +90,8 @@ def add_commands(subparsers):
 
     profile = sub.add_parser("profile", help="the customer profile bound to a device")
     psub = profile.add_subparsers(dest="profile_command", metavar="SUBCOMMAND", required=True)
-    p = psub.add_parser("set", help="bind a customer (address, shipping, payment) to a device")
+    p = command("set", _profile_set, "bind a customer (address, shipping, payment) to a device",
+                psub)
     p.add_argument("device")
     p.add_argument("--name", required=True)
     p.add_argument("--address", required=True)
@@ -105,57 +100,27 @@ def add_commands(subparsers):
                    help="the payment provider's token; '-' reads it from standard input "
                         "(keeps it out of shell history and the process list)")
     p.add_argument("--catalogue", default=None, help="catalogue JSON (default: the demo one)")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.set_defaults(func=_profile_set)
-    p = psub.add_parser("show", help="show a device's customer profile (token masked)")
+    p = command("show", _profile_show, "show a device's customer profile (token masked)", psub)
     p.add_argument("device")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.set_defaults(func=_profile_show)
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _print_json(obj, pretty=False):
-    import json
-    print(json.dumps(obj, indent=2 if pretty else None, sort_keys=pretty), flush=True)
-
-
-def _catalogue(path):
-    from host_tools.cloud.orders import catalogue
-    try:
-        return catalogue.load(path)
-    except catalogue.CatalogueError as exc:
-        raise CliError(f"{exc}; fix the file or pass another with --catalogue") from None
-
-
-def _timeline(spec):
-    from host_tools.cloud.orders import timeline
-    try:
-        return timeline.parse(spec)
-    except timeline.TimelineError as exc:
-        raise CliError(f"{exc} (example: --timeline {timeline.DEFAULT_SPEC})") from None
+_print_json = service_cli.print_json
 
 
 def _open_store(data, create=False):
-    import sqlite3
     from host_tools.cloud.orders.store import Store
-    try:
-        return Store(data, create=create)
-    except FileNotFoundError:
-        raise CliError(f"no order data in {data}: start `python -m host_tools orders serve "
-                       f"--data {data}` or set a profile first") from None
-    except (sqlite3.Error, OSError) as exc:
-        raise CliError(f"cannot open the order database in {data}: {exc}") from None
+    return service_cli.open_store(Store, data, create, "order", f"start `python -m host_tools "
+                                  f"orders serve --data {data}` or set a profile first")
 
 
 def _offline_service(args):
     """An OrderService without a hub connection, scheduling with the timeline `serve` last
     stored (the default one if it never ran)."""
-    from host_tools.cloud.orders import timeline
     from host_tools.cloud.orders.service import OrderService
     store = _open_store(args.data)
-    stored = store.timeline_config()
-    tl = timeline.Timeline.from_dict(stored) if stored is not None else timeline.parse(None)
-    return OrderService(store, _catalogue(None), tl)
+    tl = service_cli.stored_timeline(store.timeline_config())
+    return OrderService(store, service_cli.catalogue(None), tl)
 
 
 @contextmanager
@@ -200,7 +165,6 @@ def _describe(order, history=None):
 
 # -- handlers -----------------------------------------------------------------------------
 def _serve(args):
-    import fcntl
     import json
     import logging
     import signal
@@ -209,8 +173,8 @@ def _serve(args):
     from host_tools.cloud.orders.commerce_bridge import Bridge
     from host_tools.cloud.orders.service import OrderService, hub_errors
 
-    catalogue = _catalogue(args.catalogue)
-    tl = _timeline(args.timeline)
+    catalogue = service_cli.catalogue(args.catalogue)
+    tl = service_cli.timeline(args.timeline)
     if args.poll_timeout < 0:
         raise CliError("--poll-timeout must be >= 0")
     if args.c2d_ttl is not None and not 0 < args.c2d_ttl <= C2D_TTL_MAX:
@@ -233,12 +197,7 @@ def _serve(args):
 
     commerce = _commerce_client(args)
     store = _open_store(args.data, create=True)
-    lock = open(os.path.join(args.data, _LOCK_NAME), "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise CliError(f"another `orders serve` is already running on {args.data}; stop it "
-                       "first") from None
+    lock = service_cli.serve_lock(args.data, "orders serve")
     try:
         where = settings()   # read once now: a bad file is one clear error before anything starts
     except hub_settings.SettingsError as exc:
@@ -275,14 +234,13 @@ def _serve(args):
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
-    ready = {"ready": True, "service": "orders", "data": os.path.abspath(args.data),
-             "hub": where.source,
+    ready = {"data": os.path.abspath(args.data), "hub": where.source,
              "hubData": None if args.connection_file else os.path.abspath(args.hub_data),
-             "timeline": tl.as_dict(), "cursors": store.cursors(), "pid": os.getpid()}
+             "timeline": tl.as_dict(), "cursors": store.cursors()}
     if webhook is not None:
         ready.update(timeline=None, commerceUrl=args.commerce_url,
                      webhook=webhook.url.split("?")[0], subscribed=bridge.subscribed)
-    _print_json(ready)
+    service_cli.print_ready("orders", **ready)
     try:
         service.serve(stop, poll_timeout=args.poll_timeout)
         service._drop_client()
@@ -430,7 +388,7 @@ def _cancel(args):
 def _profile_set(args):
     import time
     from host_tools.cloud.orders import commerce
-    catalogue = _catalogue(args.catalogue)
+    catalogue = service_cli.catalogue(args.catalogue)
     args.payment_token = arg_or_stdin(args.payment_token, "payment token")
     try:
         commerce.check_profile(catalogue, args.name, args.address, args.shipping_method,

@@ -7,9 +7,8 @@ event cursor moves in the same transaction as the orders those events created, a
 status change writes its C2D message to the outbox in the same transaction as the status.
 """
 import json
-import os
-import sqlite3
-from contextlib import contextmanager
+
+from host_tools.sqlite_store import SqliteStore
 
 DB_NAME = "orders.sqlite3"
 
@@ -93,63 +92,9 @@ class Order:
         self.document = json.loads(row["document"])
 
 
-class Store:
-    def __init__(self, data_dir, create=True):
-        self.data_dir = data_dir
-        self.path = os.path.join(data_dir, DB_NAME)
-        if create:
-            os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        elif not os.path.exists(self.path):
-            raise FileNotFoundError(self.path)
-        fresh = not os.path.exists(self.path)
-        if fresh:  # payment tokens live here: owner-only from the first byte
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0,
-                                  check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._depth = 0
-        with self.transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self.db.execute(statement)
-
-    def close(self):
-        self.db.close()
-
-    # -- transactions -------------------------------------------------------------------
-    @contextmanager
-    def transaction(self):
-        """BEGIN IMMEDIATE .. COMMIT; nested calls join the outer transaction via a savepoint,
-        so an inner failure rolls back only the inner part."""
-        if self._depth:
-            name = f"sp{self._depth}"
-            self.db.execute(f"SAVEPOINT {name}")
-            self._depth += 1
-            try:
-                yield self
-            except BaseException:
-                self.db.execute(f"ROLLBACK TO {name}")
-                self.db.execute(f"RELEASE {name}")
-                raise
-            else:
-                self.db.execute(f"RELEASE {name}")
-            finally:
-                self._depth -= 1
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
-        finally:
-            self._depth = 0
+class Store(SqliteStore):
+    DB_NAME = DB_NAME
+    SCHEMA = _SCHEMA
 
     # -- meta: the hub event cursor and the order number counter -------------------------
     def _meta(self, key, default):

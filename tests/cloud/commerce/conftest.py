@@ -11,20 +11,10 @@ from host_tools.cloud.commerce.store import Store
 from host_tools.cloud.hub import certs
 from host_tools.cloud.orders import catalogue
 from tests.cloud.commerce.webhook_peer import WebhookPeer
+from tests.cloud.orders.conftest import FakeClock
 
 CLIENT_ID = "orders-orchestrator"
 SECRET = "s3cret-s3cret-s3cret-s3cret"
-
-
-class FakeClock:
-    def __init__(self, now=1_800_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 @pytest.fixture(scope="session")

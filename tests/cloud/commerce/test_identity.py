@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from host_tools.cloud.commerce import tokens
 from host_tools.cloud.commerce.client import BadCredentials, Refused
-from tests.cloud.commerce.conftest import CLIENT_ID, SECRET, FakeClock
+from tests.cloud.commerce.conftest import CLIENT_ID, SECRET
+from tests.cloud.orders.conftest import FakeClock
 
 
 def raw(backend, method, path, **kwargs):

@@ -3,36 +3,20 @@
 Like tests/cloud/hub's hub_8883, but DPS answers registers with retry-after=1 (Azure says 3) so
 each registration costs the SDK one second of waiting, not three."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from host_tools import processes
-from tests.cloud.hub.conftest import REPO, HubHandle, _redirect_8883
+from tests.cloud.hub.conftest import REPO, hub_on_8883
 
 RETRY_AFTER = 1
 
 
 @pytest.fixture(scope="module")
 def dps_hub(tmp_path_factory):
-    extra = ("--dps-retry-after", str(RETRY_AFTER))
-    handle = HubHandle(tmp_path_factory.mktemp("dps8883"), mqtt_port=8883, extra_args=extra)
-    restore = None
-    try:
-        handle.start()
-    except processes.ServiceFailed as exc:
-        if "cannot listen for MQTT" not in str(exc) or os.environ.get("HUB_TESTS_REQUIRE_8883"):
-            raise
-        handle = HubHandle(tmp_path_factory.mktemp("dps8883-free"), mqtt_port=0, extra_args=extra).start()
-        restore = _redirect_8883(handle.mqtt_port)
-    try:
+    with hub_on_8883(tmp_path_factory, "dps8883", ("--dps-retry-after", str(RETRY_AFTER))) as handle:
         yield handle
-    finally:
-        handle.stop()
-        if restore:
-            restore()
 
 
 def cli(*args, stdin=""):

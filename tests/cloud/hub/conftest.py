@@ -100,19 +100,27 @@ def hub(tmp_path):
 
 @pytest.fixture(scope="session")
 def hub_8883(tmp_path_factory):
-    """A hub for the official device SDK, whose MQTT port is fixed at 8883.
+    """A hub for the official device SDK, whose MQTT port is fixed at 8883 (hub_on_8883)."""
+    with hub_on_8883(tmp_path_factory, "hub8883") as handle:
+        yield handle
+
+
+@contextmanager
+def hub_on_8883(tmp_path_factory, name, extra_args=()):
+    """A hub whose MQTT port is 8883, in a new folder `name`.
 
     Normally the hub listens on 8883 itself (we are root). When 8883 is taken (another hub, a
-    benchmark...) the hub takes a free port and, for this test session only, paho's connect() to
+    benchmark...) the hub takes a free port and, while this lasts, paho's connect() to
     127.0.0.1:8883 is pointed at it; HUB_TESTS_REQUIRE_8883=1 makes that case fail instead."""
-    handle = HubHandle(tmp_path_factory.mktemp("hub8883"), mqtt_port=8883)
+    handle = HubHandle(tmp_path_factory.mktemp(name), mqtt_port=8883, extra_args=extra_args)
     restore = None
     try:
         handle.start()
     except processes.ServiceFailed as exc:
         if "cannot listen for MQTT" not in str(exc) or os.environ.get("HUB_TESTS_REQUIRE_8883"):
             raise
-        handle = HubHandle(tmp_path_factory.mktemp("hub8883-free"), mqtt_port=0).start()
+        handle = HubHandle(tmp_path_factory.mktemp(name + "-free"), mqtt_port=0,
+                           extra_args=extra_args).start()
         restore = _redirect_8883(handle.mqtt_port)
     try:
         yield handle

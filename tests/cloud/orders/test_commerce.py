@@ -14,7 +14,8 @@ from host_tools.cloud.orders.commerce_bridge import Bridge, idempotency_key
 from host_tools.cloud.orders.service import OrderService
 from host_tools.cloud.orders.store import Store
 from host_tools.cloud.orders.webhook import WebhookServer
-from tests.cloud.commerce.conftest import Backend, FakeClock, cert_paths  # noqa: F401
+from tests.cloud.commerce.conftest import Backend, cert_paths  # noqa: F401
+from tests.cloud.orders.conftest import FakeClock
 from tests.cloud.hub.conftest import hub, wait_for  # noqa: F401
 from tests.cloud.orders.conftest import set_profile
 from tests.cloud.orders.test_with_hub import DEADLINE, device, pump  # noqa: F401

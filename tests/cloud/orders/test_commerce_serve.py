@@ -8,7 +8,8 @@ import pytest
 from aiohttp import web
 
 from host_tools.files import write_atomic
-from tests.cloud.commerce.conftest import SECRET, Backend, FakeClock, CLIENT_ID, cert_paths  # noqa: F401
+from tests.cloud.commerce.conftest import SECRET, Backend, CLIENT_ID, cert_paths  # noqa: F401
+from tests.cloud.orders.conftest import FakeClock
 from tests.cloud.hub.conftest import hub  # noqa: F401
 from tests.cloud.orders.test_with_hub import DEADLINE, Serve, _cli, device  # noqa: F401
 
