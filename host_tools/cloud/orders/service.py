@@ -561,16 +561,19 @@ class OrderService:
 
     def step(self, timeout=0.0):
         """One turn of the loop: put the outbox on the link, and while the hub stores and
-        delivers those messages, take the telemetry (waiting up to `timeout`) and commit its
-        batch; then read the hub's answers, run the timeline (and the commerce bridge). The
-        statuses this turn made go out at the start of the next one, which the serve loop begins
-        at once. What the hub accepted is deleted from the outbox with a later batch of events,
-        or at the end of a turn that had none."""
+        delivers those messages, take the telemetry that is already there and commit its batch;
+        then read the hub's answers (so a hub outage right after never makes us send an accepted
+        message again), and if no telemetry had come, wait for it (up to `timeout`). Then run the
+        timeline (and the commerce bridge). The statuses this turn made go out at the start of
+        the next one, which the serve loop begins at once. What the hub accepted is deleted from
+        the outbox with the next batch of events, or at the end of a turn that had none."""
         blocked = set()
         started, after, full = self._begin_send(0, blocked, _STEP_SEND)
-        events = self.poll(timeout)
+        events = self.poll(0.0 if started else timeout)
         if started:
             self._end_send(started, blocked)
+            if not events:
+                events = self.poll(timeout)
         if full:    # a long outbox (after an outage): the rest, a batch at a time
             self._send_from(after, blocked)
         self.run_due()
