@@ -63,6 +63,12 @@ def add_commands(sub):
                    help="how long a delivered C2D message stays locked (IoT Hub: 60; shorter for tests)")
     p.add_argument("--max-idle-seconds", type=float, default=1767.0,
                    help="cap on the silence allowed by any keep-alive (IoT Hub: 1767; shorter for tests)")
+    p.add_argument("--retention-hours", type=float, default=None, metavar="H",
+                   help="how long telemetry stays on the Event Hubs-compatible endpoint, 1..168 (IoT Hub: "
+                        "1 day by default, 1 to 7 days); kept for later starts (default: as last set, else 24)")
+    p.add_argument("--feedback-batch-seconds", type=float, default=None, metavar="S",
+                   help="C2D feedback: close a batch this long after the previous one, or at 64 records "
+                        "(IoT Hub: 15; shorter or longer for tests)")
     p.add_argument("--inject", action="append", default=[], metavar="FAULT",
                    help="test tooling: arm a fault, e.g. twin_get=429:3, twin_patch=503:1, connect=3:2, "
                         "c2d_lock=1, drop=1 (repeatable; see below)")
@@ -232,12 +238,22 @@ def cmd_hub(args):
     for name in ("connect_timeout", "c2d_lock_seconds", "max_idle_seconds"):
         if not getattr(args, name) > 0:
             raise CliError("--%s must be more than 0" % name.replace("_", "-"))
+    if args.feedback_batch_seconds is not None and not 0 <= args.feedback_batch_seconds <= 3600:
+        raise CliError("--feedback-batch-seconds must be between 0 and 3600")
+    if args.retention_hours is not None:
+        from host_tools.cloud.hub.amqp import config
+        try:
+            config.check_retention(args.retention_hours)
+        except config.ConfigError as exc:
+            raise CliError(str(exc)) from None
     try:
         asyncio.run(run(args.data, args.host, args.mqtt_port, args.api_port,
                         connect_timeout=args.connect_timeout, amqp_port=args.amqp_port,
                         partitions=args.partitions, say=sys.stderr,
                         dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
-                        max_idle=args.max_idle_seconds, inject=args.inject))
+                        max_idle=args.max_idle_seconds, inject=args.inject,
+                        retention_hours=args.retention_hours,
+                        feedback_batch_seconds=args.feedback_batch_seconds))
     except (HubError, StoreError, DpsStoreError) as exc:
         raise CliError(str(exc)) from None
 

@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS events (
     app_props TEXT NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS events_pruned (
+    partition INTEGER PRIMARY KEY,
+    last_pseq INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    last_enqueued REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
     topic_filter TEXT NOT NULL,
@@ -362,8 +368,9 @@ class Store:
     def add_event(self, device_id, system_props, app_props, body, now=None, partition=None):
         """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
         see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
-        same statement. Returns the row's seq; the write is committed when this returns.
-        Outside an event loop only (inside one, use add_event_grouped)."""
+        same statement, after the last one retention pruned (`events_pruned`, eventlog.prune_step).
+        Returns the row's seq; the write is committed when this returns. Outside an event loop
+        only (inside one, use add_event_grouped)."""
         return self.add_event_grouped(device_id, system_props, app_props, body, now, partition).result()
 
     def add_event_grouped(self, device_id, system_props, app_props, body, now=None, partition=None):
@@ -430,9 +437,10 @@ def _add_event(db, device_id, system_props, app_props, body, now, partition):
     else:
         cur = db.execute(
             "INSERT INTO events (device_id, enqueued, system_props, app_props, body, partition, pseq)"
-            " VALUES (?,?,?,?,?,?,(SELECT COALESCE(MAX(pseq), -1) + 1 FROM events WHERE partition=?))",
+            " VALUES (?,?,?,?,?,?,MAX((SELECT COALESCE(MAX(pseq), -1) FROM events WHERE partition=?),"
+            " (SELECT COALESCE(MAX(last_pseq), -1) FROM events_pruned WHERE partition=?)) + 1)",
             (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body),
-             partition, partition))
+             partition, partition, partition))
     return cur.lastrowid
 
 

@@ -16,7 +16,7 @@ import pytest
 from firmware.iothub import sas
 from host_tools.cloud.azure import local
 from host_tools.cloud.hub.amqp.rules import partition_of
-from tests.cloud.hub.conftest import REPO, wait_for
+from tests.cloud.hub.conftest import REPO, running_hub, wait_for
 from tests.cloud.hub.mqtt_peer import Peer
 
 pytest.importorskip("azure.eventhub")
@@ -232,10 +232,20 @@ def test_send_c2d_message_reaches_the_device_sdk_and_feedback_arrives(hub_8883, 
     assert m.content_type == "application/json"
     assert m.custom_properties.get("order") == "o-7"
 
+    # a feedback batch closes 15 s after the previous one at most (feedback.py): 40 s covers it
+    records = [r for _, batch in receive_feedback(hub_8883, cs, lambda rs: any(
+        r["originalMessageId"] == "c2d-42" for r in rs), timeout=40) for r in batch]
+    mine = [r for r in records if r["originalMessageId"] == "c2d-42"]
+    assert mine and mine[0]["deviceId"] == device_id and mine[0]["description"] == "Success"
+
+
+def receive_feedback(hub, cs, done, timeout=20):
+    """Feedback messages from /messages/servicebound/feedback over uamqp (the AMQP library of
+    azure-iot-hub), each accepted, until done(records so far): [(uamqp message, [records])]."""
     import uamqp
     from uamqp import authentication
     host = cs["service"].split(";")[0].split("=", 1)[1]
-    key = policy_key(hub_8883, "service")
+    key = policy_key(hub, "service")
     expiry = int(time.time()) + 600
     token = sas.token(host, key, expiry, policy="service")
     # the SDK signs the plain host name (no url-encoding): same text for a host without ':'
@@ -243,23 +253,105 @@ def test_send_c2d_message_reaches_the_device_sdk_and_feedback_arrives(hub_8883, 
                                        get_token=lambda: _access(token, expiry),
                                        token_type=b"servicebus.windows.net:sastoken", port=cs["amqpPort"])
     auth.update_token()
-    client = uamqp.ReceiveClient("amqps://%s/messages/servicebound/feedback" % host, auth=auth, timeout=20000)
+    client = uamqp.ReceiveClient("amqps://%s/messages/servicebound/feedback" % host, auth=auth,
+                                 timeout=int(timeout * 1000))
+    out = []
     try:
-        records = []
-        deadline = time.monotonic() + 20
-        while not any(r["originalMessageId"] == "c2d-42" for r in records) and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while not done([r for _, rs in out for r in rs]) and time.monotonic() < deadline:
             for msg in client.receive_message_batch(max_batch_size=10, timeout=2000):
-                records.extend(json.loads(b"".join(msg.get_data())))
+                out.append((msg, json.loads(b"".join(msg.get_data()))))
                 msg.accept()
     finally:
         client.close()
-    mine = [r for r in records if r["originalMessageId"] == "c2d-42"]
-    assert mine and mine[0]["deviceId"] == device_id and mine[0]["description"] == "Success"
+    return out
 
 
 def _access(token, expiry):
     from azure.core.credentials import AccessToken
     return AccessToken(token, expiry)
+
+
+def _unbatched_records(hub):
+    import sqlite3
+    db = sqlite3.connect(hub.data_dir + "/hub.sqlite3")
+    try:
+        return db.execute("SELECT COUNT(*) FROM c2d_feedback WHERE state='queued' AND batch IS NULL").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_feedback_is_batched_and_pending_records_survive_a_restart(tmp_path):
+    """Expired C2D messages (sent with azure-iot-hub, iothub-ack full) give Expired records;
+    those made within the batch window wait, survive a restart of the hub, and then arrive
+    together in one feedback message, shaped as IoT Hub sends it."""
+    with running_hub(tmp_path / "hub", extra_args=("--feedback-batch-seconds", "3600")) as hub:
+        cs = connection_strings(hub)
+        hub.add_device("fb")                             # never connects: its messages expire
+
+        def send(mid):
+            rm = registry(cs)
+            rm.send_c2d_message("fb", "x", {"messageId": mid, "iothub-ack": "full",
+                                            "expiryTimeUtc": int((time.time() + 1) * 1000)})
+        send("a")
+        first = receive_feedback(hub, cs, lambda rs: any(r["originalMessageId"] == "a" for r in rs))
+        assert [(r["originalMessageId"], r["statusCode"]) for _, rs in first for r in rs] == [("a", "Expired")]
+        for mid in ("b", "c", "d"):
+            send(mid)
+        # the window (an hour) is open since "a" went out: their records wait, in the database
+        wait_for(lambda: _unbatched_records(hub) == 3, 20, what="three pending feedback records")
+
+        hub.extra_args = ["--feedback-batch-seconds", "0"]
+        hub.restart()
+        cs = connection_strings(hub)
+        got = receive_feedback(hub, cs, lambda rs: len(rs) >= 3)
+    assert len(got) == 1                                 # one message, three records
+    msg, records = got[0]
+    assert [r["originalMessageId"] for r in records] == ["b", "c", "d"]
+    assert {r["statusCode"] for r in records} == {r["description"] for r in records} == {"Expired"}
+    assert all(r["deviceId"] == "fb" and r["deviceGenerationId"] and r["enqueuedTimeUtc"].endswith("Z")
+               for r in records)
+    assert msg.properties.content_type == b"application/vnd.microsoft.iothub.feedback.json"
+    assert msg.properties.user_id == b"local"
+    assert isinstance(msg.annotations[b"iothub-enqueuedtime"], int)
+
+
+def test_receivers_asking_for_expired_events_start_at_the_oldest_retained(tmp_path):
+    """With --retention-hours 1, events enqueued two hours ago (written into the hub's store
+    with that time, the clock we cannot wait for) are removed by the retention pass at start;
+    azure-eventhub's receivers from sequence number 0, from the offset of an expired event and
+    from the start all begin at the oldest retained event, and the partition's properties say
+    where it begins now. Sequence numbers carry on."""
+    from host_tools.cloud.hub.store import Store
+    with running_hub(tmp_path / "hub", extra_args=("--retention-hours", "1")) as hub:
+        cs = connection_strings(hub)
+        key = hub.add_device("r1")
+        part = partition_of("r1", cs["partitions"])
+        store = Store(hub.data_dir + "/hub.sqlite3", create=False)
+        old = [store.add_event("r1", {}, {}, b"old%d" % i, now=time.time() - 2 * 3600, partition=part)
+               for i in range(3)]
+        store.close()
+        peer = Peer(hub, "r1", key)
+        assert peer.connect() == 0
+        for i in range(2):
+            peer.publish("devices/r1/messages/events/", b"new%d" % i)
+        peer.close()
+        wait_for(lambda: consumer(cs).get_partition_properties(str(part))["last_enqueued_sequence_number"] == 4,
+                 20, what="five stored events")
+        hub.restart()                                    # the first retention pass runs at start
+        wait_for(lambda: consumer(cs).get_partition_properties(str(part))["beginning_sequence_number"] == 3,
+                 20, what="the expired events removed")
+        props = consumer(cs).get_partition_properties(str(part))
+        assert props["last_enqueued_sequence_number"] == 4 and not props["is_empty"]
+        for position, inclusive in ((0, True), (str(old[0]), True), (str(old[1]), False), ("-1", False)):
+            reader = Reader(consumer(cs), partition_id=str(part), starting_position=position,
+                            starting_position_inclusive=inclusive)
+            try:
+                reader.wait(2)
+                got = [(e.sequence_number, e.body_as_str()) for _, e in reader.events]
+                assert got == [(3, "new0"), (4, "new1")], position
+            finally:
+                reader.close()
 
 
 def raw_c2d(cs, hub, device_id, count, body=b"x"):

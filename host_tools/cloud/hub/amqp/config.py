@@ -1,7 +1,8 @@
 """The Event Hubs-compatible endpoint's fixed settings and the hub's shared access policies.
 
-DIR/eventhub.json  {"name", "partitions", "consumerGroups", "created"}: fixed when the hub is
-                   first started (partitions cannot change later, as on IoT Hub).
+DIR/eventhub.json  {"name", "partitions", "consumerGroups", "created", "retentionHours"}: fixed
+                   when the hub is first started (partitions cannot change later, as on IoT Hub;
+                   the retention can, with `hub --retention-hours`, and is kept here).
 DIR/policies.json  {policy: key} for the policies other than iothubowner (whose key stays in
                    service.json); 0600: it holds keys.
 """
@@ -15,6 +16,9 @@ MAX_PARTITIONS = 32
 MAX_CONSUMER_GROUPS = 20          # besides $Default, as on an S1 hub
 DEFAULT_GROUP = "$Default"
 EXTRA_POLICIES = ("service", "registryRead", "registryReadWrite")
+# the built-in endpoint's retention time: IoT Hub's default is one day, at most seven
+DEFAULT_RETENTION_HOURS = 24
+MAX_RETENTION_HOURS = 7 * 24
 
 
 class ConfigError(Exception):
@@ -25,21 +29,34 @@ def _paths(data_dir):
     return os.path.join(data_dir, "eventhub.json"), os.path.join(data_dir, "policies.json")
 
 
-def ensure(data_dir, partitions=None, hub_name="local"):
-    """Create the files on first use; `partitions` given for an existing hub must match."""
+def check_retention(hours):
+    if not 1 <= hours <= MAX_RETENTION_HOURS:
+        raise ConfigError("--retention-hours must be between 1 and %d (IoT Hub: 1 to 7 days)" % MAX_RETENTION_HOURS)
+    return hours
+
+
+def ensure(data_dir, partitions=None, hub_name="local", retention_hours=None):
+    """Create the files on first use; `partitions` given for an existing hub must match;
+    `retention_hours` given is stored (a later start without it keeps it)."""
     from host_tools.cloud.hub.store import new_key
+    if retention_hours is not None:
+        check_retention(retention_hours)
     eh_path, pol_path = _paths(data_dir)
     if os.path.exists(eh_path):
         eh = load(data_dir)
         if partitions is not None and partitions != eh["partitions"]:
             raise ConfigError("this hub was created with %d partitions; partitions are fixed at creation "
                               "(use a new --data folder for %d)" % (eh["partitions"], partitions))
+        if retention_hours is not None and retention_hours != eh["retentionHours"]:
+            eh["retentionHours"] = retention_hours
+            write_json(eh_path, eh)
     else:
         n = DEFAULT_PARTITIONS if partitions is None else partitions
         if not 1 <= n <= MAX_PARTITIONS:
             raise ConfigError("--partitions must be between 1 and %d" % MAX_PARTITIONS)
         eh = {"name": "iothub-ehub-%s" % hub_name, "partitions": n, "consumerGroups": [DEFAULT_GROUP],
-              "created": time.time()}
+              "created": time.time(),
+              "retentionHours": DEFAULT_RETENTION_HOURS if retention_hours is None else retention_hours}
         write_json(eh_path, eh)
     if not os.path.exists(pol_path):
         write_json(pol_path, {p: new_key() for p in EXTRA_POLICIES}, mode=0o600)
@@ -55,8 +72,19 @@ def load(data_dir):
         eh["name"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError("cannot read %s (%s); start the hub once to create it" % (eh_path, exc)) from None
-    eh["partitions"], eh["consumerGroups"] = n, groups
+    try:   # a folder from before retention: the default
+        hours = float(eh.get("retentionHours", DEFAULT_RETENTION_HOURS))
+        check_retention(hours)
+    except (ValueError, TypeError, ConfigError):
+        raise ConfigError("cannot read %s (retentionHours must be a number of hours from 1 to %d)"
+                          % (eh_path, MAX_RETENTION_HOURS)) from None
+    eh["partitions"], eh["consumerGroups"], eh["retentionHours"] = n, groups, hours
     return eh
+
+
+def hub_name(eh):
+    """The IoT hub's name (the event hub is named iothub-ehub-{name}, as IoT Hub names it)."""
+    return eh["name"][len("iothub-ehub-"):] if eh["name"].startswith("iothub-ehub-") else eh["name"]
 
 
 def policy_keys(data_dir):

@@ -4,7 +4,7 @@
     $management                         READ com.microsoft:eventhub / com.microsoft:partition
     {hub}/ConsumerGroups/{g}/Partitions/{n}   telemetry, from the durable log (server sends)
     /messages/devicebound               C2D send into the hub's C2D queue (server receives)
-    /messages/servicebound/feedback     C2D feedback records (server sends, client accepts)
+    /messages/servicebound/feedback     C2D feedback batches (server sends, client accepts)
 """
 import json
 import logging
@@ -287,9 +287,10 @@ class Endpoints:
         elif link in self.feedback_links:
             pending = self.feedback_links[link]
             if link.credit > 0:
-                for fid, body in feedback.pending(self.hub.store, exclude=self.server.feedback_in_flight(),
-                                                  limit=link.credit):
-                    tag = self._send(link, feedback_message(fid, body).encode(), settled=False)
+                for fid, mid, created, body in feedback.pending(
+                        self.hub.store, exclude=self.server.feedback_in_flight(), limit=link.credit):
+                    msg = feedback_message(mid, created, body, self.server.hub_name())
+                    tag = self._send(link, msg.encode(), settled=False)
                     pending[tag] = fid
                     self.server.feedback_sent(fid)
 
@@ -307,11 +308,12 @@ class Endpoints:
         fid = pending.pop(dlv.tag, None) if pending is not None else None
         if fid is not None:
             if dlv.remote_state == Delivery.ACCEPTED:
-                # in flight until 'delivered' is committed: pending() reads committed rows
-                feedback.completed(self.hub.store, fid).add_done_callback(
-                    lambda _f, fid=fid: self.server.feedback_returned(fid))
-            else:
-                self.server.feedback_returned(fid)
+                feedback.completed(self.hub.store, fid)
+            elif dlv.remote_state == Delivery.REJECTED:
+                feedback.rejected(self.hub.store, fid)
+            elif dlv.remote_state in (Delivery.RELEASED, Delivery.MODIFIED):
+                feedback.abandoned(self.hub.store, fid)
+            self.server.feedback_returned(fid)
         dlv.settle()
 
     def closed(self):
@@ -430,8 +432,12 @@ def event_message(row):
     return msg
 
 
-def feedback_message(fid, body):
-    msg = Message(body=bytes(body), inferred=True, id=str(fid),
+def feedback_message(message_id, created, body, hub_name):
+    """One batch of feedback records as IoT Hub sends it: the docs' EnqueuedTime (the annotation
+    the Azure SDKs read it from), UserId (the hub's name) and content type; the body is the
+    JSON array of records."""
+    msg = Message(body=bytes(body), inferred=True, id=message_id, user_id=hub_name.encode(),
                   content_type=symbol(feedback.CONTENT_TYPE))
     msg.address = "/messages/servicebound/feedback"
+    msg.annotations = {symbol("iothub-enqueuedtime"): _ms(created)}
     return msg

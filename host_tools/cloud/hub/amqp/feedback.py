@@ -1,15 +1,35 @@
-"""C2D feedback records, derived from the C2D queue's final states (durable, same SQLite file).
+"""C2D feedback: records derived from the C2D queue's final states, batched into feedback
+messages as IoT Hub batches them (durable, same SQLite file).
 
 A message sent with iothub-ack positive/full gets a "Success" record when the device completes
-it; negative/full get "Expired" or "DeliveryCountExceeded" when it expires or is dead-lettered.
-Each record is one feedback message (IoT Hub may batch several; each record is its own here)
-and stays queued until a feedback receiver accepts it.
+it; negative/full get "Expired" when its TTL passes, "DeliveryCountExceeded" when it is
+dead-lettered after too many abandons, "Rejected" when a device rejects it (MQTT devices cannot)
+and "Purged" when its queue is purged (here: a CleanSession=1 connect).
+
+The docs: "Whenever possible, message feedback is batched in a single message ... The system
+sends out the feedback either when the batch reaches to 64 messages, or in 15 seconds from last
+sent, whichever comes first." So a record waits, unbatched, until 64 are pending (a batch of 64
+is closed at once) or until `window` seconds (15) have passed since the last batch was closed
+(all pending ones, up to 64, go in one batch); after a quiet period the first record goes out at
+the next sweep. A batch is one feedback message whose body is the JSON array of its records; it
+stays queued until a receiver accepts it, as IoT Hub's feedback queue does with its defaults:
+a batch no receiver accepted within TTL (1 hour) expires, one abandoned (released or modified)
+MAX_DELIVERY (10) times or rejected is dead-lettered. Records of a device deleted before they
+were batched are dropped (the docs: "When a device is deleted, any pending feedback is deleted as
+well"). Records and batches are rows of the hub's database, written in the sweep's transaction:
+a hub restart loses none.
 """
 import json
 import time
+import uuid
 from datetime import datetime, timezone
 
 CONTENT_TYPE = "application/vnd.microsoft.iothub.feedback.json"
+BATCH_MAX = 64
+BATCH_SECONDS = 15.0
+TTL = 3600.0            # feedback.ttlAsIso8601, default one hour
+MAX_DELIVERY = 10       # feedback.maxDeliveryCount, default 10
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS c2d_feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -18,66 +38,144 @@ CREATE TABLE IF NOT EXISTS c2d_feedback (
     state TEXT NOT NULL DEFAULT 'queued',
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS c2d_feedback_batch (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    delivery_count INTEGER NOT NULL DEFAULT 0
+);
 """
+# c2d_feedback.state: 'queued' (a record waiting for a batch), 'batched', 'none' (the message
+# asked for no feedback of that kind), 'dropped' (its device was deleted first); 'delivered' on
+# rows from before batching. c2d_feedback_batch.state: 'queued', 'delivered', 'expired',
+# 'deadlettered'.
 _WANTS = {"completed": ("positive", "full"), "expired": ("negative", "full"),
-          "deadlettered": ("negative", "full")}
-_DESCRIPTION = {"completed": "Success", "expired": "Expired", "deadlettered": "DeliveryCountExceeded"}
+          "deadlettered": ("negative", "full"), "rejected": ("negative", "full"),
+          "purged": ("negative", "full")}
+_DESCRIPTION = {"completed": "Success", "expired": "Expired", "deadlettered": "DeliveryCountExceeded",
+                "rejected": "Rejected", "purged": "Purged"}
 
 
 def prepare(store):
     store.flush()   # its own transaction, after the open group commit (group_commit.py)
-    store.db.executescript(_SCHEMA)
+    db = store.db
+    db.executescript(_SCHEMA)
+    if "batch" not in {r[1] for r in db.execute("PRAGMA table_info(c2d_feedback)")}:
+        # a database from before batching: its queued records (one per message then) get batched
+        db.execute("ALTER TABLE c2d_feedback ADD COLUMN batch INTEGER")
+    db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_pending ON c2d_feedback(state, batch)")
 
 
 def _utc(ts):
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def sweep(store, now=None):
-    """Mark expired C2D messages and add a feedback record for every finished message that
-    asked for one. Returns how many records were added."""
+def sweep(store, now=None, window=BATCH_SECONDS):
+    """Mark expired C2D messages, add a feedback record for every finished message that asked
+    for one, then close the batches that are due. Returns how many batches were closed."""
     store.flush()   # its own transaction, after the open group commit (group_commit.py)
     now = time.time() if now is None else now
     db = store.db
-    added = 0
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("UPDATE c2d SET state='expired' WHERE state='queued' AND expires<=?", (now,))
-        rows = db.execute(
-            "SELECT c.seq, c.device_id, c.message_id, c.props, c.state, c.enqueued, d.generation_id"
-            " FROM c2d c LEFT JOIN devices d ON d.device_id=c.device_id"
-            " WHERE c.state IN ('completed','expired','deadlettered') AND c.props LIKE '%iothub-ack%'"
-            " AND NOT EXISTS (SELECT 1 FROM c2d_feedback f WHERE f.c2d_seq=c.seq)").fetchall()
-        for r in rows:
-            ack = dict(tuple(p) for p in json.loads(r["props"])).get("iothub-ack")
-            if ack not in _WANTS[r["state"]]:
-                db.execute("INSERT INTO c2d_feedback (c2d_seq, body, state, created) VALUES (?,?,?,?)",
-                           (r["seq"], b"", "none", now))
-                continue
-            record = {"originalMessageId": r["message_id"], "description": _DESCRIPTION[r["state"]],
-                      "statusCode": _DESCRIPTION[r["state"]], "deviceGenerationId": r["generation_id"] or "",
-                      "deviceId": r["device_id"], "enqueuedTimeUtc": _utc(now)}
-            db.execute("INSERT INTO c2d_feedback (c2d_seq, body, created) VALUES (?,?,?)",
-                       (r["seq"], json.dumps([record]).encode(), now))
-            added += 1
+        _add_records(db, now)
+        db.execute("UPDATE c2d_feedback_batch SET state='expired' WHERE state='queued' AND created<=?",
+                   (now - TTL,))
+        closed = _close_batches(db, now, window)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return added
+    return closed
+
+
+def _add_records(db, now):
+    rows = db.execute(
+        "SELECT c.seq, c.device_id, c.message_id, c.props, c.state, c.expires, d.generation_id"
+        " FROM c2d c LEFT JOIN devices d ON d.device_id=c.device_id"
+        " WHERE c.state IN ('completed','expired','deadlettered','rejected','purged')"
+        " AND c.props LIKE '%iothub-ack%'"
+        " AND NOT EXISTS (SELECT 1 FROM c2d_feedback f WHERE f.c2d_seq=c.seq)").fetchall()
+    for r in rows:
+        ack = dict(tuple(p) for p in json.loads(r["props"])).get("iothub-ack")
+        if ack not in _WANTS[r["state"]]:
+            db.execute("INSERT INTO c2d_feedback (c2d_seq, body, state, created) VALUES (?,?,?,?)",
+                       (r["seq"], b"", "none", now))
+            continue
+        # when the outcome happened: the expiry time itself, else now (within a sweep of it)
+        at = min(r["expires"], now) if r["state"] == "expired" else now
+        record = {"originalMessageId": r["message_id"], "description": _DESCRIPTION[r["state"]],
+                  "statusCode": _DESCRIPTION[r["state"]], "deviceGenerationId": r["generation_id"] or "",
+                  "deviceId": r["device_id"], "enqueuedTimeUtc": _utc(at)}
+        db.execute("INSERT INTO c2d_feedback (c2d_seq, body, created) VALUES (?,?,?)",
+                   (r["seq"], json.dumps(record).encode(), now))
+
+
+def _records(body):
+    value = json.loads(body)
+    return value if isinstance(value, list) else [value]   # a list: a row from before batching
+
+
+def _close_batches(db, now, window):
+    pending = []
+    for r in db.execute("SELECT id, body FROM c2d_feedback WHERE state='queued' AND batch IS NULL"
+                        " ORDER BY id").fetchall():
+        records = _records(r["body"])
+        if all(db.execute("SELECT 1 FROM devices WHERE device_id=? AND generation_id=?",
+                          (rec["deviceId"], rec["deviceGenerationId"])).fetchone() for rec in records):
+            pending.append(r["id"])
+        else:
+            db.execute("UPDATE c2d_feedback SET state='dropped' WHERE id=?", (r["id"],))
+    (last,) = db.execute("SELECT MAX(created) FROM c2d_feedback_batch").fetchone()
+    closed = 0
+    while len(pending) >= BATCH_MAX or (pending and (last is None or now - last >= window)):
+        take, pending = pending[:BATCH_MAX], pending[BATCH_MAX:]
+        batch = db.execute("INSERT INTO c2d_feedback_batch (message_id, created) VALUES (?,?)",
+                           (str(uuid.uuid4()), now)).lastrowid
+        db.executemany("UPDATE c2d_feedback SET state='batched', batch=? WHERE id=?", [(batch, i) for i in take])
+        last = now
+        closed += 1
+    return closed
 
 
 def pending(store, exclude=(), limit=100):
-    rows = store.db.execute("SELECT id, body FROM c2d_feedback WHERE state='queued' ORDER BY id LIMIT ?",
-                            (limit + len(exclude),)).fetchall()
-    return [(r["id"], r["body"]) for r in rows if r["id"] not in exclude][:limit]
+    """Queued feedback messages, oldest first, not in `exclude` (batch ids in flight):
+    [(batch id, message id, created, body)]."""
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
+    db = store.db
+    batches = db.execute("SELECT id, message_id, created FROM c2d_feedback_batch WHERE state='queued'"
+                         " ORDER BY id LIMIT ?", (limit + len(exclude),)).fetchall()
+    out = []
+    for b in batches:
+        if b["id"] in exclude:
+            continue
+        records = []
+        for r in db.execute("SELECT body FROM c2d_feedback WHERE batch=? ORDER BY id", (b["id"],)):
+            records.extend(_records(r["body"]))
+        out.append((b["id"], b["message_id"], b["created"], json.dumps(records).encode()))
+        if len(out) >= limit:
+            break
+    return out
 
 
-def completed(store, fid):
-    """A receiver accepted record `fid`. In the group commit, not waited for: lost to a power
-    cut, the record is only sent again."""
-    return store.write_later(_delivered, fid)
+def _settle(store, sql, batch_id):
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
+    store.db.execute(sql, (batch_id,))
 
 
-def _delivered(db, fid):
-    db.execute("UPDATE c2d_feedback SET state='delivered' WHERE id=?", (fid,))
+def completed(store, batch_id):
+    """The receiver accepted the message."""
+    _settle(store, "UPDATE c2d_feedback_batch SET state='delivered' WHERE id=? AND state='queued'", batch_id)
+
+
+def abandoned(store, batch_id):
+    """Released or modified: queued again, one more delivery; dead-lettered at MAX_DELIVERY."""
+    _settle(store, "UPDATE c2d_feedback_batch SET delivery_count=delivery_count+1,"
+                   " state=CASE WHEN delivery_count+1>=%d THEN 'deadlettered' ELSE state END"
+                   " WHERE id=? AND state='queued'" % MAX_DELIVERY, batch_id)
+
+
+def rejected(store, batch_id):
+    _settle(store, "UPDATE c2d_feedback_batch SET state='deadlettered' WHERE id=? AND state='queued'", batch_id)

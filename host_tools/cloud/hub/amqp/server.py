@@ -17,12 +17,16 @@ log = logging.getLogger("host_tools.cloud.hub.amqp")
 
 HANDSHAKE_TIMEOUT = 10.0
 FEEDBACK_SWEEP = 0.5
+PRUNE_EVERY = 60.0      # seconds between retention passes (the first one runs at start)
 
 
 class AmqpServer:
-    def __init__(self, hub, eventhub):
+    def __init__(self, hub, eventhub, feedback_window=feedback.BATCH_SECONDS, clock=time.time):
         self.hub = hub
         self.eventhub = eventhub
+        self.feedback_window = feedback_window
+        self.clock = clock              # retention's and feedback's time (tests may inject one)
+        self._pruner = None
         self.server = None
         self.port = None
         self.connections = set()
@@ -44,6 +48,9 @@ class AmqpServer:
             log.warning("%s", exc)
         return self.eventhub
 
+    def hub_name(self):
+        return config.hub_name(self.eventhub)
+
     def feedback_in_flight(self):
         return self._in_flight
 
@@ -61,11 +68,13 @@ class AmqpServer:
                                                  ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         self.port = self.server.sockets[0].getsockname()[1]
         self._sweeper = asyncio.ensure_future(self._sweep())
+        self._pruner = asyncio.ensure_future(self._prune())
         return self.port
 
     async def stop(self):
-        if self._sweeper:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._pruner):
+            if task:
+                task.cancel()
         if self.server is not None:
             self.server.close()
         for c in list(self.connections):
@@ -76,11 +85,33 @@ class AmqpServer:
         for c in list(self.connections):
             c.wake()
 
+    async def prune_once(self):
+        """Delete the events older than the retention time, one chunk per event-loop turn
+        (eventlog.prune_step); returns how many."""
+        cutoff = self.clock() - self.eventhub["retentionHours"] * 3600
+        total = 0
+        while True:
+            n = eventlog.prune_step(self.hub.store, cutoff)
+            if not n:
+                return total
+            total += n
+            await asyncio.sleep(0)   # let the loop serve devices and readers between chunks
+
+    async def _prune(self):
+        while True:
+            try:
+                n = await self.prune_once()
+                if n:
+                    log.info("retention: %d events older than %g hours removed", n, self.eventhub["retentionHours"])
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(PRUNE_EVERY)
+
     async def _sweep(self):
         while True:
             await asyncio.sleep(FEEDBACK_SWEEP)
             try:
-                if feedback.sweep(self.hub.store):
+                if feedback.sweep(self.hub.store, self.clock(), self.feedback_window):
                     for c in list(self.connections):
                         c.wake()
             except Exception:
