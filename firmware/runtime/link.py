@@ -11,7 +11,8 @@
 #   packet that stays incomplete longer than the socket timeout is a broken connection.
 # - incoming PUBLISHes go to a bounded queue (drops are counted, a dropped QoS 1 message is
 #   not acknowledged, so the hub delivers it again) and are handled in the loop, never inside
-#   a socket read; a QoS 1 message is acknowledged after it was handled.
+#   a socket read; a QoS 1 message is acknowledged after it was handled (a handler out of
+#   memory: not acknowledged, the connection dropped, so the hub delivers it again).
 # - SAS token made fresh at every connect and renewed by reconnecting at sas.renew_at();
 #   backoff with jitter; CONNACK 4/5 is a separate auth-error state with a long backoff.
 # - after every connect: one SUBSCRIBE with the four IoT Hub filters, then a twin GET.
@@ -429,7 +430,7 @@ class Link:
         while c.inbox and not self._broken:
             topic, msg, pid = c.inbox.pop(0)
             self._dispatch(topic, msg, handle)
-            if pid:
+            if pid and not self._broken:    # broken: this one and the rest come again
                 c.ack(pid)
         if self._broken:
             raise OSError(self._broken)
@@ -452,29 +453,51 @@ class Link:
                     raise OSError("no PUBACK")
 
     def _call(self, handle, event):
+        # False when the handler ran out of memory (after a collection), else True
         try:
             handle(event)
+        except MemoryError:
+            gc.collect()
+            self.stats["handler_errors"] += 1
+            return False
         except Exception as e:  # a bad message must never take the device down
             self.stats["handler_errors"] += 1
             print("link: handler failed on", event[0], repr(e))
+        return True
 
     def _dispatch(self, topic, msg, handle):
-        # msg None: a message too large to read; only the twin's are told (body None), as the
-        # app must report them
+        # A handler failing on a message (a bug, bad content) loses that message: acknowledged
+        # all the same, a poison message must not block the queue. Out of memory is the
+        # device's state, not the message's: a C2D is not acknowledged and the connection
+        # dropped (lost, with backoff; PUBACKs go in order, so the messages after it in this
+        # read are not acknowledged either): the hub delivers them again when their lock
+        # expires (IoT Hub: 1 min). A twin answer or desired patch: dropped too, the twin GET
+        # after the reconnect brings the whole twin. A method (not delivered again) answers 500
+        # and stays online; when even that fails, the link drops as for any write error.
+        ev = self._event(topic, msg)
+        if ev and not self._call(handle, ev):
+            if ev[0] == "method":
+                self.method_response(ev[1], 500, b"null")
+            else:
+                self._broken = "handler out of memory"
+
+    def _event(self, topic, msg):
+        # The event for one message, None for none. msg None: a message too large to read;
+        # only the twin's are told (body None), as the app must report them
         try:
             t = topic.decode()
             bag = topics.parse_c2d(t, self.device_id)
             if bag is not None:
-                return None if msg is None else self._call(handle, ("c2d", bag, msg))
+                return None if msg is None else ("c2d", bag, msg)
             res = topics.parse_twin_response(t)
             if res is not None:
-                return self._call(handle, ("twin", res[1], res[0], msg))
+                return ("twin", res[1], res[0], msg)
             version = topics.parse_desired_patch(t)
             if version is not None:
-                return self._call(handle, ("desired", version, msg))
+                return ("desired", version, msg)
             req = topics.parse_method_request(t)
             if req is not None:
-                return None if msg is None else self._call(handle, ("method", req[1], req[0], msg))
+                return None if msg is None else ("method", req[1], req[0], msg)
         except (ValueError, UnicodeError):  # TopicError is a ValueError
             pass
         self.stats["bad_topics"] += 1

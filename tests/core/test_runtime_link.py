@@ -349,6 +349,64 @@ def test_a_failing_handler_is_counted_and_the_message_still_acknowledged():
     assert lk.state == link.ONLINE
 
 
+def test_a_handler_out_of_memory_leaves_the_c2d_unacknowledged_and_drops_the_link():
+    # out of memory is the device's state, not the message's: the hub must deliver it again,
+    # and (PUBACKs in order) the message after it in the same read too
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    for pid, body in ((4, b"ok"), (5, b"oom"), (6, b"later")):
+        b.publish("devices/dev1/messages/devicebound/", body, 1, pid)
+    seen = []
+
+    def handle(e):
+        seen.append(e)
+        if e[0] == "c2d" and e[2] == b"oom":
+            raise MemoryError
+
+    lk.step(1001, handle)
+    assert [e[2] for e in seen if e[0] == "c2d"] == [b"ok", b"oom"]
+    assert b.packets(4) == [b"\x40\x02\x00\x04"]        # only the one handled before it
+    assert lk.stats["handler_errors"] == 1
+    assert lk.state == link.OFFLINE and lk.stats["disconnects"] == 1
+    assert ("disconnected", "handler out of memory") in seen
+    assert lk.next_try > 1001                               # the usual backoff
+    lk.step(lk.next_try, handle)
+    assert lk.state == link.ONLINE
+
+
+def test_a_twin_answer_out_of_memory_drops_the_link_and_the_reconnect_gets_the_twin_again():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("$iothub/twin/res/200/?$rid=1", b'{"desired":{}}')
+
+    def handle(e):
+        if e[0] == "twin":
+            raise MemoryError
+
+    lk.step(1001, handle)
+    assert lk.state == link.OFFLINE
+    gets = len(b.packets(3))
+    lk.step(lk.next_try, handle)
+    assert lk.state == link.ONLINE and len(b.packets(3)) == gets + 1   # a fresh twin GET
+
+
+def test_a_method_out_of_memory_answers_500_and_stays_online():
+    b = Broker()
+    lk = _link(b)
+    _run(lk, 1000)
+    b.publish("$iothub/methods/POST/status/?$rid=9", b"null")
+
+    def handle(e):
+        if e[0] == "method":
+            raise MemoryError
+
+    lk.step(1001, handle)
+    assert lk.stats["handler_errors"] == 1 and lk.state == link.ONLINE
+    assert any(b"$iothub/methods/res/500/?$rid=9" in p for p in b.packets(3))
+
+
 def test_inbox_is_bounded_and_counts_drops_without_acknowledging_them():
     b = Broker()
     lk = _link(b)
