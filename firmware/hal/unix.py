@@ -2,8 +2,9 @@
 #
 # Button: the keyboard (Enter = press, "l" Enter = long press, "d" Enter = double press,
 #   "q" Enter = quit) and, for tests and scripts, lines appended to DIR/control
-#   ("press", "long", "double", "quit", and "interrupt": Ctrl-C as mpremote sends it to a
-#   board); only lines written after start-up count.
+#   ("press", "long", "double", "quit", "interrupt": Ctrl-C as mpremote sends it to a
+#   board, and "oom": the next C2D message's handler runs out of memory, as on a fragmented
+#   heap); only lines written after start-up count.
 # Screen: the 128x64 display's framebuf, drawn exactly as on the SSD1306 (hal/base.draw) and
 #   printed in a frame of 18 rows (2x4 pixels per character), when it changes. With
 #   $ORDER_DEVICE_DISPLAY=framebuf it is driven as the ESP32 drives its SSD1306 instead (what
@@ -96,6 +97,7 @@ class Hal(BaseHal):
         if os.getenv("ORDER_DEVICE_DISPLAY") == "framebuf":
             self._panel = (open(self.storage_dir + "/display.fb", "wb"), buf)
         self._gestures = []
+        self._oom = False
 
     # now(), rand(), random_bytes() and mem_free() come from BaseHal.
 
@@ -179,6 +181,8 @@ class Hal(BaseHal):
             # A unix SIGINT is raised asynchronously, even inside a collection or a finaliser,
             # where it can leave the heap locked or be swallowed: no model of the board.
             raise KeyboardInterrupt
+        elif line.strip() == "oom":
+            self._oom = True
         else:
             print("keys: Enter = press, l = long press, d = double press, q = quit")
 
@@ -227,3 +231,8 @@ class Hal(BaseHal):
     def event(self, **fields):
         fields["t"] = self.now()
         print("EVT " + json.dumps(fields))
+        if self._oom and "c2d" in fields:
+            # "oom": the device's handler (the link's caller) fails as it would with no block
+            # left for the message; the event line above tells which message it was
+            self._oom = False
+            raise MemoryError("oom (control file)")

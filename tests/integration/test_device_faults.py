@@ -100,6 +100,25 @@ def test_lost_puback_brings_the_status_back_after_the_lock_and_nothing_doubles(d
     assert len(orders) == 1, orders
 
 
+def test_a_status_the_device_had_no_memory_for_is_delivered_again_after_the_reconnect(device, hub, order_service):
+    # out of memory in the C2D handler: no PUBACK, the link drops, and the same message comes
+    # back (after its lock) on the new connection; nothing is lost or doubled
+    svc, dev = _ready_button(device, order_service, "manual")
+    dev.start()
+    dev.wait_screen("ready")
+    dev.gesture("oom")          # the unix HAL: the next C2D's handler raises MemoryError
+    mark = dev.mark()
+    dev.gesture("press")
+    first = dev.wait(lambda e: "c2d" in e, since=mark, what="the first delivery")["c2d"]["$.mid"]
+    dev.wait(lambda e: e.get("reason") == "handler out of memory", since=mark, what="the drop")
+    dev.wait(lambda e: [c["c2d"]["$.mid"] for c in dev.find("c2d", mark)].count(first) >= 2,
+             timeout=LOCK + DEADLINE, since=mark, what="the same message again")
+    dev.wait_screen("accepted", since=mark)
+    wait_for(lambda: hub.service.get_device("button-1")["cloudToDeviceMessageCount"] == 0, DEADLINE,
+             what="the message completed")
+    assert len(svc.orders("button-1")) == 1
+
+
 def test_several_c2d_at_once_with_an_oversized_one_are_acknowledged_in_order(device, hub):
     # the hub closes the connection on a PUBACK out of order: staying online is the assertion
     dev = device("button-1")
