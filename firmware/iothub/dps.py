@@ -8,11 +8,13 @@
 #   ("wait", operation_id, seconds)   poll after `seconds` (retry-after honoured, bounded)
 #   ("assigned", hub host, device id)
 #   ("refused", reason)               the enrollment will not have us: back off for long
-#   ("retry", seconds or None)        the service is busy or broken: start again later
+#   ("retry", seconds or None)        the service is busy or broken: start again later, not
+#                                     before `seconds` (retry_s) when DPS said (429 throttled)
 import json
 
 DEFAULT_POLL_S = 2     # the SDKs' polling interval when DPS sends no retry-after
 MAX_POLL_S = 30        # a retry-after beyond this is treated as this (a device must not hang)
+MAX_RETRY_S = 300      # likewise for the retry-after of a throttled (429) or failed (5xx) request
 
 
 def register_body(registration_id):
@@ -23,6 +25,16 @@ def _poll_s(retry_after):
     if retry_after is None or retry_after < 1:
         return DEFAULT_POLL_S
     return min(retry_after, MAX_POLL_S)
+
+
+def retry_s(retry_after, rand):
+    # After a busy answer that says when (429 throttled, 5xx with retry-after): at least that,
+    # at most MAX_RETRY_S, plus up to a quarter more (rand in [0, 1)) so a fleet told the same
+    # figure (all powered on together) does not come back in step. None when DPS did not say.
+    if retry_after is None or retry_after < 1:
+        return None
+    s = min(retry_after, MAX_RETRY_S)
+    return s + s * rand / 4
 
 
 def _text(v):

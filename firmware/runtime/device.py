@@ -76,6 +76,7 @@ class Device:
         self.version = boot[0] or VERSION
         self._pending = boot[1]
         self.updates = None         # ota.Updates once imported (_ota_twin)
+        self.trust = None           # the trust store's version (ca.json), read at setup
         self._twin_retry = retry.Backoff()     # the twin GET, until the hub answers 200
         self._report_retry = retry.Backoff()   # a reported patch the hub did not take
         self._report_rids = []
@@ -127,6 +128,7 @@ class Device:
                 self.cfg = cfg = storage.load_config(self.dir)
                 secrets = storage.load_secrets(self.dir)
                 self._key, self._ca = secrets["device_key"], storage.load_ca(self.dir, cfg)
+                self.trust = storage.trust_version(self.dir)    # reported as trustStoreVersion
                 if "dps" in cfg:
                     from firmware.runtime.dps import Onboarding   # only devices that register carry it
                     self.dps = Onboarding(self)
@@ -348,12 +350,13 @@ class Device:
 
     def _report(self, patch):
         # The only place a reported-properties patch is sent. The app owns every key of the
-        # reported document (orders.reported) except these two, which the runtime owns and
+        # reported document (orders.reported) except these, which the runtime owns and
         # sends with every patch: the app's patch may name them only to drop a stale value
         # (a full-twin reconcile), and they are overwritten here.
         patch = dict(patch)
         patch["freeHeap"] = self.hal.mem_free()
         patch["link"] = self.link.stats
+        patch["trustStoreVersion"] = self.trust
         if self.updates:
             self.updates.reported(patch)
         rid = self.link.report(json.dumps(patch))

@@ -5,6 +5,7 @@
 #
 # Dps(cfg_dps, key, ca, timeout).register(now, wait) -> one of
 #   ("assigned", hub host, device id)   ("refused", reason)   ("unreachable", reason)
+#   ("busy", reason, retry-after or None)   DPS throttled (429) or failed (5xx) the request
 # `wait(seconds)` sleeps while the device stays responsive (gestures); False aborts.
 # Onboarding(device) is the device's side: the cached assignment, registering with the screen
 # saying what happens, and when to register again. Only devices whose config has a "dps"
@@ -18,7 +19,7 @@ from umqtt.simple import MQTTException
 from firmware.app import screens
 from firmware.iothub import dps, mqtt, retry, sas, topics
 from firmware.runtime import storage
-from firmware.runtime.link import _Client
+from firmware.runtime.link import Client
 
 ASSIGNMENT = "assignment.json"   # what DPS assigned: {registration_id, id_scope, host, device_id}
 
@@ -38,7 +39,7 @@ class Dps:
     def register(self, now, wait):
         cfg = self.cfg
         reg, scope = cfg["registration_id"], cfg["id_scope"]
-        c = _Client(reg, cfg["host"], cfg["port"], topics.dps_username(scope, reg),
+        c = Client(reg, cfg["host"], cfg["port"], topics.dps_username(scope, reg),
                     self._keepalive, self._ca, cfg["host"], self._timeout)
         self.stats["registrations"] += 1
         try:
@@ -84,8 +85,8 @@ class Dps:
                     res = None
                 if res is not None and res[1] == rid:
                     a = dps.answer(res[0], res[2], msg)
-                    return ("unreachable", "DPS busy") if a[0] == "retry" else a
-            c._await(mqtt.PUBLISH)     # the link's bounded blocking read, while connecting
+                    return ("busy", "DPS %d" % res[0], a[1]) if a[0] == "retry" else a
+            c.wait_for(mqtt.PUBLISH)     # bounded blocking read: the answer lands in c.inbox
 
 
 def load_assignment(folder, dps_cfg):
@@ -171,9 +172,14 @@ class Onboarding:
                 scr = screens.screen("refused", "retry in %d s" % wait, res[1])
             else:
                 wait = retry.delay(attempt, hal.rand(), 1, dev.cfg["retry_cap_s"])
-                scr = screens.screen("registering", "retry in %d s" % wait)
+                if res[0] == "busy":    # throttled: never again before its retry-after (bounded)
+                    wait = max(wait, dps.retry_s(res[2], hal.rand()) or 0)
+                    scr = screens.screen("registering", "busy, wait %d s" % wait)
+                else:
+                    scr = screens.screen("registering", "retry in %d s" % wait)
             attempt += 1
-            hal.event(dps=res[0], reason=res[1], retry_in=wait)
+            hal.event(dps=res[0], reason=res[1], retry_in=wait,
+                      retry_after=res[2] if res[0] == "busy" else None)
             dev._show_screen(scr)
             if not dev._gestures(int(wait * 1000)):
                 return False

@@ -1,6 +1,6 @@
 # The device's one connection to IoT Hub: MQTT 3.1.1 over TLS, on umqtt.simple.
 #
-# umqtt.simple (frozen into ESP32 images, so its code costs no RAM) gives _Client its
+# umqtt.simple (frozen into ESP32 images, so its code costs no RAM) gives Client its
 # constructor and fields (client_id, server, port, user, pswd, keepalive, pid, sock),
 # ping() and disconnect() (one 2-byte write each) and MQTTException. What it cannot do is
 # overridden or added, each with its reason; packets are built and parsed by firmware.iothub.mqtt
@@ -52,9 +52,11 @@ _SENT_AT = const(3)         # when it was last written, 0 when it waits for a co
 _SENT_BEFORE = const(4)     # written on an earlier connection: the next write carries DUP
 
 
-class _Client(MQTTClient):
+class Client(MQTTClient):
     # umqtt.simple's client with single-write packets, reads that never wait mid-packet and a
-    # queue for incoming messages.
+    # queue for incoming messages. One MQTT/TLS session: the Link keeps one to the hub, DPS
+    # registration (firmware/runtime/dps.py) opens its own. What they use: connect(),
+    # subscribe_all(), publish(), ack(), wait_for(), check_msg(), inbox, acked, disconnect().
 
     def __init__(self, client_id, server, port, user, keepalive, ca, hostname, timeout):
         # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
@@ -105,7 +107,7 @@ class _Client(MQTTClient):
             self.sock = ctx.wrap_socket(raw, server_hostname=self.hostname)
             self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
                                          _b(self.pswd), self.keepalive, clean_session))
-            p = self._await(mqtt.CONNACK)
+            p = self.wait_for(mqtt.CONNACK)
             if p[2]:
                 raise MQTTException(p[2])
             return p[1]
@@ -163,7 +165,7 @@ class _Client(MQTTClient):
         self.pid = self.pid % 65535 + 1
         subs = [(_b(f), qos) for f, qos in filters]
         self.sock.write(mqtt.subscribe(self._buf, self.pid, subs))
-        codes = self._await(mqtt.SUBACK)[2]
+        codes = self.wait_for(mqtt.SUBACK)[2]
         if len(codes) != len(filters) or 0x80 in codes:
             raise OSError("subscription refused")
 
@@ -200,9 +202,10 @@ class _Client(MQTTClient):
             raise OSError("incomplete packet")
         return None
 
-    def _await(self, kind):
-        # While connecting: read (blocking, each read bounded by the socket timeout) until a
-        # packet of `kind` arrives; what comes before it is handled as usual.
+    def wait_for(self, kind):
+        # Read (blocking, each read bounded by the socket timeout) until a packet of `kind`
+        # arrives; what comes before it is handled as usual (a PUBLISH lands in inbox). For
+        # request/answer exchanges outside the loop: connecting, DPS registration.
         d = self._decoder
         while True:
             data = self.sock.read(d.want())
@@ -265,7 +268,7 @@ class Link:
         self.retry_cap = retry_cap
         if isinstance(ca, (bytes, bytearray)):
             ca = (ca,)        # one DER certificate
-        self.c = _Client(topics.client_id(device_id), host, port,
+        self.c = Client(topics.client_id(device_id), host, port,
                          topics.username(name, device_id), keepalive, ca, name, timeout)
         self.state = OFFLINE
         self.attempt = 0

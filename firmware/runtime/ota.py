@@ -31,7 +31,6 @@ _PROGRESS_STEP = const(25)  # report progress every this many percent (each one 
 FW = "fw"
 BOOT = "boot.json"
 STAGE = ".stage"
-TRUST = "ca.json"
 
 
 def _setting(cfg, key, default):
@@ -414,7 +413,7 @@ class Updater:
         if [f[0] for f in files] != ["ca.der", "ca.json"]:
             raise Failed("bad manifest")
         cfg = self.cfg
-        target = {"ca.der": storage.join(self.dir, cfg["ca_file"]), "ca.json": storage.join(self.dir, TRUST)}
+        target = {"ca.der": storage.join(self.dir, cfg["ca_file"]), "ca.json": storage.join(self.dir, storage.TRUST)}
         self._download(spec, m, files, total, lambda p: target[p] + ".new", poll)
         self._verify(spec, files, lambda p: target[p] + ".new")
         try:
@@ -446,11 +445,9 @@ class Updates:
     # imports this module only when there is an update to do, a trial or a rollback).
     def __init__(self, dev):
         self.dev = dev
-        trust = (read_json(storage.join(dev.dir, TRUST)) or {}).get("version")
-        trust = None if trust is None else str(trust)
         rand = dev.hal.rand
         self.fw = Updater("firmware", dev.dir, dev.cfg, dev._ca, dev.version, self._changed, rand)
-        self.all = (self.fw, Updater("trustStore", dev.dir, dev.cfg, dev._ca, trust, self._changed, rand))
+        self.all = (self.fw, Updater("trustStore", dev.dir, dev.cfg, dev._ca, dev.trust, self._changed, rand))
         dev.hal.event(ota="firmware", **self.fw.state)
 
     def _changed(self, kind, st):

@@ -19,6 +19,7 @@ _CONFIG_DEFAULTS = {
     "retry_cap_s": 60,
     "timeout_s": 10,
 }
+TRUST = "ca.json"           # the trust store's manifest, beside the CA bundle
 _PROVISION_HINT = "run python -m host_tools provision --device ID --out DIR (DIR = this device's folder)"
 
 
@@ -109,8 +110,8 @@ def load_secrets(folder):
 
 def load_ca(folder, cfg):
     # The roots the hub's server certificate may chain to, as a tuple of DER certificates: the
-    # bundle file holds one or more (DER back to back, or PEM). Its version is in ca.json, which
-    # the provisioning tool writes beside it for an OTA to compare; the device does not read it.
+    # bundle file holds one or more (DER back to back, or PEM). Its version is in ca.json
+    # (trust_version).
     name = cfg["ca_file"]
     data = read_bytes(join(folder, name))
     if not data:
@@ -124,6 +125,18 @@ def load_ca(folder, cfg):
     except (ValueError, UnicodeError, OSError):  # bad base64 or not a certificate (SSLError)
         raise SetupError("%s is not a CA certificate (DER or PEM): %s" % (name, _PROVISION_HINT))
     return certs
+
+
+def trust_version(folder):
+    # The trust store's version from TRUST, which the provisioning tool and a trust-store update
+    # write beside the CA bundle ({"version": N, "certs": [...]}), as a string; None without a
+    # readable one (a folder from before bundles). The device reports it (trustStoreVersion), so
+    # the fleet can see which devices hold which roots before a hub's root changes.
+    try:
+        v = json.loads(read_bytes(join(folder, TRUST)) or "null")["version"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return None if v is None else str(v)
 
 
 def split_der(data):

@@ -1,5 +1,5 @@
 # MicroPython side of "what of umqtt.simple the link uses" (run by host_tools/bench): the same
-# jobs done by stock umqtt.simple and by the link's client (firmware/runtime/link._Client), same
+# jobs done by stock umqtt.simple and by the link's client (firmware/runtime/link.Client), same
 # hub, same TLS. Prints one JSON line, milliseconds:
 #   publish:   QoS 1 publish -> PUBACK, per publish (stock: several small writes per packet and
 #              a blocking wait for the PUBACK; ours: one write, the PUBACK read by the decoder)
@@ -19,7 +19,7 @@ from umqtt.simple import MQTTClient
 from firmware.app import schemas
 from firmware.iothub import mqtt, sas, topics
 from firmware.runtime import storage
-from firmware.runtime.link import _Client
+from firmware.runtime.link import Client
 
 folder, n = sys.argv[1], int(sys.argv[2])
 cfg = storage.load_config(folder)
@@ -81,7 +81,7 @@ def our_ping(i):
     wait_for(mqtt.PINGRESP)
 
 
-c = _Client(dev, host, port, user, 60, ca, host, 10)
+c = Client(dev, host, port, user, 60, ca, host, 10)
 c.pswd = token
 ours["connect"] = ms(lambda i: c.connect())
 poller = select.poll()

@@ -3,7 +3,7 @@
     python -m host_tools ota publish --version 1.1 [--from build/mpy] [--min-free N]
     python -m host_tools ota publish --version 2 --ca-bundle roots.pem      # a trust-store release
     python -m host_tools ota rollout --version 1.1 --devices button-1 button-2 | --all [--percent 10]
-    python -m host_tools ota status
+    python -m host_tools ota status      # each device's firmware, trust store (ca.json version), update state
 
 A release is manifest.json (version, kind, files with size and SHA-256, minFree, base) and
 bundle.bin (the files back to back, in the manifest's order), in DATA/releases/KIND/VERSION/,
@@ -186,7 +186,8 @@ def cmd_status(args):
         props = twin.get("properties", {})
         rep, des = props.get("reported", {}), props.get("desired", {})
         row = {"deviceId": dev["deviceId"], "firmwareVersion": rep.get("firmwareVersion"),
-               "desired": (des.get("firmware") or {}).get("version")}
+               "desired": (des.get("firmware") or {}).get("version"),
+               "trustStoreVersion": rep.get("trustStoreVersion")}
         for kind in ("firmware", "trustStore"):
             row[kind + "Update"] = rep.get(kind + "Update")
         rows.append(row)
@@ -194,7 +195,7 @@ def cmd_status(args):
         for row in rows:
             print(json.dumps(row))
         return 0
-    print("%-20s %-10s %-10s %s" % ("device", "running", "desired", "update"))
+    print("%-20s %-10s %-10s %-6s %s" % ("device", "running", "desired", "trust", "update"))
     for row in rows:
         st = row["firmwareUpdate"] or {}
         text = " ".join(str(x) for x in (st.get("phase"), st.get("version"),
@@ -203,7 +204,8 @@ def cmd_status(args):
         ts = row["trustStoreUpdate"] or {}
         if ts.get("phase") not in (None, "idle"):
             text += "  trust store: %s %s %s" % (ts.get("phase"), ts.get("version"), ts.get("reason") or "")
-        print("%-20s %-10s %-10s %s" % (row["deviceId"], row["firmwareVersion"] or "-", row["desired"] or "-", text or "-"))
+        print("%-20s %-10s %-10s %-6s %s" % (row["deviceId"], row["firmwareVersion"] or "-", row["desired"] or "-",
+                                             row["trustStoreVersion"] or "-", text or "-"))
     return 0
 
 
@@ -233,5 +235,5 @@ def add_commands(sub):
     ro.add_argument("--percent", type=int, default=100, help="only this share of the chosen devices")
     ro.add_argument("--url-base", help="where the release is served (default: this hub)")
 
-    st = hub_command(osub, "status", cmd_status, "each device's running version and update state")
+    st = hub_command(osub, "status", cmd_status, "each device's running firmware, trust-store version and update state")
     st.add_argument("--json", action="store_true", help="one JSON object per device")

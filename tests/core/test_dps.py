@@ -40,3 +40,10 @@ def test_busy_or_broken_answers_are_retried_never_raised():
                  _body(status="assigned", registrationState={"assignedHub": 5, "deviceId": "d"}),
                  _body(status="weird")):
         assert dps.answer(200, None, body)[0] == "retry", body
+
+
+def test_a_throttled_device_waits_at_least_retry_after_bounded_and_spread():
+    assert dps.retry_s(None, 0.5) is None and dps.retry_s(0, 0.5) is None
+    assert dps.retry_s(3, 0) == 3 and dps.retry_s(3, 0.999) < 3.75
+    assert dps.retry_s(10 ** 6, 0) == dps.MAX_RETRY_S                    # never hangs
+    assert dps.MAX_RETRY_S <= dps.retry_s(10 ** 6, 0.999) < dps.MAX_RETRY_S * 1.25

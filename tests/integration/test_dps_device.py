@@ -131,6 +131,38 @@ def test_dps_unreachable_is_bounded_retries_and_a_clear_screen(hub, tmp_path):
         dev.close()
 
 
+@pytest.mark.parametrize("fault", ["dps_register=429:2", "dps_status=429:2"])
+def test_throttled_registration_waits_retry_after_then_registers(hub, tmp_path, fault):
+    # DPS over its rate limits answers 429 with retry-after (here 1 s, the hub's
+    # --dps-retry-after): the device says so, waits at least that long before it tries again
+    # (on a throttled poll too: a new registration), and gets through once DPS serves it
+    dev, _ = _dps_device(hub, tmp_path, "button-busy")
+    hub.service.inject_faults([fault])
+    try:
+        dev.start()
+        e = dev.wait(lambda e: e.get("dps") == "registered", what="DPS assignment")
+        assert e["device_id"] == "button-busy"
+        dev.wait_online()
+        assert hub.service.faults() == {}                         # both 429s reached the device
+        dps = dev.find("dps")
+        busy = [i for i, e in enumerate(dps) if e["dps"] == "busy"]
+        assert len(busy) == 2, dps
+        for i in busy:
+            e = dps[i]
+            assert (e["reason"], e["retry_after"]) == ("DPS 429", 1), e
+            assert 1 <= e["retry_in"] <= 2, e       # the retry-after, spread; retry_cap_s bounds it
+            again = dps[i + 1]
+            assert again["dps"] == "registering"
+            assert again["t"] - e["t"] >= 1, (e, again)           # not before the retry-after
+        scr = [e for e in dev.find("screen") if e["screen"] == "registering"]
+        assert any(e["lines"][2].startswith("busy, wait ") for e in scr), scr
+        assert not dev.find("crash") and dev.running()
+        assert dev.stop() == 0
+    finally:
+        dev.stop()
+        dev.close()
+
+
 def test_a_disabled_enrollment_shows_refused_and_backs_off(hub, tmp_path):
     dev, group = _dps_device(hub, tmp_path, "button-no")
     _cli("dps", "disable", "shop", "--data", hub.data_dir)

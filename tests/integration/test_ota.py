@@ -355,7 +355,8 @@ def test_trust_store_update_replaces_the_bundle_and_a_foreign_one_is_refused(dev
     assert bundle["version"] == 3 and len(bundle["certs"]) == 2
     assert open(os.path.join(dev.dir, "ca.der"), "rb").read() != before
     reported(hub, "button-1", lambda r: (r.get("trustStoreUpdate") or {}).get("version") == "3"
-             and r["trustStoreUpdate"]["phase"] == "confirmed", "trust store 3")
+             and r["trustStoreUpdate"]["phase"] == "confirmed" and r.get("trustStoreVersion") == "3",
+             "trust store 3")
 
 
 # ---- a rollout to some of the fleet ------------------------------------------------------------

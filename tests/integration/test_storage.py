@@ -98,6 +98,22 @@ def test_a_bundle_gives_every_certificate(tmp_path):
     assert storage.load_ca(d, {"ca_file": "ca.der"}) == tuple(roots)
 
 
+def test_trust_version_is_ca_json_version_or_none(tmp_path):
+    # the trust store's version as the device reports it (trustStoreVersion): a string; a folder
+    # without ca.json, or with a broken one, has none and is no setup error
+    from host_tools.fleet import trust
+    from host_tools.files import write_atomic
+    d = str(tmp_path)
+    assert storage.trust_version(d) is None
+    trust.write_bundle(d, trust.azure_roots(), write_atomic)
+    assert storage.trust_version(d) == "1"
+    trust.write_bundle(d, trust.azure_roots()[:2], write_atomic)     # other roots: version 2
+    assert storage.trust_version(d) == "2"
+    for bad in (b"", b"{", b"[1]", b'"x"', b"{}", b'{"version": null}'):
+        (tmp_path / "ca.json").write_bytes(bad)
+        assert storage.trust_version(d) is None, bad
+
+
 def test_a_broken_ca_is_a_setup_error(tmp_path):
     # bad base64 in a PEM, a PEM of something else, DER that is no certificate: all say
     # what to do instead of crashing the device (binascii.Error, ssl "invalid cert")
@@ -148,6 +164,10 @@ for bad in (b"garbage", b"-----BEGIN CERTIFICATE-----\\nabc!\\n-----END CERTIFIC
         raise AssertionError("no SetupError")
     except storage.SetupError as e:
         assert "not a CA certificate" in str(e)
+assert storage.trust_version(d) is None
+for data, v in ((b'{"version": 7, "certs": []}', "7"), (b"[1]", None), (b"{", None), (b'"x"', None)):
+    open(d + "/ca.json", "wb").write(data)
+    assert storage.trust_version(d) == v, data
 print("ok")
 """ % (str(tmp_path), der, der, der)
     r = subprocess.run([micropython(), "-c", script], cwd=REPO, capture_output=True, text=True,

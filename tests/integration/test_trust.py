@@ -1,8 +1,12 @@
 """Issue 9: the firmware trusts every root of its CA bundle, so a root change does not strand it.
 The local hub serves root -> intermediate -> server, as Azure does."""
+import json
+import subprocess
+import sys
+
 from host_tools.fleet import trust
 from host_tools.files import write_atomic
-from tests.cloud.hub.conftest import wait_for
+from tests.cloud.hub.conftest import REPO, wait_for
 
 
 def test_a_device_trusting_only_another_root_fails_and_with_the_bundle_it_connects(device, hub):
@@ -27,4 +31,41 @@ def test_a_device_trusting_only_another_root_fails_and_with_the_bundle_it_connec
     mark = dev.mark()
     dev.start()
     dev.wait_online(since=mark)
+    assert dev.stop() == 0
+
+
+def _reported_trust(hub, device_id, want):
+    def got():   # null deletes a reported key: no version is no key, once the device reported
+        rep = hub.service.get_twin(device_id)["properties"]["reported"]
+        return "freeHeap" in rep and rep.get("trustStoreVersion") == want
+    wait_for(got, timeout=30, what="reported trustStoreVersion %r" % want)
+
+
+def test_the_device_reports_its_trust_store_version_for_the_fleet_to_see(device, hub):
+    # Before a hub's root changes, the fleet must know which devices hold which roots: each
+    # device reports its bundle's version (ca.json), without any update having run
+    dev = device("button-1")
+    dev.start()
+    dev.wait_online()
+    _reported_trust(hub, "button-1", None)              # a folder from before bundles: none
+    assert dev.stop() == 0
+    with open(hub.ca_der, "rb") as f:
+        hub_root = f.read()
+    azure = trust.azure_roots()
+    assert trust.write_bundle(dev.dir, azure + [hub_root], write_atomic) == 1
+    mark = dev.mark()
+    dev.start()
+    dev.wait_online(since=mark)
+    _reported_trust(hub, "button-1", "1")
+    assert dev.stop() == 0
+    assert trust.write_bundle(dev.dir, azure[:1] + [hub_root], write_atomic) == 2   # roots changed
+    mark = dev.mark()
+    dev.start()
+    dev.wait_online(since=mark)
+    _reported_trust(hub, "button-1", "2")
+    p = subprocess.run([sys.executable, "-m", "host_tools", "ota", "status", "--json", "--data", hub.data_dir],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    row = [json.loads(line) for line in p.stdout.splitlines() if "button-1" in line][0]
+    assert row["trustStoreVersion"] == "2"
     assert dev.stop() == 0

@@ -13,6 +13,10 @@ As Azure's DPS does over MQTT:
     or 200 with `"status":"disabled"` when the enrollment is disabled.
   - an assignment creates the device in the hub's registry with the device key (derived from the
     group key for a group), or updates its keys; registering again returns the same assignment.
+  - test faults (host_tools/cloud/hub/faults.py) `dps_register=429:N` / `dps_status=...`: the next
+    N requests are answered that status before anything is checked, as DPS answers a device over
+    its rate limits (registrations per minute per service, 5 polls per 10 s per device), with
+    `&retry-after=` for 429 and 5xx.
 """
 import datetime
 import json
@@ -53,6 +57,15 @@ class Dps:
         self.store.close()
 
     # ---- requests (synchronous; each returns (status, body dict, retry_after or None)) ------
+    def _injected(self, kind, reg_id):
+        """An armed test fault for this request -> its answer, else None."""
+        status = self.hub.faults.take(kind)
+        if not status:
+            return None
+        log.info("%s: injected fault: %s answered %d", reg_id, kind, status)
+        message = "Operations are being throttled" if status == 429 else "Injected fault"
+        return status, error_body(status, message), self.retry_after if status == 429 or status >= 500 else None
+
     def _enrollment_for(self, scope, reg_id, token, now):
         """The enrollment whose key signed `token` for this registration, or None (401)."""
         if scope != self.store.id_scope():
@@ -76,6 +89,9 @@ class Dps:
         return None
 
     def register(self, scope, reg_id, token, body, now=None):
+        fault = self._injected("dps_register", reg_id)
+        if fault:
+            return fault
         now = time.time() if now is None else now
         enrollment = self._enrollment_for(scope, reg_id, token, now)
         if enrollment is None:
@@ -117,6 +133,9 @@ class Dps:
         self.store.save_registration(reg_id, enrollment["name"], device_id, hub_host)
 
     def operation_status(self, scope, reg_id, token, op_id, now=None):
+        fault = self._injected("dps_status", reg_id)
+        if fault:
+            return fault
         now = time.time() if now is None else now
         if self._enrollment_for(scope, reg_id, token, now) is None:
             return 401, error_body(401, "Unauthorized"), None

@@ -8,13 +8,18 @@ so device code that handles them can be exercised. Never on by default.
                            when its lock expires, as when a PUBACK never reaches IoT Hub
     drop=N                 the next N device PUBLISHes make the hub close that connection at once,
                            unanswered (the connection dies mid-stream)
+    dps_register=STATUS[:N]  the next N DPS register requests are answered STATUS before any check
+                           (429: throttled, as DPS answers over its rate limits; 5xx), with the
+                           DPS's retry-after (`hub --dps-retry-after`) when STATUS is 429 or 5xx
+    dps_status=STATUS[:N]  likewise for DPS operation-status polls
     KIND=off               disarm
 
 N defaults to 1. Set on the command line (`hub --inject SPEC`, repeatable) or on a running hub
 (`python -m host_tools hub inject SPEC`, through the service API's test-only endpoint).
 """
 
-STATUS_KINDS = {"twin_get": (400, 599), "twin_patch": (400, 599), "connect": (1, 5)}
+STATUS_KINDS = {"twin_get": (400, 599), "twin_patch": (400, 599), "connect": (1, 5),
+                "dps_register": (400, 599), "dps_status": (400, 599)}
 COUNT_KINDS = ("c2d_lock", "drop")
 KINDS = tuple(STATUS_KINDS) + COUNT_KINDS
 

@@ -142,3 +142,28 @@ def test_a_device_connection_is_unaffected_and_dps_topics_are_closed_to_devices(
         assert peer.disconnected.wait(10), "DPS connection publishing telemetry was not closed"
     finally:
         peer.close()
+
+
+def test_injected_throttling_answers_429_with_retry_after_then_serves_again(hub, group):
+    # DPS over its rate limits answers 429 with a retry-after; `dps_register=429:N` /
+    # `dps_status=STATUS:N` make the local one do so for the next N requests, before any check
+    key = tokens.derive_key(group["primaryKey"], "b-t")
+    hub.service.inject_faults(["dps_register=429:2", "dps_status=503:1"])
+    peer = DpsPeer(hub, group["idScope"], "b-t", key)
+    try:
+        peer.subscribe()
+        for rid in ("1", "2"):
+            status, retry, body = peer.register("b-t", rid=rid)
+            assert (status, retry, body["errorCode"]) == (429, 3, 429000)
+            assert body["message"] == "Operations are being throttled" and body["trackingId"]
+        assert hub.service.list_devices() == []        # a throttled register assigns nothing
+        status, retry, body = peer.register("b-t", rid="3")
+        assert (status, retry) == (202, 3)
+        op = body["operationId"]
+        status, retry, _ = peer.status(op, rid="4")
+        assert (status, retry) == (503, 3)
+        status, retry, body = peer.status(op, rid="5")
+        assert (status, body["status"]) == (200, "assigned")
+    finally:
+        peer.close()
+    assert hub.service.faults() == {}

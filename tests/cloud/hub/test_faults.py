@@ -43,7 +43,8 @@ def test_inject_on_a_running_hub(tmp_path):
         s.close()
 
 
-@pytest.mark.parametrize("spec", ["twin_get=429:x", "twin_get=200", "nonsense=1", "drop=-1", "connect=9"])
+@pytest.mark.parametrize("spec", ["twin_get=429:x", "twin_get=200", "nonsense=1", "drop=-1", "connect=9",
+                                  "dps_register=200", "dps_status=429:x"])
 def test_bad_fault_is_one_line_and_exit_2(tmp_path, spec):
     r = cli("hub", "inject", spec, "--data", str(tmp_path), check=False)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
