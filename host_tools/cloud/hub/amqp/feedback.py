@@ -162,8 +162,8 @@ def _close_batches(db, now, window):
             pending.append(r["id"])
         else:
             db.execute("UPDATE c2d_feedback SET state='dropped' WHERE id=?", (r["id"],))
-    last = db.execute("SELECT created FROM c2d_feedback_batch ORDER BY id DESC LIMIT 1").fetchone()
-    last = last and last[0]
+    row = db.execute("SELECT created FROM c2d_feedback_batch ORDER BY id DESC LIMIT 1").fetchone()
+    last = row[0] if row else None     # the newest batch; ORDER BY id, not MAX(created): no scan
     closed = 0
     while len(pending) >= BATCH_MAX or (pending and (last is None or now - last >= window)):
         take, pending = pending[:BATCH_MAX], pending[BATCH_MAX:]
