@@ -33,7 +33,10 @@ DEVICE_ID = b"iothub-connection-device-id"
 TOKEN_TTL = 3600
 # pyamqp hands a batch to the callback only after a socket read times out with nothing more to
 # read: its default (0.2 s) is the floor of telemetry latency. Measured: 0.2 s -> ~345 ms per event.
-SOCKET_TIMEOUT = 0.005
+# One receiving thread reads its partitions in turn, each read waiting up to this for its socket,
+# so an event can also wait for the other partitions' timeouts first: Telemetry runs one
+# receiving thread per partition.
+SOCKET_TIMEOUT = 0.002
 
 
 class HubUnavailable(Exception):
@@ -127,7 +130,8 @@ _SYSTEM = {b"message-id": "messageId", b"correlation-id": "correlationId", b"con
 
 
 class Telemetry:
-    """The Event Hubs-compatible endpoint, read from given cursors into a queue."""
+    """The Event Hubs-compatible endpoint, read from given cursors into a queue, one receiving
+    thread per partition (azure-eventhub's receive_batch(partition_id=...), as its docs offer)."""
 
     def __init__(self, settings, prefetch=300):
         from azure.eventhub import EventHubConsumerClient, TransportType
@@ -145,7 +149,7 @@ class Telemetry:
         self.prefetch = prefetch
         self.queue = queue.Queue()
         self.errors = queue.Queue()
-        self.thread = None
+        self.threads = []
 
     def partitions(self):
         return {p: self.client.get_partition_properties(p) for p in self.client.get_partition_ids()}
@@ -160,15 +164,19 @@ class Telemetry:
         def on_error(context, error):
             self.errors.put(error)
 
-        def run():
+        def run(partition):
             try:
-                self.client.receive_batch(on_batch, on_error=on_error, starting_position=position,
+                self.client.receive_batch(on_batch, on_error=on_error, partition_id=partition,
+                                          starting_position={partition: position[partition]},
                                           starting_position_inclusive=False, max_batch_size=self.prefetch,
                                           prefetch=self.prefetch)
             except Exception as exc:  # the loop ended: the service reconnects
                 self.errors.put(exc)
-        self.thread = threading.Thread(target=run, name="eventhub-receive", daemon=True)
-        self.thread.start()
+        for partition in position:
+            thread = threading.Thread(target=run, args=(partition,), name="eventhub-receive-%s" % partition,
+                                      daemon=True)
+            thread.start()
+            self.threads.append(thread)
 
     def take(self, timeout, limit=2000):
         """[(partition, [EventData])] that arrived, waiting up to `timeout` for the first."""
@@ -186,7 +194,7 @@ class Telemetry:
                 item = self.queue.get_nowait()
             except queue.Empty:
                 item = None
-        if not out and not self.thread.is_alive():
+        if not out and not all(t.is_alive() for t in self.threads):
             raise HubUnavailable(f"telemetry receiver stopped: {self._last_error()}")
         return out
 
@@ -201,8 +209,8 @@ class Telemetry:
             self.client.close()
         except Exception:
             pass
-        if self.thread is not None:
-            self.thread.join(5)
+        for thread in self.threads:
+            thread.join(5)
 
 
 class C2dSender:
@@ -259,7 +267,12 @@ class C2dSender:
     def send(self, items):
         """Send all, then wait for every outcome, in the same order: None (accepted),
         ServiceError (refused by the hub) or HubUnavailable (no answer: the link broke)."""
-        from proton import Delivery, Message, symbol
+        return self.finish(self.begin(items))
+
+    def begin(self, items):
+        """Put all on the link and on the wire, without waiting for outcomes: a handle for
+        finish(). The caller may do other work (its own commit) while the hub stores them."""
+        from proton import Message, symbol
         try:
             if time.time() > self._expiry - 300:
                 self._put_token()
@@ -279,12 +292,34 @@ class C2dSender:
                 if m.ttl is not None:
                     msg.expiry_time = time.time() + m.ttl
                 deliveries.append(msg.send(self.link.link))
-            self.conn.wait(lambda: all(d.remote_state for d in deliveries), timeout=self.timeout,
-                           msg="C2D outcomes")
+            # on the wire now, waiting for nothing: proton's container writes to the socket a
+            # few passes after the deliveries' events (each pass with a zero select timeout)
+            container, transport = self.conn.container, self.conn.conn.transport
+            saved, container.timeout = container.timeout, 0
+            try:
+                for _ in range(8):
+                    container.process()
+                    if transport.pending() <= 0:
+                        break
+            finally:
+                container.timeout = saved
         except ServiceError:
             raise
         except Exception as exc:
-            broken = HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}")
+            return (items, None, HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}"))
+        return (items, deliveries, None)
+
+    def finish(self, handle):
+        """Wait for the outcome of every message begin() sent, in order (see send())."""
+        from proton import Delivery
+        items, deliveries, broken = handle
+        if broken is None:
+            try:
+                self.conn.wait(lambda: all(d.remote_state for d in deliveries), timeout=self.timeout,
+                               msg="C2D outcomes")
+            except Exception as exc:
+                broken = HubUnavailable(f"C2D link to {self.host}: {type(exc).__name__}: {exc}")
+        if broken is not None:
             return [broken] * len(items)
         results = []
         for d in deliveries:
@@ -363,18 +398,33 @@ class AzureHub:
         self.telemetry.queue.put(("", []))
 
     def send_c2d(self, items):
+        return self.finish_c2d(self.begin_c2d(items))
+
+    def begin_c2d(self, items):
+        """Send without waiting for the outcomes (pipelined with the caller's own work):
+        a handle for finish_c2d()."""
         if self.c2d is None:
             try:
                 self.c2d = C2dSender(self.settings, self.settings.amqp_port)
             except Exception as exc:
                 raise HubUnavailable(f"C2D: {type(exc).__name__}: {exc}") from None
+        sender = self.c2d
         try:
-            results = self.c2d.send(items)
+            return sender, sender.begin(items)
+        except HubUnavailable:
+            return sender, None
+
+    def finish_c2d(self, handle):
+        """One result per message sent by begin_c2d: None (accepted), ServiceError, HubUnavailable."""
+        sender, started = handle
+        try:
+            results = sender.finish(started) if started is not None else None
         except HubUnavailable:
             results = None
         if results is None or any(isinstance(r, HubUnavailable) for r in results):
-            self.c2d.close()
-            self.c2d = None
+            sender.close()
+            if self.c2d is sender:
+                self.c2d = None
         if results is None:
             raise HubUnavailable(f"C2D link to {self.settings.source} broke")
         return results

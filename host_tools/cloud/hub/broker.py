@@ -4,8 +4,10 @@ amqtt gives us the TLS listener, CONNECT decoding and packet encoders. IoT Hub i
 broker (devices never talk to each other), so every packet of a connected device goes to the hub:
   - HubProtocolHandler replaces amqtt's reader loop: strict framing and decoding (packets.py), one
     packet at a time in arrival order; QoS 1 is answered only after the hub has handled (and
-    stored) the message; QoS 2, oversize, a malformed packet or a topic the device may not use
-    close the connection. This also sidesteps the stock broker ending a client's loop on
+    stored) the message, and PUBACKs go out in the order of the PUBLISHes, while the reader
+    goes on with the next packets (telemetry waiting for its group commit does not stop the
+    device's next PUBLISH from joining the next batch); QoS 2, oversize, a malformed packet or
+    a topic the device may not use close the connection. This also sidesteps the stock broker ending a client's loop on
     `$iothub/...` publishes.
   - HubBroker replaces session set-up: authenticate BEFORE touching any existing session (the stock
     broker lets a rejected CONNECT take over a connected client id), one fresh amqtt Session per
@@ -37,6 +39,23 @@ MAX_PACKET = 256 * 1024          # IoT Hub's D2C limit, topic + payload
 _READ_LIMIT = MAX_PACKET + 4096  # no single read of a packet part may be larger than this
 
 
+ACKS_PENDING = 256               # QoS 1 PUBLISHes of one connection waiting for their commit
+
+
+async def _done():
+    return None
+
+
+class _Done:
+    """An awaitable that is already done (a PUBLISH handled without a commit to wait for)."""
+
+    def __await__(self):
+        return _done().__await__()
+
+
+_DONE = _Done()
+
+
 class PacketTooLarge(Exception):
     pass
 
@@ -52,15 +71,21 @@ class _LimitedReader(StreamReaderAdapter):
 
 class HubProtocolHandler(BrokerProtocolHandler):
     """One device connection after CONNACK. Replaces amqtt's reader loop: packets are framed and
-    decoded strictly (packets.py) and handled one at a time, in the order they arrived, so PUBACKs
-    go out in the order of the PUBLISHes; any malformed packet closes the connection."""
+    decoded strictly (packets.py) and handled one at a time, in the order they arrived; a QoS 1
+    PUBLISH whose handling ends in a commit (telemetry) queues its PUBACK behind that commit and
+    the reader goes on; the PUBACKs go out in the order of the PUBLISHes. Any malformed packet
+    closes the connection."""
     conn = None             # the hub's Connection, set before start()
     idle_timeout = None     # seconds of silence that end the connection (keep-alive x 1.5, capped)
     packet_timeout = 10.0   # a packet that has begun must arrive whole within this
+    _acks = None            # asyncio.Queue of (packet id or None, awaitable) for the acker
+    _acker = None
 
     async def _reader_loop(self):
         self._reader_ready.set()
         reason = "connection closed by the device"
+        self._acks = asyncio.Queue(ACKS_PENDING)
+        self._acker = asyncio.ensure_future(self._ack_in_order())
         try:
             while not self.conn.closing:
                 framed = await packets.read_packet(self.reader, self.idle_timeout, self.packet_timeout,
@@ -81,8 +106,29 @@ class HubProtocolHandler(BrokerProtocolHandler):
             log.exception("%s: reader failed", self.conn.device_id)
             reason = "internal error: %r" % exc
         finally:
+            self._acker.cancel()
             self.conn.close(reason)
             self._reader_stopped.set()
+
+    async def _ack_in_order(self):
+        """PUBACK each QoS 1 PUBLISH once its handling is durable, in the order they came."""
+        conn = self.conn
+        try:
+            while True:
+                packet_id, durable = await self._acks.get()
+                try:
+                    await durable
+                except Exception as exc:    # not stored: no PUBACK for it or anything after it
+                    log.error("%s: telemetry not stored: %s", conn.device_id, exc)
+                    conn.close("internal error")
+                    return
+                if conn.closing:
+                    return
+                await self._send_packet(PubackPacket.build(packet_id))
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, OSError) as exc:
+            conn.close("connection lost: %r" % exc)
 
     async def _dispatch(self, p):
         conn = self.conn
@@ -111,10 +157,15 @@ class HubProtocolHandler(BrokerProtocolHandler):
             return conn.close("message larger than 256 KB")
         if conn.hub.faults.take("drop"):
             return conn.close("injected fault: drop")
-        if not await conn.on_publish(p.topic, p.payload, retain=p.retain):
+        handled = await conn.on_publish(p.topic, p.payload, retain=p.retain)
+        if handled is False:
             return
-        if p.qos == 1 and not conn.closing:
-            await self._send_packet(PubackPacket.build(p.packet_id))
+        if handled is True:
+            if p.qos != 1 or conn.closing:
+                return
+            handled = _DONE
+        if p.qos == 1:
+            await self._acks.put((p.packet_id, handled))    # waits while ACKS_PENDING are queued
 
     async def send_publish(self, topic, data, packet_id, dup=False):
         """A QoS 1 PUBLISH to the device; the Connection tracks its PUBACK."""

@@ -193,7 +193,9 @@ class Connection:
         self.c2d_wakeup.set()
 
     async def on_publish(self, topic, data, retain=False):
-        """Route one device publish; False (and the connection closing) when it breaks the rules."""
+        """Route one device publish: True when it is handled, a future when it is handled once
+        that future is done (telemetry: its group commit), False (and the connection closing)
+        when it breaks the rules."""
         try:
             kind = topics.parse_publish(topic, self.device_id)
         except topics.TopicError as exc:
@@ -207,10 +209,9 @@ class Connection:
                 bag = kind[1]
                 if retain:  # IoT Hub does not store it: it marks the message and passes it on
                     bag = dict(bag, **{"mqtt-retain": "true"})
-                # PUBACK only once the batch holding it is committed (group_commit.py)
-                durable = self.hub.record_telemetry(self.device_id, bag, data)
-                if durable is not None:
-                    await durable
+                # PUBACK only once the batch holding it is committed (group_commit.py); the
+                # caller reads on meanwhile and sends the PUBACKs in order (broker.py)
+                return self.hub.record_telemetry(self.device_id, bag, data)
             elif kind[0] == "twin_get":
                 await self._twin_get(kind[1])
             elif kind[0] == "twin_reported":
@@ -507,15 +508,11 @@ class Hub:
     # ---- telemetry ------------------------------------------------------------------------
     def record_telemetry(self, device_id, bag, body):
         """Store telemetry in the group commit; returns a future done once it is durable (then,
-        and only then, readers of the Event Hubs-compatible endpoint are woken), or None."""
+        and only then, readers of the Event Hubs-compatible endpoint are woken)."""
         system, app, partition = self._event(device_id, bag)
-        _, durable = self.store.add_event_grouped(device_id, system, app, body, partition=partition)
-        if durable is None:
-            if self.amqp is not None:
-                self.amqp.telemetry()
-        elif self.amqp is not None:
-            durable.add_done_callback(lambda f: f.exception() is None and self.amqp is not None
-                                      and self.amqp.telemetry())
+        durable = self.store.add_event_grouped(device_id, system, app, body, partition=partition)
+        durable.add_done_callback(lambda f: not f.cancelled() and f.exception() is None
+                                  and self.amqp is not None and self.amqp.telemetry())
         return durable
 
     def _event(self, device_id, bag):
@@ -527,17 +524,12 @@ class Hub:
         return system, app, partition
 
     # ---- C2D ------------------------------------------------------------------------------
-    def send_c2d(self, device_id, body, **kw):
-        """Queue a C2D message; returns its message id once it is committed."""
-        mid, durable = self.send_c2d_grouped(device_id, body, **kw)
-        if durable is not None:
-            self.store.flush()
-        return mid
-
     def send_c2d_grouped(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
                          content_encoding=None, properties=None, ttl=None, ack=None):
         """Queue a C2D message in the group commit: (message id, future done once it is durable,
-        or None when it already is). Accept the sender's message only once the future is done."""
+        or failed with StoreError when the queue refuses it). StoreError at once for an unknown
+        device. Accept the sender's message only once the future is done; the device is sent
+        the message only then, too (the C2D pump reads committed messages only)."""
         self.store.require_device(device_id)
         props = [("$.mid", message_id or str(uuid.uuid4())),
                  ("$.to", "/devices/%s/messages/deviceBound" % device_id)]
@@ -547,17 +539,14 @@ class Hub:
                 props.append((key, value))
         for key, value in (properties or {}).items():
             props.append((key, value))
-        mid, durable = self.store.enqueue_c2d_grouped(device_id, body, props, ttl=ttl)
+        durable = self.store.enqueue_c2d_grouped(device_id, body, props, ttl=ttl)
 
-        def wake(_=None):
+        def wake(f):
             conn = self.connections.get(device_id)
-            if conn is not None:
+            if conn is not None and not f.cancelled() and f.exception() is None:
                 conn.c2d_wakeup.set()
-        if durable is None:
-            wake()
-        else:
-            durable.add_done_callback(wake)
-        return mid, durable
+        durable.add_done_callback(wake)
+        return props[0][1], durable
 
     # ---- twins ----------------------------------------------------------------------------
     async def update_desired(self, device_id, patch):

@@ -2,10 +2,14 @@
 
 One Store per process; the hub and the `registry` CLI may use the file at the same time.
 The file holds device keys, so it is created 0600 (SQLite gives its -wal/-shm files the same mode).
-All methods are synchronous and short; the hub calls them from its event loop.
+All methods are synchronous and short; the hub calls them from its event loop. Writes that
+only need to be durable before something is acknowledged go through the group commit
+(group_commit.py: one COMMIT per batch, on a writer thread); `self.db`, the loop's connection,
+sees only committed data.
 """
 import base64
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -13,6 +17,8 @@ import uuid
 from host_tools.cloud.hub.group_commit import GroupCommit
 from host_tools.sqlite_store import UnusableDatabase, open_db
 from host_tools.cloud.hub import twin_rules
+
+log = logging.getLogger("host_tools.cloud.hub")
 
 C2D_QUEUE_LIMIT = 50
 C2D_MAX_BYTES = 64 * 1024
@@ -134,15 +140,23 @@ class Store:
         except UnusableDatabase as exc:
             raise StoreError(500, "%s is not a usable hub database (%s); move it away to start an "
                                   "empty registry, or put back a copy" % (path, exc.reason)) from None
-        self.group = GroupCommit(self.db)
+        self.group = GroupCommit(self.db, path)
+        # C2D messages whose lock or completion is submitted but not yet committed: seq -> the
+        # time they are hidden until (inf: completed). visible_c2d reads committed rows, so this
+        # keeps a message from being delivered twice meanwhile. Used on the event loop only.
+        self._hidden = {}
 
     def close(self):
-        self.flush()
+        self.group.close()
         self.db.close()
 
     def flush(self):
-        """Commit the open group-commit batch (group_commit.py); call before reads that a client sees."""
+        """Wait until every group-commit write submitted so far is committed (group_commit.py)."""
         self.group.flush()
+
+    def write_later(self, fn, *args):
+        """fn(db, *args) in the group commit, not waited for (a failure is logged)."""
+        return _logged(self.group.submit(fn, *args))
 
     def _tx(self):
         self.flush()
@@ -241,85 +255,105 @@ class Store:
     # ---- C2D ------------------------------------------------------------------------------
     def enqueue_c2d(self, device_id, body, props, ttl=None, now=None):
         """props: ordered list of (key, value) for the topic bag, "$.mid" first. Returns message id
-        once the message is committed."""
-        mid, durable = self.enqueue_c2d_grouped(device_id, body, props, ttl, now)
-        if durable is not None:
-            self.flush()
-        return mid
+        once the message is committed; StoreError (nothing written) when it is refused. Outside
+        an event loop only (inside one, use enqueue_c2d_grouped)."""
+        return self.enqueue_c2d_grouped(device_id, body, props, ttl, now).result()
 
     def enqueue_c2d_grouped(self, device_id, body, props, ttl=None, now=None):
-        """enqueue_c2d in the group commit: (message id, future done once durable; None when
-        already). StoreError (nothing written) when the message is refused."""
-        return self.group.write(self._enqueue_c2d, device_id, body, props, ttl, now)
+        """enqueue_c2d in the group commit: a future with the message id once it is durable, or
+        StoreError (nothing written) when the message is refused."""
+        return self.group.submit(self._enqueue_c2d, device_id, body, props, ttl, now)
 
-    def _enqueue_c2d(self, device_id, body, props, ttl, now):
+    @staticmethod
+    def _enqueue_c2d(db, device_id, body, props, ttl, now):
         now = time.time() if now is None else now
-        self.require_device(device_id)
+        if db.execute("SELECT 1 FROM devices WHERE device_id=?", (device_id,)).fetchone() is None:
+            raise StoreError(404, "device %s is not registered" % device_id)
         ttl = C2D_TTL_DEFAULT if ttl is None else ttl
         if not 0 < ttl <= C2D_TTL_MAX:
             raise StoreError(400, "ttl must be between 1 and %d seconds" % C2D_TTL_MAX)
         if len(body) > C2D_MAX_BYTES:
             raise StoreError(413, "C2D message larger than 64 KB")
         mid = dict(props).get("$.mid")
-        self._expire_c2d(device_id, now)
-        (count,) = self.db.execute(
+        _expire_c2d(db, device_id, now)
+        (count,) = db.execute(
             "SELECT COUNT(*) FROM c2d WHERE device_id=? AND state='queued'", (device_id,)).fetchone()
         if count >= C2D_QUEUE_LIMIT:
             raise StoreError(403, "device %s already has %d C2D messages queued" % (device_id, count))
-        self.db.execute(
+        db.execute(
             "INSERT INTO c2d (device_id, message_id, props, body, enqueued, expires)"
             " VALUES (?,?,?,?,?,?)",
             (device_id, mid, json.dumps(list(props)), bytes(body), now, now + ttl))
         return mid
 
-    def _expire_c2d(self, device_id, now):
-        self.db.execute("UPDATE c2d SET state='expired' WHERE device_id=? AND state='queued' AND expires<=?",
-                        (device_id, now))
-
     def visible_c2d(self, device_id, exclude=(), limit=50, now=None):
-        """Queued messages that are not locked, oldest first, after expired ones are set aside:
-        [(seq, props, body)]. `exclude`: seqs the caller already holds."""
+        """Committed queued messages that are not locked, oldest first: [(seq, props, body)].
+        Expired and dead-lettered ones are set aside (in the group commit: doing it again after
+        a power cut changes nothing). `exclude`: seqs the caller already holds."""
         now = time.time() if now is None else now
-        # in the group commit: setting aside again after a power cut changes nothing
-        rows = self.group.write(self._visible_rows, device_id, now)[0]
-        out = []
+        rows = self.db.execute(
+            "SELECT seq, props, body, expires, delivery_count FROM c2d WHERE device_id=? AND state='queued'"
+            " AND locked_until<=? ORDER BY seq", (device_id, now)).fetchall()
+        out, aside = [], False
         for r in rows:
-            if r["seq"] not in exclude:
-                out.append((r["seq"], [tuple(p) for p in json.loads(r["props"])], r["body"]))
-                if len(out) >= limit:
-                    break
+            if r["expires"] <= now or r["delivery_count"] >= C2D_MAX_DELIVERY:
+                aside = True
+                continue
+            seq = r["seq"]
+            if seq in exclude or self._hidden.get(seq, 0) > now:
+                continue
+            if len(out) < limit:
+                out.append((seq, [tuple(p) for p in json.loads(r["props"])], r["body"]))
+        if aside:
+            _logged(self.group.submit(_set_aside, device_id, now))
         return out
 
-    def _visible_rows(self, device_id, now):
-        self._expire_c2d(device_id, now)
-        self.db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
-                        " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
-        return self.db.execute(
-            "SELECT seq, props, body FROM c2d WHERE device_id=? AND state='queued' AND locked_until<=?"
-            " ORDER BY seq", (device_id, now)).fetchall()
+    def lock_c2d(self, seq, until, now=None):
+        """Lock a message being delivered (IoT Hub's Invisible state); True if it is still queued
+        (and not expired). The lock joins the group commit without being waited for: a lock lost
+        to a power cut only makes the message visible again."""
+        now = time.time() if now is None else now
+        row = self.db.execute("SELECT state, expires FROM c2d WHERE seq=?", (seq,)).fetchone()
+        if row is None or row["state"] != "queued" or row["expires"] <= now \
+                or self._hidden.get(seq) == float("inf"):
+            return False
+        self._hide(seq, until, self.group.submit(
+            _execute, "UPDATE c2d SET locked_until=? WHERE seq=? AND state='queued'", (until, seq)))
+        return True
 
-    def lock_c2d(self, seq, until):
-        """Lock a message being delivered (IoT Hub's Invisible state); True if it is still queued.
-        Joins the group commit: a lock lost to a power cut only makes the message visible again."""
-        cur = self.group.write(self.db.execute, "UPDATE c2d SET locked_until=? WHERE seq=? AND state='queued'",
-                               (until, seq))[0]
-        return cur.rowcount == 1
+    def _hide(self, seq, until, fut):
+        """Keep `seq` from visible_c2d until `until` while `fut` (its write) is not committed."""
+        self._hidden[seq] = until
+        if fut.done():
+            self._hidden.pop(seq, None)
+            return fut
+
+        def done(f):
+            if self._hidden.get(seq) == until:
+                del self._hidden[seq]
+            if not f.cancelled() and f.exception() is not None:
+                log.error("C2D %d: write not stored: %s", seq, f.exception())
+        fut.add_done_callback(done)
+        return fut
 
     def next_c2d_unlock(self, device_id, now=None):
         """When the earliest locked message of the device becomes visible again (None: none locked)."""
         now = time.time() if now is None else now
         (t,) = self.db.execute("SELECT MIN(locked_until) FROM c2d WHERE device_id=? AND state='queued'"
                                " AND locked_until>?", (device_id, now)).fetchone()
-        return t
+        # locks not committed yet (any device's: waking early only costs a look)
+        pending = [u for u in self._hidden.values() if now < u < float("inf")]
+        return min([t] + pending) if t is not None else min(pending, default=None)
 
     def complete_c2d(self, seq):
         """Joins the group commit: a completion lost to a power cut redelivers the message (at least
-        once, as IoT Hub); the returned future (None outside an event loop) is done once it is durable."""
-        return self.group.write(
-            self.db.execute, "UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,))[1]
+        once, as IoT Hub); the returned future is done once it is durable."""
+        return self._hide(seq, float("inf"), self.group.submit(
+            _execute, "UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,)))
 
     def purge_c2d(self, device_id):
-        self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
+        with self._tx():
+            self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
 
     def c2d_states(self, device_id):
         return [dict(r) for r in self.db.execute(
@@ -335,30 +369,13 @@ class Store:
         """Store one telemetry message; with `partition` (the Event Hubs-compatible endpoint's,
         see amqp/eventlog.py) it also gets the next sequence number of that partition, in the
         same statement, after the last one retention pruned (`events_pruned`, eventlog.prune_step).
-        Returns the row's seq; the write is committed when this returns."""
-        seq, durable = self.add_event_grouped(device_id, system_props, app_props, body, now, partition)
-        if durable is not None:
-            self.flush()
-        return seq
+        Returns the row's seq; the write is committed when this returns. Outside an event loop
+        only (inside one, use add_event_grouped)."""
+        return self.add_event_grouped(device_id, system_props, app_props, body, now, partition).result()
 
     def add_event_grouped(self, device_id, system_props, app_props, body, now=None, partition=None):
-        """add_event in the group commit: (seq, future done once durable; None when already)."""
-        return self.group.write(self._add_event, device_id, system_props, app_props, body, now, partition)
-
-    def _add_event(self, device_id, system_props, app_props, body, now, partition):
-        now = time.time() if now is None else now
-        if partition is None:
-            cur = self.db.execute(
-                "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
-                (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
-        else:
-            cur = self.db.execute(
-                "INSERT INTO events (device_id, enqueued, system_props, app_props, body, partition, pseq)"
-                " VALUES (?,?,?,?,?,?,MAX((SELECT COALESCE(MAX(pseq), -1) FROM events WHERE partition=?),"
-                " (SELECT COALESCE(MAX(last_pseq), -1) FROM events_pruned WHERE partition=?)) + 1)",
-                (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body),
-                 partition, partition, partition))
-        return cur.lastrowid
+        """add_event in the group commit: a future with the row's seq once it is durable."""
+        return self.group.submit(_add_event, device_id, system_props, app_props, body, now, partition)
 
     def events_since(self, since, device_id=None, limit=500):
         sql = "SELECT * FROM events WHERE seq>?"
@@ -384,6 +401,47 @@ class Store:
             self.db.execute("DELETE FROM subscriptions WHERE device_id=?", (device_id,))
             self.db.executemany("INSERT INTO subscriptions VALUES (?,?)",
                                 [(device_id, f) for f in sorted(filters)])
+
+
+def _execute(db, sql, args):
+    db.execute(sql, args)
+
+
+def _logged(fut):
+    """A write nobody waits for: its failure is logged (and the future's exception retrieved)."""
+    def done(f):
+        if not f.cancelled() and f.exception() is not None:
+            log.error("hub store: write not stored: %s", f.exception())
+    if not fut.done():
+        fut.add_done_callback(done)
+    return fut
+
+
+def _expire_c2d(db, device_id, now):
+    db.execute("UPDATE c2d SET state='expired' WHERE device_id=? AND state='queued' AND expires<=?",
+               (device_id, now))
+
+
+def _set_aside(db, device_id, now):
+    _expire_c2d(db, device_id, now)
+    db.execute("UPDATE c2d SET state='deadlettered' WHERE device_id=? AND state='queued'"
+               " AND delivery_count>=?", (device_id, C2D_MAX_DELIVERY))
+
+
+def _add_event(db, device_id, system_props, app_props, body, now, partition):
+    now = time.time() if now is None else now
+    if partition is None:
+        cur = db.execute(
+            "INSERT INTO events (device_id, enqueued, system_props, app_props, body) VALUES (?,?,?,?,?)",
+            (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body)))
+    else:
+        cur = db.execute(
+            "INSERT INTO events (device_id, enqueued, system_props, app_props, body, partition, pseq)"
+            " VALUES (?,?,?,?,?,?,MAX((SELECT COALESCE(MAX(pseq), -1) FROM events WHERE partition=?),"
+            " (SELECT COALESCE(MAX(last_pseq), -1) FROM events_pruned WHERE partition=?)) + 1)",
+            (device_id, now, json.dumps(system_props), json.dumps(app_props), bytes(body),
+             partition, partition, partition))
+    return cur.lastrowid
 
 
 class _Tx:

@@ -14,8 +14,12 @@ Exactly once, by construction:
   partition commit together: a crash before the commit replays the batch (nothing was
   written), a crash after it does not re-read it;
 - each status change and its C2D message commit together into the outbox; the outbox is sent
-  after the commit and a message is deleted once the hub accepted it. A crash between the two
-  re-sends that one message with the same message id, which the device ignores as stale.
+  after the commit and a message is deleted once the hub accepted it. The deletion does not get
+  a commit of its own: it joins a later batch's transaction (one commit per batch), or, after
+  a turn without telemetry, a transaction of its own. A crash before it re-sends those
+  messages with the same message ids, which the device ignores as stale.
+- the outbox goes out at the start of a turn and the hub's answers are read after that turn's
+  batch of events is committed: the two commits (ours and the hub's) overlap.
 
 Time comes from `clock` (a callable returning Unix seconds) and the schedule from `timeline`
 (host_tools.cloud.orders.timeline.Timeline), both injected, so tests drive time without sleeping.
@@ -31,6 +35,7 @@ log = logging.getLogger("host_tools.cloud.orders")
 
 _DUE_BATCH = 100
 _OUTBOX_BATCH = 100
+_STEP_SEND = 1000       # outbox messages a turn sends before it reads telemetry
 _MAX_BACKOFF = 5.0
 
 
@@ -93,6 +98,7 @@ class OrderService:
         self.c2d_ttl = c2d_ttl
         self.bridge = bridge
         self.client = None
+        self._sent = {}     # outbox id -> accepted by the hub, deletion not yet committed
         self.stats = {"events": 0, "placed": 0, "duplicates": 0, "failed": 0, "cancelled": 0,
                       "skipped": 0, "sent": 0, "ignored": 0, "queries": 0, "answers": 0,
                       "unanswered": 0}
@@ -115,6 +121,27 @@ class OrderService:
                     log.exception("skipped event seq=%s from %s: unexpected error",
                                   event.get("seq"), event.get("deviceId"))
             self.store.set_cursors(next_cursors)
+            forgotten = self._forget_sent()
+        self._forgot(forgotten)
+
+    def _forget_sent(self):
+        """Delete the messages the hub accepted, in the caller's transaction; returns their ids
+        for _forgot() once that transaction has committed."""
+        ids = list(self._sent)
+        for outbox_id in ids:
+            self.store.delivered(outbox_id)
+        return ids
+
+    def _forgot(self, ids):
+        for outbox_id in ids:
+            self._sent.pop(outbox_id, None)
+
+    def forget_sent(self):
+        """Commit the deletion of what the hub accepted (when no batch of events will)."""
+        if self._sent:
+            with self.store.transaction():
+                ids = self._forget_sent()
+            self._forgot(ids)
 
     def _handle_event(self, event, now):
         device_id = event.get("deviceId")
@@ -453,44 +480,69 @@ class OrderService:
     def flush(self):
         """Send the outbox, a batch at a time (pipelined); a message leaves the outbox once the
         hub has accepted it. A device whose message was refused gets nothing more this turn;
-        messages to it already in the same batch went out (the device ranks statuses)."""
+        messages to it already in the same batch went out (the device ranks statuses).
+        Accepted messages are deleted in the next transaction (handle_events, forget_sent)."""
+        return self._send_from(0, set())
+
+    def _send_from(self, after, blocked):
+        sent, full = 0, True
+        while full:
+            started, after, full = self._begin_send(after, blocked)
+            if started:
+                sent += self._end_send(started, blocked)
+        return sent
+
+    def _begin_send(self, after=0, blocked=(), limit=_OUTBOX_BATCH):
+        """Put the outbox messages after id `after` (up to `limit`) on the link without waiting
+        for the hub's answers. Returns (started: (batch, handle), or None when there was nothing
+        to send; the last id looked at; whether there may be more after it)."""
         from host_tools.cloud.azure.client import C2d
+        HubUnavailable, _ = hub_errors()
+        rows = self.store.pending(limit, after, blocked)
+        if not rows:
+            return None, after, False
+        after, full = rows[-1]["id"], len(rows) >= limit
+        batch = [m for m in rows if m["device_id"] not in blocked and m["id"] not in self._sent]
+        if not batch:
+            return None, after, full
+        items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
+                     messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
+                     dict(messages.C2D_PROPERTIES), self.c2d_ttl) for m in batch]
+        try:
+            return (batch, self._hub().begin_c2d(items)), after, full
+        except HubUnavailable:
+            self._drop_client()
+            raise
+
+    def _end_send(self, started, blocked):
+        """The hub's answers to what _begin_send sent; returns how many it accepted."""
         HubUnavailable, ServiceError = hub_errors()
-        sent, blocked, after = 0, set(), 0
-        while True:
-            batch = self.store.pending(_OUTBOX_BATCH, after, blocked)
-            if not batch:
-                break
-            after = batch[-1]["id"]
-            batch = [m for m in batch if m["device_id"] not in blocked]
-            if not batch:
-                continue
-            items = [C2d(m["device_id"], m["body"], m["message_id"], m["correlation_id"],
-                         messages.CONTENT_TYPE, messages.CONTENT_ENCODING,
-                         dict(messages.C2D_PROPERTIES), self.c2d_ttl) for m in batch]
-            try:
-                results = self._hub().send_c2d(items)
-            except HubUnavailable:
-                self._drop_client()
-                raise
-            if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
-                self._drop_client()  # a new service key: reconnect, keep the messages
-                raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
-            lost = None
+        batch, handle = started
+        try:
+            results = self._hub().finish_c2d(handle)
+        except HubUnavailable:
+            self._drop_client()
+            raise
+        if any(isinstance(r, ServiceError) and r.status == 401 for r in results):
+            self._drop_client()  # a new service key: reconnect, keep the messages
+            raise next(r for r in results if isinstance(r, ServiceError) and r.status == 401)
+        sent, lost, refused = 0, None, []
+        for message, error in zip(batch, results):
+            if error is None:
+                self._sent[message["id"]] = True
+                sent += 1
+            elif isinstance(error, HubUnavailable):
+                lost = error        # no answer: it stays in the outbox as it was
+            else:
+                refused.append((message, error))
+        if refused:
             with self.store.transaction():
-                for message, error in zip(batch, results):
-                    if error is None:
-                        self.store.delivered(message["id"])
-                        sent += 1
-                    elif isinstance(error, HubUnavailable):
-                        lost = error        # no answer: it stays in the outbox as it was
-                    else:
-                        self._refused(message, error, blocked)
-            if lost is not None:
-                self.stats["sent"] += sent
-                self._drop_client()
-                raise lost
+                for message, error in refused:
+                    self._refused(message, error, blocked)
         self.stats["sent"] += sent
+        if lost is not None:
+            self._drop_client()
+            raise lost
         return sent
 
     def _refused(self, message, exc, blocked):
@@ -508,14 +560,29 @@ class OrderService:
         blocked.add(device_id)
 
     def step(self, timeout=0.0):
-        """One turn of the loop: send, poll (up to `timeout`), run the timeline, send."""
-        self.flush()
-        self.poll(timeout)
+        """One turn of the loop: put the outbox on the link, and while the hub stores and
+        delivers those messages, take the telemetry that is already there and commit its batch;
+        then read the hub's answers (so a hub outage right after never makes us send an accepted
+        message again), and if no telemetry had come, wait for it (up to `timeout`). Then run the
+        timeline (and the commerce bridge). The statuses this turn made go out at the start of
+        the next one, which the serve loop begins at once. What the hub accepted is deleted from
+        the outbox with the next batch of events, or at the end of a turn that had none."""
+        blocked = set()
+        started, after, full = self._begin_send(0, blocked, _STEP_SEND)
+        events = self.poll(0.0 if started else timeout)
+        if started:
+            self._end_send(started, blocked)
+            if not events:
+                events = self.poll(timeout)
+        if full:    # a long outbox (after an outage): the rest, a batch at a time
+            self._send_from(after, blocked)
         self.run_due()
         if self.bridge is not None:
             self.flush()
             self.bridge.run(self)
-        self.flush()
+            self.flush()
+        if not events:
+            self.forget_sent()
 
     def serve(self, stop=None, poll_timeout=1.0):
         """Run until `stop` (a threading.Event) is set. Nothing here ends the loop but `stop`:
@@ -546,3 +613,7 @@ class OrderService:
             trouble = problem
             stop.wait(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
+        try:
+            self.forget_sent()  # stopping: what the hub accepted is not sent again at the next start
+        except Exception:
+            log.exception("could not clear the sent statuses from the outbox; they go out again")

@@ -134,11 +134,16 @@ def _redirect_8883(port):
     import paho.mqtt.client as mqtt
     original = mqtt.Client.connect
 
-    def connect(self, host, port_=1883, *args, **kwargs):
-        if host in ("127.0.0.1", "localhost") and kwargs.get("port", port_) == 8883:
-            kwargs["port"] = port
-            return original(self, host, *args, **kwargs)
-        return original(self, host, port_, *args, **kwargs)
+    def connect(self, host, *args, **kwargs):
+        # port comes as a keyword (the SDK) or first positional; anything else passes through
+        # untouched, so a second redirect (another session's hub) can wrap this one.
+        given = kwargs.get("port", args[0] if args else 1883)
+        if host in ("127.0.0.1", "localhost") and given == 8883:
+            if "port" in kwargs:
+                kwargs["port"] = port
+            else:
+                args = (port,) + args[1:]
+        return original(self, host, *args, **kwargs)
 
     mqtt.Client.connect = connect
 

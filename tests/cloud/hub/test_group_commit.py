@@ -1,5 +1,6 @@
 """The hub store's group commit (host_tools/cloud/hub/group_commit.py): writes that share one
-COMMIT are acknowledged only once it happened, and what the hub PUBACKed survives SIGKILL."""
+COMMIT, run on a writer thread, are acknowledged only once it happened, and what the hub
+PUBACKed survives SIGKILL."""
 import asyncio
 import signal
 import sqlite3
@@ -17,16 +18,20 @@ def _count_elsewhere(path):
         other.close()
 
 
-def test_grouped_writes_commit_together_and_waiters_resolve_only_after(tmp_path):
+def test_a_write_is_acknowledged_only_once_committed_and_off_the_event_loop(tmp_path):
     path = str(tmp_path / "hub.sqlite3")
     store = Store(path)
 
     async def scenario():
-        futures = [store.add_event_grouped("dev", {}, {}, b"%d" % i)[1] for i in range(5)]
-        assert all(f is not None and not f.done() for f in futures)
-        assert _count_elsewhere(path) == 0          # nothing acknowledged, nothing committed
-        await asyncio.gather(*futures)
-        assert _count_elsewhere(path) == 5
+        seen_when_done = []
+        futures = [store.add_event_grouped("dev", {}, {}, b"%d" % i) for i in range(5)]
+        assert all(not f.done() for f in futures)   # resolved on the loop, after the COMMIT
+        for f in futures:
+            f.add_done_callback(lambda _f: seen_when_done.append(_count_elsewhere(path)))
+        seqs = await asyncio.gather(*futures)
+        assert seqs == sorted(seqs) and len(set(seqs)) == 5
+        assert seen_when_done and min(seen_when_done) == 5   # every waiter saw all five committed
+        assert store.group._thread is not None and store.group._thread.name == "hub-store-writer"
 
     asyncio.run(scenario())
     store.close()
@@ -36,37 +41,49 @@ def test_a_failing_write_undoes_only_itself(tmp_path):
     path = str(tmp_path / "hub.sqlite3")
     store = Store(path)
 
-    def broken():
-        store.db.execute("INSERT INTO events (device_id, enqueued, system_props, app_props, body)"
-                         " VALUES ('x', 0, '{}', '{}', x'')")
+    def broken(db):
+        db.execute("INSERT INTO events (device_id, enqueued, system_props, app_props, body)"
+                   " VALUES ('x', 0, '{}', '{}', x'')")
         raise ValueError("bad")
 
     async def scenario():
-        _, first = store.add_event_grouped("dev", {}, {}, b"a")
+        first = store.add_event_grouped("dev", {}, {}, b"a")
+        failing = store.group.submit(broken)
+        last = store.add_event_grouped("dev2", {}, {}, b"b")
         try:
-            store.group.write(broken)
+            await failing
         except ValueError:
             pass
         else:
             raise AssertionError("the write's error must reach its caller")
         await first
-        assert [r[0] for r in store.db.execute("SELECT device_id FROM events")] == ["dev"]
+        await last
+        assert [r[0] for r in store.db.execute("SELECT device_id FROM events ORDER BY seq")] == ["dev", "dev2"]
 
     asyncio.run(scenario())
     store.close()
 
 
-def test_a_store_transaction_commits_the_open_batch_first(tmp_path):
+def test_the_loops_connection_sees_only_committed_rows_and_a_transaction_waits_for_the_writer(tmp_path):
     path = str(tmp_path / "hub.sqlite3")
     store = Store(path)
 
     async def scenario():
-        _, durable = store.add_event_grouped("dev", {}, {}, b"a")
-        store.add_device("other")                   # BEGIN IMMEDIATE .. COMMIT of its own
+        durable = store.add_event_grouped("dev", {}, {}, b"a")
+        store.add_device("other")                   # BEGIN IMMEDIATE .. COMMIT of its own, after the batch
         assert _count_elsewhere(path) == 1
+        assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
         await durable
 
     asyncio.run(scenario())
+    store.close()
+
+
+def test_without_an_event_loop_a_write_commits_at_once(tmp_path):
+    path = str(tmp_path / "hub.sqlite3")
+    store = Store(path)
+    seq = store.add_event("dev", {}, {}, b"a")
+    assert _count_elsewhere(path) == 1 and seq == 1
     store.close()
 
 

@@ -354,25 +354,30 @@ class Endpoints:
                 content_encoding=_text(msg.content_encoding) or None,
                 properties=app, ttl=ttl, ack=ack)
         except StoreError as exc:
-            condition, description = {
-                404: ("amqp:not-found", "Device %s not found" % device_id),
-                403: ("amqp:resource-limit-exceeded", "Device Queue depth cannot exceed 50 messages"),
-                413: ("amqp:link:message-size-exceeded", "Message size cannot exceed 65536 bytes"),
-            }.get(exc.status, ("amqp:invalid-field", str(exc)))
-            log.info("amqp %s: C2D to %s refused: %s", self.id, device_id, description)
-            return self._reject(dlv, condition, description)
-        if durable is None:
-            self._accept(dlv)
-        else:   # accepted only once committed (group_commit.py); the sender pipelines meanwhile
-            durable.add_done_callback(lambda f: self._settle_later(dlv, f))
+            return self._refuse_c2d(dlv, device_id, exc)
+        # accepted only once committed (group_commit.py); the sender pipelines meanwhile
+        durable.add_done_callback(lambda f: self._settle_later(dlv, device_id, f))
 
-    def _settle_later(self, dlv, fut):
+    def _refuse_c2d(self, dlv, device_id, exc):
+        condition, description = {
+            404: ("amqp:not-found", "Device %s not found" % device_id),
+            403: ("amqp:resource-limit-exceeded", "Device Queue depth cannot exceed 50 messages"),
+            413: ("amqp:link:message-size-exceeded", "Message size cannot exceed 65536 bytes"),
+        }.get(exc.status, ("amqp:invalid-field", str(exc)))
+        log.info("amqp %s: C2D to %s refused: %s", self.id, device_id, description)
+        return self._reject(dlv, condition, description)
+
+    def _settle_later(self, dlv, device_id, fut):
+        from host_tools.cloud.hub.store import StoreError
+        exc = fut.exception() if not fut.cancelled() else RuntimeError("cancelled")
         if self.is_closed:
             return      # no outcome reached the sender: it sends again, with the same message id
-        if fut.exception() is None:
+        if exc is None:
             self._accept(dlv)
+        elif isinstance(exc, StoreError):
+            self._refuse_c2d(dlv, device_id, exc)
         else:
-            log.error("amqp %s: C2D not stored: %s", self.id, fut.exception())
+            log.error("amqp %s: C2D not stored: %s", self.id, exc)
             self._reject(dlv, "amqp:internal-error", "the message could not be stored")
         if self.on_output is not None:
             self.on_output()

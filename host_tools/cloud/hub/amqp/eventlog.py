@@ -4,6 +4,9 @@ Each event belongs to one partition (from its device id) and has a sequence numb
 both stored on the row by Store.add_event. The offset of an event is its row number (`seq`)
 as a string: increasing within a partition, as Event Hubs offsets are, and unique.
 
+Reads use the store's own connection, which only ever sees committed rows (group_commit.py):
+an event a power cut could still take back is never served.
+
 Retention: IoT Hub keeps events on the built-in endpoint for its retention time (1 day by
 default, 1 to 7 days), then they expire and can no longer be read. `prune_step` deletes the
 oldest events enqueued before a cutoff, a bounded chunk per call (the hub calls it once per
@@ -42,7 +45,6 @@ def prepare(store, partitions):
 
 def start_after(store, partition, selector, now_ms=None):
     """The pseq a new receiver starts after (-1: from the beginning), from its parsed filter."""
-    store.flush()   # only committed events are ever served (group_commit.py)
     field, inclusive, value = selector
     db = store.db
     if field == "offset":
@@ -61,7 +63,6 @@ def start_after(store, partition, selector, now_ms=None):
 
 
 def last_pseq(store, partition):
-    store.flush()   # only committed events are ever served (group_commit.py)
     row = store.db.execute("SELECT MAX(pseq) FROM events WHERE partition=?", (partition,)).fetchone()
     if row[0] is not None:
         return row[0]
@@ -111,14 +112,12 @@ def prune_step(store, cutoff, chunk=None):
 
 
 def read(store, partition, after_pseq, limit):
-    store.flush()   # only committed events are ever served (group_commit.py)
     return store.db.execute(
         "SELECT seq, pseq, device_id, enqueued, system_props, app_props, body FROM events"
         " WHERE partition=? AND pseq>? ORDER BY pseq LIMIT ?", (partition, after_pseq, limit)).fetchall()
 
 
 def partition_info(store, partition):
-    store.flush()   # only committed events are ever served (group_commit.py)
     db = store.db
     first = db.execute("SELECT MIN(pseq) FROM events WHERE partition=?", (partition,)).fetchone()[0]
     last = db.execute("SELECT seq, pseq, enqueued FROM events WHERE partition=? ORDER BY pseq DESC LIMIT 1",
