@@ -64,6 +64,7 @@ class DeviceProcess:
         self.events = []          # every EVT dict, in order, across restarts
         self.lines = []
         self.exit_codes = []
+        self._ended = set()       # the processes whose exit the reader has handled (under _cond)
         self._cond = threading.Condition()
         self._log = open(os.path.join(self.dir, "device.log"), "a")
 
@@ -123,6 +124,9 @@ class DeviceProcess:
         if proc.stdin:
             proc.stdin.close()
         with self._cond:
+            # one step under the lock: a waiter sees either this process not yet handled, or
+            # handled and (after a reset) already replaced by the next one, never in between
+            self._ended.add(proc)
             if code == RESET_EXIT and proc is self.proc and not self._log.closed:
                 self._spawn()       # the device reset itself (an update): power comes back
             self.exit_codes.append(code)
@@ -191,7 +195,11 @@ class DeviceProcess:
                     i += 1
                     if pred(e):
                         return e
-                if self.proc.poll() is not None and len(self.exit_codes) and i >= len(self.events):
+                # Over only once the reader has handled the end of *this* process: all of its
+                # output is in, and a reset has been answered by powering it on again. That it
+                # has exited (poll()) is not enough: a reset (75) seen before the reader takes
+                # it would end the wait, as would an earlier process's exit code.
+                if self.proc in self._ended and i >= len(self.events):
                     raise AssertionError("device exited (%s) while waiting for %s; last lines:\n%s"
                                          % (self.proc.returncode, what, self.tail()))
                 left = deadline - time.monotonic()
