@@ -197,3 +197,57 @@ def test_records_queued_by_a_hub_from_before_batching_go_out_batched(tmp_path):
     assert feedback.sweep(s, now=T0) == 1
     assert [[r["originalMessageId"] for r in rs] for _, rs in batches(s)] == [["old1", "old2"]]
     s.close()
+
+
+def _c2d_rows(store):
+    return [tuple(r) for r in store.db.execute("SELECT message_id, state FROM c2d ORDER BY seq")]
+
+
+def test_settled_messages_are_deleted_and_their_feedback_made_once_across_a_restart(tmp_path):
+    path = str(tmp_path / "hub.sqlite3")
+    s = Store(path)
+    feedback.prepare(s)
+    s.add_device("d1")
+    for i in range(5):
+        s.complete_c2d(c2d(s, "d1", "done%d" % i))       # asked for feedback
+    s.complete_c2d(c2d(s, "d1", "quiet", ack=None))      # asked for none
+    c2d(s, "d1", "exp", ack="negative", ttl=10)          # expires at T0 + 10
+    c2d(s, "d1", "live")                                 # still queued: stays
+    assert feedback.record_step(s, now=T0 + 1, limit=4) == 4          # one chunk, then "power cut"
+    assert _c2d_rows(s) == [("done4", "completed"), ("quiet", "completed"), ("exp", "queued"),
+                            ("live", "queued")]
+    s.close()
+
+    s = Store(path)
+    feedback.prepare(s)
+    assert feedback.sweep(s, now=T0 + 20, window=0) == 1
+    assert _c2d_rows(s) == [("live", "queued")]          # settled rows gone, the queued one kept
+    feedback.sweep(s, now=T0 + 40, window=0)             # nothing new: no second record
+    s.close()
+
+    s = Store(path)
+    feedback.prepare(s)
+    feedback.sweep(s, now=T0 + 60, window=0)
+    records = [(r["originalMessageId"], r["statusCode"]) for _, rs in batches(s) for r in rs]
+    assert records == [("done%d" % i, "Success") for i in range(5)] + [("exp", "Expired")]
+    assert _c2d_rows(s) == [("live", "queued")]
+    s.close()
+
+
+def test_record_step_takes_settled_rows_in_chunks(store):
+    store.add_device("d1")
+    for i in range(5):
+        store.complete_c2d(c2d(store, "d1", "m%d" % i, ack=None))
+    assert [feedback.record_step(store, now=T0, limit=2) for _ in range(4)] == [2, 2, 1, 0]
+    assert _c2d_rows(store) == []
+
+
+def test_a_settled_row_whose_record_an_older_hub_made_gets_no_second_one(store):
+    store.add_device("d1")
+    seq = c2d(store, "d1", "old")
+    store.complete_c2d(seq)
+    store.db.execute("INSERT INTO c2d_feedback (c2d_seq, body, state, created) VALUES (?,?,?,?)",
+                     (seq, b"", "none", T0))             # an older hub kept settled rows
+    feedback.sweep(store, now=T0, window=0)
+    assert batches(store) == []
+    assert _c2d_rows(store) == []

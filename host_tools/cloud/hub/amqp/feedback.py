@@ -18,6 +18,14 @@ MAX_DELIVERY (10) times or rejected is dead-lettered. Records of a device delete
 were batched are dropped (the docs: "When a device is deleted, any pending feedback is deleted as
 well"). Records and batches are rows of the hub's database, written in the sweep's transaction:
 a hub restart loses none.
+
+A settled C2D message (completed, expired, dead-lettered, rejected, purged) is needed only until
+its record is made, so the step that makes the record deletes the message's row in the same
+transaction (at most STEP_ROWS rows per step; `record_step`): each record is made exactly once,
+across restarts too, and the C2D table holds only queued messages plus the few settled since the
+last step. The sweep finds them through a partial index of the settled rows, and the queued
+messages whose TTL passed through one of the queued rows' expiry times: its cost follows the new
+work, not the table's size.
 """
 import json
 import time
@@ -29,6 +37,7 @@ BATCH_MAX = 64
 BATCH_SECONDS = 15.0
 TTL = 3600.0            # feedback.ttlAsIso8601, default one hour
 MAX_DELIVERY = 10       # feedback.maxDeliveryCount, default 10
+STEP_ROWS = 256         # settled C2D rows turned into records (and deleted) per transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS c2d_feedback (
@@ -46,10 +55,10 @@ CREATE TABLE IF NOT EXISTS c2d_feedback_batch (
     delivery_count INTEGER NOT NULL DEFAULT 0
 );
 """
-# c2d_feedback.state: 'queued' (a record waiting for a batch), 'batched', 'none' (the message
-# asked for no feedback of that kind), 'dropped' (its device was deleted first); 'delivered' on
-# rows from before batching. c2d_feedback_batch.state: 'queued', 'delivered', 'expired',
-# 'deadlettered'.
+# c2d_feedback.state: 'queued' (a record waiting for a batch), 'batched', 'dropped' (its device
+# was deleted first); on rows of older hubs also 'none' (the message asked for no feedback of
+# that kind) and 'delivered' (from before batching).
+# c2d_feedback_batch.state: 'queued', 'delivered', 'expired', 'deadlettered'.
 _WANTS = {"completed": ("positive", "full"), "expired": ("negative", "full"),
           "deadlettered": ("negative", "full"), "rejected": ("negative", "full"),
           "purged": ("negative", "full")}
@@ -65,6 +74,11 @@ def prepare(store):
         # a database from before batching: its queued records (one per message then) get batched
         db.execute("ALTER TABLE c2d_feedback ADD COLUMN batch INTEGER")
     db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_pending ON c2d_feedback(state, batch)")
+    db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_batch_queued ON c2d_feedback_batch(created)"
+               " WHERE state='queued'")
+    # the sweep's two looks at the C2D table; partial, so each holds only the rows it looks for
+    db.execute("CREATE INDEX IF NOT EXISTS c2d_settled ON c2d(seq) WHERE state<>'queued'")
+    db.execute("CREATE INDEX IF NOT EXISTS c2d_queued_expiry ON c2d(expires) WHERE state='queued'")
 
 
 def _utc(ts):
@@ -72,38 +86,56 @@ def _utc(ts):
 
 
 def sweep(store, now=None, window=BATCH_SECONDS):
-    """Mark expired C2D messages, add a feedback record for every finished message that asked
-    for one, then close the batches that are due. Returns how many batches were closed."""
+    """Mark expired C2D messages, add a feedback record for every settled message that asked
+    for one and delete the settled messages, then close the batches that are due. Returns how
+    many batches were closed. The hub runs `record_step` first, a chunk per event-loop turn,
+    so that this transaction has little left to do."""
     store.flush()   # its own transaction, after the open group commit (group_commit.py)
     now = time.time() if now is None else now
     db = store.db
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         db.execute("UPDATE c2d SET state='expired' WHERE state='queued' AND expires<=?", (now,))
-        _add_records(db, now)
+        while _add_records(db, now, STEP_ROWS) == STEP_ROWS:
+            pass
         db.execute("UPDATE c2d_feedback_batch SET state='expired' WHERE state='queued' AND created<=?",
                    (now - TTL,))
         closed = _close_batches(db, now, window)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return closed
 
 
-def _add_records(db, now):
+def record_step(store, now=None, limit=STEP_ROWS):
+    """One short transaction: records for up to `limit` settled C2D messages, whose rows are
+    deleted. Returns how many rows it took (`limit`: there may be more)."""
+    store.flush()   # its own transaction, after the open group commit (group_commit.py)
+    now = time.time() if now is None else now
+    with _transaction(store.db):
+        return _add_records(store.db, now, limit)
+
+
+class _transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _add_records(db, now, limit):
     rows = db.execute(
         "SELECT c.seq, c.device_id, c.message_id, c.props, c.state, c.expires, d.generation_id"
         " FROM c2d c LEFT JOIN devices d ON d.device_id=c.device_id"
-        " WHERE c.state IN ('completed','expired','deadlettered','rejected','purged')"
-        " AND c.props LIKE '%iothub-ack%'"
-        " AND NOT EXISTS (SELECT 1 FROM c2d_feedback f WHERE f.c2d_seq=c.seq)").fetchall()
+        " WHERE c.state<>'queued' ORDER BY c.seq LIMIT ?", (limit,)).fetchall()
     for r in rows:
-        ack = dict(tuple(p) for p in json.loads(r["props"])).get("iothub-ack")
-        if ack not in _WANTS[r["state"]]:
-            db.execute("INSERT INTO c2d_feedback (c2d_seq, body, state, created) VALUES (?,?,?,?)",
-                       (r["seq"], b"", "none", now))
+        if "iothub-ack" not in r["props"]:
             continue
+        ack = dict(tuple(p) for p in json.loads(r["props"])).get("iothub-ack")
+        if ack not in _WANTS.get(r["state"], ()):
+            continue
+        if db.execute("SELECT 1 FROM c2d_feedback WHERE c2d_seq=?", (r["seq"],)).fetchone():
+            continue    # made by a hub from before settled rows were deleted
         # when the outcome happened: the expiry time itself, else now (within a sweep of it)
         at = min(r["expires"], now) if r["state"] == "expired" else now
         record = {"originalMessageId": r["message_id"], "description": _DESCRIPTION[r["state"]],
@@ -111,6 +143,8 @@ def _add_records(db, now):
                   "deviceId": r["device_id"], "enqueuedTimeUtc": _utc(at)}
         db.execute("INSERT INTO c2d_feedback (c2d_seq, body, created) VALUES (?,?,?)",
                    (r["seq"], json.dumps(record).encode(), now))
+    db.executemany("DELETE FROM c2d WHERE seq=?", [(r["seq"],) for r in rows])
+    return len(rows)
 
 
 def _records(body):
@@ -128,7 +162,8 @@ def _close_batches(db, now, window):
             pending.append(r["id"])
         else:
             db.execute("UPDATE c2d_feedback SET state='dropped' WHERE id=?", (r["id"],))
-    (last,) = db.execute("SELECT MAX(created) FROM c2d_feedback_batch").fetchone()
+    row = db.execute("SELECT created FROM c2d_feedback_batch ORDER BY id DESC LIMIT 1").fetchone()
+    last = row[0] if row else None     # the newest batch; ORDER BY id, not MAX(created): no scan
     closed = 0
     while len(pending) >= BATCH_MAX or (pending and (last is None or now - last >= window)):
         take, pending = pending[:BATCH_MAX], pending[BATCH_MAX:]
