@@ -4,10 +4,13 @@
    driven to save against the size beyond which restore refuses one (mp_state_blob.py);
 2. the smallest `-X heapsize` at which the real order flow (press -> delivered, over TLS
    against the local hub and order service) still completes, running the .mpy build; then the
-   device-true figures, on a 32-bit unix MicroPython built by build32.sh (make mp32): the same
-   flow with the firmware frozen (heap32_frozen_kib) and as .mpy files on the filesystem, as
-   `deploy` installs it (heap32_mpy_kib), the link alone (heap32_link_kib), and the heap the
-   imported firmware keeps (code32_*_bytes), with each module's share (code32_*_modules).
+   device-true figures, on 32-bit unix MicroPythons built by build32.sh (make mp32): the same
+   flow with the firmware frozen (heap32_frozen_kib, on the build that freezes it) and as .mpy
+   files on the filesystem, as `deploy` installs it onto a stock image (heap32_mpy_kib, on the
+   build standing for a stock ESP32 image, build32.sh --stock: the firmware's names are interned
+   in the heap there, as on such a board), the link alone (heap32_link_kib, heap32_link_mpy_kib),
+   and the heap the imported firmware keeps (code32_*_bytes), with each module's share
+   (code32_*_modules); the *_mpy_* figures all run on the stock build.
    Every device drives its display as the ESP32 does (framebuf, one write per refresh:
    ORDER_DEVICE_DISPLAY=framebuf), not the terminal renderer;
 3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
@@ -72,31 +75,42 @@ def default_target():
     return Target(micropython(), MPY, micropypath(MPY))  # micropypath ends with REPO already
 
 
-def build32():
-    """(the 32-bit micropython, None), or (None, one line saying why there is none)."""
+def build32(stock=False):
+    """(the 32-bit micropython, None), or (None, one line saying why there is none).
+
+    stock: the build standing for a stock ESP32 image (no firmware frozen), not the one with
+    the firmware frozen in."""
+    name = "mp32 stock" if stock else "mp32"
     try:
-        r = subprocess.run(["sh", BUILD32], cwd=REPO, capture_output=True, text=True, timeout=900)
+        r = subprocess.run(["sh", BUILD32] + (["--stock"] if stock else []), cwd=REPO,
+                           capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"mp32: {e}"
+        return None, f"{name}: {e}"
     if r.returncode == 0:
         return r.stdout.strip().splitlines()[-1], None
     lines = (r.stderr.strip() or r.stdout.strip()).splitlines()   # its reason is the last line
-    return None, lines[-1] if lines else f"mp32: build32.sh exited {r.returncode}"
+    return None, lines[-1] if lines else f"{name}: build32.sh exited {r.returncode}"
 
 
-def targets32(binary):
-    """The two ways a board holds the firmware, on the 32-bit build.
+def targets32(binary, stock_binary):
+    """The two ways a board holds the firmware, each on the 32-bit build that stands for it
+    (a target whose build is missing is left out).
 
-    frozen: nothing but .frozen on the path (the firmware, umqtt.simple and ssl are in the
-    image); main.py runs from a folder holding only main.py, as on a board.
-    mpy: the firmware and umqtt.simple as .mpy files (what deploy installs, build/mpy), ahead
-    of .frozen as on a board after boot.py; only ssl (frozen in every ESP32 image) comes from
-    .frozen."""
+    frozen, on the build with the firmware frozen in: nothing but .frozen on the path (the
+    firmware, umqtt.simple and ssl are in the image); main.py runs from a folder holding only
+    main.py, as on a board.
+    mpy, on the stock build: the firmware and umqtt.simple as .mpy files (what deploy installs,
+    build/mpy), ahead of .frozen as on a board after boot.py; only ssl comes from .frozen (the
+    image's umqtt.simple and urequests are there too, shadowed, as on a stock image)."""
     app = os.path.join(BUILD, "mp32", "app")
     os.makedirs(app, exist_ok=True)
     shutil.copy(os.path.join(REPO, "main.py"), app)
-    return {"frozen": Target(binary, app, ".frozen"),
-            "mpy": Target(binary, MPY, ":".join((MPY, os.path.join(MPY, "lib"), ".frozen")))}
+    targets = {}
+    if binary:
+        targets["frozen"] = Target(binary, app, ".frozen")
+    if stock_binary:
+        targets["mpy"] = Target(stock_binary, MPY, ":".join((MPY, os.path.join(MPY, "lib"), ".frozen")))
+    return targets
 
 
 def code_resident(target):
@@ -327,6 +341,10 @@ def main(argv=None):
     results["micropython32"] = binary or why
     if why:
         print(why, file=sys.stderr)
+    stock_binary, why = build32(stock=True)
+    results["micropython32_stock"] = stock_binary or why
+    if why:
+        print(why, file=sys.stderr)
     services = []
     try:
         try:
@@ -345,7 +363,7 @@ def main(argv=None):
                                     os.path.join(orders_dir, "serve.log"), name="order service")
         services.append(orders)
 
-        t32 = targets32(binary) if binary else {}
+        t32 = targets32(binary, stock_binary)
         for name, target in t32.items():
             print(f"32-bit, firmware {name}: searching the smallest heap for press -> delivered ...", file=sys.stderr)
             results[f"heap32_{name}_kib"] = smallest_heap(dev_dir, target)
@@ -366,9 +384,11 @@ def main(argv=None):
         processes.stop(services.pop())
         if t32:
             print("32-bit: the link alone, and the firmware's resident heap ...", file=sys.stderr)
+        if "frozen" in t32:
             results["heap32_link_kib"] = link_min_heap(mp_dir, args.messages, t32["frozen"])
-            results["heap32_link_mpy_kib"] = link_min_heap(mp_dir, args.messages, t32["mpy"])
             results["code32_frozen_bytes"], results["code32_frozen_modules"] = code_resident(t32["frozen"])
+        if "mpy" in t32:
+            results["heap32_link_mpy_kib"] = link_min_heap(mp_dir, args.messages, t32["mpy"])
             results["code32_mpy_bytes"], results["code32_mpy_modules"] = code_resident(t32["mpy"])
         if not args.only32:
             print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
@@ -456,15 +476,23 @@ def table(r):
              "%d / %d B  (%.0f%% of it)" % (r["state_blob_max_bytes"], r["state_blob_limit_bytes"],
                                             100 * r["state_blob_max_bytes"] / r["state_blob_limit_bytes"]))]
     if "heap32_frozen_kib" in r:
-        rows += [("32-bit: smallest heap, press -> delivered over TLS, firmware frozen", _kib(r["heap32_frozen_kib"])),
-                 ("32-bit: smallest heap, press -> delivered, firmware as .mpy files", _kib(r["heap32_mpy_kib"])),
-                 ("32-bit: smallest heap, link only (connect + N QoS 1 orders), frozen / .mpy",
-                  f"{_kib(r['heap32_link_kib'])} / {_kib(r['heap32_link_mpy_kib'])}"),
-                 ("32-bit: firmware resident in the heap once imported, frozen / .mpy",
-                  f"{r['code32_frozen_bytes']} / {r['code32_mpy_bytes']} B"),
-                 ("32-bit: largest of it as .mpy, per module (B)", _largest(r["code32_mpy_modules"]))]
+        rows += [("32-bit, firmware frozen: smallest heap, press -> delivered over TLS", _kib(r["heap32_frozen_kib"])),
+                 ("32-bit, firmware frozen: smallest heap, link only (connect + N QoS 1 orders)",
+                  _kib(r["heap32_link_kib"])),
+                 ("32-bit, firmware frozen: firmware resident in the heap once imported",
+                  f"{r['code32_frozen_bytes']} B")]
     else:
-        rows.append(("32-bit figures", r["micropython32"]))
+        rows.append(("32-bit figures, firmware frozen", r["micropython32"]))
+    if "heap32_mpy_kib" in r:
+        rows += [("32-bit stock image, firmware as .mpy files: smallest heap, press -> delivered",
+                  _kib(r["heap32_mpy_kib"])),
+                 ("32-bit stock image, firmware as .mpy files: smallest heap, link only",
+                  _kib(r["heap32_link_mpy_kib"])),
+                 ("32-bit stock image, firmware as .mpy files: resident once imported",
+                  f"{r['code32_mpy_bytes']} B"),
+                 ("32-bit stock image: largest of it as .mpy, per module (B)", _largest(r["code32_mpy_modules"]))]
+    else:
+        rows.append(("32-bit figures, firmware as .mpy on a stock image", r["micropython32_stock"]))
     if "min_heapsize_kib" not in r:
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,5 +1,8 @@
 #!/bin/sh
-# A 32-bit Unix MicroPython with the firmware frozen in, for `make bench` (make mp32).
+# A 32-bit Unix MicroPython with the firmware frozen in, for `make bench` (make mp32); with
+# --stock, one standing for a stock ESP32 image instead (boards/unix32/stock.py: no firmware
+# frozen, only the micropython-lib modules a stock image freezes that the firmware imports), on
+# which the bench runs the firmware as .mpy files, as `deploy` installs it on such a board.
 #
 # An ESP32 is a 32-bit machine whose firmware is frozen into flash; the 64-bit unix port from
 # the wheel keeps every object twice as wide and the bytecode in the GC heap. This builds the
@@ -14,7 +17,11 @@
 #   2. unpack MicroPython; its +ds tarball has lib/mbedtls empty: unpack mbedTLS there. Apply
 #      Debian's patch that lets a build freeze modules without the micropython-lib submodule.
 #   3. make mpy-cross, then ports/unix 32-bit with mbedTLS and boards/unix32/manifest.py frozen
-#      (the firmware through firmware/manifest.py, plus a small ssl module over the tls one).
+#      (the firmware through firmware/manifest.py, plus a small ssl module over the tls one),
+#      into build/mp32/unix. --stock: boards/unix32/stock.py frozen, into build/mp32/unix-stock,
+#      started from a copy of build/mp32/unix when that exists: the C objects do not depend on
+#      what is frozen (frozen modules' names go into frozen_content.c's own qstr pool), so only
+#      frozen_content.c is compiled and the binary linked (a few seconds; about 1 min without it).
 #
 # Prints one line at the end: the path of the binary, or "mp32: ..." saying why there is none
 # (exit 1). Needs: apt-get, a C compiler that can build 32-bit code (gcc-multilib: installed
@@ -30,7 +37,21 @@ MBEDTLS_VERSION=${MP32_MBEDTLS:-3.6.6-0.1~deb13u1}
 SUITES=${MP32_SUITES:-"sid trixie"}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
-fail() { echo "mp32: $*" >&2; exit 1; }
+STOCK=0
+case "${1:-}" in
+    --stock) STOCK=1 ;;
+    "") ;;
+    *) echo "usage: build32.sh [--stock]" >&2; exit 2 ;;
+esac
+if [ "$STOCK" = 1 ]; then
+    NAME="mp32 stock"; MANIFEST=$REPO/boards/unix32/stock.py; UNIX=$OUT/unix-stock; LOG=$OUT/build-stock.log
+    BIN=$OUT/micropython-stock
+else
+    NAME="mp32"; MANIFEST=$REPO/boards/unix32/manifest.py; UNIX=$OUT/unix; LOG=$OUT/build.log
+    BIN=$OUT/micropython
+fi
+
+fail() { echo "$NAME: $*" >&2; exit 1; }
 
 command -v apt-get >/dev/null || fail "no apt-get: this build uses Debian's source packages"
 command -v make >/dev/null || fail "no make"
@@ -81,11 +102,19 @@ export GIT_CEILING_DIRECTORIES="$SRC"  # the version string is MicroPython's, no
 JOBS=$(nproc 2>/dev/null || echo 2)
 make -s -C "$MP/mpy-cross" -j"$JOBS" >"$OUT/mpy-cross.log" 2>&1 \
     || fail "mpy-cross did not build: see $OUT/mpy-cross.log"
-make -C "$MP/ports/unix" -j"$JOBS" VARIANT=standard BUILD="$OUT/unix" \
+if [ "$STOCK" = 1 ] && [ ! -d "$UNIX" ] && [ -f "$OUT/unix/micropython" ]; then
+    # the frozen build's objects, timestamps kept, less what it froze (a copy, not links: the
+    # compiler rewrites frozen_content.o in place)
+    rm -rf "$UNIX.tmp"
+    cp -a "$OUT/unix" "$UNIX.tmp" && rm -rf "$UNIX.tmp/frozen_mpy" "$UNIX.tmp"/frozen_content.* \
+        "$UNIX.tmp/micropython" && mv "$UNIX.tmp" "$UNIX" || fail "could not copy $OUT/unix to $UNIX"
+fi
+make -C "$MP/ports/unix" -j"$JOBS" VARIANT=standard BUILD="$UNIX" \
     MICROPY_FORCE_32BIT=1 MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_SSL_MBEDTLS=1 \
-    FROZEN_MANIFEST="$REPO/boards/unix32/manifest.py" \
-    CFLAGS_EXTRA=-DMICROPY_FLOAT_USE_NATIVE_FLT16=0 >"$OUT/build.log" 2>&1 \
-    || fail "ports/unix did not build: see $OUT/build.log"
-cp "$OUT/unix/micropython" "$OUT/micropython"
-cp "$MP/mpy-cross/build/mpy-cross" "$OUT/mpy-cross"
-echo "$OUT/micropython"
+    FROZEN_MANIFEST="$MANIFEST" \
+    CFLAGS_EXTRA=-DMICROPY_FLOAT_USE_NATIVE_FLT16=0 >"$LOG" 2>&1 \
+    || fail "ports/unix did not build: see $LOG"
+# copy, then rename: a running bench or test may be executing the previous binary
+cp "$UNIX/micropython" "$BIN.tmp" && mv -f "$BIN.tmp" "$BIN"
+cp "$MP/mpy-cross/build/mpy-cross" "$OUT/mpy-cross.tmp" && mv -f "$OUT/mpy-cross.tmp" "$OUT/mpy-cross"
+echo "$BIN"

@@ -85,8 +85,8 @@ def test_everything_the_firmware_imports_is_frozen_or_provided_by_the_image():
     assert not missing, missing
 
 
-def _mp32():
-    r = subprocess.run(["sh", os.path.join(REPO, "host_tools", "bench", "build32.sh")], cwd=REPO,
+def _mp32(*args):
+    r = subprocess.run(["sh", os.path.join(REPO, "host_tools", "bench", "build32.sh"), *args], cwd=REPO,
                        capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         pytest.skip((r.stderr.strip() or r.stdout.strip() or "build32.sh failed").splitlines()[-1])
@@ -102,6 +102,17 @@ def test_the_frozen_build_imports_every_firmware_module_from_the_image_alone(tmp
                        timeout=60, env=dict(os.environ, MICROPYPATH=".frozen"))
     # umqtt.simple 1.3.4 (the tested one) takes ssl_params; the >= 1.6 stock images freeze does not
     assert r.returncode == 0 and r.stdout.split() == ["ok", str(len(names))], r.stderr
+
+
+def test_the_stock_build_freezes_no_firmware_only_what_a_stock_image_freezes_that_it_imports(tmp_path):
+    # the build `make bench` runs the .mpy rows on: the firmware's names are not in its image
+    script = ("import ssl, umqtt.simple, urequests\nssl.SSLContext\n"
+              "for n in ('firmware', 'ota_boot', 'ussl'):\n"
+              "    try:\n        __import__(n)\n        print('frozen', n)\n"
+              "    except ImportError:\n        pass\nprint('ok')\n")
+    r = subprocess.run([_mp32("--stock"), "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, MICROPYPATH=".frozen"))
+    assert r.returncode == 0 and r.stdout.split() == ["ok"], r.stdout + r.stderr
 
 
 def _which_requests(tmp_path, boot):
