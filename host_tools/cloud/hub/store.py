@@ -158,7 +158,9 @@ class Store:
         """fn(db, *args) in the group commit, not waited for (a failure is logged)."""
         return _logged(self.group.submit(fn, *args))
 
-    def _tx(self):
+    def transaction(self):
+        """A transaction of its own on the store's connection, after the group commit's
+        pending writes are committed (flush): `with store.transaction(): ...`."""
         self.flush()
         return _Tx(self.db)
 
@@ -173,7 +175,7 @@ class Store:
         if not (valid_key(primary_key) and valid_key(secondary_key)):
             raise StoreError(400, "device keys must be base64 of at least 16 bytes")
         now = time.time()
-        with self._tx():
+        with self.transaction():
             if self.db.execute("SELECT 1 FROM devices WHERE device_id=?", (device_id,)).fetchone():
                 raise StoreError(409, "device %s already exists" % device_id)
             self.db.execute(
@@ -192,7 +194,7 @@ class Store:
         secondary_key = secondary_key or dev["secondary_key"]
         if not (valid_key(primary_key) and valid_key(secondary_key)):
             raise StoreError(400, "device keys must be base64 of at least 16 bytes")
-        with self._tx():
+        with self.transaction():
             self.db.execute(
                 "UPDATE devices SET status=?, primary_key=?, secondary_key=?, etag=etag+1,"
                 " status_updated=CASE WHEN status=? THEN status_updated ELSE ? END WHERE device_id=?",
@@ -214,7 +216,7 @@ class Store:
 
     def remove_device(self, device_id):
         self.require_device(device_id)
-        with self._tx():
+        with self.transaction():
             for table in ("subscriptions", "c2d", "twins", "devices"):
                 self.db.execute("DELETE FROM %s WHERE device_id=?" % table, (device_id,))
 
@@ -237,7 +239,7 @@ class Store:
             twin_rules.check_patch(section, patch)
         except twin_rules.TwinRuleError as exc:
             raise StoreError(400, str(exc)) from None
-        with self._tx():
+        with self.transaction():
             twin = self.get_twin(device_id)
             doc = merge_patch(twin[section], patch)
             try:
@@ -352,7 +354,7 @@ class Store:
             _execute, "UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,)))
 
     def purge_c2d(self, device_id):
-        with self._tx():
+        with self.transaction():
             self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
 
     def c2d_states(self, device_id):
@@ -397,7 +399,7 @@ class Store:
             "SELECT topic_filter FROM subscriptions WHERE device_id=?", (device_id,))}
 
     def set_subscriptions(self, device_id, filters):
-        with self._tx():
+        with self.transaction():
             self.db.execute("DELETE FROM subscriptions WHERE device_id=?", (device_id,))
             self.db.executemany("INSERT INTO subscriptions VALUES (?,?)",
                                 [(device_id, f) for f in sorted(filters)])

@@ -90,10 +90,9 @@ def sweep(store, now=None, window=BATCH_SECONDS):
     for one and delete the settled messages, then close the batches that are due. Returns how
     many batches were closed. The hub runs `record_step` first, a chunk per event-loop turn,
     so that this transaction has little left to do."""
-    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     now = time.time() if now is None else now
     db = store.db
-    with _transaction(db):
+    with store.transaction():
         db.execute("UPDATE c2d SET state='expired' WHERE state='queued' AND expires<=?", (now,))
         while _add_records(db, now, STEP_ROWS) == STEP_ROWS:
             pass
@@ -106,21 +105,9 @@ def sweep(store, now=None, window=BATCH_SECONDS):
 def record_step(store, now=None, limit=STEP_ROWS):
     """One short transaction: records for up to `limit` settled C2D messages, whose rows are
     deleted. Returns how many rows it took (`limit`: there may be more)."""
-    store.flush()   # its own transaction, after the open group commit (group_commit.py)
     now = time.time() if now is None else now
-    with _transaction(store.db):
+    with store.transaction():
         return _add_records(store.db, now, limit)
-
-
-class _transaction:
-    def __init__(self, db):
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _add_records(db, now, limit):
