@@ -22,11 +22,19 @@
 #      started from a copy of build/mp32/unix when that exists: the C objects do not depend on
 #      what is frozen (frozen modules' names go into frozen_content.c's own qstr pool), so only
 #      frozen_content.c is compiled and the binary linked (a few seconds; about 1 min without it).
+#   4. whether to build at all is decided by content, not by file times (build_inputs.py): a
+#      digest of the source versions, make flags and compiler (the objects), and of every file
+#      the manifest freezes with its path on the device, plus the manifests (the frozen part).
+#      Equal to the record next to the binary (BIN.json): nothing is built. Objects differ (or
+#      have no record): the object folder starts over. Frozen part differs: the frozen modules
+#      are compiled again from the files as they are now and the binary relinked. After a
+#      build, the record (with `git describe --always --dirty` of the tree) goes next to the
+#      binary and into the object folder (inputs.json); `make bench` prints and stores it.
 #
 # Prints one line at the end: the path of the binary, or "mp32: ..." saying why there is none
 # (exit 1). Needs: apt-get, a C compiler that can build 32-bit code (gcc-multilib: installed
-# here when run as root, as on CI), make, python3. About 1 min the first time; later runs rebuild only what the
-# firmware changed (about 2 s).
+# here when run as root, as on CI), make, python3. About 1 min the first time; later runs build
+# only when the inputs changed (a few seconds to re-freeze).
 set -eu
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -97,24 +105,48 @@ if [ ! -f "$MP/.unpacked" ]; then
     touch "$MP/.unpacked"
 fi
 
-# 3. build (make decides what is out of date; the frozen firmware is re-read every time)
+# 3. build, 4. only when the inputs differ from those the binary was built from
 export GIT_CEILING_DIRECTORIES="$SRC"  # the version string is MicroPython's, not this repository's commit
 JOBS=$(nproc 2>/dev/null || echo 2)
 make -s -C "$MP/mpy-cross" -j"$JOBS" >"$OUT/mpy-cross.log" 2>&1 \
     || fail "mpy-cross did not build: see $OUT/mpy-cross.log"
-if [ "$STOCK" = 1 ] && [ ! -d "$UNIX" ] && [ -f "$OUT/unix/micropython" ]; then
-    # the frozen build's objects, timestamps kept, less what it froze (a copy, not links: the
-    # compiler rewrites frozen_content.o in place)
+# Everything that decides the C objects, given both to make and to the digest.
+MAKE_FLAGS="VARIANT=standard MICROPY_FORCE_32BIT=1 MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_SSL_MBEDTLS=1 CFLAGS_EXTRA=-DMICROPY_FLOAT_USE_NATIVE_FLT16=0"
+INPUTS="python3 $REPO/host_tools/bench/build_inputs.py"
+WANT=$OUT/$(basename "$BIN").want.json
+# shellcheck disable=SC2086  # MAKE_FLAGS: one setting a word
+set -- $(for f in $MAKE_FLAGS; do printf -- '--setting %s ' "$f"; done)
+$INPUTS want --mp-dir "$MP" --manifest "$MANIFEST" --repo "$REPO" "$@" \
+    --setting "micropython=$MP_VERSION" --setting "mbedtls=$MBEDTLS_VERSION" \
+    --setting "patch=0007-py-mkrules.mk-Workaround-missing-submodules-dir.patch" \
+    --setting "cc=$CC: $("$CC" --version 2>/dev/null | head -n 1)" >"$WANT.tmp" 2>"$WANT.err" \
+    && mv "$WANT.tmp" "$WANT" || fail "$(tail -n 1 "$WANT.err")"
+decide() { $INPUTS decide "$WANT" "$1/inputs.json" "$BIN.json" "$BIN"; }
+DECISION=$(decide "$UNIX") || fail "could not compare the inputs: $DECISION"
+case "$DECISION" in
+    current)
+        echo "$BIN"; exit 0 ;;
+    rebuild*)
+        echo "$NAME: ${DECISION#rebuild: }: building the objects again" >&2
+        rm -rf "$UNIX" ;;
+esac
+if [ "$STOCK" = 1 ] && [ ! -d "$UNIX" ] && [ -f "$OUT/unix/micropython" ] \
+        && [ "$(decide "$OUT/unix" | cut -d: -f1)" != rebuild ]; then
+    # the frozen build's objects (same sources, flags, compiler), timestamps kept, less what it
+    # froze (a copy, not links: the compiler rewrites frozen_content.o in place)
     rm -rf "$UNIX.tmp"
     cp -a "$OUT/unix" "$UNIX.tmp" && rm -rf "$UNIX.tmp/frozen_mpy" "$UNIX.tmp"/frozen_content.* \
         "$UNIX.tmp/micropython" && mv "$UNIX.tmp" "$UNIX" || fail "could not copy $OUT/unix to $UNIX"
 fi
-make -C "$MP/ports/unix" -j"$JOBS" VARIANT=standard BUILD="$UNIX" \
-    MICROPY_FORCE_32BIT=1 MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_SSL_MBEDTLS=1 \
-    FROZEN_MANIFEST="$MANIFEST" \
-    CFLAGS_EXTRA=-DMICROPY_FLOAT_USE_NATIVE_FLT16=0 >"$LOG" 2>&1 \
+# Freeze from the files as they are: makemanifest.py skips a module whose .mpy is newer than
+# its source and keeps frozen_content.c when nothing is newer, whatever the content.
+rm -rf "$UNIX/frozen_mpy" "$UNIX"/frozen_content.* "$UNIX/micropython" "$UNIX/inputs.json" "$BIN.json"
+# shellcheck disable=SC2086
+make -C "$MP/ports/unix" -j"$JOBS" BUILD="$UNIX" $MAKE_FLAGS FROZEN_MANIFEST="$MANIFEST" >"$LOG" 2>&1 \
     || fail "ports/unix did not build: see $LOG"
 # copy, then rename: a running bench or test may be executing the previous binary
 cp "$UNIX/micropython" "$BIN.tmp" && mv -f "$BIN.tmp" "$BIN"
 cp "$MP/mpy-cross/build/mpy-cross" "$OUT/mpy-cross.tmp" && mv -f "$OUT/mpy-cross.tmp" "$OUT/mpy-cross"
+# the record last: a build that stops half way leaves none, so the next run builds again
+cp "$WANT" "$UNIX/inputs.json" && cp "$WANT" "$BIN.json.tmp" && mv -f "$BIN.json.tmp" "$BIN.json"
 echo "$BIN"
