@@ -34,6 +34,7 @@ Prints a table and writes the figures as JSON (default build/bench.json).
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -42,7 +43,7 @@ import threading
 import time
 
 from host_tools import processes
-from host_tools.bench import order_load
+from host_tools.bench import build_inputs, mpy_code, order_load
 from host_tools.fleet import provision
 from host_tools.files import write_atomic
 from host_tools.harness.device_process import DeviceProcess, micropython, micropypath
@@ -61,10 +62,16 @@ DISPLAY = {"ORDER_DEVICE_DISPLAY": "framebuf"}   # the display as the ESP32 driv
 
 
 class Target:
-    """Which micropython runs the firmware, from where: main.py's folder and MICROPYPATH."""
+    """Which micropython runs the firmware, from where: main.py's folder and MICROPYPATH.
 
-    def __init__(self, binary, main_dir, path):
+    board_path: (folder, MICROPYPATH) that name the firmware's files as a board's filesystem
+    does ("firmware/app/orders.mpy", "lib/umqtt/simple.mpy"), for the resident-code figure: a
+    .mpy module's file name is interned in the heap when it loads, so an absolute path would
+    make that figure depend on where the checkout lies."""
+
+    def __init__(self, binary, main_dir, path, board_path=None):
         self.binary, self.main_dir, self.path = binary, main_dir, path
+        self.board_path = board_path
 
     def env(self):
         # for the bench's own scripts, which import host_tools.bench.rss from the repository
@@ -73,6 +80,22 @@ class Target:
 
 def default_target():
     return Target(micropython(), MPY, micropypath(MPY))  # micropypath ends with REPO already
+
+
+def build_record(binary):
+    """What build32.sh recorded next to the binary: the tree and inputs digest it was built
+    from (build_inputs.py), or None."""
+    try:
+        with open(binary + ".json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def build_summary(record):
+    """The part of a build record the bench stores and prints."""
+    return {k: record.get(k) for k in ("tree", "digest", "objects", "frozen", "frozen_files", "source")} | \
+        {"micropython": record.get("settings", {}).get("micropython")}
 
 
 def build32(stock=False):
@@ -109,14 +132,45 @@ def targets32(binary, stock_binary):
     if binary:
         targets["frozen"] = Target(binary, app, ".frozen")
     if stock_binary:
-        targets["mpy"] = Target(stock_binary, MPY, ":".join((MPY, os.path.join(MPY, "lib"), ".frozen")))
+        # board_path: '' (the folder), then lib, then .frozen, as on a board after boot.py; the
+        # first entry is doubled because the unix port replaces sys.path[0] with the script's folder
+        targets["mpy"] = Target(stock_binary, MPY, ":".join((MPY, os.path.join(MPY, "lib"), ".frozen")),
+                                board_path=(MPY, "::lib:.frozen"))
     return targets
 
 
 def code_resident(target):
-    """(bytes the imported firmware keeps in the heap, {module: its share})."""
-    r = measure([target.binary, os.path.join(REPO, "host_tools", "bench", "mp_imports.py")], target.env())[3]
-    return r["code_resident"], r["modules"]
+    """mp_imports.py's figures: bytes the imported firmware keeps in the heap ("code_resident"),
+    {module: its share} ("modules"), the files the imports loaded ("files", relative to "cwd"),
+    and the interned names before and after ("qstr": two {n_qstr, n_total_bytes, ...})."""
+    script = os.path.join(REPO, "host_tools", "bench", "mp_imports.py")
+    if target.board_path:
+        cwd, path = target.board_path
+        env = dict(os.environ, MICROPYPATH=path, **DISPLAY)
+    else:
+        cwd, env = REPO, target.env()
+    r = measure([target.binary, script], env, cwd=cwd)[3]
+    r["cwd"] = cwd
+    r["qstr"] = [{k: int(v) for k, v in re.findall(r"(n_\w+)=(\d+)", line)}
+                 for line in r.get("printed", []) if line.startswith("qstr pool:")]
+    return r
+
+
+def resident_breakdown(r, mp_dir):
+    """What the resident .mpy code is made of: the kept functions' bytecode (mpy_code.py over the
+    .mpy files the imports loaded), the names interned in the heap (qstr_info's n_total_bytes
+    after less before: the strings and the pools that index them), and the rest (function,
+    class and module objects, their dicts, constants, the .mpy's tables, heap block rounding)."""
+    files = [os.path.join(r["cwd"], f) for f in r["files"] if f.endswith(".mpy")]
+    code = mpy_code.bytecode(files, mp_dir)
+    before, after = r["qstr"]
+    names = after["n_total_bytes"] - before["n_total_bytes"]
+    return {"total_bytes": r["code_resident"], "bytecode_bytes": code["bytecode_bytes"],
+            "functions": code["functions"], "mpy_files": code["files"],
+            "bytecode_bytes_run_once": code["loaded_bytecode_bytes"] - code["bytecode_bytes"],
+            "qstr_bytes": names, "qstrs": after["n_qstr"] - before["n_qstr"],
+            "qstr_str_data_bytes": after["n_str_data_bytes"] - before["n_str_data_bytes"],
+            "rest_bytes": r["code_resident"] - code["bytecode_bytes"] - names}
 
 
 
@@ -205,13 +259,14 @@ def press_latencies(dev_dir, presses, heap=None):
     return to_puback, to_accepted, (max(peaks) if peaks else None)
 
 
-def measure(argv, env=None, timeout=60):
+def measure(argv, env=None, timeout=60, cwd=REPO):
     """Run a process to the end: (wall s, CPU s, peak RSS KiB, its JSON output).
 
+    The JSON is its last line; lines it printed before are in it as "printed".
     Peak RSS is what the process reports as its own VmHWM when it does ("peak_rss_kib"):
     ru_maxrss of a child includes the RSS of the parent that forked it."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     killer = threading.Timer(timeout, proc.kill)
     killer.start()
     out, err = proc.stdout.read(), proc.stderr.read()
@@ -225,7 +280,10 @@ def measure(argv, env=None, timeout=60):
         command = " ".join(os.path.basename(a) for a in argv)
         raise RuntimeError(f"{command} failed ({proc.returncode}): "
                            f"{(err + out).decode(errors='replace')[-800:]}")
-    result = json.loads(out.splitlines()[-1])
+    lines = out.splitlines()
+    result = json.loads(lines[-1])
+    if len(lines) > 1:
+        result.setdefault("printed", [line.decode(errors="replace") for line in lines[:-1]])
     return wall, usage.ru_utime + usage.ru_stime, result.get("peak_rss_kib", usage.ru_maxrss), result
 
 
@@ -333,7 +391,7 @@ def main(argv=None):
     hub_dir, orders_dir = os.path.join(work, "hub"), os.path.join(work, "orders")
     dev_dir, mp_dir = os.path.join(work, "device"), os.path.join(work, "mp-orders")
     results = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "micropython": micropython()}
+               "tree": build_inputs.tree_describe(REPO), "micropython": micropython()}
     results["mpy_bytes"] = mpy_size()
     print(f"firmware .mpy: {results['mpy_bytes']} bytes", file=sys.stderr)
     results.update(state_blob())
@@ -345,6 +403,9 @@ def main(argv=None):
     results["micropython32_stock"] = stock_binary or why
     if why:
         print(why, file=sys.stderr)
+    # which tree and inputs each 32-bit binary was built from (build32.sh decides by them)
+    records = {name: build_record(b) for name, b in (("frozen", binary), ("stock", stock_binary)) if b}
+    results["build32"] = {name: build_summary(rec) for name, rec in records.items() if rec}
     services = []
     try:
         try:
@@ -386,17 +447,24 @@ def main(argv=None):
             print("32-bit: the link alone, and the firmware's resident heap ...", file=sys.stderr)
         if "frozen" in t32:
             results["heap32_link_kib"] = link_min_heap(mp_dir, args.messages, t32["frozen"])
-            results["code32_frozen_bytes"], results["code32_frozen_modules"] = code_resident(t32["frozen"])
+            r = code_resident(t32["frozen"])
+            results["code32_frozen_bytes"], results["code32_frozen_modules"] = r["code_resident"], r["modules"]
         if "mpy" in t32:
             results["heap32_link_mpy_kib"] = link_min_heap(mp_dir, args.messages, t32["mpy"])
-            results["code32_mpy_bytes"], results["code32_mpy_modules"] = code_resident(t32["mpy"])
+            r = code_resident(t32["mpy"])
+            results["code32_mpy_bytes"], results["code32_mpy_modules"] = r["code_resident"], r["modules"]
+            source = results["build32"].get("stock", {}).get("source")
+            try:
+                results["code32_mpy_breakdown"] = resident_breakdown(r, os.path.join(REPO, source or "?"))
+            except Exception as e:   # no source, or mpy-tool cannot read them: the rest still prints
+                results["code32_mpy_breakdown"] = f"no breakdown: {e}"
         if not args.only32:
             print(f"SDK comparison: {args.runs} runs of connect + {args.messages} order messages ...", file=sys.stderr)
             results["umqtt_vs_link_ms"] = measure(
                 [micropython(), os.path.join(REPO, "host_tools", "bench", "mp_umqtt.py"), mp_dir, str(args.messages)],
                 dict(os.environ, MICROPYPATH=micropypath(MPY)))[3]
             results["link_min_heapsize_kib"] = link_min_heap(mp_dir, args.messages)
-            results["code_resident_bytes"] = code_resident(default_target())[0]
+            results["code_resident_bytes"] = code_resident(default_target())["code_resident"]
             print("DPS: registrations and the heap they need ...", file=sys.stderr)
             results["dps"] = dps_figures(hub_dir, os.path.join(work, "dps-device"), 3, heap)
             results["dps"]["connect_min_heapsize_kib"] = link_min_heap(mp_dir, 0)
@@ -470,13 +538,29 @@ def _kib(v):
     return f"{v} KiB" if v else "did not complete"
 
 
+def _built_from(summary):
+    if not summary:
+        return "no record (built before build32.sh kept one)"
+    return "%s, inputs sha256 %s (MicroPython %s)" % (summary["tree"] or "not a git checkout",
+                                                       summary["digest"][:12], summary["micropython"])
+
+
+def _breakdown(b):
+    if isinstance(b, str):
+        return b
+    return "%d / %d / %d B  (%d functions, %d names)" % (
+        b["bytecode_bytes"], b["qstr_bytes"], b["rest_bytes"], b["functions"], b["qstrs"])
+
+
 def table(r):
-    rows = [("firmware .mpy total", f"{r['mpy_bytes']} B"),
+    rows = [("tree measured (git describe --always --dirty)", r.get("tree") or "not a git checkout"),
+            ("firmware .mpy total", f"{r['mpy_bytes']} B"),
             ("largest state blob / limit restore accepts",
              "%d / %d B  (%.0f%% of it)" % (r["state_blob_max_bytes"], r["state_blob_limit_bytes"],
                                             100 * r["state_blob_max_bytes"] / r["state_blob_limit_bytes"]))]
     if "heap32_frozen_kib" in r:
-        rows += [("32-bit, firmware frozen: smallest heap, press -> delivered over TLS", _kib(r["heap32_frozen_kib"])),
+        rows += [("32-bit build, firmware frozen: built from", _built_from(r["build32"].get("frozen"))),
+                 ("32-bit, firmware frozen: smallest heap, press -> delivered over TLS", _kib(r["heap32_frozen_kib"])),
                  ("32-bit, firmware frozen: smallest heap, link only (connect + N QoS 1 orders)",
                   _kib(r["heap32_link_kib"])),
                  ("32-bit, firmware frozen: firmware resident in the heap once imported",
@@ -484,12 +568,15 @@ def table(r):
     else:
         rows.append(("32-bit figures, firmware frozen", r["micropython32"]))
     if "heap32_mpy_kib" in r:
-        rows += [("32-bit stock image, firmware as .mpy files: smallest heap, press -> delivered",
+        rows += [("32-bit build, stock image: built from", _built_from(r["build32"].get("stock"))),
+                 ("32-bit stock image, firmware as .mpy files: smallest heap, press -> delivered",
                   _kib(r["heap32_mpy_kib"])),
                  ("32-bit stock image, firmware as .mpy files: smallest heap, link only",
                   _kib(r["heap32_link_mpy_kib"])),
                  ("32-bit stock image, firmware as .mpy files: resident once imported",
                   f"{r['code32_mpy_bytes']} B"),
+                 ("32-bit stock image, of that: bytecode / interned names (qstr) / the rest",
+                  _breakdown(r["code32_mpy_breakdown"])),
                  ("32-bit stock image: largest of it as .mpy, per module (B)", _largest(r["code32_mpy_modules"]))]
     else:
         rows.append(("32-bit figures, firmware as .mpy on a stock image", r["micropython32_stock"]))

@@ -129,7 +129,9 @@ def evaluate_manifest(manifest, mp_dir, variant="standard"):
 def want(mp_dir, manifest, repo, settings):
     outputs, manifests = evaluate_manifest(manifest, mp_dir, settings.get("VARIANT", "standard"))
     roots = (("$(MPY_DIR)", mp_dir), ("", repo))   # the source lies under build/ of the repo
-    return record(settings, frozen_entries(outputs, manifests, roots), tree_describe(repo))
+    r = record(settings, frozen_entries(outputs, manifests, roots), tree_describe(repo))
+    r["source"] = _shown(mp_dir, (("", repo),))   # where it was built from (not an input)
+    return r
 
 
 def _load(path):
