@@ -10,7 +10,11 @@
    build standing for a stock ESP32 image, build32.sh --stock: the firmware's names are interned
    in the heap there, as on such a board), the link alone (heap32_link_kib, heap32_link_mpy_kib),
    and the heap the imported firmware keeps (code32_*_bytes), with each module's share
-   (code32_*_modules); the *_mpy_* figures all run on the stock build.
+   (code32_*_modules); the *_mpy_* figures all run on the stock build. The resident .mpy code
+   is split into the functions' bytecode, the interned names and the rest (code32_mpy_breakdown).
+   Each 32-bit binary's build record, the tree and the digest of its inputs it was built from
+   (build32; build32.sh builds by that digest, build_inputs.py), is printed and stored, with
+   the tree measured (tree).
    Every device drives its display as the ESP32 does (framebuf, one write per refresh:
    ORDER_DEVICE_DISPLAY=framebuf), not the terminal renderer;
 3. over N presses: median and p95 of press -> PUBACK and press -> "accepted" shown, measured on
