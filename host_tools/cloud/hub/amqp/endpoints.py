@@ -162,6 +162,15 @@ class Endpoints:
         filters = _filters(link.remote_source)
         if SELECTOR in filters:
             selector = rules.parse_selector(_text(filters[SELECTOR]))
+        if selector[0] == "sequence-number":
+            # Event Hubs refuses a sequence number past the partition's last one (inclusive or
+            # not), with this text; at the last one it attaches and waits (README: Event Hubs-
+            # compatible endpoint)
+            last = eventlog.last_pseq(self.hub.store, p)
+            if selector[2] > last:
+                raise rules.Refused("com.microsoft:argument-error",
+                                    "The supplied sequence number '%d' is invalid. The last sequence "
+                                    "number in the system is '%d'" % (selector[2], last), 400)
         after = eventlog.start_after(self.hub.store, p, selector)
         log.info("amqp %s: reader on partition %d of %s from %s", self.id, p, group, selector)
         return [p, after]
