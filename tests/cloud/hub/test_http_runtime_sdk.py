@@ -13,7 +13,8 @@ import pytest
 from firmware.iothub import sas
 from tests.cloud.hub.conftest import running_hub, wait_for
 from tests.cloud.hub.mqtt_peer import puback_packet, raw_device, read_publish, subscribe_packet
-from tests.cloud.hub.test_amqp_sdk import connection_strings, policy_key, receive_feedback
+from host_tools.cloud.hub.store import new_key
+from tests.cloud.hub.test_amqp_sdk import connection_strings, policy_key, receive_feedback, with_key
 
 pytest.importorskip("azure.iot.hub")
 from azure.iot.hub import IoTHubHttpRuntimeManager, IoTHubRegistryManager  # noqa: E402
@@ -109,11 +110,19 @@ def test_purge_answers_the_count_and_gives_purged_feedback_read_over_https(hub):
     assert exc.value.response.json()["Message"].startswith("ErrorCode:PreconditionFailed;")
 
 
-def test_purge_of_an_unknown_device_is_404_and_asks_for_iothubowner(hub):
+def test_purge_of_an_unknown_device_is_404_and_a_wrong_key_401(hub):
     with pytest.raises(HttpOperationError) as exc:
         purge(hub, "nobody")
     assert exc.value.response.status_code == 404
     assert exc.value.response.json()["Message"].startswith("ErrorCode:NotFound;")
+    hub.add_device("p0")
+    wrong = with_key(hub.service_connection_string(), key=new_key())
+    for call in (lambda: IoTHubRegistryManager.from_connection_string(wrong).protocol
+                 .cloud_to_device_messages.purge_cloud_to_device_message_queue("p0"),
+                 lambda: IoTHubHttpRuntimeManager.from_connection_string(wrong).receive_feedback_notification()):
+        with pytest.raises(HttpOperationError) as exc:
+            call()
+        assert exc.value.response.status_code == 401
 
 
 def test_a_message_delivered_and_not_acknowledged_is_purged_and_not_completed_by_its_puback(hub):
