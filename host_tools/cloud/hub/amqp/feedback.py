@@ -93,6 +93,10 @@ def prepare(store):
     # an AMQP reader's locks end with its connection: none survives the hub that held it
     db.execute("UPDATE c2d_feedback_batch SET lock_token=NULL, locked_until=0, lock_via=NULL"
                " WHERE lock_via='amqp'")
+    # the held batches only (the batch table keeps every batch): the sweep's look for expired
+    # locks and a settlement's look for its token stay small
+    db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_batch_locked ON c2d_feedback_batch(lock_token,"
+               " locked_until) WHERE lock_token IS NOT NULL")
     db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_pending ON c2d_feedback(state, batch)")
     db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_batch_queued ON c2d_feedback_batch(created)"
                " WHERE state='queued'")
