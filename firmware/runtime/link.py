@@ -266,8 +266,9 @@ class Link:
         self.retry_cap = retry_cap
         if isinstance(ca, (bytes, bytearray)):
             ca = (ca,)        # one DER certificate
-        self.c = Client(topics.client_id(device_id), host, port,
-                         topics.username(name, device_id), keepalive, ca, name, timeout)
+        # IoT Hub's MQTT client id is the device id
+        self.c = Client(device_id, host, port, topics.username(name, device_id), keepalive, ca,
+                        name, timeout)
         self.state = OFFLINE
         self.attempt = 0
         self.next_try = 0
