@@ -220,8 +220,8 @@ class Decoder:
         st = self._stage
         if st == _TOPIC_LEN:
             tl = piece[0] << 8 | piece[1]
-            self._left = self._rem - 2 - tl - (2 if self._qos else 0)
-            if self._left < 0:
+            self._rem -= 2 + tl + (2 if self._qos else 0)   # from here on: the payload's size
+            if self._rem < 0:
                 raise ValueError("bad PUBLISH")
             self._stage = _TOPIC
             self._start_piece(tl, tl <= self.limit)
@@ -239,9 +239,9 @@ class Decoder:
             if piece is not None:
                 self._pid = piece[0] << 8 | piece[1]
             self._stage = _PAYLOAD
-            keep = self._left <= self.limit and self._topic is not None
-            self._start_piece(self._left, keep)
-            if self._left == 0:
+            keep = self._rem <= self.limit and self._topic is not None
+            self._start_piece(self._rem, keep)
+            if self._rem == 0:
                 self._piece_done(b"")
             return
         if st == _BODY:

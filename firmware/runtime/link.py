@@ -62,6 +62,7 @@ class Client(MQTTClient):
     def __init__(self, client_id, server, port, user, keepalive, ca, hostname, timeout):
         # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
         # >= 1.6 takes ssl=<SSLContext> and no ssl_params. TLS is done in connect().
+        # client_id and user are text (str), as are the topics and filters given later.
         super().__init__(client_id, server, port, user, "", keepalive)
         self.ca = ca              # the trusted roots: a tuple of DER certificates
         self.hostname = hostname  # the TLS server name
@@ -115,8 +116,8 @@ class Client(MQTTClient):
                 raise OSError(HOST_NOT_FOUND)
             raw.connect(addr)
             self.sock = ctx.wrap_socket(raw, server_hostname=self.hostname)
-            self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
-                                         _b(self.pswd), self.keepalive, clean_session))
+            self.sock.write(mqtt.connect(self._buf, self.client_id.encode(), self.user.encode(),
+                                         self.pswd.encode(), self.keepalive, clean_session))
             p = self.wait_for(mqtt.CONNACK)
             if p[2]:
                 raise MQTTException(p[2])
@@ -154,7 +155,9 @@ class Client(MQTTClient):
         # Override: one write per packet (umqtt's several small writes cost ~44 ms per QoS 1
         # publish on loopback TLS, one write ~1 ms), the packet id and DUP from the caller, and
         # QoS 1 returns at once (the PUBACK shows up in self.acked). Never retained.
-        self.sock.write(mqtt.publish(self._buf, _b(topic), _b(msg), qos, pid, dup))
+        if isinstance(msg, str):
+            msg = msg.encode()
+        self.sock.write(mqtt.publish(self._buf, topic.encode(), msg, qos, pid, dup))
 
     def subscribe_all(self, filters):
         # Instead of umqtt's subscribe() (one filter a packet, three writes, a SUBACK read
@@ -163,7 +166,7 @@ class Client(MQTTClient):
         self.pid = self.pid % 65535 + 1
         subs = []
         for f, qos in filters:
-            subs.append((_b(f), qos))
+            subs.append((f.encode(), qos))
         self.sock.write(mqtt.subscribe(self._buf, self.pid, subs))
         codes = self.wait_for(mqtt.SUBACK)[2]
         if len(codes) != len(filters) or 0x80 in codes:
@@ -237,10 +240,6 @@ class Client(MQTTClient):
         elif kind == mqtt.PINGRESP:
             self.pingresp = True
         return kind
-
-
-def _b(s):
-    return s.encode() if isinstance(s, str) else s
 
 
 class Link:
