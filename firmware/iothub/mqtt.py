@@ -18,11 +18,11 @@ except ImportError:  # CPython (the host's hub and tools)
     def const(x):
         return x
 
-CONNECT = 0x10
+_CONNECT = const(0x10)
 CONNACK = 0x20
 PUBLISH = 0x30
 PUBACK = 0x40
-SUBSCRIBE = 0x82
+_SUBSCRIBE = const(0x82)
 SUBACK = 0x90
 PINGRESP = 0xD0
 MAX_REMAINING = 268435455   # 4 length bytes of 7 bits
@@ -63,7 +63,7 @@ def connect(buf, client_id, user, password, keepalive, clean_session):
     # client_id, user, password: bytes. User name and password flags always set.
     rem = 10 + 2 + len(client_id) + 2 + len(user) + 2 + len(password)
     buf = _room(buf, rem)
-    i = _head(buf, CONNECT, rem)
+    i = _head(buf, _CONNECT, rem)
     buf[i:i + 7] = b"\x00\x04MQTT\x04"
     buf[i + 7] = 0xC0 | (2 if clean_session else 0)
     struct.pack_into("!H", buf, i + 8, keepalive)
@@ -91,7 +91,7 @@ def subscribe(buf, pid, filters):
     for f, _ in filters:
         rem += 2 + len(f) + 1
     buf = _room(buf, rem)
-    i = _head(buf, SUBSCRIBE, rem)
+    i = _head(buf, _SUBSCRIBE, rem)
     struct.pack_into("!H", buf, i, pid)
     i += 2
     for f, qos in filters:
