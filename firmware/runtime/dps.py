@@ -17,7 +17,7 @@ import json
 from umqtt.simple import MQTTException
 
 from firmware.app import screens
-from firmware.iothub import dps, mqtt, retry, sas, topics
+from firmware.iothub import dps, mqtt, retry, sas
 from firmware.runtime import storage
 from firmware.runtime.link import Client
 
