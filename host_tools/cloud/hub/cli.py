@@ -69,6 +69,9 @@ def add_commands(sub):
     p.add_argument("--feedback-batch-seconds", type=float, default=None, metavar="S",
                    help="C2D feedback: close a batch this long after the previous one, or at 64 records "
                         "(IoT Hub: 15; shorter or longer for tests)")
+    p.add_argument("--feedback-lock-seconds", type=float, default=None, metavar="S",
+                   help="how long a reader holds a C2D feedback message before it is visible again "
+                        "(IoT Hub: 60, settable 5..300; shorter for tests)")
     p.add_argument("--inject", action="append", default=[], metavar="FAULT",
                    help="test tooling: arm a fault, e.g. twin_get=429:3, twin_patch=503:1, connect=3:2, "
                         "c2d_lock=1, drop=1 (repeatable; see below)")
@@ -240,6 +243,8 @@ def cmd_hub(args):
             raise CliError("--%s must be more than 0" % name.replace("_", "-"))
     if args.feedback_batch_seconds is not None and not 0 <= args.feedback_batch_seconds <= 3600:
         raise CliError("--feedback-batch-seconds must be between 0 and 3600")
+    if args.feedback_lock_seconds is not None and not 0 < args.feedback_lock_seconds <= 300:
+        raise CliError("--feedback-lock-seconds must be more than 0 and at most 300")
     if args.retention_hours is not None:
         from host_tools.cloud.hub.amqp import config
         try:
@@ -253,7 +258,8 @@ def cmd_hub(args):
                         dps_retry_after=args.dps_retry_after, c2d_lock_seconds=args.c2d_lock_seconds,
                         max_idle=args.max_idle_seconds, inject=args.inject,
                         retention_hours=args.retention_hours,
-                        feedback_batch_seconds=args.feedback_batch_seconds))
+                        feedback_batch_seconds=args.feedback_batch_seconds,
+                        feedback_lock_seconds=args.feedback_lock_seconds))
     except (HubError, StoreError, DpsStoreError) as exc:
         raise CliError(str(exc)) from None
 

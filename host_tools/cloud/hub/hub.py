@@ -311,7 +311,7 @@ class Connection:
 class Hub:
     def __init__(self, data_dir, host="127.0.0.1", connect_timeout=10.0, dps_retry_after=None,
                  c2d_lock_seconds=C2D_LOCK_SECONDS, max_idle=MAX_IDLE_SECONDS, inject=(),
-                 retention_hours=None, feedback_batch_seconds=None):
+                 retention_hours=None, feedback_batch_seconds=None, feedback_lock_seconds=None):
         from host_tools.cloud.dps.service import DEFAULT_RETRY_AFTER, Dps
         self.data_dir = data_dir
         self.host = host
@@ -319,6 +319,7 @@ class Hub:
         self.max_idle = max_idle
         self.retention_hours = retention_hours            # None: as stored, else IoT Hub's default
         self.feedback_batch_seconds = feedback_batch_seconds  # None: IoT Hub's 15 s
+        self.feedback_lock_seconds = feedback_lock_seconds    # None: IoT Hub's 60 s
         self.faults = Faults()
         for spec in inject:
             self.faults.arm_spec(spec)
@@ -383,7 +384,8 @@ class Hub:
             raise HubError(0, str(exc)) from None
         self.partitions = eventhub["partitions"]
         window = feedback.BATCH_SECONDS if self.feedback_batch_seconds is None else self.feedback_batch_seconds
-        self.amqp = AmqpServer(self, eventhub, feedback_window=window)
+        lock = feedback.LOCK_SECONDS if self.feedback_lock_seconds is None else self.feedback_lock_seconds
+        self.amqp = AmqpServer(self, eventhub, feedback_window=window, feedback_lock=lock)
         try:
             self.amqp_port = await self.amqp.start(self.host, port, self._ssl_context())
         except OSError as exc:
@@ -627,7 +629,7 @@ async def run(data_dir, host="127.0.0.1", mqtt_port=8883, api_port=443, out=sys.
               connect_timeout=10.0, amqp_port=5671, partitions=None, say=None, **options):
     """Run the hub in the foreground until SIGINT/SIGTERM. options: dps_retry_after,
     c2d_lock_seconds, max_idle, inject (fault specs, see faults.py), retention_hours,
-    feedback_batch_seconds.
+    feedback_batch_seconds, feedback_lock_seconds.
 
     Ready: one JSON line on `out` (for programs) and, with `say` (a text stream), a sentence."""
     hub = Hub(data_dir, host, connect_timeout=connect_timeout, **options)

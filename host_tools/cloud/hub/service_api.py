@@ -3,8 +3,11 @@
 Authorization: a SharedAccessSignature for policy iothubowner signed with DIR/service.json's key.
   PUT/GET/DELETE /devices/{id}      GET /devices
   GET/PATCH /twins/{id}             POST /twins/{id}/methods
-C2D and telemetry are not here: as on IoT Hub, the service side sends C2D and reads telemetry
-over AMQP (amqp/).
+  DELETE /devices/{id}/commands     purge the device's C2D queue
+  GET /messages/serviceBound/feedback, DELETE .../feedback/{lockToken}, POST .../{lockToken}/abandon
+                                    C2D feedback over HTTPS: the same queue as over AMQP (amqp/feedback.py)
+C2D sends and telemetry are not here: as on IoT Hub, the service side sends C2D and reads
+telemetry over AMQP (amqp/).
 Not IoT Hub: GET /releases/{kind}/{version}/{name}, over-the-air update files (releases.py).
 Test tooling, not an IoT Hub API (fault injection for tests and demos, see faults.py):
   GET/POST /test-tooling/faults   {"inject": ["twin_get=429:3", ...]} -> what is armed
@@ -47,6 +50,10 @@ class ServiceApi:
             return Response.json([self._device(d) for d in self.hub.store.list_devices()])
         if len(seg) == 2 and seg[0] == "devices":
             return await self._devices(req, seg[1])
+        if len(seg) == 3 and seg[0] == "devices" and seg[2] == "commands" and m == "DELETE":
+            return self._purge(seg[1])
+        if [x.lower() for x in seg[:3]] == ["messages", "servicebound", "feedback"]:
+            return self._feedback(req, seg[3:])
         if len(seg) == 2 and seg[0] == "twins":
             return await self._twins(req, seg[1])
         if len(seg) == 3 and seg[0] == "twins" and seg[2] == "methods" and m == "POST":
@@ -104,6 +111,40 @@ class ServiceApi:
                     self.hub.kick(device_id, "device disabled")
             return Response.json(self._device(dev))
         raise HttpError(405, "method not allowed")
+
+    # ---- C2D: purge, feedback ------------------------------------------------------------------
+    def _purge(self, device_id):
+        """IoT Hub's PurgeMessageQueueResult; the purged messages' feedback is "Purged"."""
+        self.hub.store.require_device(device_id)
+        return Response.json({"deviceId": device_id, "totalMessagesPurged": self.hub.store.purge_c2d(device_id)})
+
+    def _feedback(self, req, rest):
+        from host_tools.cloud.hub.amqp import feedback
+        amqp = self.hub.amqp
+        if amqp is None:
+            raise HttpError(503, "the feedback queue is not open yet")
+        if not rest and req.method == "GET":
+            taken = feedback.take(self.hub.store, "https", lock_seconds=amqp.feedback_lock)
+            if not taken:
+                return Response(204)
+            fid, token, mid, created, body = taken[0]
+            # as IoT Hub's HTTPS receive: the lock token is the (quoted) ETag
+            return Response(200, body, feedback.CONTENT_TYPE, headers={
+                "ETag": '"%s"' % token, "iothub-messageid": mid, "iothub-enqueuedtime": iso(created),
+                "iothub-userid": amqp.hub_name()})
+        if len(rest) == 1 and req.method == "DELETE":
+            settle, token = feedback.completed, rest[0]
+        elif len(rest) == 2 and rest[1].lower() == "abandon" and req.method == "POST":
+            settle, token = feedback.abandoned, rest[0]
+        else:
+            raise HttpError(404, "no such resource: %s %s" % (req.method, req.path))
+        fid = feedback.locked(self.hub.store, token)
+        if fid is None or not settle(self.hub.store, fid, token):
+            raise HttpError(412, "the lock token %s is not valid: unknown, settled, or its lock expired "
+                                 "(receive the feedback message again)" % token)
+        if settle is feedback.abandoned:
+            amqp.feedback_changed()
+        return Response(204)
 
     # ---- twins ----------------------------------------------------------------------------
     def _twin(self, device_id):

@@ -354,8 +354,13 @@ class Store:
             _execute, "UPDATE c2d SET state='completed' WHERE seq=? AND state='queued'", (seq,)))
 
     def purge_c2d(self, device_id):
+        """Every queued message of the device, locked (delivered, not completed) ones too, is
+        purged (its feedback, if asked for: "Purged"); returns how many. A purged message is not
+        delivered again, and a device's later PUBACK for it completes nothing."""
         with self.transaction():
-            self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'", (device_id,))
+            _set_aside(self.db, device_id, time.time())     # expired, dead-lettered: not purged
+            return self.db.execute("UPDATE c2d SET state='purged' WHERE device_id=? AND state='queued'",
+                                   (device_id,)).rowcount
 
     def c2d_states(self, device_id):
         return [dict(r) for r in self.db.execute(

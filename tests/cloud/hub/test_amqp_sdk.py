@@ -194,6 +194,49 @@ def test_filters_by_sequence_number_and_enqueued_time_and_latest(hub):
         peer.close()
 
 
+def test_a_sequence_number_past_the_last_is_refused_as_event_hubs_refuses_it(hub):
+    """Event Hubs: a receiver whose sequence number is past the partition's last one fails with
+    "The supplied sequence number 'N' is invalid. The last sequence number in the system is 'M'"
+    (inclusive or not); at the last one it attaches: inclusive gets that event, exclusive waits
+    for the next. The error is not retried (com.microsoft:argument-error)."""
+    cs = connection_strings(hub)
+    key = hub.add_device("s1")
+    part = str(partition_of("s1", cs["partitions"]))
+    other = str(1 - int(part))                          # never written to: its last is -1
+    peer = Peer(hub, "s1", key)
+    assert peer.connect() == 0
+    for i in range(3):
+        peer.publish("devices/s1/messages/events/", b"e%d" % i)
+    wait_for(lambda: consumer(cs).get_partition_properties(part)["last_enqueued_sequence_number"] == 2,
+             10, what="three stored events")
+    readers = {}
+    try:
+        for name, partition, position, inclusive in (("past", part, 3, True), ("past-exclusive", part, 3, False),
+                                                     ("far", part, 10_000, False), ("empty", other, 0, True)):
+            readers[name] = Reader(consumer(cs), partition_id=partition, starting_position=position,
+                                   starting_position_inclusive=inclusive)
+        readers["last"] = Reader(consumer(cs), partition_id=part, starting_position=2, starting_position_inclusive=True)
+        readers["next"] = Reader(consumer(cs), partition_id=part, starting_position=2)
+        readers["empty-start"] = Reader(consumer(cs), partition_id=other, starting_position=-1)
+        for name, supplied, last in (("past", 3, 2), ("past-exclusive", 3, 2), ("far", 10_000, 2), ("empty", 0, -1)):
+            reader = readers[name]
+            wait_for(lambda: reader.errors, 20, what="the error of the %s reader" % name)
+            assert isinstance(reader.errors[0], ConnectError), reader.errors
+            assert ("The supplied sequence number '%d' is invalid. The last sequence number in the system is '%d'"
+                    % (supplied, last)) in str(reader.errors[0])
+            assert not reader.events
+        readers["last"].wait(1)
+        assert [e.body_as_str() for _, e in readers["last"].events] == ["e2"]
+        peer.publish("devices/s1/messages/events/", b"e3")
+        readers["next"].wait(1)
+        assert [e.body_as_str() for _, e in readers["next"].events] == ["e3"]
+        assert not readers["next"].errors and not readers["last"].errors and not readers["empty-start"].errors
+    finally:
+        for reader in readers.values():
+            reader.close()
+        peer.close()
+
+
 def test_consumer_groups_default_and_created_by_the_cli(hub):
     cs = connection_strings(hub)
     bad = Reader(consumer(cs, group="nope"), partition_id="0", starting_position="-1")

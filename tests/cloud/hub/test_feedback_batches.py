@@ -251,3 +251,66 @@ def test_a_settled_row_whose_record_an_older_hub_made_gets_no_second_one(store):
     feedback.sweep(store, now=T0, window=0)
     assert batches(store) == []
     assert _c2d_rows(store) == []
+
+
+def _one_batch(store, mid="m"):
+    store.add_device("d1")
+    complete(store, c2d(store, "d1", mid))
+    feedback.sweep(store, now=T0, window=0)
+    [(fid, *_)] = feedback.pending(store, now=T0)
+    return fid
+
+
+def test_a_taken_batch_is_locked_until_settled_or_its_lock_expires(store):
+    fid = _one_batch(store)
+    [(got, token, *_)] = feedback.take(store, "https", now=T0, lock_seconds=60)
+    assert got == fid and feedback.locked(store, token, now=T0 + 59) == fid
+    assert feedback.take(store, "amqp", now=T0 + 59) == []              # invisible to every reader
+    assert feedback.pending(store, now=T0 + 59) == []
+    assert feedback.unlock_expired(store, now=T0 + 59) == 0
+    assert feedback.unlock_expired(store, now=T0 + 60) == 1              # the lock expired: visible
+    assert feedback.locked(store, token, now=T0 + 60) is None
+    [(_, again, *_)] = feedback.take(store, "amqp", now=T0 + 61, lock_seconds=60)
+    assert again != token
+    assert not feedback.completed(store, fid, token, now=T0 + 62)       # the old holder: nothing
+    assert not feedback.abandoned(store, fid, token, now=T0 + 62)
+    assert feedback.completed(store, fid, again, now=T0 + 62)           # the new holder completes it
+    assert feedback.take(store, "https", now=T0 + 200) == []
+
+
+def test_a_lock_expiry_counts_no_delivery_an_abandon_does(store):
+    fid = _one_batch(store)
+    for n in range(feedback.MAX_DELIVERY):
+        [(_, token, *_)] = feedback.take(store, "https", now=T0 + n, lock_seconds=0.5)
+        if n % 2:
+            feedback.unlock_expired(store, now=T0 + n + 1)                # expiry: not counted
+        else:
+            assert feedback.abandoned(store, fid, token, now=T0 + n)      # visible again at once
+    # 5 abandons so far: 5 more before it is dead-lettered
+    for n in range(5):
+        [(_, token, *_)] = feedback.take(store, "https", now=T0 + 100 + n)
+        feedback.abandoned(store, fid, token, now=T0 + 100 + n)
+    assert feedback.take(store, "https", now=T0 + 200) == []
+
+
+def test_a_released_batch_is_visible_at_once_and_a_reopen_releases_amqp_locks_only(tmp_path):
+    path = str(tmp_path / "hub.sqlite3")
+    s = Store(path)
+    feedback.prepare(s)
+    s.add_device("d1")
+    for mid, at in (("a", T0), ("b", T0 + 20)):
+        s.complete_c2d(c2d(s, "d1", mid))
+        feedback.sweep(s, now=at)
+    [(a, amqp_token, *_)] = feedback.take(s, "amqp", now=T0 + 21)
+    feedback.release(s, [amqp_token])                                  # its connection ended
+    assert [x[0] for x in feedback.pending(s, now=T0 + 21)][0] == a
+    (_, amqp_token, *_), (b, https_token, *_) = feedback.take(s, "amqp", limit=1, now=T0 + 21) + \
+        feedback.take(s, "https", limit=1, now=T0 + 21)
+    s.close()
+
+    s = Store(path)
+    feedback.prepare(s)                                                # a hub restart
+    assert feedback.locked(s, amqp_token, now=T0 + 22) is None          # its AMQP reader is gone
+    assert feedback.locked(s, https_token, now=T0 + 22) == b            # the HTTPS reader's holds
+    assert [x[0] for x in feedback.pending(s, now=T0 + 22)] == [a]
+    s.close()

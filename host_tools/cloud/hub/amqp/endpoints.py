@@ -99,7 +99,10 @@ class Endpoints:
     def _forget(self, link):
         self.replies.pop(link, None)
         self.receivers.pop(link, None)
-        self.feedback_links.pop(link, None)
+        tokens = self.feedback_links.pop(link, None)
+        if tokens:      # a feedback link closed with batches unsettled: visible again at once
+            feedback.release(self.hub.store, list(tokens))
+            self.server.feedback_changed()
 
     def _refuse(self, link, condition, description):
         log.info("amqp %s: link %s refused: %s", self.id, link.name, description)
@@ -159,6 +162,15 @@ class Endpoints:
         filters = _filters(link.remote_source)
         if SELECTOR in filters:
             selector = rules.parse_selector(_text(filters[SELECTOR]))
+        if selector[0] == "sequence-number":
+            # Event Hubs refuses a sequence number past the partition's last one (inclusive or
+            # not), with this text; at the last one it attaches and waits (README: Event Hubs-
+            # compatible endpoint)
+            last = eventlog.last_pseq(self.hub.store, p)
+            if selector[2] > last:
+                raise rules.Refused("com.microsoft:argument-error",
+                                    "The supplied sequence number '%d' is invalid. The last sequence "
+                                    "number in the system is '%d'" % (selector[2], last), 400)
         after = eventlog.start_after(self.hub.store, p, selector)
         log.info("amqp %s: reader on partition %d of %s from %s", self.id, p, group, selector)
         return [p, after]
@@ -287,15 +299,15 @@ class Endpoints:
         elif link in self.feedback_links:
             pending = self.feedback_links[link]
             if link.credit > 0:
-                for fid, mid, created, body in feedback.pending(
-                        self.hub.store, exclude=self.server.feedback_in_flight(), limit=link.credit):
+                # each batch sent is locked for this reader (feedback.py); the tag is its lock token
+                for fid, token, mid, created, body in feedback.take(
+                        self.hub.store, "amqp", limit=link.credit, lock_seconds=self.server.feedback_lock):
                     msg = feedback_message(mid, created, body, self.server.hub_name())
-                    tag = self._send(link, msg.encode(), settled=False)
-                    pending[tag] = fid
-                    self.server.feedback_sent(fid)
+                    self._send(link, msg.encode(), settled=False, tag=token)
+                    pending[token] = fid
 
-    def _send(self, link, data, settled):
-        tag = str(uuid.uuid4())
+    def _send(self, link, data, settled, tag=None):
+        tag = tag or str(uuid.uuid4())
         dlv = link.delivery(tag)
         link.send(data)
         link.advance()
@@ -307,20 +319,23 @@ class Endpoints:
         pending = self.feedback_links.get(link)
         fid = pending.pop(dlv.tag, None) if pending is not None else None
         if fid is not None:
-            if dlv.remote_state == Delivery.ACCEPTED:
-                feedback.completed(self.hub.store, fid)
-            elif dlv.remote_state == Delivery.REJECTED:
-                feedback.rejected(self.hub.store, fid)
-            elif dlv.remote_state in (Delivery.RELEASED, Delivery.MODIFIED):
-                feedback.abandoned(self.hub.store, fid)
-            self.server.feedback_returned(fid)
+            settle = {Delivery.ACCEPTED: feedback.completed, Delivery.REJECTED: feedback.rejected,
+                      Delivery.RELEASED: feedback.abandoned, Delivery.MODIFIED: feedback.abandoned
+                      }.get(dlv.remote_state)
+            if settle is None:      # settled with no outcome: as if never sent
+                feedback.release(self.hub.store, [dlv.tag])
+            elif not settle(self.hub.store, fid, dlv.tag):
+                log.info("amqp %s: feedback message settled after its lock expired: nothing changed", self.id)
+            if settle in (None, feedback.abandoned):
+                self.server.feedback_changed()
         dlv.settle()
 
     def closed(self):
         self.is_closed = True
-        for pending in self.feedback_links.values():
-            for fid in pending.values():
-                self.server.feedback_returned(fid)
+        tokens = [t for pending in self.feedback_links.values() for t in pending]
+        if tokens:      # the batches this connection held are visible again at once
+            feedback.release(self.hub.store, tokens)
+            self.server.feedback_changed()
         self.feedback_links.clear()
         self.receivers.clear()
         self.replies.clear()

@@ -4,7 +4,7 @@ messages as IoT Hub batches them (durable, same SQLite file).
 A message sent with iothub-ack positive/full gets a "Success" record when the device completes
 it; negative/full get "Expired" when its TTL passes, "DeliveryCountExceeded" when it is
 dead-lettered after too many abandons, "Rejected" when a device rejects it (MQTT devices cannot)
-and "Purged" when its queue is purged (here: a CleanSession=1 connect).
+and "Purged" when its queue is purged (the service's purge, or a CleanSession=1 connect).
 
 The docs: "Whenever possible, message feedback is batched in a single message ... The system
 sends out the feedback either when the batch reaches to 64 messages, or in 15 seconds from last
@@ -18,6 +18,17 @@ MAX_DELIVERY (10) times or rejected is dead-lettered. Records of a device delete
 were batched are dropped (the docs: "When a device is deleted, any pending feedback is deleted as
 well"). Records and batches are rows of the hub's database, written in the sweep's transaction:
 a hub restart loses none.
+
+One queue, two ways to read it: over AMQP (/messages/servicebound/feedback) and over HTTPS
+(GET /messages/serviceBound/feedback, service_api.py). Either way a batch handed to a reader is
+locked for LOCK_SECONDS (the docs' feedback.lockDurationAsIso8601, default 60 s): invisible to
+every other reader until the holder completes it (accept / DELETE), abandons it (release or
+modify / POST .../abandon: visible again at once, one more delivery) or rejects it, or the lock
+expires (visible again, no delivery counted, as for C2D messages: "The semantics for receiving
+feedback are the same as for cloud-to-device messages"). A settlement with a lock that expired
+or was taken over changes nothing (`take`, `completed(..., token)`). Locks are rows too: an
+HTTPS reader's lock survives a hub restart; an AMQP reader's ends with its connection (its
+batches are visible again at once, no delivery counted), so a restart releases those.
 
 A settled C2D message (completed, expired, dead-lettered, rejected, purged) is needed only until
 its record is made, so the step that makes the record deletes the message's row in the same
@@ -37,6 +48,7 @@ BATCH_MAX = 64
 BATCH_SECONDS = 15.0
 TTL = 3600.0            # feedback.ttlAsIso8601, default one hour
 MAX_DELIVERY = 10       # feedback.maxDeliveryCount, default 10
+LOCK_SECONDS = 60.0     # feedback.lockDurationAsIso8601, default 60 s (5 to 300)
 STEP_ROWS = 256         # settled C2D rows turned into records (and deleted) per transaction
 
 _SCHEMA = """
@@ -73,6 +85,18 @@ def prepare(store):
     if "batch" not in {r[1] for r in db.execute("PRAGMA table_info(c2d_feedback)")}:
         # a database from before batching: its queued records (one per message then) get batched
         db.execute("ALTER TABLE c2d_feedback ADD COLUMN batch INTEGER")
+    columns = {r[1] for r in db.execute("PRAGMA table_info(c2d_feedback_batch)")}
+    if "lock_token" not in columns:   # a database from before feedback locks
+        db.execute("ALTER TABLE c2d_feedback_batch ADD COLUMN lock_token TEXT")
+        db.execute("ALTER TABLE c2d_feedback_batch ADD COLUMN locked_until REAL NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE c2d_feedback_batch ADD COLUMN lock_via TEXT")
+    # an AMQP reader's locks end with its connection: none survives the hub that held it
+    db.execute("UPDATE c2d_feedback_batch SET lock_token=NULL, locked_until=0, lock_via=NULL"
+               " WHERE lock_via='amqp'")
+    # the held batches only (the batch table keeps every batch): the sweep's look for expired
+    # locks and a settlement's look for its token stay small
+    db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_batch_locked ON c2d_feedback_batch(lock_token,"
+               " locked_until) WHERE lock_token IS NOT NULL")
     db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_pending ON c2d_feedback(state, batch)")
     db.execute("CREATE INDEX IF NOT EXISTS c2d_feedback_batch_queued ON c2d_feedback_batch(created)"
                " WHERE state='queued'")
@@ -162,13 +186,14 @@ def _close_batches(db, now, window):
     return closed
 
 
-def pending(store, exclude=(), limit=100):
-    """Queued feedback messages, oldest first, not in `exclude` (batch ids in flight):
-    [(batch id, message id, created, body)]."""
+def pending(store, exclude=(), limit=100, now=None):
+    """Queued feedback messages nobody holds a lock on, oldest first, not in `exclude` (batch
+    ids): [(batch id, message id, created, body)]. Takes no lock (`take` does)."""
     store.flush()   # its own transaction, after the open group commit (group_commit.py)
+    now = time.time() if now is None else now
     db = store.db
     batches = db.execute("SELECT id, message_id, created FROM c2d_feedback_batch WHERE state='queued'"
-                         " ORDER BY id LIMIT ?", (limit + len(exclude),)).fetchall()
+                         " AND locked_until<=? ORDER BY id LIMIT ?", (now, limit + len(exclude))).fetchall()
     out = []
     for b in batches:
         if b["id"] in exclude:
@@ -182,22 +207,74 @@ def pending(store, exclude=(), limit=100):
     return out
 
 
-def _settle(store, sql, batch_id):
+def take(store, via, limit=1, now=None, lock_seconds=LOCK_SECONDS):
+    """Lock up to `limit` visible feedback messages for one reader (`via`: "amqp" or "https")
+    for `lock_seconds`: [(batch id, lock token, message id, created, body)], oldest first."""
+    now = time.time() if now is None else now
+    out = []
+    for fid, mid, created, body in pending(store, limit=limit, now=now):
+        token = str(uuid.uuid4())
+        cur = store.db.execute("UPDATE c2d_feedback_batch SET lock_token=?, locked_until=?, lock_via=?"
+                               " WHERE id=? AND state='queued' AND locked_until<=?",
+                               (token, now + lock_seconds, via, fid, now))
+        if cur.rowcount:
+            out.append((fid, token, mid, created, body))
+    return out
+
+
+def release(store, tokens):
+    """The holder is gone (an AMQP connection ended): its batches are visible again at once,
+    no delivery counted."""
+    store.flush()
+    store.db.executemany("UPDATE c2d_feedback_batch SET lock_token=NULL, locked_until=0, lock_via=NULL"
+                         " WHERE lock_token=? AND state='queued'", [(t,) for t in tokens])
+
+
+def unlock_expired(store, now=None):
+    """Clear the locks that expired (their batches are visible again; a late settlement with
+    the old token finds nothing); returns how many."""
+    now = time.time() if now is None else now
+    store.flush()
+    return store.db.execute("UPDATE c2d_feedback_batch SET lock_token=NULL, locked_until=0, lock_via=NULL"
+                            " WHERE lock_token IS NOT NULL AND locked_until<=?", (now,)).rowcount
+
+
+def locked(store, token, now=None):
+    """The batch id that `token` holds a live lock on, or None (unknown, expired, settled)."""
+    now = time.time() if now is None else now
+    store.flush()
+    row = store.db.execute("SELECT id FROM c2d_feedback_batch WHERE lock_token=? AND state='queued'"
+                           " AND locked_until>?", (token, now)).fetchone()
+    return row[0] if row else None
+
+
+_UNLOCK = ", lock_token=NULL, locked_until=0, lock_via=NULL"
+
+
+def _settle(store, sql, batch_id, token, now):
+    """Run `sql` (WHERE id=? AND state='queued' ...) for the batch; with `token`, only while
+    that lock is held. True when it changed the batch."""
     store.flush()   # its own transaction, after the open group commit (group_commit.py)
-    store.db.execute(sql, (batch_id,))
+    args = (batch_id,)
+    if token is not None:
+        sql += " AND lock_token=? AND locked_until>?"
+        args = (batch_id, token, time.time() if now is None else now)
+    return store.db.execute(sql, args).rowcount > 0
 
 
-def completed(store, batch_id):
-    """The receiver accepted the message."""
-    _settle(store, "UPDATE c2d_feedback_batch SET state='delivered' WHERE id=? AND state='queued'", batch_id)
+def completed(store, batch_id, token=None, now=None):
+    """The receiver accepted the message (deleted from the queue)."""
+    return _settle(store, "UPDATE c2d_feedback_batch SET state='delivered'" + _UNLOCK +
+                   " WHERE id=? AND state='queued'", batch_id, token, now)
 
 
-def abandoned(store, batch_id):
-    """Released or modified: queued again, one more delivery; dead-lettered at MAX_DELIVERY."""
-    _settle(store, "UPDATE c2d_feedback_batch SET delivery_count=delivery_count+1,"
-                   " state=CASE WHEN delivery_count+1>=%d THEN 'deadlettered' ELSE state END"
-                   " WHERE id=? AND state='queued'" % MAX_DELIVERY, batch_id)
+def abandoned(store, batch_id, token=None, now=None):
+    """Released or modified: queued again at once, one more delivery; dead-lettered at MAX_DELIVERY."""
+    return _settle(store, "UPDATE c2d_feedback_batch SET delivery_count=delivery_count+1,"
+                   " state=CASE WHEN delivery_count+1>=%d THEN 'deadlettered' ELSE state END" % MAX_DELIVERY
+                   + _UNLOCK + " WHERE id=? AND state='queued'", batch_id, token, now)
 
 
-def rejected(store, batch_id):
-    _settle(store, "UPDATE c2d_feedback_batch SET state='deadlettered' WHERE id=? AND state='queued'", batch_id)
+def rejected(store, batch_id, token=None, now=None):
+    return _settle(store, "UPDATE c2d_feedback_batch SET state='deadlettered'" + _UNLOCK +
+                   " WHERE id=? AND state='queued'", batch_id, token, now)

@@ -21,10 +21,12 @@ PRUNE_EVERY = 60.0      # seconds between retention passes (the first one runs a
 
 
 class AmqpServer:
-    def __init__(self, hub, eventhub, feedback_window=feedback.BATCH_SECONDS, clock=time.time):
+    def __init__(self, hub, eventhub, feedback_window=feedback.BATCH_SECONDS, clock=time.time,
+                 feedback_lock=feedback.LOCK_SECONDS):
         self.hub = hub
         self.eventhub = eventhub
         self.feedback_window = feedback_window
+        self.feedback_lock = feedback_lock    # seconds a reader holds a feedback message
         self.clock = clock              # retention's and feedback's time (tests may inject one)
         self._pruner = None
         self.server = None
@@ -32,7 +34,7 @@ class AmqpServer:
         self.connections = set()
         self._ids = itertools.count(1)
         self._keys = None
-        self._in_flight = set()
+        self._wake_pending = False
         self._sweeper = None
 
     # ---- settings read by the endpoints ----------------------------------------------------
@@ -51,14 +53,17 @@ class AmqpServer:
     def hub_name(self):
         return config.hub_name(self.eventhub)
 
-    def feedback_in_flight(self):
-        return self._in_flight
+    def feedback_changed(self):
+        """A feedback message became visible again (released, abandoned, its lock expired):
+        feedback links with credit get it on the next turn of the loop."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            asyncio.get_running_loop().call_soon(self._wake_all)
 
-    def feedback_sent(self, fid):
-        self._in_flight.add(fid)
-
-    def feedback_returned(self, fid):
-        self._in_flight.discard(fid)
+    def _wake_all(self):
+        self._wake_pending = False
+        for c in list(self.connections):
+            c.wake()
 
     # ---- life cycle ---------------------------------------------------------------------------
     async def start(self, host, port, ssl_context):
@@ -114,7 +119,8 @@ class AmqpServer:
                 # settled C2D messages, a chunk per loop turn: a backlog never holds the loop long
                 while feedback.record_step(self.hub.store, self.clock()) == feedback.STEP_ROWS:
                     await asyncio.sleep(0)
-                if feedback.sweep(self.hub.store, self.clock(), self.feedback_window):
+                unlocked = feedback.unlock_expired(self.hub.store, self.clock())
+                if feedback.sweep(self.hub.store, self.clock(), self.feedback_window) or unlocked:
                     for c in list(self.connections):
                         c.wake()
             except Exception:
