@@ -1,4 +1,5 @@
-# DPS registration over MQTT as pure decisions: the request body, and what an answer means.
+# DPS registration over MQTT as pure decisions: its topics, the request body, and what an answer
+# means.
 #
 #   register -> 202 {"operationId", "status": "assigning"} &retry-after=N
 #   poll     -> 200 {"status": "assigned", "registrationState": {"assignedHub", "deviceId"}}
@@ -12,9 +13,48 @@
 #                                     before `seconds` (retry_s) when DPS said (429 throttled)
 import json
 
+from firmware.iothub.sas import quote
+from firmware.iothub.topics import number, rid_of, split_query
+
+DPS_API_VERSION = "2019-03-31"
+# DPS's topic prefixes once: the device formats and parses with these, and the local DPS
+# (host_tools/cloud/dps/topics.py) builds its mirror image from the same names.
+DPS_REGISTER = "$dps/registrations/PUT/iotdps-register/"
+DPS_STATUS = "$dps/registrations/GET/iotdps-get-operationstatus/"
+DPS_RES = "$dps/registrations/res/"
+DPS_RES_FILTER = DPS_RES + "#"
+
 DEFAULT_POLL_S = 2     # the SDKs' polling interval when DPS sends no retry-after
 MAX_POLL_S = 30        # a retry-after beyond this is treated as this (a device must not hang)
 MAX_RETRY_S = 300      # likewise for the retry-after of a throttled (429) or failed (5xx) request
+
+
+def dps_resource(id_scope, registration_id):
+    return id_scope + "/registrations/" + registration_id
+
+
+def dps_username(id_scope, registration_id):
+    return dps_resource(id_scope, registration_id) + "/api-version=" + DPS_API_VERSION
+
+
+def dps_register(rid):
+    return DPS_REGISTER + "?$rid=" + quote(rid)
+
+
+def dps_status(rid, operation_id):
+    return (DPS_STATUS + "?$rid=" + quote(rid)
+            + "&operationId=" + quote(operation_id))
+
+
+def parse_dps_response(topic):
+    # "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]" -> (status, rid, retry_after)
+    # None for a topic that is not DPS's; topics.TopicError for one that is, malformed.
+    if not topic.startswith(DPS_RES):
+        return None
+    status, bag = split_query(topic[len(DPS_RES):], "DPS response")
+    retry = bag.get("retry-after")
+    return (number(status, "DPS status"), rid_of(bag, "DPS response"),
+            None if retry is None else number(retry, "retry-after"))
 
 
 def register_body(registration_id):

@@ -12,19 +12,30 @@
 # bounded pieces, never held, and still comes out (payload None) so it can be acknowledged.
 import struct
 
-CONNECT = 0x10
+try:
+    from micropython import const
+except ImportError:  # CPython (the host's hub and tools)
+    def const(x):
+        return x
+
+_CONNECT = const(0x10)
 CONNACK = 0x20
 PUBLISH = 0x30
 PUBACK = 0x40
-SUBSCRIBE = 0x82
+_SUBSCRIBE = const(0x82)
 SUBACK = 0x90
 PINGRESP = 0xD0
 MAX_REMAINING = 268435455   # 4 length bytes of 7 bits
-_SKIP_PIECE = 256           # bytes asked for at a time while counting past a big PUBLISH
+_SKIP_PIECE = const(256)    # bytes asked for at a time while counting past a big PUBLISH
 
 
-def _room(buf, n):
-    return buf if n <= len(buf) else bytearray(n)
+def _room(buf, rem):
+    # buf, or a new buffer when the whole packet (first byte, 1-4 length bytes, rem) does not fit
+    n, r = 2, rem
+    while r > 0x7F and n < 5:
+        r >>= 7
+        n += 1
+    return buf if n + rem <= len(buf) else bytearray(n + rem)
 
 
 def _head(buf, first, rem):
@@ -41,15 +52,6 @@ def _head(buf, first, rem):
     return i + 1
 
 
-def _total(rem):
-    # the whole packet's size: first byte + length bytes + rem
-    n, r = 2, rem
-    while r > 0x7F and n < 5:
-        r >>= 7
-        n += 1
-    return n + rem
-
-
 def _str(buf, i, s):
     n = len(s)
     struct.pack_into("!H", buf, i, n)
@@ -60,8 +62,8 @@ def _str(buf, i, s):
 def connect(buf, client_id, user, password, keepalive, clean_session):
     # client_id, user, password: bytes. User name and password flags always set.
     rem = 10 + 2 + len(client_id) + 2 + len(user) + 2 + len(password)
-    buf = _room(buf, _total(rem))
-    i = _head(buf, CONNECT, rem)
+    buf = _room(buf, rem)
+    i = _head(buf, _CONNECT, rem)
     buf[i:i + 7] = b"\x00\x04MQTT\x04"
     buf[i + 7] = 0xC0 | (2 if clean_session else 0)
     struct.pack_into("!H", buf, i + 8, keepalive)
@@ -74,7 +76,7 @@ def connect(buf, client_id, user, password, keepalive, clean_session):
 def publish(buf, topic, payload, qos, pid, dup):
     # topic, payload: bytes. pid only with qos 1; never retained.
     rem = 2 + len(topic) + len(payload) + (2 if qos else 0)
-    buf = _room(buf, _total(rem))
+    buf = _room(buf, rem)
     i = _str(buf, _head(buf, PUBLISH | (8 if dup else 0) | qos << 1, rem), topic)
     if qos:
         struct.pack_into("!H", buf, i, pid)
@@ -88,8 +90,8 @@ def subscribe(buf, pid, filters):
     rem = 2
     for f, _ in filters:
         rem += 2 + len(f) + 1
-    buf = _room(buf, _total(rem))
-    i = _head(buf, SUBSCRIBE, rem)
+    buf = _room(buf, rem)
+    i = _head(buf, _SUBSCRIBE, rem)
     struct.pack_into("!H", buf, i, pid)
     i += 2
     for f, qos in filters:
@@ -107,13 +109,13 @@ def puback(buf, pid):
 
 
 # Decoder stages
-_FIRST = 0      # the packet's first byte
-_LENGTH = 1     # remaining-length bytes
-_BODY = 2       # the whole body of a packet other than PUBLISH
-_TOPIC_LEN = 3  # PUBLISH: the topic's 2-byte length
-_TOPIC = 4      # PUBLISH: the topic (skipped when too long)
-_PID = 5        # PUBLISH: the packet id (QoS > 0)
-_PAYLOAD = 6    # PUBLISH: the payload (skipped when too long)
+_FIRST = const(0)       # the packet's first byte
+_LENGTH = const(1)      # remaining-length bytes
+_BODY = const(2)        # the whole body of a packet other than PUBLISH
+_TOPIC_LEN = const(3)   # PUBLISH: the topic's 2-byte length
+_TOPIC = const(4)       # PUBLISH: the topic (skipped when too long)
+_PID = const(5)         # PUBLISH: the packet id (QoS > 0)
+_PAYLOAD = const(6)     # PUBLISH: the payload (skipped when too long)
 
 
 class Decoder:
@@ -171,13 +173,41 @@ class Decoder:
                     self._shift += 7
                     if self._shift > 21:
                         raise ValueError("bad packet length")
-                else:
-                    self._body_begins()
+                    continue
+                # the body begins
+                op, rem = self._op, self._rem
+                if op & 0xF0 == PUBLISH:
+                    if (op >> 1) & 3 == 3:
+                        raise ValueError("bad PUBLISH QoS")
+                    if rem < 2:
+                        raise ValueError("bad PUBLISH")
+                    self._qos = (op >> 1) & 3
+                    self._topic = None
+                    self._pid = 0
+                    self._stage = _TOPIC_LEN
+                    self._start_piece(2, True)
+                    continue
+                if rem > self.limit:
+                    raise ValueError("packet too big")
+                self._stage = _BODY
+                self._start_piece(rem, True)
+                if rem == 0:
+                    self._piece_done(b"")
             else:
-                i += self._take_piece(data, i, end)
+                # a piece: a run of bytes that is kept (as one bytes object) or counted past
+                n = min(self._need - self._got, end - i)
+                if self._keep:
+                    if self._got == 0 and n == self._need and i == 0 and end == n and type(data) is bytes:
+                        self._piece = data          # exactly this piece, as the socket gave it: no copy
+                    else:
+                        if self._piece is None:
+                            self._piece = bytearray(self._need)
+                        memoryview(self._piece)[self._got:self._got + n] = memoryview(data)[i:i + n]
+                self._got += n
+                i += n
+                if self._got == self._need:
+                    self._piece_done(self._piece)
         return i - start
-
-    # --- pieces: a run of n bytes that is kept (as one bytes object) or counted past ---------
 
     def _start_piece(self, n, keep):
         self._need = n
@@ -185,48 +215,13 @@ class Decoder:
         self._keep = keep
         self._piece = None
 
-    def _take_piece(self, data, i, end):
-        n = min(self._need - self._got, end - i)
-        if self._keep:
-            if self._got == 0 and n == self._need and i == 0 and end == n and type(data) is bytes:
-                self._piece = data          # exactly this piece, as the socket gave it: no copy
-            else:
-                if self._piece is None:
-                    self._piece = bytearray(self._need)
-                memoryview(self._piece)[self._got:self._got + n] = memoryview(data)[i:i + n]
-        self._got += n
-        if self._got == self._need:
-            self._piece_done(self._piece)
-        return n
-
-    def _body_begins(self):
-        kind, rem = self._op & 0xF0, self._rem
-        if kind == PUBLISH:
-            if (self._op >> 1) & 3 == 3:
-                raise ValueError("bad PUBLISH QoS")
-            if rem < 2:
-                raise ValueError("bad PUBLISH")
-            self._qos = (self._op >> 1) & 3
-            self._topic = None
-            self._pid = 0
-            self._stage = _TOPIC_LEN
-            self._start_piece(2, True)
-            return
-        if rem > self.limit:
-            raise ValueError("packet too big")
-        self._stage = _BODY
-        self._start_piece(rem, True)
-        if rem == 0:
-            self._piece_done(b"")
-
     def _piece_done(self, piece):
+        # The piece being read is complete: start the next one, or the packet is whole.
         st = self._stage
-        if st == _BODY:
-            return self._done(self._decode(self._op, piece))
         if st == _TOPIC_LEN:
             tl = piece[0] << 8 | piece[1]
-            self._left = self._rem - 2 - tl - (2 if self._qos else 0)
-            if self._left < 0:
+            self._rem -= 2 + tl + (2 if self._qos else 0)   # from here on: the payload's size
+            if self._rem < 0:
                 raise ValueError("bad PUBLISH")
             self._stage = _TOPIC
             self._start_piece(tl, tl <= self.limit)
@@ -244,35 +239,33 @@ class Decoder:
             if piece is not None:
                 self._pid = piece[0] << 8 | piece[1]
             self._stage = _PAYLOAD
-            keep = self._left <= self.limit and self._topic is not None
-            self._start_piece(self._left, keep)
-            if self._left == 0:
+            keep = self._rem <= self.limit and self._topic is not None
+            self._start_piece(self._rem, keep)
+            if self._rem == 0:
                 self._piece_done(b"")
             return
-        # _PAYLOAD: piece is None when it was counted past
-        self._done((PUBLISH, self._topic, piece if self._topic is not None else None,
-                    self._qos, self._pid))
-
-    def _done(self, packet):
+        if st == _BODY:
+            kind = self._op & 0xF0
+            if kind == CONNACK:
+                if len(piece) != 2:
+                    raise ValueError("bad CONNACK")
+                packet = (CONNACK, piece[0] & 1, piece[1])
+            elif kind == PUBACK:
+                if len(piece) != 2:
+                    raise ValueError("bad PUBACK")
+                packet = (PUBACK, piece[0] << 8 | piece[1])
+            elif kind == SUBACK:
+                if len(piece) < 3:
+                    raise ValueError("bad SUBACK")
+                packet = (SUBACK, piece[0] << 8 | piece[1], bytes(piece[2:]))
+            elif kind == PINGRESP:
+                packet = (PINGRESP,)
+            else:
+                packet = (kind, None)
+        else:
+            # _PAYLOAD: piece is None when it was counted past
+            packet = (PUBLISH, self._topic, piece if self._topic is not None else None,
+                      self._qos, self._pid)
         self._packet = packet
         self._stage = _FIRST
         self._start_piece(0, True)
-
-    @staticmethod
-    def _decode(op, body):
-        kind = op & 0xF0
-        if kind == CONNACK:
-            if len(body) != 2:
-                raise ValueError("bad CONNACK")
-            return (CONNACK, body[0] & 1, body[1])
-        if kind == PUBACK:
-            if len(body) != 2:
-                raise ValueError("bad PUBACK")
-            return (PUBACK, body[0] << 8 | body[1])
-        if kind == SUBACK:
-            if len(body) < 3:
-                raise ValueError("bad SUBACK")
-            return (SUBACK, body[0] << 8 | body[1], bytes(body[2:]))
-        if kind == PINGRESP:
-            return (PINGRESP,)
-        return (kind, None)

@@ -1,19 +1,12 @@
 # When to try again: exponential backoff with jitter, and what a CONNACK code or a hub
 # status means for retrying. Pure: the random value is an argument (0 <= rand < 1).
 
-OK = "ok"
-SOON = "soon"    # transient: network blip, server error
-LATER = "later"  # the hub says slow down: unavailable, throttled
-AUTH = "auth"    # credentials refused: a human must act; retry rarely, never hammer
-FATAL = "fatal"  # the request itself is wrong; retrying the same thing will not help soon
-
-# kind -> (base seconds, cap seconds) for delay()
-_POLICY = {
-    SOON: (1, 60),
-    LATER: (15, 300),
-    AUTH: (60, 900),
-    FATAL: (300, 3600),
-}
+# What an answer means for retrying (small numbers: compared, never shown)
+OK = 0
+SOON = 1    # transient: network blip, server error
+LATER = 2   # the hub says slow down: unavailable, throttled
+AUTH = 3    # credentials refused: a human must act; retry rarely, never hammer
+FATAL = 4   # the request itself is wrong; retrying the same thing will not help soon
 
 
 def delay(attempt, rand, base=1, cap=300):
@@ -26,7 +19,10 @@ def delay(attempt, rand, base=1, cap=300):
 
 
 def delay_for(kind, attempt, rand):
-    base, cap = _POLICY.get(kind, _POLICY[FATAL])
+    # (base seconds, cap seconds) for delay(), indexed by kind: SOON, LATER, AUTH, FATAL (also
+    # for a kind not known here)
+    base, cap = (None, (1, 60), (15, 300), (60, 900), (300, 3600))[
+        kind if kind in (SOON, LATER, AUTH) else FATAL]
     return delay(attempt, rand, base, cap)
 
 

@@ -7,12 +7,18 @@
 import binascii
 import hashlib
 
-_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
-_HEX = "0123456789ABCDEF"
-_HEXDIGITS = "0123456789ABCDEFabcdef"
+try:
+    from micropython import const
+except ImportError:  # CPython (the host's hub and tools)
+    def const(x):
+        return x
+
+_UNRESERVED = const(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+_HEX = const("0123456789ABCDEF")
+_HEXDIGITS = const("0123456789ABCDEFabcdef")
 PREFIX = "SharedAccessSignature "
 # Seconds between the Unix epoch (1970) and the epoch of ports whose gmtime(0) is 2000 (ESP32).
-_Y2K = 946684800
+_Y2K = const(946684800)
 
 
 class SasError(ValueError):
@@ -51,34 +57,28 @@ def unquote(s):
 def hmac_sha256(key, msg):
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
-    key = key + bytes(64 - len(key))
-    inner = hashlib.sha256(bytes(k ^ 0x36 for k in key))
+    inner = bytearray(64)   # the key, zero-padded to the block size, XOR ipad / opad
+    outer = bytearray(64)
+    for i in range(64):
+        k = key[i] if i < len(key) else 0
+        inner[i] = k ^ 0x36
+        outer[i] = k ^ 0x5C
+    inner = hashlib.sha256(inner)
     inner.update(msg)
-    outer = hashlib.sha256(bytes(k ^ 0x5C for k in key))
+    outer = hashlib.sha256(outer)
     outer.update(inner.digest())
     return outer.digest()
 
 
-def _b64decode_key(key_b64, what):
+def sign(key_b64, msg, what="key"):
     try:
         key = binascii.a2b_base64(key_b64)
     except Exception:
         key = b""
     if not key:
         raise SasError(what + " is not valid base64")
-    return key
-
-
-def sign(key_b64, msg, what="key"):
-    mac = hmac_sha256(_b64decode_key(key_b64, what), msg.encode())
+    mac = hmac_sha256(key, msg.encode())
     return binascii.b2a_base64(mac).decode().strip()
-
-
-def _token(sr_text, sig, expiry, policy):
-    t = PREFIX + "sr=" + sr_text + "&sig=" + quote(sig) + "&se=" + str(expiry)
-    if policy:
-        t += "&skn=" + quote(policy)
-    return t
 
 
 def device_resource(host, device_id):
@@ -86,16 +86,19 @@ def device_resource(host, device_id):
 
 
 def token(resource_uri, key_b64, expiry, policy=None):
-    expiry = int(expiry)
+    expiry = str(int(expiry))
     sr = quote(resource_uri)
-    return _token(sr, sign(key_b64, sr + "\n" + str(expiry)), expiry, policy)
+    t = PREFIX + "sr=" + sr + "&sig=" + quote(sign(key_b64, sr + "\n" + expiry)) + "&se=" + expiry
+    if policy:
+        t += "&skn=" + quote(policy)
+    return t
 
 
-def renew_at(issued, expiry, fraction=0.8, margin=30):
-    # When to reconnect with a fresh token: at `fraction` of the lifetime, earlier if that
-    # would leave less than `margin` seconds, but never before half of the lifetime.
+def renew_at(issued, expiry):
+    # When to reconnect with a fresh token: at 80% of the lifetime, earlier if that would leave
+    # less than 30 seconds, but never before half of the lifetime.
     life = expiry - issued
-    return max(issued + life // 2, min(issued + int(life * fraction), expiry - margin))
+    return max(issued + life // 2, min(issued + int(life * 0.8), expiry - 30))
 
 
 def epoch_offset(gmtime0_year):

@@ -1,4 +1,5 @@
-# IoT Hub and DPS MQTT topic strings, built and parsed without I/O (device side).
+# IoT Hub MQTT topic strings, built and parsed without I/O (device side). DPS's topics are in
+# firmware/iothub/dps.py, imported only by a device that registers with DPS.
 #
 # Parsers answer None for a topic of another feature ("not mine"), so a receive handler can
 # try C2D, then methods, then twin; a topic that is theirs but malformed raises TopicError.
@@ -9,24 +10,20 @@ API_VERSION = "2021-04-12"
 # IoT Hub times a connection out at 1.5 x keep-alive but never later than 1767 s: a longer
 # keep-alive would let it drop a healthy idle device before the device pings.
 MAX_KEEPALIVE_S = 1177
-DPS_API_VERSION = "2019-03-31"
 
 # Every topic prefix once; the device formats and parses with these, and the local hub builds its
-# mirror-image grammar (host_tools/cloud/hub/topics.py) from the same names.
+# mirror-image grammar (host_tools/cloud/hub/topics.py) from the same names. The MQTT client id
+# is the device id.
 TWIN_GET = "$iothub/twin/GET/"
 TWIN_RES = "$iothub/twin/res/"
 TWIN_REPORTED = "$iothub/twin/PATCH/properties/reported/"
 TWIN_DESIRED = "$iothub/twin/PATCH/properties/desired/"
 METHOD_POST = "$iothub/methods/POST/"
 METHOD_RES = "$iothub/methods/res/"
-DPS_REGISTER = "$dps/registrations/PUT/iotdps-register/"
-DPS_STATUS = "$dps/registrations/GET/iotdps-get-operationstatus/"
-DPS_RES = "$dps/registrations/res/"
 
 TWIN_RES_FILTER = TWIN_RES + "#"
 TWIN_DESIRED_FILTER = TWIN_DESIRED + "#"
 METHODS_FILTER = METHOD_POST + "#"
-DPS_RES_FILTER = DPS_RES + "#"
 
 
 class TopicError(ValueError):
@@ -38,10 +35,6 @@ def username(host, device_id, model_id=None):
     if model_id:
         u += "&model-id=" + quote(model_id)
     return u
-
-
-def client_id(device_id):
-    return device_id
 
 
 def encode_bag(pairs):
@@ -108,7 +101,7 @@ def split_query(rest, what):
     return rest[:i], decode_bag(rest[i + 2:])
 
 
-def _int(s, what):
+def number(s, what):
     try:
         return int(s)
     except (TypeError, ValueError):
@@ -128,8 +121,8 @@ def parse_twin_response(topic):
         return None
     status, bag = split_query(topic[len(TWIN_RES):], "twin response")
     version = bag.get("$version")
-    return (_int(status, "twin status"), rid_of(bag, "twin response"),
-            None if version is None else _int(version, "twin $version"))
+    return (number(status, "twin status"), rid_of(bag, "twin response"),
+            None if version is None else number(version, "twin $version"))
 
 
 def parse_desired_patch(topic):
@@ -139,7 +132,7 @@ def parse_desired_patch(topic):
     rest = topic[len(TWIN_DESIRED):]
     if not rest.startswith("?"):
         raise TopicError("desired patch topic has no $version")
-    return _int(decode_bag(rest[1:]).get("$version"), "desired $version")
+    return number(decode_bag(rest[1:]).get("$version"), "desired $version")
 
 
 def parse_method_request(topic):
@@ -166,30 +159,3 @@ def twin_patch_reported(rid):
 
 def method_response(rid, status):
     return METHOD_RES + str(int(status)) + "/?$rid=" + quote(rid)
-
-
-def dps_resource(id_scope, registration_id):
-    return id_scope + "/registrations/" + registration_id
-
-
-def dps_username(id_scope, registration_id):
-    return dps_resource(id_scope, registration_id) + "/api-version=" + DPS_API_VERSION
-
-
-def dps_register(rid):
-    return DPS_REGISTER + "?$rid=" + quote(rid)
-
-
-def dps_status(rid, operation_id):
-    return (DPS_STATUS + "?$rid=" + quote(rid)
-            + "&operationId=" + quote(operation_id))
-
-
-def parse_dps_response(topic):
-    # "$dps/registrations/res/{status}/?$rid={rid}[&retry-after={s}]" -> (status, rid, retry_after)
-    if not topic.startswith(DPS_RES):
-        return None
-    status, bag = split_query(topic[len(DPS_RES):], "DPS response")
-    retry = bag.get("retry-after")
-    return (_int(status, "DPS status"), rid_of(bag, "DPS response"),
-            None if retry is None else _int(retry, "retry-after"))

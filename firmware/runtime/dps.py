@@ -17,7 +17,7 @@ import json
 from umqtt.simple import MQTTException
 
 from firmware.app import screens
-from firmware.iothub import dps, mqtt, retry, sas, topics
+from firmware.iothub import dps, mqtt, retry, sas
 from firmware.runtime import storage
 from firmware.runtime.link import Client
 
@@ -39,21 +39,21 @@ class Dps:
     def register(self, now, wait):
         cfg = self.cfg
         reg, scope = cfg["registration_id"], cfg["id_scope"]
-        c = Client(reg, cfg["host"], cfg["port"], topics.dps_username(scope, reg),
+        c = Client(reg, cfg["host"], cfg["port"], dps.dps_username(scope, reg),
                     self._keepalive, self._ca, cfg["host"], self._timeout)
         self.stats["registrations"] += 1
         try:
             try:
-                c.pswd = sas.token(topics.dps_resource(scope, reg), self._key, int(now) + _TOKEN_S,
+                c.pswd = sas.token(dps.dps_resource(scope, reg), self._key, int(now) + _TOKEN_S,
                                    "registration")
                 c.connect(clean_session=True)
-                c.subscribe_all(((topics.DPS_RES_FILTER, 1),))
+                c.subscribe_all(((dps.DPS_RES_FILTER, 1),))
             except MQTTException as e:
                 return ("refused", "CONNACK %s" % (e.args[0] if e.args else "?"))
             except sas.SasError:
                 return ("refused", "device key is not base64")
             rid = 1
-            c.publish(topics.dps_register(str(rid)), dps.register_body(reg), qos=1, pid=rid)
+            c.publish(dps.dps_register(str(rid)), dps.register_body(reg), qos=1, pid=rid)
             for _ in range(_POLLS_MAX):
                 res = self._answer(c, str(rid))
                 if res[0] != "wait":
@@ -62,7 +62,7 @@ class Dps:
                     return ("unreachable", "stopped")
                 rid += 1
                 self.stats["polls"] += 1
-                c.publish(topics.dps_status(str(rid), res[1]), b"", qos=1, pid=rid)
+                c.publish(dps.dps_status(str(rid), res[1]), b"", qos=1, pid=rid)
             return ("unreachable", "no assignment after %d polls" % _POLLS_MAX)
         except (OSError, IndexError, ValueError, MemoryError, MQTTException) as e:
             # network, TLS (ValueError: certificate), a broken stream: try again later
@@ -80,7 +80,7 @@ class Dps:
                 if pid:
                     c.ack(pid)
                 try:
-                    res = topics.parse_dps_response(topic.decode())
+                    res = dps.parse_dps_response(topic.decode())
                 except (ValueError, UnicodeError):
                     res = None
                 if res is not None and res[1] == rid:

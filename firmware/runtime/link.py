@@ -62,6 +62,7 @@ class Client(MQTTClient):
     def __init__(self, client_id, server, port, user, keepalive, ca, hostname, timeout):
         # Only the arguments every umqtt.simple version takes: 1.3.4 has ssl=/ssl_params=,
         # >= 1.6 takes ssl=<SSLContext> and no ssl_params. TLS is done in connect().
+        # client_id and user are text (str), as are the topics and filters given later.
         super().__init__(client_id, server, port, user, "", keepalive)
         self.ca = ca              # the trusted roots: a tuple of DER certificates
         self.hostname = hostname  # the TLS server name
@@ -89,7 +90,16 @@ class Client(MQTTClient):
         # found no such block and every connect failed with MemoryError (make bench's 32-bit
         # build, firmware frozen: a 28 KiB device that waited 30 s for the hub never got
         # online; made here, 27 KiB does). ValueError (a CA it refuses): a failed connect.
-        ctx = self._tls()
+        # One context for every connect: each root goes in with its own load_verify_locations
+        # call, since MicroPython's cadata takes ONE DER certificate (certificates back to back:
+        # only the first is trusted; PEM: "invalid cert").
+        ctx = self.ctx
+        if ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            for der in self.ca:
+                ctx.load_verify_locations(cadata=der)
+            self.ctx = ctx
         raw = socket.socket()
         self.raw = raw
         try:
@@ -106,8 +116,8 @@ class Client(MQTTClient):
                 raise OSError(HOST_NOT_FOUND)
             raw.connect(addr)
             self.sock = ctx.wrap_socket(raw, server_hostname=self.hostname)
-            self.sock.write(mqtt.connect(self._buf, _b(self.client_id), _b(self.user),
-                                         _b(self.pswd), self.keepalive, clean_session))
+            self.sock.write(mqtt.connect(self._buf, self.client_id.encode(), self.user.encode(),
+                                         self.pswd.encode(), self.keepalive, clean_session))
             p = self.wait_for(mqtt.CONNACK)
             if p[2]:
                 raise MQTTException(p[2])
@@ -115,18 +125,6 @@ class Client(MQTTClient):
         except BaseException:
             self.close()
             raise
-
-    def _tls(self):
-        # One context for every connect, made at the first: each root goes in with its own
-        # load_verify_locations call, since MicroPython's cadata takes ONE DER certificate
-        # (certificates back to back: only the first is trusted; PEM: "invalid cert").
-        if self.ctx is None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            for der in self.ca:
-                ctx.load_verify_locations(cadata=der)
-            self.ctx = ctx
-        return self.ctx
 
     def close(self):
         # What was read on this connection ends with it: packet ids are per connection (an
@@ -157,14 +155,18 @@ class Client(MQTTClient):
         # Override: one write per packet (umqtt's several small writes cost ~44 ms per QoS 1
         # publish on loopback TLS, one write ~1 ms), the packet id and DUP from the caller, and
         # QoS 1 returns at once (the PUBACK shows up in self.acked). Never retained.
-        self.sock.write(mqtt.publish(self._buf, _b(topic), _b(msg), qos, pid, dup))
+        if isinstance(msg, str):
+            msg = msg.encode()
+        self.sock.write(mqtt.publish(self._buf, topic.encode(), msg, qos, pid, dup))
 
     def subscribe_all(self, filters):
         # Instead of umqtt's subscribe() (one filter a packet, three writes, a SUBACK read
         # outside the decoder): one SUBSCRIBE carrying every (filter, qos); waits for its SUBACK
         # (bounded by the socket timeout).
         self.pid = self.pid % 65535 + 1
-        subs = [(_b(f), qos) for f, qos in filters]
+        subs = []
+        for f, qos in filters:
+            subs.append((f.encode(), qos))
         self.sock.write(mqtt.subscribe(self._buf, self.pid, subs))
         codes = self.wait_for(mqtt.SUBACK)[2]
         if len(codes) != len(filters) or 0x80 in codes:
@@ -221,29 +223,23 @@ class Client(MQTTClient):
         # What one incoming packet means for this connection; returns its kind.
         kind = p[0]
         if kind == mqtt.PUBLISH:
-            self._incoming(p[1], p[2], p[3], p[4])
+            topic, msg, qos, pid = p[1], p[2], p[3], p[4]
+            if msg is None:
+                # too big to hold (a hostile or broken sender), already read past: it still
+                # takes its place in the inbox (body None), so it is acknowledged in its turn
+                # (IoT Hub wants PUBACKs in the order of the PUBLISHes) and a twin too large to
+                # read is told to the app instead of vanishing
+                self.dropped += 1
+                self.inbox.append((topic or b"", None, pid if qos == 1 else 0))
+            elif qos == 2 or len(self.inbox) >= _INBOX_MAX:
+                self.dropped += 1     # not acknowledged: the hub delivers a QoS 1 message again
+            else:
+                self.inbox.append((topic, msg, pid))
         elif kind == mqtt.PUBACK:
             self.acked.append(p[1])
         elif kind == mqtt.PINGRESP:
             self.pingresp = True
         return kind
-
-    def _incoming(self, topic, msg, qos, pid):
-        if msg is None:
-            # too big to hold (a hostile or broken sender), already read past: it still takes
-            # its place in the inbox (body None), so it is acknowledged in its turn (IoT Hub
-            # wants PUBACKs in the order of the PUBLISHes) and a twin too large to read is told
-            # to the app instead of vanishing
-            self.dropped += 1
-            self.inbox.append((topic or b"", None, pid if qos == 1 else 0))
-        elif qos == 2 or len(self.inbox) >= _INBOX_MAX:
-            self.dropped += 1     # not acknowledged: the hub delivers a QoS 1 message again
-        else:
-            self.inbox.append((topic, msg, pid))
-
-
-def _b(s):
-    return s.encode() if isinstance(s, str) else s
 
 
 class Link:
@@ -269,20 +265,20 @@ class Link:
         self.retry_cap = retry_cap
         if isinstance(ca, (bytes, bytearray)):
             ca = (ca,)        # one DER certificate
-        self.c = Client(topics.client_id(device_id), host, port,
-                         topics.username(name, device_id), keepalive, ca, name, timeout)
+        # IoT Hub's MQTT client id is the device id
+        self.c = Client(device_id, host, port, topics.username(name, device_id), keepalive, ca,
+                        name, timeout)
         self.state = OFFLINE
         self.attempt = 0
         self.next_try = 0
         self.renew_at = 0
-        self.expiry = 0
         # Keep-alive as deadlines, so the idle check only compares (float arithmetic would
         # allocate on every loop turn): PINGREQ due, and PINGRESP expected by (0: none pending).
         self._ping_due = 0
         self._pong_by = 0
         self._broken = None
         self._more = False      # the last step stopped with packets perhaps still waiting
-        self._rid = 0
+        self._rid = 0       # the last twin request id
         self._now = 0
         self.inflight = {}   # pid -> [topic, payload, tag, sent_at, sent_before]: see _TOPIC...
         self.stats = {"connects": 0, "connect_failures": 0, "auth_errors": 0, "renewals": 0,
@@ -307,21 +303,30 @@ class Link:
     def publish(self, topic, payload, qos=1, tag=None):
         # QoS 1: returns True when queued in flight (re-sent after a reconnect until PUBACKed);
         # a tag already in flight is not sent twice. QoS 0: True when written.
+        pid = 0
         if qos:
+            inflight = self.inflight
             if tag is not None:
-                for e in self.inflight.values():
+                for e in inflight.values():
                     if e[_TAG] == tag:
                         return True
-            if len(self.inflight) >= _INFLIGHT_MAX:
+            if len(inflight) >= _INFLIGHT_MAX:
                 return False
-            pid = self._next_pid()
-            self.inflight[pid] = [topic, payload, tag, 0, False]
+            c = self.c
+            while True:     # umqtt's pid counter, wrapped within 1..65535 and past ids in flight
+                c.pid = c.pid % 65535 + 1
+                if c.pid not in inflight:
+                    break
+            pid = c.pid
+            inflight[pid] = [topic, payload, tag, 0, False]
         if not self.online():
             return bool(qos)
         try:
-            self.c.publish(topic, payload, qos=qos, pid=pid if qos else 0)
+            self.c.publish(topic, payload, qos=qos, pid=pid)
             if qos:
-                self._sent(self.inflight[pid], self._now)
+                e = self.inflight[pid]
+                e[_SENT_AT] = self._now
+                e[_SENT_BEFORE] = True
             self._ping_due = self._now + self.keepalive // 2
             self.stats["published"] += 1
             return True
@@ -329,38 +334,23 @@ class Link:
             self._broken = "publish: " + _reason(e)
             return bool(qos)
 
-    def next_rid(self):
-        self._rid += 1
-        return str(self._rid)
-
     def report(self, body):
         # Reported-properties patch (QoS 0; the twin response arrives as a "twin" event with
         # this rid). Returns the rid, or None when it could not be written.
-        rid = self.next_rid()
+        self._rid += 1
+        rid = str(self._rid)
         return rid if self.publish(topics.twin_patch_reported(rid), body, qos=0) else None
 
     def twin_get(self):
         # Ask for the whole twin (after every connect; again when the hub answered with an
         # error). The answer arrives as a "twin" event. Returns the rid.
-        rid = self.next_rid()
+        self._rid += 1
+        rid = str(self._rid)
         self.publish(topics.twin_get(rid), b" ", qos=0)
         return rid
 
     def method_response(self, rid, status, body):
         return self.publish(topics.method_response(rid, status), body, qos=0)
-
-    def _next_pid(self):
-        # umqtt's pid counter, wrapped within 1..65535 and past ids still in flight
-        c = self.c
-        while True:
-            c.pid = c.pid % 65535 + 1
-            if c.pid not in self.inflight:
-                return c.pid
-
-    @staticmethod
-    def _sent(e, now):
-        e[_SENT_AT] = now
-        e[_SENT_BEFORE] = True
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -382,32 +372,42 @@ class Link:
             if now >= self.next_try:
                 self._connect(now, handle)
             return
+        c = self.c
         if now >= self.renew_at:
-            self._renew(now, handle)
+            # MQTT cannot re-authenticate in session: reconnect with a fresh token.
+            self.stats["renewals"] += 1
+            c.disconnect()
+            self._lost(now, "token renewal", handle, 0)
+            self._connect(now, handle)
             return
         try:
             self._receive(now, handle)
-            self._keep_alive(now)
-            self._check_acks(now)
+            # Keep-alive: PINGREQ after keepalive/2 without writing; no PINGRESP within
+            # keepalive: broken.
+            if self._pong_by:
+                if now > self._pong_by:
+                    raise OSError("no PINGRESP")
+            elif now >= self._ping_due:
+                c.ping()
+                self._pong_by = now + self.keepalive
+                self._ping_due = now + self.keepalive // 2
+            # A publish without its PUBACK within keepalive: the connection is not working.
+            if self.inflight:   # the view alone costs an allocation; idle, nothing is in flight
+                for e in self.inflight.values():
+                    if e[_SENT_AT] and now - e[_SENT_AT] > self.keepalive:
+                        raise OSError("no PUBACK")
         except (OSError, ValueError, IndexError, MemoryError) as e:
             # ValueError: a malformed packet. MemoryError mid-packet: the stream is out of step,
             # start a fresh connection
-            self.c.close()
+            c.close()
             self._lost(now, _reason(e), handle, self._backoff())
-        self.stats["dropped"] = self.c.dropped
+        self.stats["dropped"] = c.dropped
 
     def close(self):
         if self.state == ONLINE:
             self.c.disconnect()
         self.c.close()
         self.state = OFFLINE
-
-    def _renew(self, now, handle):
-        # MQTT cannot re-authenticate in session: reconnect with a fresh token.
-        self.stats["renewals"] += 1
-        self.c.disconnect()
-        self._lost(now, "token renewal", handle, 0)
-        self._connect(now, handle)
 
     def _receive(self, now, handle):
         # Up to _PACKETS_PER_STEP whole packets, then what they carried: PUBACKs become events,
@@ -429,28 +429,25 @@ class Link:
                 self._call(handle, ("puback", e[_TAG]))
         while c.inbox and not self._broken:
             topic, msg, pid = c.inbox.pop(0)
-            self._dispatch(topic, msg, handle)
+            # A handler failing on a message (a bug, bad content) loses that message:
+            # acknowledged all the same, a poison message must not block the queue. Out of
+            # memory is the device's state, not the message's: a C2D is not acknowledged and
+            # the connection dropped (lost, with backoff; PUBACKs go in order, so the messages
+            # after it in this read are not acknowledged either): the hub delivers them again
+            # when their lock expires (IoT Hub: 1 min). A twin answer or desired patch: dropped
+            # too, the twin GET after the reconnect brings the whole twin. A method (not
+            # delivered again) answers 500 and stays online; when even that fails, the link
+            # drops as for any write error.
+            ev = self._event(topic, msg)
+            if ev and not self._call(handle, ev):
+                if ev[0] == "method":
+                    self.method_response(ev[1], 500, b"null")
+                else:
+                    self._broken = "handler out of memory"
             if pid and not self._broken:    # broken: this one and the rest come again
                 c.ack(pid)
         if self._broken:
             raise OSError(self._broken)
-
-    def _keep_alive(self, now):
-        # PINGREQ after keepalive/2 without writing; no PINGRESP within keepalive: broken.
-        if self._pong_by:
-            if now > self._pong_by:
-                raise OSError("no PINGRESP")
-        elif now >= self._ping_due:
-            self.c.ping()
-            self._pong_by = now + self.keepalive
-            self._ping_due = now + self.keepalive // 2
-
-    def _check_acks(self, now):
-        # A publish without its PUBACK within keepalive: the connection is not working.
-        if self.inflight:   # the view alone costs an allocation; idle, nothing is in flight
-            for e in self.inflight.values():
-                if e[_SENT_AT] and now - e[_SENT_AT] > self.keepalive:
-                    raise OSError("no PUBACK")
 
     def _call(self, handle, event):
         # False when the handler ran out of memory (after a collection), else True
@@ -464,22 +461,6 @@ class Link:
             self.stats["handler_errors"] += 1
             print("link: handler failed on", event[0], repr(e))
         return True
-
-    def _dispatch(self, topic, msg, handle):
-        # A handler failing on a message (a bug, bad content) loses that message: acknowledged
-        # all the same, a poison message must not block the queue. Out of memory is the
-        # device's state, not the message's: a C2D is not acknowledged and the connection
-        # dropped (lost, with backoff; PUBACKs go in order, so the messages after it in this
-        # read are not acknowledged either): the hub delivers them again when their lock
-        # expires (IoT Hub: 1 min). A twin answer or desired patch: dropped too, the twin GET
-        # after the reconnect brings the whole twin. A method (not delivered again) answers 500
-        # and stays online; when even that fails, the link drops as for any write error.
-        ev = self._event(topic, msg)
-        if ev and not self._call(handle, ev):
-            if ev[0] == "method":
-                self.method_response(ev[1], 500, b"null")
-            else:
-                self._broken = "handler out of memory"
 
     def _event(self, topic, msg):
         # The event for one message, None for none. msg None: a message too large to read;
@@ -518,83 +499,69 @@ class Link:
     # --- connecting -------------------------------------------------------------------------
 
     def _connect(self, now, handle):
+        # TCP + TLS + CONNECT with a fresh token + SUBSCRIBE, then what was in flight and a
+        # twin GET.
+        c = self.c
+        stats = self.stats
         issued = int(now)
-        self.expiry = issued + self.token_ttl
+        expiry = issued + self.token_ttl
         try:
-            present = self._open()
+            c.pswd = sas.token(self._resource, self._key, expiry)
+            present = c.connect(clean_session=False)
+            c.subscribe_all(((topics.c2d_filter(self.device_id), 1), (topics.TWIN_RES_FILTER, 0),
+                             (topics.TWIN_DESIRED_FILTER, 0), (topics.METHODS_FILTER, 0)))
         except (MQTTException, sas.SasError) as e:
-            self._refused(now, e, handle)
+            # The hub answered CONNACK with an error code (or the key cannot make a token):
+            # wait as retry.py says for that code; refused credentials are the auth_error state.
+            c.close()
+            code = e.args[0] if isinstance(e, MQTTException) and e.args else 4
+            stats["connect_failures"] += 1
+            kind = retry.classify_connack(code)     # the policy per code lives in retry.py
+            self.attempt += 1
+            wait = retry.delay_for(kind, self.attempt - 1, self._rand())
+            if kind == retry.AUTH:
+                stats["auth_errors"] += 1
+                self.state = AUTH_ERROR
+                wait = max(_AUTH_MIN_S, wait)
+                self._call(handle, ("auth_error", code, int(wait)))
+            else:
+                self.state = OFFLINE
+            self.next_try = now + wait
             return
         except (OSError, IndexError, MemoryError, ValueError) as e:
-            # MemoryError: TLS needs a big block; retry after a collection (and a backoff).
-            # ValueError: the TLS layer refusing its parameters ("invalid cert") or a malformed
-            # answer: retried, never a crash (storage.load_ca already checks the CA at setup).
-            self._failed(now, e)
+            # No answer (network, TLS, memory): back off and try again. MemoryError: TLS needs
+            # a big block; retry after a collection (and a backoff). ValueError: the TLS layer
+            # refusing its parameters ("invalid cert") or a malformed answer: retried, never a
+            # crash (storage.load_ca already checks the CA at setup). Expected while the hub or
+            # the network is away: an event, never a console error.
+            c.close()
+            gc.collect()
+            stats["connect_failures"] += 1
+            self.state = OFFLINE
+            self.next_try = now + self._backoff()
             self._call(handle, ("connect_failed", _reason(e)))
             return
-        self._online(now, issued)
-        self._resend(now)
-        self._call(handle, ("connected", present))
-
-    def _open(self):
-        # TCP + TLS + CONNECT with a fresh token + SUBSCRIBE; returns session present.
-        c = self.c
-        c.pswd = sas.token(self._resource, self._key, self.expiry)
-        present = c.connect(clean_session=False)
-        c.subscribe_all(((topics.c2d_filter(self.device_id), 1), (topics.TWIN_RES_FILTER, 0),
-                         (topics.TWIN_DESIRED_FILTER, 0), (topics.METHODS_FILTER, 0)))
-        return present
-
-    def _refused(self, now, e, handle):
-        # The hub answered CONNACK with an error code (or the key cannot make a token): wait as
-        # retry.py says for that code; refused credentials are the auth_error state.
-        self.c.close()
-        code = e.args[0] if isinstance(e, MQTTException) and e.args else 4
-        self.stats["connect_failures"] += 1
-        kind = retry.classify_connack(code)     # the policy per code lives in retry.py
-        self.attempt += 1
-        wait = retry.delay_for(kind, self.attempt - 1, self._rand())
-        if kind == retry.AUTH:
-            self.stats["auth_errors"] += 1
-            self.state = AUTH_ERROR
-            wait = max(_AUTH_MIN_S, wait)
-            self._call(handle, ("auth_error", code, int(wait)))
-        else:
-            self.state = OFFLINE
-        self.next_try = now + wait
-
-    def _failed(self, now, e):
-        # No answer (network, TLS, memory): back off and try again. Expected while the hub or
-        # the network is away: the caller reports it as an event, never a console error.
-        self.c.close()
-        gc.collect()
-        self.stats["connect_failures"] += 1
-        self.state = OFFLINE
-        self.next_try = now + self._backoff()
-
-    def _online(self, now, issued):
         self.state = ONLINE
         self.attempt = 0
         self._broken = None
         self._more = True       # connecting may have left packets decrypted inside TLS
         self._pong_by = 0
         self._ping_due = now + self.keepalive // 2
-        self.renew_at = sas.renew_at(issued, self.expiry)
-        self.stats["connects"] += 1
-
-    def _resend(self, now):
+        self.renew_at = sas.renew_at(issued, expiry)
+        stats["connects"] += 1
         # What is still in flight goes out again (DUP if it was sent before), oldest id first,
         # then a twin GET: the app reconciles with the whole twin after every connect.
-        c = self.c
         try:
             for pid in sorted(self.inflight):
                 e = self.inflight[pid]
                 c.publish(e[_TOPIC], e[_BODY], qos=1, pid=pid, dup=e[_SENT_BEFORE])
-                self.stats["resent"] += e[_SENT_BEFORE]
-                self._sent(e, now)
+                stats["resent"] += e[_SENT_BEFORE]
+                e[_SENT_AT] = now
+                e[_SENT_BEFORE] = True
         except OSError as e:
             self._broken = "resend: " + _reason(e)
         self.twin_get()
+        self._call(handle, ("connected", present))
 
 
 def _reason(e):

@@ -11,7 +11,7 @@
 import json
 
 from firmware.app import orders, schemas, screens, settings
-from firmware.iothub import topics
+from firmware.iothub import dps, topics
 
 T = 1800000000
 MAX_OPEN = settings.RANGES["maxOpenOrders"][1]
@@ -410,7 +410,7 @@ def parse_case(rng):
     # topic parsers: a value, None ("not mine") or TopicError, nothing else
     topic = rng.choice(_PREFIXES) + "".join(rng.choice(_TOPIC_BITS) for _ in range(rng.below(8)))
     for fn in (topics.parse_twin_response, topics.parse_desired_patch,
-               topics.parse_method_request, topics.parse_dps_response):
+               topics.parse_method_request, dps.parse_dps_response):
         try:
             fn(topic)
         except topics.TopicError:

@@ -199,6 +199,7 @@ def test_connect_sends_one_packet_with_clean_session_0_keepalive_and_a_fresh_tok
     assert pkt[i:i + 7] == b"\x00\x04MQTT\x04"
     assert pkt[i + 7] == 0xC0             # user + password, CleanSession=0
     assert pkt[i + 8] << 8 | pkt[i + 9] == 60
+    assert pkt[i + 10:i + 16] == b"\x00\x04dev1"    # the client id is the device id
     assert topics.username("hub.example", "dev1").encode() in pkt
     tok = pkt[pkt.find(b"SharedAccessSignature"):].decode()
     assert tok == sas.token("hub.example/devices/dev1", KEY, 1020)

@@ -1,7 +1,7 @@
 # Topic strings: golden tables, parsers on nasty and foreign input.
 # Runs under pytest and under the unix MicroPython (tests/mp_runner.py).
 # The tables are also checked against the official Azure SDK in tests/host/test_golden_sdk.py.
-from firmware.iothub import topics
+from firmware.iothub import dps, topics
 from tests.core.check import raises
 
 # (device id, [(key, value), ...], topic) -- equal to what azure-iot-device 2.14.0 publishes
@@ -38,12 +38,11 @@ FOREIGN = [
 ]
 
 
-def test_username_and_client_id():
+def test_username():
     assert topics.username("myhub.azure-devices.net", "d1") == \
         "myhub.azure-devices.net/d1/?api-version=2021-04-12"
     assert topics.username("h", "d1", model_id="dtmi:com:example:Thermostat;1") == \
         "h/d1/?api-version=2021-04-12&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1"
-    assert topics.client_id("d1") == "d1"
 
 
 def test_telemetry_golden():
@@ -85,7 +84,7 @@ def test_filters():
     assert topics.TWIN_RES_FILTER == "$iothub/twin/res/#"
     assert topics.TWIN_DESIRED_FILTER == "$iothub/twin/PATCH/properties/desired/#"
     assert topics.METHODS_FILTER == "$iothub/methods/POST/#"
-    assert topics.DPS_RES_FILTER == "$dps/registrations/res/#"
+    assert dps.DPS_RES_FILTER == "$dps/registrations/res/#"
 
 
 def test_parse_c2d():
@@ -101,7 +100,7 @@ def test_parsers_answer_none_for_foreign_topics():
         assert topics.parse_twin_response(t) is None
         assert topics.parse_desired_patch(t) is None
         assert topics.parse_method_request(t) is None
-        assert topics.parse_dps_response(t) is None
+        assert dps.parse_dps_response(t) is None
 
 
 def test_builders_golden():
@@ -143,12 +142,12 @@ def test_parse_method_request():
 
 
 def test_dps_topics():
-    assert topics.dps_username("0ne00000A0A", "reg-1") == "0ne00000A0A/registrations/reg-1/api-version=2019-03-31"
-    assert topics.dps_resource("0ne00000A0A", "reg-1") == "0ne00000A0A/registrations/reg-1"
-    assert topics.dps_register("1") == "$dps/registrations/PUT/iotdps-register/?$rid=1"
-    assert topics.dps_status("2", "4.abc/def") == \
+    assert dps.dps_username("0ne00000A0A", "reg-1") == "0ne00000A0A/registrations/reg-1/api-version=2019-03-31"
+    assert dps.dps_resource("0ne00000A0A", "reg-1") == "0ne00000A0A/registrations/reg-1"
+    assert dps.dps_register("1") == "$dps/registrations/PUT/iotdps-register/?$rid=1"
+    assert dps.dps_status("2", "4.abc/def") == \
         "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId=4.abc%2Fdef"
-    p = topics.parse_dps_response
+    p = dps.parse_dps_response
     assert p("$dps/registrations/res/202/?$rid=1&retry-after=3") == (202, "1", 3)
     assert p("$dps/registrations/res/200/?$rid=2") == (200, "2", None)
     for bad in ("$dps/registrations/res/x/?$rid=1", "$dps/registrations/res/202/?retry-after=3",
@@ -175,7 +174,7 @@ def test_parsers_never_raise_anything_but_topic_error():
         t = "".join(parts)
         for parse in (lambda s: topics.parse_c2d(s, "d1"), topics.parse_twin_response,
                       topics.parse_desired_patch, topics.parse_method_request,
-                      topics.parse_dps_response):
+                      dps.parse_dps_response):
             try:
                 parse(t)
             except topics.TopicError:

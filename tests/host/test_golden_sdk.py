@@ -15,7 +15,7 @@ from azure.iot.device.common.auth import sastoken, signing_mechanism
 from azure.iot.device.iothub.pipeline import mqtt_topic_iothub as sdk_topics
 from azure.iot.device.provisioning.pipeline import mqtt_topic_provisioning as sdk_dps
 
-from firmware.iothub import sas, topics
+from firmware.iothub import dps, sas, topics
 from tests.core import test_sas, test_topics
 
 
@@ -93,7 +93,7 @@ def test_subscription_filters_match_sdk():
     assert topics.METHODS_FILTER == sdk_topics.get_method_topic_for_subscribe()
     assert topics.TWIN_RES_FILTER == sdk_topics.get_twin_response_topic_for_subscribe()
     assert topics.TWIN_DESIRED_FILTER == sdk_topics.get_twin_patch_topic_for_subscribe()
-    assert topics.DPS_RES_FILTER == sdk_dps.get_register_topic_for_subscribe()
+    assert dps.DPS_RES_FILTER == sdk_dps.get_register_topic_for_subscribe()
 
 
 @pytest.mark.parametrize("rid", ["1", "a b", "\u00fc&="])
@@ -102,8 +102,8 @@ def test_publish_topics_match_sdk(rid):
     assert topics.twin_patch_reported(rid) == \
         sdk_topics.get_twin_topic_for_publish("PATCH", "/properties/reported/", rid)
     assert topics.method_response(rid, 200) == sdk_topics.get_method_topic_for_publish(rid, 200)
-    assert topics.dps_register(rid) == sdk_dps.get_register_topic_for_publish(rid)
-    assert topics.dps_status(rid, "op/1") == sdk_dps.get_query_topic_for_publish(rid, "op/1")
+    assert dps.dps_register(rid) == sdk_dps.get_register_topic_for_publish(rid)
+    assert dps.dps_status(rid, "op/1") == sdk_dps.get_query_topic_for_publish(rid, "op/1")
 
 
 @pytest.mark.parametrize("topic", [
@@ -137,4 +137,4 @@ def test_dps_response_parsing_matches_sdk():
     assert sdk_dps.is_dps_response_topic(t)
     props = sdk_dps.extract_properties_from_dps_response_topic(t)
     status = sdk_dps.extract_status_code_from_dps_response_topic(t)
-    assert topics.parse_dps_response(t) == (int(status), props["rid"], int(props["retry-after"]))
+    assert dps.parse_dps_response(t) == (int(status), props["rid"], int(props["retry-after"]))

@@ -158,7 +158,7 @@ def test_a_press_during_the_download_still_orders(device, hub, order_service, re
 
 def test_a_version_that_cannot_connect_goes_back_by_itself_and_is_not_installed_again(device, hub, tmp_path):
     bad = build(tmp_path / "bad", {"firmware/runtime/link.py": (
-        "topics.client_id(device_id), host, port,", "topics.client_id(device_id), host, port + 1,")})
+        "Client(device_id, host, port, ", "Client(device_id, host, port + 1, ")})
     dev = device("button-1", heapsize=OTA_HEAP, ota_trial_s=3)
     dev.start()
     dev.wait_online()
@@ -280,7 +280,7 @@ def test_power_cut_during_the_download_then_boot_runs_the_old_version_and_finish
 
 def test_power_cut_during_the_trial_goes_back(device, hub, tmp_path):
     bad = build(tmp_path / "bad", {"firmware/runtime/link.py": (
-        "topics.client_id(device_id), host, port,", "topics.client_id(device_id), host, port + 1,")})
+        "Client(device_id, host, port, ", "Client(device_id, host, port + 1, ")})
     dev = device("button-1", heapsize=OTA_HEAP, ota_trial_s=600)
     dev.start()
     dev.wait_online()

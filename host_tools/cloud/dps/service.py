@@ -25,7 +25,7 @@ import time
 import uuid
 
 from firmware.iothub import sas
-from firmware.iothub import topics as device_topics
+from firmware.iothub import dps as device_dps
 from host_tools.cloud.dps.store import DpsStore
 from host_tools.cloud.hub.store import StoreError
 from host_tools.cloud import tokens
@@ -70,7 +70,7 @@ class Dps:
         """The enrollment whose key signed `token` for this registration, or None (401)."""
         if scope != self.store.id_scope():
             return None
-        resource = device_topics.dps_resource(scope, reg_id)
+        resource = device_dps.dps_resource(scope, reg_id)
         individual = self.store.get_enrollment(reg_id)
         if individual is not None and individual["kind"] == "individual":
             candidates = [(individual, individual["primary_key"]), (individual, individual["secondary_key"])]

@@ -1,10 +1,10 @@
 """DPS's MQTT grammar as the service sees it: what a device publishes, what the service answers.
-Mirror image of the device helpers in firmware/iothub/topics.py (dps_register, dps_status,
+Mirror image of the device helpers in firmware/iothub/dps.py (dps_register, dps_status,
 parse_dps_response), from the same prefixes; the CONNECT user name is parsed by the hub's one
 parser (host_tools/cloud/hub/topics.parse_username)."""
-from firmware.iothub import topics as device
+from firmware.iothub import dps as device
 from firmware.iothub.sas import quote
-from firmware.iothub.topics import TopicError
+from firmware.iothub.topics import TopicError, rid_of, split_query
 
 
 def allowed_filter(topic_filter):
@@ -16,10 +16,10 @@ def parse_publish(topic):
     A request of a known kind without $rid (or operationId) raises TopicError."""
     for prefix, kind in ((device.DPS_REGISTER, "register"), (device.DPS_STATUS, "status")):
         if topic.startswith(prefix):
-            path, bag = device.split_query("/" + topic[len(prefix):], "DPS request")
+            path, bag = split_query("/" + topic[len(prefix):], "DPS request")
             if path:
                 raise TopicError("DPS request topic has a path after " + prefix)
-            rid = device.rid_of(bag, "DPS request")
+            rid = rid_of(bag, "DPS request")
             if kind == "register":
                 return ("register", rid)
             op = bag.get("operationId")

@@ -3,6 +3,7 @@
 The device library formats what a device publishes and parses what it receives; this module
 is the mirror image: parse what a device publishes, format what the hub sends.
 """
+from firmware.iothub import dps as device_dps
 from firmware.iothub import topics as device
 from firmware.iothub.sas import quote
 from firmware.iothub.topics import TopicError, decode_bag, encode_bag
@@ -23,7 +24,7 @@ def parse_username(username):
     """A CONNECT user name -> ("hub", host, device_id, query bag) for IoT Hub
     (`{host}/{deviceId}/?api-version=...`, what device.username() builds) or
     ("dps", id_scope, registration_id, query bag) for the Device Provisioning Service
-    (`{idScope}/registrations/{registrationId}/api-version=...`, what device.dps_username() builds).
+    (`{idScope}/registrations/{registrationId}/api-version=...`, what device_dps.dps_username() builds).
     Anything else raises TopicError."""
     head, sep, query = username.partition("/?")
     if sep:
@@ -34,7 +35,7 @@ def parse_username(username):
     resource, sep, query = username.partition("/" + _API_VERSION + "=")
     scope, _, registration_id = resource.partition("/")
     registration_id = registration_id.partition("/")[2]
-    if sep and scope and registration_id and device.dps_resource(scope, registration_id) == resource:
+    if sep and scope and registration_id and device_dps.dps_resource(scope, registration_id) == resource:
         return ("dps", scope, registration_id, decode_bag(_API_VERSION + "=" + query))
     raise TopicError("user name is neither {host}/{deviceId}/?api-version=... (IoT Hub) "
                      "nor {idScope}/registrations/{registrationId}/api-version=... (DPS)")

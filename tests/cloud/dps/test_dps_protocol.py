@@ -6,7 +6,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware.iothub import sas, topics
+from firmware.iothub import dps, sas, topics
 from host_tools.cloud import tokens
 from tests.cloud.dps.conftest import enroll
 from tests.cloud.hub.conftest import hub, wait_for  # noqa: F401  (fixture)
@@ -18,9 +18,9 @@ class DpsPeer:
         self.connack = []
         self.client = mqtt.Client(client_id=client_id or reg_id, clean_session=True, protocol=mqtt.MQTTv311)
         self.client.tls_set(ca_certs=hub.ca_pem)
-        token = token or sas.token(topics.dps_resource(scope, reg_id), key, int(time.time()) + 3600,
+        token = token or sas.token(dps.dps_resource(scope, reg_id), key, int(time.time()) + 3600,
                                    "registration")
-        self.client.username_pw_set(username or topics.dps_username(scope, reg_id), token)
+        self.client.username_pw_set(username or dps.dps_username(scope, reg_id), token)
         self.client.on_connect = lambda c, u, f, rc: self.connack.append(rc)
         self.client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload))
         self.disconnected = threading.Event()
@@ -32,7 +32,7 @@ class DpsPeer:
     def subscribe(self):
         done = threading.Event()
         self.client.on_subscribe = lambda *a: done.set()
-        self.client.subscribe(topics.DPS_RES_FILTER, 1)
+        self.client.subscribe(dps.DPS_RES_FILTER, 1)
         assert done.wait(10)
 
     def request(self, topic, body, rid):
@@ -40,16 +40,16 @@ class DpsPeer:
 
         def answer():
             for t, payload in self.messages:
-                res = topics.parse_dps_response(t)
+                res = dps.parse_dps_response(t)
                 if res and res[1] == rid:
                     return res[0], res[2], json.loads(payload)
         return wait_for(answer, what="DPS answer to rid " + rid)
 
     def register(self, reg_id, rid="1"):
-        return self.request(topics.dps_register(rid), json.dumps({"registrationId": reg_id}), rid)
+        return self.request(dps.dps_register(rid), json.dumps({"registrationId": reg_id}), rid)
 
     def status(self, op_id, rid="2"):
-        return self.request(topics.dps_status(rid, op_id), b"", rid)
+        return self.request(dps.dps_status(rid, op_id), b"", rid)
 
     def close(self):
         self.client.disconnect()
@@ -104,9 +104,9 @@ def test_unknown_operation_is_404_and_a_body_for_another_registration_400(hub, g
     try:
         peer.subscribe()
         assert peer.status("4.0.nope")[0] == 404
-        status, _, body = peer.request(topics.dps_register("9"), json.dumps({"registrationId": "b-4"}), "9")
+        status, _, body = peer.request(dps.dps_register("9"), json.dumps({"registrationId": "b-4"}), "9")
         assert status == 400 and body["errorCode"] == 400000
-        status, _, _ = peer.request(topics.dps_register("10"), b"not json", "10")
+        status, _, _ = peer.request(dps.dps_register("10"), b"not json", "10")
         assert status == 400
     finally:
         peer.close()

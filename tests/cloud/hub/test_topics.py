@@ -1,6 +1,7 @@
 """Hub-side topic grammar: mirror image of firmware.iothub.topics (what one formats, the other parses)."""
 import pytest
 
+from firmware.iothub import dps as device_dps
 from firmware.iothub import topics as device
 from host_tools.cloud.hub import topics as hub
 
@@ -67,8 +68,8 @@ def test_usernames_the_device_library_and_the_sdks_build_parse_back():
         ("hub", "h.example", "d1", {"api-version": device.API_VERSION})
     sdk = "127.0.0.1/d1/?api-version=2019-10-01&DeviceClientType=py-azure-iot-device%2F2.14.0"
     assert hub.parse_username(sdk)[:3] == ("hub", "127.0.0.1", "d1")
-    assert hub.parse_username(device.dps_username("0ne00ABC", "reg-1")) == \
-        ("dps", "0ne00ABC", "reg-1", {"api-version": device.DPS_API_VERSION})
+    assert hub.parse_username(device_dps.dps_username("0ne00ABC", "reg-1")) == \
+        ("dps", "0ne00ABC", "reg-1", {"api-version": device_dps.DPS_API_VERSION})
     sdk_dps = "0ne00ABC/registrations/reg-1/api-version=2019-03-31&ClientVersion=py%2F2.14.0"
     assert hub.parse_username(sdk_dps)[:3] == ("dps", "0ne00ABC", "reg-1")
 
