@@ -21,7 +21,7 @@
 # order) leave the orders unchanged.
 import json
 
-from firmware.app import schemas, screens, settings
+from firmware.app import schemas, screens
 
 try:
     from micropython import const
@@ -55,11 +55,13 @@ BLOB_VERSION = const(2)
 _ANSWER_S = const(5)    # a gesture's answer stays this long, then the home screen returns
 KEEP_FINISHED = const(2)   # finished orders kept for the screen and duplicate detection
 MAX_BLOB = const(16384)    # a stored blob larger than this is refused unread
-_WHY = {"late": "cancel window passed", "toolate": "already shipped",
-        "nocancel": "order is finished"}
 
 
 def new(version):
+    # firmware/app/settings.py (defaults, checks, applying the desired twin) is loaded only where
+    # settings change: here, restore(), twin(), twin_too_large(). The runtime drops its code
+    # from the heap afterwards, as run from .mpy files the bytecode lives in the GC heap.
+    from firmware.app import settings
     return {
         "firmware_version": version,
         "settings": dict(settings.DEFAULTS),   # settings in force (persisted)
@@ -110,11 +112,11 @@ def press(s, now, rid):
     cfg = s["settings"]
     n = _open(s)
     if now < schemas.CLOCK_SET_EPOCH:
-        _say(s, now, ("notime",))
+        say(s, now, ("notime",))
     elif not cfg["sku"]:
-        _say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
+        say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
     elif n >= cfg["maxOpenOrders"]:
-        _say(s, now, ("busy", n, cfg["maxOpenOrders"]))
+        say(s, now, ("busy", n, cfg["maxOpenOrders"]))
     else:
         s["seq"] += 1
         s["orders"][rid] = ["queued", "", now, s["seq"], 0, "", now]
@@ -129,12 +131,12 @@ def long_press(s, now):
     s["answer"] = None
     o = _latest(s, True)
     if o is None:
-        _say(s, now, ("nocancel",))
+        say(s, now, ("nocancel",))
         return _out(s, now, [])
-    why = _cancel(s, now, o[0], o[1])
+    why, acts = cancel(s, now, o[0], o[1])
     if why:
-        _say(s, now, why)
-    return _out(s, now, _send(s, now, _NEW))
+        say(s, now, why)
+    return _out(s, now, acts)
 
 
 def double_press(s, now):
@@ -142,7 +144,7 @@ def double_press(s, now):
     s["answer"] = None
     o = _latest(s)
     link = "Online" if s["online"] else "Offline, %d out" % len(s["outbox"])
-    _say(s, now, ("info", _open(s), screens.LABEL[o[1][STATUS] if o else ""], link))
+    say(s, now, ("info", _open(s), screens.LABEL[o[1][STATUS] if o else ""], link))
     return _out(s, now, [])
 
 
@@ -166,7 +168,7 @@ def c2d(s, now, props, body):
         if status == o[STATUS]:
             _count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
-                _say(s, now, (status, o[ORDER_ID], note, _hint(s)))
+                say(s, now, (status, o[ORDER_ID], note, _hint(s)))
         elif not schemas.follows(status, o[STATUS]):
             _count(s, "stale")
         else:
@@ -176,7 +178,7 @@ def c2d(s, now, props, body):
             s["unsaved"] = 1
             s["answer"] = None
             if _latest(s)[0] != rid:         # the home screen shows another order: say it
-                _say(s, now, (status, o[ORDER_ID], note, _hint(s)))
+                say(s, now, (status, o[ORDER_ID], note, _hint(s)))
             prune(s)
     return _out(s, now, [])
 
@@ -239,6 +241,7 @@ def twin(s, now, doc, version=None):
                 _count(s, "oldtwin")
             return _out(s, now, [])
         s["desired_version"] = v
+    from firmware.app import settings
     acc, rej = settings.apply(s["settings"], doc, full)
     acts = []
     cfg = s["settings"]
@@ -250,24 +253,20 @@ def twin(s, now, doc, version=None):
         cfg[k] = acc[k]
     s["rejected"] = settings.rejected({} if full else s["rejected"], doc, acc, rej)
     for k in rej:
-        _say(s, now, ("rejected", k, rej[k]))
+        say(s, now, ("rejected", k, rej[k]))
         break
     return _out(s, now, acts)
 
 
 def method(s, now, rid, name, payload):
     # A direct method (name and rid from topics.parse_method_request, payload bytes, may be
-    # empty). The answer comes first; what the method does follows (reboot last).
-    handler = _METHODS.get(name) if type(name) is str else None
-    acts = []
-    if handler is None:
-        code, res = 404, {"error": "unknown method"}
+    # empty). The answer comes first; what the method does follows (reboot last). The methods
+    # are firmware/app/methods.py, loaded for the call (the runtime drops it afterwards).
+    if type(name) is str:
+        from firmware.app import methods
+        code, res, acts = methods.answer(s, now, name, payload)
     else:
-        p, err = (None, None) if not payload else schemas.load(payload)
-        if err:
-            code, res = 400, {"error": "payload is not JSON"}
-        else:
-            code, res, acts = handler(s, now, p)
+        code, res, acts = 404, {"error": "unknown method"}, []
     acts.insert(0, ("method_response", rid, code, res))
     return _out(s, now, acts)
 
@@ -283,13 +282,14 @@ def report_again(s, now):
 def twin_too_large(s, now):
     # The twin (a GET answer or a desired patch) is too large for the device to read: the
     # settings stay as they are and the cloud sees why (reported "rejected").
+    from firmware.app import settings
     s["rejected"] = settings.rejected(s["rejected"], {}, {}, {"desired": "twin too large to read"})
     return _out(s, now, [])
 
 
 def clock_check(s, now):
     # The hub refused the token; the runtime re-syncs the clock before trying again.
-    _say(s, now, ("clock",), 5)
+    say(s, now, ("clock",), 5)
     return _out(s, now, [])
 
 
@@ -303,43 +303,6 @@ def tick(s, now):
             or (s["answer"] and _answer_over(s, now)):
         return _out(s, now, acts)
     return acts
-
-
-# --- methods: payload (parsed JSON or None) -> (status code, answer, actions) --------------
-
-def _identify(s, now, p):
-    # {"seconds": 1..60} optional, default 5: flash the display that long
-    n = p.get("seconds", 5) if type(p) is dict else 5 if p is None else 0
-    if type(n) is not int or not 1 <= n <= 60:
-        return 400, {"error": "seconds: int 1..60"}, []
-    _say(s, now, ("identify",), n)
-    return 200, {"seconds": n}, [("flash", n)]
-
-
-def _status_method(s, now, p):
-    return 200, status(s), []
-
-
-def _cancel_method(s, now, p):
-    # {"orderRequestId": ID}: as a long press for that order; asking again is fine
-    rid = p.get("orderRequestId") if type(p) is dict else None
-    if not schemas.is_id(rid):
-        return 400, {"error": "orderRequestId: 16 hex chars"}, []
-    o = s["orders"].get(rid)
-    if o is None:
-        return 404, {"error": "no such order"}, []
-    why = _cancel(s, now, rid, o)
-    if why and why[0] != "cancelagain":
-        return 409, {"error": _WHY[why[0]]}, []
-    return 200, {"orderRequestId": rid, "cancel": "requested"}, _send(s, now, _NEW)
-
-
-def _reboot_method(s, now, p):
-    return 200, {"reboot": True}, [("reboot",)]
-
-
-_METHODS = {"identify": _identify, "status": _status_method, "cancel": _cancel_method,
-            "reboot": _reboot_method}
 
 
 # --- views -------------------------------------------------------------------------------
@@ -416,18 +379,37 @@ def _out(s, now, acts):
         head.append(("show", scr[0], scr[1]))
     if s["online"] and s["cloud_reported"] is not None:
         r = reported(s)
-        p = settings.diff(s["cloud_reported"], r)
+        p = diff(s["cloud_reported"], r)
         if p:
             s["cloud_reported"] = r
             head.append(("report", p))
     return head + acts
 
 
+def diff(old, new):
+    # The reported-properties patch that turns `old` into `new`: changed keys, nested dicts
+    # patched key by key, keys that disappeared set to None (null deletes in a twin patch).
+    p = {}
+    for k in new:
+        a = old.get(k)
+        b = new[k]
+        if type(a) is dict and type(b) is dict:
+            d = diff(a, b)
+            if d:
+                p[k] = d
+        elif k not in old or a != b or type(a) is not type(b):
+            p[k] = b
+    for k in old:
+        if k not in new:
+            p[k] = None
+    return p
+
+
 def _answer_over(s, now):
     return not 0 < s["answer_until"] - now <= 3600   # over (or the clock jumped)
 
 
-def _say(s, now, scr, seconds=_ANSWER_S):
+def say(s, now, scr, seconds=_ANSWER_S):
     s["answer"] = scr
     s["answer_until"] = now + seconds
 
@@ -474,22 +456,26 @@ def outbox_entry(outbox, rid, kind):
     return None
 
 
-def _cancel(s, now, rid, o):
-    # Queue a cancel for the order -> None, or the screen that says why not.
+def cancel(s, now, rid, o):
+    # Queue a cancel for the order (a long press, the cancel method) -> (None, or the screen that
+    # says why not; the publish actions for what is new in the outbox).
+    cw = s["settings"]["cancelWindowSeconds"]
     if schemas.is_final(o[STATUS]):
-        return ("nocancel",)
-    if not schemas.cancel_honoured(o[STATUS]):
-        return ("toolate", screens.LABEL[o[STATUS]])
-    if o[CANCEL_ASKED]:
-        return ("cancelagain",)
-    if now - o[CREATED_AT] > s["settings"]["cancelWindowSeconds"]:
-        return ("late", s["settings"]["cancelWindowSeconds"])
-    s["seq"] += 1
-    o[CANCEL_ASKED] = 1
-    s["outbox"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
-    s["unsaved"] = 1
-    _say(s, now, ("cancelling", o[ORDER_ID]) if s["online"] else ("cancelsaved",))
-    return None
+        why = ("nocancel",)
+    elif not schemas.cancel_honoured(o[STATUS]):
+        why = ("toolate", screens.LABEL[o[STATUS]])
+    elif o[CANCEL_ASKED]:
+        why = ("cancelagain",)
+    elif now - o[CREATED_AT] > cw:
+        why = ("late", cw)
+    else:
+        why = None
+        s["seq"] += 1
+        o[CANCEL_ASKED] = 1
+        s["outbox"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
+        s["unsaved"] = 1
+        say(s, now, ("cancelling", o[ORDER_ID]) if s["online"] else ("cancelsaved",))
+    return why, _send(s, now, _NEW)
 
 
 def _ack(s, rid, status):

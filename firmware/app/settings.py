@@ -1,5 +1,6 @@
-# Twin desired settings: defaults, validation, applying a patch, and reported-property patches.
-# Pure: no I/O, never raises on what the cloud sends.
+# Twin desired settings: defaults, validation, applying a patch. Pure: no I/O, never raises on
+# what the cloud sends. Loaded only where settings change (firmware/app/orders.py: new, restore,
+# twin, twin_too_large); the runtime drops its code from the heap afterwards.
 
 from firmware.app import schemas
 
@@ -116,22 +117,3 @@ def rejected(old, desired, acc, rej):
     if more:
         out[_MORE] = _more_reason(more)
     return out
-
-
-def diff(old, new):
-    # The reported-properties patch that turns `old` into `new`: changed keys, nested dicts
-    # patched key by key, keys that disappeared set to None (null deletes in a twin patch).
-    p = {}
-    for k in new:
-        a = old.get(k)
-        b = new[k]
-        if type(a) is dict and type(b) is dict:
-            d = diff(a, b)
-            if d:
-                p[k] = d
-        elif k not in old or a != b or type(a) is not type(b):
-            p[k] = b
-    for k in old:
-        if k not in new:
-            p[k] = None
-    return p

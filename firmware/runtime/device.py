@@ -61,13 +61,14 @@ def run(boot=(None, False)):
         hal.crash(e)
 
 
-def release(package, name):
-    # package.name served start-up only: its code leaves the heap (run from .mpy files, as on a
-    # stock image, bytecode lives in the GC heap). The next import loads it again.
-    sys.modules.pop(package + "." + name, None)
+def release(package, *names):
+    # package.name served start-up only, or one event: its code leaves the heap (run from .mpy
+    # files, as on a stock image, bytecode lives in the GC heap). The next import loads it again.
     p = sys.modules.get(package)
-    if p is not None and hasattr(p, name):
-        delattr(p, name)
+    for name in names:
+        sys.modules.pop(package + "." + name, None)
+        if p is not None and hasattr(p, name):
+            delattr(p, name)
 
 
 class Device:
@@ -107,7 +108,7 @@ class Device:
         self.s = orders.new(self.version)
         blob = files.read_bytes(self.state_path)
         acts = orders.restore(self.s, self._now(), blob)
-        release("firmware.app", "stored")       # orders.restore's checks (app/stored.py): boot only
+        release("firmware.app", "stored", "settings")  # restore's checks (app/stored.py): boot only
         if blob and orders.ignored(self.s).get("blob"):
             # keep the bad blob before restore's save replaces it: a power cut in between
             # must not lose the only copy
@@ -269,11 +270,15 @@ class Device:
             if ev[2] is None:                         # too large to read
                 self._twin_too_large(now)
             else:
-                self._do(orders.twin(s, now, ev[2], ev[1]))
+                self._settled(orders.twin(s, now, ev[2], ev[1]))
                 self._ota_twin(ev[2], False)
         elif kind == "method":                        # ("method", rid, name, body)
             self.hal.event(method=ev[2])
-            self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
+            try:
+                acts = orders.method(s, now, ev[1], ev[2], ev[3])
+            finally:
+                release("firmware.app", "methods")  # methods are rare: their code leaves the heap
+            self._do(acts)
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -301,6 +306,11 @@ class Device:
             elif kind == "reboot":
                 self.stop = "reboot"
 
+    def _settled(self, actions):
+        # after orders.twin / twin_too_large: app/settings.py leaves the heap until the next twin
+        release("firmware.app", "settings")
+        self._do(actions)
+
     def _show_screen(self, scr):
         self.hal.show(scr[0], scr[1])
 
@@ -322,7 +332,7 @@ class Device:
             self._twin_too_large(now)
         elif status == 200:
             self._twin_retry.ok()
-            self._do(orders.twin(self.s, now, body))
+            self._settled(orders.twin(self.s, now, body))
             self._ota_twin(body, True)
         else:
             # a GET the hub did not answer (429, 5xx): without it a new button has no product
@@ -334,7 +344,7 @@ class Device:
         # cloud is told (reported "rejected"), and the GET is tried again rarely, in case the
         # twin was trimmed (413: the FATAL policy, minutes).
         self.hal.event(twin_too_large=True)
-        self._do(orders.twin_too_large(self.s, now))
+        self._settled(orders.twin_too_large(self.s, now))
         if not self._twin_retry.due:
             self._twin_retry.fail(now, 413, self.hal.rand())
 

@@ -4,14 +4,15 @@
 # Prints {"code_resident": bytes, "modules": {name: bytes}}: each module imported after what it
 # imports (gc.collect() between), so its figure is its own code; what device.py pulls in that
 # is not listed counts as device's. Start-up-only modules (runtime.storage, app.stored) are not listed:
-# the device drops them once booted.
+# the device drops them once booted; nor are those loaded for one event and dropped after it
+# (app.settings for a twin, app.methods for a direct method).
 import gc
 import json
 
 _ORDER = ("firmware.iothub.sas", "firmware.iothub.retry", "firmware.iothub.topics",
           "firmware.iothub.mqtt", "umqtt.simple", "firmware.runtime.link",
           "firmware.runtime.files", "firmware.app.schemas", "firmware.app.screens",
-          "firmware.app.settings", "firmware.app.orders", "firmware.app.gestures",
+          "firmware.app.orders", "firmware.app.gestures",
           "firmware.hal", "firmware.runtime.device")
 
 gc.collect()
