@@ -3,6 +3,7 @@
 # (firmware/runtime/device.py), as run from .mpy files the bytecode lives in the GC heap. Pure,
 # as the rest of the app.
 from firmware.app import orders, schemas
+from firmware.app.orders import CREATED_AT, KIND, ORDER_ID, RID, SEQ, STATUS
 
 _WHY = {"late": "cancel window passed", "toolate": "already shipped",
         "nocancel": "order is finished"}
@@ -23,7 +24,7 @@ def answer(s, now, name, payload):
         orders.say(s, now, ("identify",), n)
         return 200, {"seconds": n}, [("flash", n)]
     if name == "status":
-        return 200, orders.status(s), []
+        return 200, status(s), []
     if name == "reboot":
         return 200, {"reboot": True}, [("reboot",)]
     # cancel {"orderRequestId": ID}: as a long press for that order; asking again is fine
@@ -37,3 +38,15 @@ def answer(s, now, name, payload):
     if why and why[0] != "cancelagain":
         return 409, {"error": _WHY[why[0]]}, []
     return 200, {"orderRequestId": rid, "cancel": "requested"}, acts
+
+
+def status(s):
+    # The current state as a JSON-able dict (the "status" method's answer).
+    out = {}
+    for rid in s["orders"]:
+        o = s["orders"][rid]
+        out[rid] = {"status": o[STATUS], "orderId": o[ORDER_ID],
+                    "createdAt": o[CREATED_AT], "seq": o[SEQ]}
+    return {"state": orders.state(s), "online": bool(s["online"]), "orders": out,
+            "outbox": [schemas.mid(e[RID], e[KIND]) for e in s["outbox"]],
+            "settings": s["settings"], "rejected": s["rejected"], "ignored": s["ignored"]}

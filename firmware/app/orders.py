@@ -97,7 +97,7 @@ def restore(s, now, blob):
     if blob:
         from firmware.app import stored   # boot only: the runtime drops its code afterwards
         if not stored.load(s, blob):
-            _count(s, "blob")
+            count(s, "blob")
             s["unsaved"] = 1
     acts = [("brightness", s["settings"]["displayBrightness"])]
     return _out(s, now, acts)
@@ -152,25 +152,25 @@ def c2d(s, now, props, body):
     # An order-status message (props from topics.parse_c2d, body bytes).
     m = schemas.parse_status(props, body)
     if isinstance(m, str):
-        _count(s, m)
+        count(s, m)
         return _out(s, now, [])
     rid = m["orderRequestId"]
     o = s["orders"].get(rid)
     if o is None:
-        _count(s, "unknown")                 # not ours, or finished long ago
+        count(s, "unknown")                 # not ours, or finished long ago
     elif o[ORDER_ID] and m["orderId"] and m["orderId"] != o[ORDER_ID]:
-        _count(s, "orderId")                 # same request, another order: not trusted
+        count(s, "orderId")                 # same request, another order: not trusted
     else:
         status = m["status"]
         note = screens.fit(m.get("reason") or m.get("eta") or "")   # kept as the screen shows it
         _ack(s, rid, status)                 # any status for it: the cloud has the request
         o[HEARD] = now                      # news, even when it is only the same status again
         if status == o[STATUS]:
-            _count(s, "duplicate")
+            count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
                 say(s, now, (status, o[ORDER_ID], note, _hint(s)))
         elif not schemas.follows(status, o[STATUS]):
-            _count(s, "stale")
+            count(s, "stale")
         else:
             o[STATUS] = status
             o[ORDER_ID] = m["orderId"] or o[ORDER_ID]
@@ -217,45 +217,10 @@ def published(s, now, tag):
 def twin(s, now, doc, version=None):
     # Desired settings: a patch (topic .../desired/?$version=n, `version` = n) or, without a
     # version, a full twin GET response ({"desired": {...}, "reported": {...}}). doc may be
-    # bytes/str JSON or already a dict. A patch is never a full twin, whatever it holds: it
-    # changes only the settings it names. The desired $version (`version`, else the one in
-    # the document) orders them: the hub can answer a GET built from version n after patch
-    # n+1 arrived, so a full twin older than the last applied one, or a patch not newer,
-    # changes no setting.
-    if type(doc) is not dict:
-        doc = schemas.load(doc, MAX_BLOB)[0]
-        if type(doc) is not dict:
-            _count(s, "twin")
-            return _out(s, now, [])
-    full = version is None and type(doc.get("desired")) is dict
-    if full:
-        s["twin_read"] = 1
-        rep = doc.get("reported")
-        if type(rep) is dict and s["online"]:    # what the cloud has: report only the difference
-            s["cloud_reported"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
-        doc = doc["desired"]
-    v = doc.get("$version") if version is None else version
-    if type(v) is int:
-        if v < s["desired_version"] or (v == s["desired_version"] and not full):
-            if v < s["desired_version"]:
-                _count(s, "oldtwin")
-            return _out(s, now, [])
-        s["desired_version"] = v
+    # bytes/str JSON or already a dict. What it changes: firmware/app/settings.py (twin), loaded
+    # for it (the runtime drops it afterwards).
     from firmware.app import settings
-    acc, rej = settings.apply(s["settings"], doc, full)
-    acts = []
-    cfg = s["settings"]
-    for k in acc:
-        if cfg[k] != acc[k]:
-            s["unsaved"] = 1
-            if k == "displayBrightness":
-                acts.append(("brightness", acc[k]))
-        cfg[k] = acc[k]
-    s["rejected"] = settings.rejected({} if full else s["rejected"], doc, acc, rej)
-    for k in rej:
-        say(s, now, ("rejected", k, rej[k]))
-        break
-    return _out(s, now, acts)
+    return _out(s, now, settings.twin(s, now, doc, version))
 
 
 def method(s, now, rid, name, payload):
@@ -312,22 +277,10 @@ def ignored(s):
     return s["ignored"]
 
 
-def status(s):
-    # The current state as a JSON-able dict (the "status" method's answer).
-    orders = {}
-    for rid in s["orders"]:
-        o = s["orders"][rid]
-        orders[rid] = {"status": o[STATUS], "orderId": o[ORDER_ID],
-                       "createdAt": o[CREATED_AT], "seq": o[SEQ]}
-    return {"state": _state(s), "online": bool(s["online"]), "orders": orders,
-            "outbox": [schemas.mid(e[RID], e[KIND]) for e in s["outbox"]],
-            "settings": s["settings"], "rejected": s["rejected"], "ignored": s["ignored"]}
-
-
 def reported(s):
     # The reported properties the app owns (the runtime adds freeHeap).
     o = _latest(s)
-    return {"firmwareVersion": s["firmware_version"], "state": _state(s),
+    return {"firmwareVersion": s["firmware_version"], "state": state(s),
             "openOrders": _open(s), "lastStatus": o[1][STATUS] if o else "",
             "reconnectCount": s["reconnects"], "outboxDepth": len(s["outbox"]),
             "settings": dict(s["settings"]), "rejected": dict(s["rejected"]),
@@ -414,7 +367,7 @@ def say(s, now, scr, seconds=_ANSWER_S):
     s["answer_until"] = now + seconds
 
 
-def _count(s, reason):
+def count(s, reason):
     s["ignored"][reason] = s["ignored"].get(reason, 0) + 1
 
 
@@ -424,7 +377,7 @@ def _hint(s):
     return "Offline" if s["ever_online"] else "Connecting..."
 
 
-def _state(s):
+def state(s):
     if not s["settings"]["sku"]:
         return "setup"
     return "ordering" if _open(s) else "ready"
