@@ -21,7 +21,7 @@
 # order) leave the orders unchanged.
 import json
 
-from firmware.app import schemas, screens, settings
+from firmware.app import schemas, screens
 
 try:
     from micropython import const
@@ -55,11 +55,13 @@ BLOB_VERSION = const(2)
 _ANSWER_S = const(5)    # a gesture's answer stays this long, then the home screen returns
 KEEP_FINISHED = const(2)   # finished orders kept for the screen and duplicate detection
 MAX_BLOB = const(16384)    # a stored blob larger than this is refused unread
-_WHY = {"late": "cancel window passed", "toolate": "already shipped",
-        "nocancel": "order is finished"}
 
 
 def new(version):
+    # firmware/app/settings.py (defaults, checks, applying the desired twin) is loaded only where
+    # settings change: here, restore(), twin(), twin_too_large(). The runtime drops its code
+    # from the heap afterwards, as run from .mpy files the bytecode lives in the GC heap.
+    from firmware.app import settings
     return {
         "firmware_version": version,
         "settings": dict(settings.DEFAULTS),   # settings in force (persisted)
@@ -95,7 +97,7 @@ def restore(s, now, blob):
     if blob:
         from firmware.app import stored   # boot only: the runtime drops its code afterwards
         if not stored.load(s, blob):
-            _count(s, "blob")
+            count(s, "blob")
             s["unsaved"] = 1
     acts = [("brightness", s["settings"]["displayBrightness"])]
     return _out(s, now, acts)
@@ -110,11 +112,11 @@ def press(s, now, rid):
     cfg = s["settings"]
     n = _open(s)
     if now < schemas.CLOCK_SET_EPOCH:
-        _say(s, now, ("notime",))
+        say(s, now, ("notime",))
     elif not cfg["sku"]:
-        _say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
+        say(s, now, home(s, now))      # "setup" or, while the twin is unread, "connecting"
     elif n >= cfg["maxOpenOrders"]:
-        _say(s, now, ("busy", n, cfg["maxOpenOrders"]))
+        say(s, now, ("busy", n, cfg["maxOpenOrders"]))
     else:
         s["seq"] += 1
         s["orders"][rid] = ["queued", "", now, s["seq"], 0, "", now]
@@ -129,12 +131,12 @@ def long_press(s, now):
     s["answer"] = None
     o = _latest(s, True)
     if o is None:
-        _say(s, now, ("nocancel",))
+        say(s, now, ("nocancel",))
         return _out(s, now, [])
-    why = _cancel(s, now, o[0], o[1])
+    why, acts = cancel(s, now, o[0], o[1])
     if why:
-        _say(s, now, why)
-    return _out(s, now, _send(s, now, _NEW))
+        say(s, now, why)
+    return _out(s, now, acts)
 
 
 def double_press(s, now):
@@ -142,7 +144,7 @@ def double_press(s, now):
     s["answer"] = None
     o = _latest(s)
     link = "Online" if s["online"] else "Offline, %d out" % len(s["outbox"])
-    _say(s, now, ("info", _open(s), screens.LABEL[o[1][STATUS] if o else ""], link))
+    say(s, now, ("info", _open(s), screens.LABEL[o[1][STATUS] if o else ""], link))
     return _out(s, now, [])
 
 
@@ -150,25 +152,25 @@ def c2d(s, now, props, body):
     # An order-status message (props from topics.parse_c2d, body bytes).
     m = schemas.parse_status(props, body)
     if isinstance(m, str):
-        _count(s, m)
+        count(s, m)
         return _out(s, now, [])
     rid = m["orderRequestId"]
     o = s["orders"].get(rid)
     if o is None:
-        _count(s, "unknown")                 # not ours, or finished long ago
+        count(s, "unknown")                 # not ours, or finished long ago
     elif o[ORDER_ID] and m["orderId"] and m["orderId"] != o[ORDER_ID]:
-        _count(s, "orderId")                 # same request, another order: not trusted
+        count(s, "orderId")                 # same request, another order: not trusted
     else:
         status = m["status"]
         note = screens.fit(m.get("reason") or m.get("eta") or "")   # kept as the screen shows it
         _ack(s, rid, status)                 # any status for it: the cloud has the request
         o[HEARD] = now                      # news, even when it is only the same status again
         if status == o[STATUS]:
-            _count(s, "duplicate")
+            count(s, "duplicate")
             if note:                         # e.g. "cancel refused: already shipped"
-                _say(s, now, (status, o[ORDER_ID], note, _hint(s)))
+                say(s, now, (status, o[ORDER_ID], note, _hint(s)))
         elif not schemas.follows(status, o[STATUS]):
-            _count(s, "stale")
+            count(s, "stale")
         else:
             o[STATUS] = status
             o[ORDER_ID] = m["orderId"] or o[ORDER_ID]
@@ -176,7 +178,7 @@ def c2d(s, now, props, body):
             s["unsaved"] = 1
             s["answer"] = None
             if _latest(s)[0] != rid:         # the home screen shows another order: say it
-                _say(s, now, (status, o[ORDER_ID], note, _hint(s)))
+                say(s, now, (status, o[ORDER_ID], note, _hint(s)))
             prune(s)
     return _out(s, now, [])
 
@@ -215,59 +217,21 @@ def published(s, now, tag):
 def twin(s, now, doc, version=None):
     # Desired settings: a patch (topic .../desired/?$version=n, `version` = n) or, without a
     # version, a full twin GET response ({"desired": {...}, "reported": {...}}). doc may be
-    # bytes/str JSON or already a dict. A patch is never a full twin, whatever it holds: it
-    # changes only the settings it names. The desired $version (`version`, else the one in
-    # the document) orders them: the hub can answer a GET built from version n after patch
-    # n+1 arrived, so a full twin older than the last applied one, or a patch not newer,
-    # changes no setting.
-    if type(doc) is not dict:
-        doc = schemas.load(doc, MAX_BLOB)[0]
-        if type(doc) is not dict:
-            _count(s, "twin")
-            return _out(s, now, [])
-    full = version is None and type(doc.get("desired")) is dict
-    if full:
-        s["twin_read"] = 1
-        rep = doc.get("reported")
-        if type(rep) is dict and s["online"]:    # what the cloud has: report only the difference
-            s["cloud_reported"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
-        doc = doc["desired"]
-    v = doc.get("$version") if version is None else version
-    if type(v) is int:
-        if v < s["desired_version"] or (v == s["desired_version"] and not full):
-            if v < s["desired_version"]:
-                _count(s, "oldtwin")
-            return _out(s, now, [])
-        s["desired_version"] = v
-    acc, rej = settings.apply(s["settings"], doc, full)
-    acts = []
-    cfg = s["settings"]
-    for k in acc:
-        if cfg[k] != acc[k]:
-            s["unsaved"] = 1
-            if k == "displayBrightness":
-                acts.append(("brightness", acc[k]))
-        cfg[k] = acc[k]
-    s["rejected"] = settings.rejected({} if full else s["rejected"], doc, acc, rej)
-    for k in rej:
-        _say(s, now, ("rejected", k, rej[k]))
-        break
-    return _out(s, now, acts)
+    # bytes/str JSON or already a dict. What it changes: firmware/app/settings.py (twin), loaded
+    # for it (the runtime drops it afterwards).
+    from firmware.app import settings
+    return _out(s, now, settings.twin(s, now, doc, version))
 
 
 def method(s, now, rid, name, payload):
     # A direct method (name and rid from topics.parse_method_request, payload bytes, may be
-    # empty). The answer comes first; what the method does follows (reboot last).
-    handler = _METHODS.get(name) if type(name) is str else None
-    acts = []
-    if handler is None:
-        code, res = 404, {"error": "unknown method"}
+    # empty). The answer comes first; what the method does follows (reboot last). The methods
+    # are firmware/app/methods.py, loaded for the call (the runtime drops it afterwards).
+    if type(name) is str:
+        from firmware.app import methods
+        code, res, acts = methods.answer(s, now, name, payload)
     else:
-        p, err = (None, None) if not payload else schemas.load(payload)
-        if err:
-            code, res = 400, {"error": "payload is not JSON"}
-        else:
-            code, res, acts = handler(s, now, p)
+        code, res, acts = 404, {"error": "unknown method"}, []
     acts.insert(0, ("method_response", rid, code, res))
     return _out(s, now, acts)
 
@@ -283,13 +247,14 @@ def report_again(s, now):
 def twin_too_large(s, now):
     # The twin (a GET answer or a desired patch) is too large for the device to read: the
     # settings stay as they are and the cloud sees why (reported "rejected").
+    from firmware.app import settings
     s["rejected"] = settings.rejected(s["rejected"], {}, {}, {"desired": "twin too large to read"})
     return _out(s, now, [])
 
 
 def clock_check(s, now):
     # The hub refused the token; the runtime re-syncs the clock before trying again.
-    _say(s, now, ("clock",), 5)
+    say(s, now, ("clock",), 5)
     return _out(s, now, [])
 
 
@@ -305,43 +270,6 @@ def tick(s, now):
     return acts
 
 
-# --- methods: payload (parsed JSON or None) -> (status code, answer, actions) --------------
-
-def _identify(s, now, p):
-    # {"seconds": 1..60} optional, default 5: flash the display that long
-    n = p.get("seconds", 5) if type(p) is dict else 5 if p is None else 0
-    if type(n) is not int or not 1 <= n <= 60:
-        return 400, {"error": "seconds: int 1..60"}, []
-    _say(s, now, ("identify",), n)
-    return 200, {"seconds": n}, [("flash", n)]
-
-
-def _status_method(s, now, p):
-    return 200, status(s), []
-
-
-def _cancel_method(s, now, p):
-    # {"orderRequestId": ID}: as a long press for that order; asking again is fine
-    rid = p.get("orderRequestId") if type(p) is dict else None
-    if not schemas.is_id(rid):
-        return 400, {"error": "orderRequestId: 16 hex chars"}, []
-    o = s["orders"].get(rid)
-    if o is None:
-        return 404, {"error": "no such order"}, []
-    why = _cancel(s, now, rid, o)
-    if why and why[0] != "cancelagain":
-        return 409, {"error": _WHY[why[0]]}, []
-    return 200, {"orderRequestId": rid, "cancel": "requested"}, _send(s, now, _NEW)
-
-
-def _reboot_method(s, now, p):
-    return 200, {"reboot": True}, [("reboot",)]
-
-
-_METHODS = {"identify": _identify, "status": _status_method, "cancel": _cancel_method,
-            "reboot": _reboot_method}
-
-
 # --- views -------------------------------------------------------------------------------
 
 def ignored(s):
@@ -349,22 +277,10 @@ def ignored(s):
     return s["ignored"]
 
 
-def status(s):
-    # The current state as a JSON-able dict (the "status" method's answer).
-    orders = {}
-    for rid in s["orders"]:
-        o = s["orders"][rid]
-        orders[rid] = {"status": o[STATUS], "orderId": o[ORDER_ID],
-                       "createdAt": o[CREATED_AT], "seq": o[SEQ]}
-    return {"state": _state(s), "online": bool(s["online"]), "orders": orders,
-            "outbox": [schemas.mid(e[RID], e[KIND]) for e in s["outbox"]],
-            "settings": s["settings"], "rejected": s["rejected"], "ignored": s["ignored"]}
-
-
 def reported(s):
     # The reported properties the app owns (the runtime adds freeHeap).
     o = _latest(s)
-    return {"firmwareVersion": s["firmware_version"], "state": _state(s),
+    return {"firmwareVersion": s["firmware_version"], "state": state(s),
             "openOrders": _open(s), "lastStatus": o[1][STATUS] if o else "",
             "reconnectCount": s["reconnects"], "outboxDepth": len(s["outbox"]),
             "settings": dict(s["settings"]), "rejected": dict(s["rejected"]),
@@ -416,23 +332,42 @@ def _out(s, now, acts):
         head.append(("show", scr[0], scr[1]))
     if s["online"] and s["cloud_reported"] is not None:
         r = reported(s)
-        p = settings.diff(s["cloud_reported"], r)
+        p = diff(s["cloud_reported"], r)
         if p:
             s["cloud_reported"] = r
             head.append(("report", p))
     return head + acts
 
 
+def diff(old, new):
+    # The reported-properties patch that turns `old` into `new`: changed keys, nested dicts
+    # patched key by key, keys that disappeared set to None (null deletes in a twin patch).
+    p = {}
+    for k in new:
+        a = old.get(k)
+        b = new[k]
+        if type(a) is dict and type(b) is dict:
+            d = diff(a, b)
+            if d:
+                p[k] = d
+        elif k not in old or a != b or type(a) is not type(b):
+            p[k] = b
+    for k in old:
+        if k not in new:
+            p[k] = None
+    return p
+
+
 def _answer_over(s, now):
     return not 0 < s["answer_until"] - now <= 3600   # over (or the clock jumped)
 
 
-def _say(s, now, scr, seconds=_ANSWER_S):
+def say(s, now, scr, seconds=_ANSWER_S):
     s["answer"] = scr
     s["answer_until"] = now + seconds
 
 
-def _count(s, reason):
+def count(s, reason):
     s["ignored"][reason] = s["ignored"].get(reason, 0) + 1
 
 
@@ -442,7 +377,7 @@ def _hint(s):
     return "Offline" if s["ever_online"] else "Connecting..."
 
 
-def _state(s):
+def state(s):
     if not s["settings"]["sku"]:
         return "setup"
     return "ordering" if _open(s) else "ready"
@@ -474,22 +409,26 @@ def outbox_entry(outbox, rid, kind):
     return None
 
 
-def _cancel(s, now, rid, o):
-    # Queue a cancel for the order -> None, or the screen that says why not.
+def cancel(s, now, rid, o):
+    # Queue a cancel for the order (a long press, the cancel method) -> (None, or the screen that
+    # says why not; the publish actions for what is new in the outbox).
+    cw = s["settings"]["cancelWindowSeconds"]
     if schemas.is_final(o[STATUS]):
-        return ("nocancel",)
-    if not schemas.cancel_honoured(o[STATUS]):
-        return ("toolate", screens.LABEL[o[STATUS]])
-    if o[CANCEL_ASKED]:
-        return ("cancelagain",)
-    if now - o[CREATED_AT] > s["settings"]["cancelWindowSeconds"]:
-        return ("late", s["settings"]["cancelWindowSeconds"])
-    s["seq"] += 1
-    o[CANCEL_ASKED] = 1
-    s["outbox"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
-    s["unsaved"] = 1
-    _say(s, now, ("cancelling", o[ORDER_ID]) if s["online"] else ("cancelsaved",))
-    return None
+        why = ("nocancel",)
+    elif not schemas.cancel_honoured(o[STATUS]):
+        why = ("toolate", screens.LABEL[o[STATUS]])
+    elif o[CANCEL_ASKED]:
+        why = ("cancelagain",)
+    elif now - o[CREATED_AT] > cw:
+        why = ("late", cw)
+    else:
+        why = None
+        s["seq"] += 1
+        o[CANCEL_ASKED] = 1
+        s["outbox"].append([schemas.CANCEL, rid, schemas.cancel_request(rid, now, s["seq"]), 0, 0])
+        s["unsaved"] = 1
+        say(s, now, ("cancelling", o[ORDER_ID]) if s["online"] else ("cancelsaved",))
+    return why, _send(s, now, _NEW)
 
 
 def _ack(s, rid, status):

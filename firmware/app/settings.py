@@ -1,7 +1,9 @@
-# Twin desired settings: defaults, validation, applying a patch, and reported-property patches.
-# Pure: no I/O, never raises on what the cloud sends.
+# Twin desired settings: defaults, validation, applying a desired document to the order state
+# (orders.twin). Pure: no I/O, never raises on what the cloud sends. Loaded only where settings
+# change (firmware/app/orders.py: new, restore, twin, twin_too_large); the runtime drops its code
+# from the heap afterwards.
 
-from firmware.app import schemas
+from firmware.app import orders, schemas
 
 try:
     from micropython import const
@@ -26,6 +28,49 @@ ELSEWHERE = ("firmware", "trustStore")
 MAX_REJECTED_BYTES = const(2048)
 _MORE = "_more"
 _MAX_KEY = const(32)
+
+
+def twin(s, now, doc, version):
+    # orders.twin's work: -> its actions (orders.twin ends the event). Desired settings: a patch
+    # (topic .../desired/?$version=n, `version` = n) or, without a version, a full twin GET response ({"desired": {...}, "reported": {...}}). doc may be
+    # bytes/str JSON or already a dict. A patch is never a full twin, whatever it holds: it
+    # changes only the settings it names. The desired $version (`version`, else the one in
+    # the document) orders them: the hub can answer a GET built from version n after patch
+    # n+1 arrived, so a full twin older than the last applied one, or a patch not newer,
+    # changes no setting.
+    if type(doc) is not dict:
+        doc = schemas.load(doc, orders.MAX_BLOB)[0]
+        if type(doc) is not dict:
+            orders.count(s, "twin")
+            return []
+    full = version is None and type(doc.get("desired")) is dict
+    if full:
+        s["twin_read"] = 1
+        rep = doc.get("reported")
+        if type(rep) is dict and s["online"]:    # what the cloud has: report only the difference
+            s["cloud_reported"] = {k: rep[k] for k in rep if type(k) is str and k[:1] != "$"}
+        doc = doc["desired"]
+    v = doc.get("$version") if version is None else version
+    if type(v) is int:
+        if v < s["desired_version"] or (v == s["desired_version"] and not full):
+            if v < s["desired_version"]:
+                orders.count(s, "oldtwin")
+            return []
+        s["desired_version"] = v
+    acc, rej = apply(s["settings"], doc, full)
+    acts = []
+    cfg = s["settings"]
+    for k in acc:
+        if cfg[k] != acc[k]:
+            s["unsaved"] = 1
+            if k == "displayBrightness":
+                acts.append(("brightness", acc[k]))
+        cfg[k] = acc[k]
+    s["rejected"] = rejected({} if full else s["rejected"], doc, acc, rej)
+    for k in rej:
+        orders.say(s, now, ("rejected", k, rej[k]))
+        break
+    return acts
 
 
 def check(key, value):
@@ -116,22 +161,3 @@ def rejected(old, desired, acc, rej):
     if more:
         out[_MORE] = _more_reason(more)
     return out
-
-
-def diff(old, new):
-    # The reported-properties patch that turns `old` into `new`: changed keys, nested dicts
-    # patched key by key, keys that disappeared set to None (null deletes in a twin patch).
-    p = {}
-    for k in new:
-        a = old.get(k)
-        b = new[k]
-        if type(a) is dict and type(b) is dict:
-            d = diff(a, b)
-            if d:
-                p[k] = d
-        elif k not in old or a != b or type(a) is not type(b):
-            p[k] = b
-    for k in old:
-        if k not in new:
-            p[k] = None
-    return p

@@ -12,7 +12,7 @@ import gc
 import json
 import sys
 
-from firmware.app import gestures, orders, schemas, screens
+from firmware.app import gestures, orders
 from firmware.hal import PLATFORM, Hal
 from firmware.iothub import retry, sas, topics
 from firmware.runtime import files
@@ -26,8 +26,6 @@ except ImportError:
 
 VERSION = "1.0.0"
 _LOOP_MS = const(50)        # longest sleep between loop turns; a gesture or link data wakes it sooner
-_SETUP_RETRY_MS = const(2000)
-_CLOCK_RETRY_MS = const(10000)
 _REPORT_S = const(300)      # free heap and link counters, while online
 _NO_NETWORK_S = const(5)    # no WLAN: look again this much later, before trying the hub
 _STATE = "state.json"
@@ -61,13 +59,14 @@ def run(boot=(None, False)):
         hal.crash(e)
 
 
-def release(package, name):
-    # package.name served start-up only: its code leaves the heap (run from .mpy files, as on a
-    # stock image, bytecode lives in the GC heap). The next import loads it again.
-    sys.modules.pop(package + "." + name, None)
+def release(package, *names):
+    # package.name served start-up only, or one event: its code leaves the heap (run from .mpy
+    # files, as on a stock image, bytecode lives in the GC heap). The next import loads it again.
     p = sys.modules.get(package)
-    if p is not None and hasattr(p, name):
-        delattr(p, name)
+    for name in names:
+        sys.modules.pop(package + "." + name, None)
+        if p is not None and hasattr(p, name):
+            delattr(p, name)
 
 
 class Device:
@@ -75,6 +74,8 @@ class Device:
         self.hal = hal
         self.dir = hal.storage_dir
         self.state_path = files.join(self.dir, _STATE)
+        self.cfg = {}               # config.json, the device key and the CA: read by start.py
+        self._key = self._ca = None
         self.link = None
         self.dps = None             # firmware.runtime.dps.Onboarding when config.json has "dps"
         self.s = None
@@ -98,22 +99,11 @@ class Device:
         hal = self.hal
         gc.collect()
         hal.event(boot=self.version, platform=PLATFORM, heap=hal.mem_free())
-        if not self._setup() or not self._network() or not self._clock():
+        from firmware.runtime import start   # setup, network, clock, the state restored
+        ok = start.start(self)
+        release("firmware.runtime", "start")  # start-up only: its code leaves the heap
+        if not ok:
             return self.stop
-        if self.link is None and not self.dps.register():
-            return self.stop
-        if self._pending:
-            self._ota_twin(None, False)     # a version on trial, or a rollback to report
-        self.s = orders.new(self.version)
-        blob = files.read_bytes(self.state_path)
-        acts = orders.restore(self.s, self._now(), blob)
-        release("firmware.app", "stored")       # orders.restore's checks (app/stored.py): boot only
-        if blob and orders.ignored(self.s).get("blob"):
-            # keep the bad blob before restore's save replaces it: a power cut in between
-            # must not lose the only copy
-            files.write_atomic(self.state_path + ".corrupt", blob)
-            hal.event(state_corrupt=self.state_path + ".corrupt")
-        self._do(acts)
         self.hal.watchdog_start()   # only now, fed by every loop turn; it cannot be stopped
         try:
             self._loop()
@@ -131,36 +121,6 @@ class Device:
                 self._gesture(g)
         return self.stop is None
 
-    def _setup(self):
-        # config, secrets and the CA; until they are usable, say so and look again. storage
-        # serves start-up only: released (its code leaves the heap) once it is over.
-        from firmware.runtime import storage
-        said = None
-        while True:
-            try:
-                self.cfg = cfg = storage.load_config(self.dir)
-                secrets = storage.load_secrets(self.dir)
-                self._key, self._ca = secrets["device_key"], storage.load_ca(self.dir, cfg)
-                self.trust = storage.trust_version(self.dir)    # reported as trustStoreVersion
-                if "dps" in cfg:
-                    from firmware.runtime.dps import Onboarding   # only devices that register carry it
-                    self.dps = Onboarding(self)
-                break
-            except storage.SetupError as e:
-                if str(e) != said:
-                    said = str(e)
-                    self.hal.show("setup", ("Setup needed", "Provision this", "device: see log"))
-                    self.hal.event(setup=said)
-                    print("setup:", said)
-            if not self._gestures(_SETUP_RETRY_MS):
-                release("firmware.runtime", "storage")
-                return False
-        release("firmware.runtime", "storage")
-        self.hal.configure(cfg, secrets)
-        if self.dps is None or self.dps.cached():
-            self._make_link()       # else run() registers with DPS once the network is up
-        return True
-
     def _make_link(self):
         cfg = self.cfg
         if self.link is not None:
@@ -169,23 +129,6 @@ class Device:
                          self.hal.rand, token_ttl=cfg["token_ttl_s"], keepalive=cfg["keepalive_s"],
                          timeout=cfg["timeout_s"], retry_cap=cfg["retry_cap_s"],
                          hostname=cfg["hostname"])
-
-    def _network(self):
-        while not self.hal.network_up():
-            self._show_screen(screens.screen("connecting"))
-            if not self._gestures(_SETUP_RETRY_MS):
-                return False
-        return True
-
-    def _clock(self):
-        # No token before the clock is right (an ESP32 starts in 2000).
-        while self._now() < schemas.CLOCK_SET_EPOCH:
-            self._show_screen(screens.screen("notime"))
-            self.hal.event(clock="not set")
-            self.hal.sync_time()
-            if self._now() < schemas.CLOCK_SET_EPOCH and not self._gestures(_CLOCK_RETRY_MS):
-                return False
-        return True
 
     def _now(self):
         return int(self.hal.now())
@@ -269,11 +212,15 @@ class Device:
             if ev[2] is None:                         # too large to read
                 self._twin_too_large(now)
             else:
-                self._do(orders.twin(s, now, ev[2], ev[1]))
+                self._settled(orders.twin(s, now, ev[2], ev[1]))
                 self._ota_twin(ev[2], False)
         elif kind == "method":                        # ("method", rid, name, body)
             self.hal.event(method=ev[2])
-            self._do(orders.method(s, now, ev[1], ev[2], ev[3]))
+            try:
+                acts = orders.method(s, now, ev[1], ev[2], ev[3])
+            finally:
+                release("firmware.app", "methods")  # methods are rare: their code leaves the heap
+            self._do(acts)
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -301,6 +248,11 @@ class Device:
             elif kind == "reboot":
                 self.stop = "reboot"
 
+    def _settled(self, actions):
+        # after orders.twin / twin_too_large: app/settings.py leaves the heap until the next twin
+        release("firmware.app", "settings")
+        self._do(actions)
+
     def _show_screen(self, scr):
         self.hal.show(scr[0], scr[1])
 
@@ -322,7 +274,7 @@ class Device:
             self._twin_too_large(now)
         elif status == 200:
             self._twin_retry.ok()
-            self._do(orders.twin(self.s, now, body))
+            self._settled(orders.twin(self.s, now, body))
             self._ota_twin(body, True)
         else:
             # a GET the hub did not answer (429, 5xx): without it a new button has no product
@@ -334,7 +286,7 @@ class Device:
         # cloud is told (reported "rejected"), and the GET is tried again rarely, in case the
         # twin was trimmed (413: the FATAL policy, minutes).
         self.hal.event(twin_too_large=True)
-        self._do(orders.twin_too_large(self.s, now))
+        self._settled(orders.twin_too_large(self.s, now))
         if not self._twin_retry.due:
             self._twin_retry.fail(now, 413, self.hal.rand())
 

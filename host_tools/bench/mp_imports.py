@@ -4,8 +4,10 @@
 # Prints {"code_resident": bytes, "modules": {name: bytes}, "files": [...]}: each module imported
 # after what it imports (gc.collect() between), so its figure is its own code; what device.py
 # pulls in that is not listed counts as device's. Start-up-only modules (runtime.storage,
-# app.stored) are not listed: the device drops them once booted. "files" are the __file__ of every
-# module the imports loaded (the bench counts the bytecode of those that are .mpy files).
+# runtime.start, app.stored) are not listed: the device drops them once booted; nor are those
+# loaded for one event and dropped after it (app.settings for a twin, app.methods for a direct
+# method). "files" are the __file__ of every module the imports loaded (the bench counts the
+# bytecode of those that are .mpy files).
 # Before the first import and after the last, micropython.qstr_info() prints its line
 # ("qstr pool: ..., n_total_bytes=N"): the names interned in the heap, before and after.
 import gc
@@ -16,7 +18,7 @@ import sys
 _ORDER = ("firmware.iothub.sas", "firmware.iothub.retry", "firmware.iothub.topics",
           "firmware.iothub.mqtt", "umqtt.simple", "firmware.runtime.link",
           "firmware.runtime.files", "firmware.app.schemas", "firmware.app.screens",
-          "firmware.app.settings", "firmware.app.orders", "firmware.app.gestures",
+          "firmware.app.orders", "firmware.app.gestures",
           "firmware.hal", "firmware.runtime.device")
 
 present = list(sys.modules)

@@ -1,7 +1,7 @@
 # The order controller (firmware/app/orders.py), driven event by event like the runtime would.
 import json
 
-from firmware.app import orders, schemas, screens
+from firmware.app import orders, schemas, screens, settings
 from tests.core.check import raises
 
 T = 1800000000          # a set clock (2027)
@@ -645,7 +645,7 @@ def test_bad_stored_setting_falls_back_to_default_and_keeps_the_orders():
             d["settings"] = cfg
         s = orders.new("1")
         acts = ev(orders.restore, s, T + 2, json.dumps(d).encode())
-        assert s["settings"] == dict(orders.settings.DEFAULTS, **want), (cfg, s["settings"])
+        assert s["settings"] == dict(settings.DEFAULTS, **want), (cfg, s["settings"])
         assert s["ignored"] == ({"cfg": bad} if bad else {}), (cfg, s["ignored"])
         assert list(s["orders"]) == [R1] and box(s) == [R1] and s["seq"] == 1   # order kept
         if bad:

@@ -2,7 +2,7 @@
 # cloud for the status of its open orders, what it lists, how often, and how the answers rank.
 import json
 
-from firmware.app import orders, schemas
+from firmware.app import methods, orders, schemas
 from tests.core.test_app_orders import R1, R2, R3, T, c2d, device, ev, only, order_status
 
 
@@ -36,9 +36,9 @@ def test_the_query_on_the_wire():
     assert body == b'{"type":"statusQuery","orderRequestIds":["%s","%s"]}' % (
         R1.encode(), R2.encode())                 # sorted: the same bytes on both interpreters
     # the PUBACK of a query is nobody's: it changes nothing
-    before = json.dumps(orders.status(s))
+    before = json.dumps(methods.status(s))
     assert not only(ev(orders.published, s, T + 3, tag), "save")
-    assert json.dumps(orders.status(s)) == before
+    assert json.dumps(methods.status(s)) == before
 
 
 def test_after_every_reconnect_only_when_the_cloud_has_an_open_order():

@@ -1,5 +1,5 @@
 # Twin desired settings (firmware/app/settings.py).
-from firmware.app import settings
+from firmware.app import orders, settings
 
 D = settings.DEFAULTS
 
@@ -132,11 +132,11 @@ def test_full_document_resets_missing_keys():
 
 
 def test_diff():
-    assert settings.diff({}, {"a": 1}) == {"a": 1}
-    assert settings.diff({"a": 1}, {"a": 1}) == {}
-    assert settings.diff({"a": 1}, {}) == {"a": None}
-    assert settings.diff({"a": 1}, {"a": True}) == {"a": True}
-    assert settings.diff({"r": {"x": "bad", "y": "bad"}}, {"r": {"y": "bad"}}) == {"r": {"x": None}}
-    assert settings.diff({"r": {}}, {"r": {"z": 1}}) == {"r": {"z": 1}}
-    assert settings.diff({"r": "old"}, {"r": {"z": 1}}) == {"r": {"z": 1}}
-    assert settings.diff({"a": None}, {"a": None}) == {}
+    assert orders.diff({}, {"a": 1}) == {"a": 1}
+    assert orders.diff({"a": 1}, {"a": 1}) == {}
+    assert orders.diff({"a": 1}, {}) == {"a": None}
+    assert orders.diff({"a": 1}, {"a": True}) == {"a": True}
+    assert orders.diff({"r": {"x": "bad", "y": "bad"}}, {"r": {"y": "bad"}}) == {"r": {"x": None}}
+    assert orders.diff({"r": {}}, {"r": {"z": 1}}) == {"r": {"z": 1}}
+    assert orders.diff({"r": "old"}, {"r": {"z": 1}}) == {"r": {"z": 1}}
+    assert orders.diff({"a": None}, {"a": None}) == {}

@@ -1,6 +1,6 @@
 # The worst-case state blob (host_tools/bench/mp_state_blob.py drives a device to it through
 # the public API) stays at least 25% under the size beyond which restore refuses a blob.
-from firmware.app import orders
+from firmware.app import methods, orders
 from host_tools.bench import mp_state_blob
 
 
@@ -15,6 +15,6 @@ def test_the_worst_case_is_a_full_device():
     s = orders.new("1")
     orders.restore(s, mp_state_blob.T, blob)
     assert not orders.ignored(s)
-    st = orders.status(s)
+    st = methods.status(s)
     assert len(st["orders"]) == 12 and len(st["outbox"]) == 20, (len(st["orders"]), st["outbox"])
     assert s["seq"] >= 100000000

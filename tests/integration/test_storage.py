@@ -194,8 +194,9 @@ def test_a_corrupt_state_is_kept_aside_before_a_clean_one_is_saved_over_it(devic
 
 def test_start_up_only_code_leaves_the_heap_once_used(tmp_path):
     # issue 11: run from .mpy files (a stock image) bytecode lives in the GC heap. storage's
-    # loaders and the stored blob's checks (app/stored.py) serve start-up only: the device drops
-    # them once set up and restored, and imports them again when it needs them again.
+    # loaders and the stored blob's checks (app/stored.py) serve start-up only (as does
+    # runtime/start.py, which calls them): the device drops them once set up and restored, and
+    # imports them again when it needs them again.
     der, _ = _real_ca(tmp_path)
     d = tmp_path / "dev"
     d.mkdir()
@@ -208,9 +209,9 @@ import firmware.app, firmware.runtime
 from firmware.app import gestures, orders
 from firmware.hal import Hal
 from firmware.iothub import sas
-from firmware.runtime import device
+from firmware.runtime import device, start
 dev = device.Device(Hal(gestures, sas.epoch_offset))
-assert dev._setup() and dev.link is not None
+assert start._setup(dev) and dev.link is not None
 assert "firmware.runtime.storage" not in sys.modules and not hasattr(firmware.runtime, "storage")
 now = 1800000000
 s = orders.new("1")
