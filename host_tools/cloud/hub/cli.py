@@ -105,6 +105,9 @@ def add_commands(sub):
     a.add_argument("--content-type")
     a.add_argument("--content-encoding")
     a.add_argument("--ttl", type=int, help="seconds (default 3600)")
+    a = hub_command(cs, "purge", cmd_c2d_purge,
+                    "delete every message queued for a device (one it keeps failing on, too)")
+    a.add_argument("device")
 
     p = sub.add_parser("twin", help="device twins")
     ts = p.add_subparsers(dest="twin_command", metavar="ACTION", required=True)
@@ -381,6 +384,11 @@ def cmd_c2d_send(args):
                 correlation_id=args.correlation_id, content_type=args.content_type,
                 content_encoding=args.content_encoding, ttl=args.ttl)
     print("queued " + mid)
+
+
+def cmd_c2d_purge(args):
+    n = _call(_client(args).purge_c2d, args.device)
+    print("purged %d message%s" % (n, "" if n == 1 else "s"))
 
 
 def cmd_twin_show(args):

@@ -149,6 +149,12 @@ class ServiceClient:
         return [_flatten(d) for d in self.request("GET", "/devices")]
 
     # ---- C2D, telemetry -------------------------------------------------------------------
+    def purge_c2d(self, device_id):
+        """Deletes every C2D message still queued for the device, delivered-but-unacknowledged
+        ones too (the REST API's "Purge Cloud To Device Message Queue"); returns how many."""
+        r = self.request("DELETE", "/devices/%s/commands" % quote(device_id, safe=""))
+        return r["totalMessagesPurged"]
+
     def send_c2d(self, device_id, body, properties=None, message_id=None, correlation_id=None,
                  content_type=None, content_encoding=None, ttl=None, ack=None):
         """One C2D message over AMQP; returns its message id. ServiceError 403 (queue full),

@@ -117,7 +117,7 @@ def test_hub_stops_on_ctrl_c(tmp_path):
 
 def test_service_commands_need_a_running_hub(tmp_path):
     data = str(tmp_path / "nohub")
-    for args in (["twin", "show", "d"], ["c2d", "send", "d", "--body", "x"], ["monitor"],
+    for args in (["twin", "show", "d"], ["c2d", "send", "d", "--body", "x"], ["c2d", "purge", "d"], ["monitor"],
                  ["method", "invoke", "d", "m"]):
         r = cli(*args, "--data", data, check=False)
         assert r.returncode == 2, args
@@ -151,6 +151,17 @@ def test_c2d_twin_monitor_through_the_cli(hub):
     # a person is told it is ready and where, on stderr (stdout stays one JSON line per message)
     assert mon.stderr.startswith("monitor: ready") and ":%d" % hub.amqp_port in mon.stderr  # telemetry is read over AMQP
     peer.close()
+
+
+def test_c2d_purge_through_the_cli_empties_the_queue(hub):
+    hub.add_device("cli-p")
+    for i in range(2):
+        cli("c2d", "send", "cli-p", "--body", "x%d" % i, "--data", hub.data_dir)
+    r = cli("c2d", "purge", "cli-p", "--data", hub.data_dir)
+    assert r.stdout.strip() == "purged 2 messages"
+    assert cli("c2d", "purge", "cli-p", "--data", hub.data_dir).stdout.strip() == "purged 0 messages"
+    r = cli("c2d", "purge", "ghost", "--data", hub.data_dir, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ghost" in r.stderr
 
 
 @pytest.mark.parametrize("args,needle", [
