@@ -162,6 +162,15 @@ class Telemetry:
                 self.queue.put((context.partition_id, events))
 
         def on_error(context, error):
+            # azure-eventhub calls this only once it has given up: a partition's receiver out of
+            # its retries (retry_total), or a load-balancing pass that could not reach the hub
+            # (the first one, which lists the partitions, included). It then reads that
+            # partition again only at its next load-balancing pass, load_balancing_interval
+            # (30 s) plus up to 20% later, and from the position given at the start, not from
+            # what was read since: telemetry sent right after a hub restart waited 30-36 s (an
+            # integration test timed out on a loaded machine). take() reports it as the hub
+            # being unavailable instead, so the service reconnects on its own backoff, from the
+            # cursors it committed.
             self.errors.put(error)
 
         def run(partition):
@@ -179,7 +188,10 @@ class Telemetry:
             self.threads.append(thread)
 
     def take(self, timeout, limit=2000):
-        """[(partition, [EventData])] that arrived, waiting up to `timeout` for the first."""
+        """[(partition, [EventData])] that arrived, waiting up to `timeout` for the first.
+        HubUnavailable once a receiver has given up (see start()'s on_error) or stopped."""
+        if not self.errors.empty():
+            raise HubUnavailable(f"telemetry receiver gave up: {self._last_error()}")
         out, n = [], 0
         try:
             item = self.queue.get(timeout=timeout) if timeout > 0 else self.queue.get_nowait()

@@ -6,6 +6,7 @@ C2D messages it receives. The service runs in-process with an injected clock (so
 or as the real `orders serve` CLI process. Every wait polls a condition with a deadline.
 """
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -33,11 +34,11 @@ DEADLINE = 20
 class Device:
     """A device on the hub: publishes requests (QoS 1), records every C2D it receives."""
 
-    def __init__(self, hub, device_id, subscribe=True):
+    def __init__(self, hub, device_id, subscribe=True, key=None):
         self.id = device_id
         self._subscribe = subscribe
         self.hub = hub
-        self.key = hub.add_device(device_id)
+        self.key = key or hub.add_device(device_id)   # key: a device the hub already has
         self.received = []  # (topic properties, body dict), in arrival order
         self.raw = []  # (topic properties, body bytes)
         self._lock = threading.Lock()
@@ -142,11 +143,11 @@ def service(hub, tmp_path):
     opened = []
     clock = FakeClock(time.time())
 
-    def make(spec=None, **kwargs):
+    def make(spec=None, connect=None, **kwargs):
         store = Store(str(tmp_path / "orders"))
         svc = OrderService(store, catalogue.load(), timeline.parse(spec),
-                           connect=lambda: AzureHub(settings.from_hub_data(hub.data_dir)), clock=clock,
-                           **kwargs)
+                           connect=connect or (lambda: AzureHub(settings.from_hub_data(hub.data_dir))),
+                           clock=clock, **kwargs)
         svc.clock_ = clock
         opened.append(svc)
         return svc
@@ -362,6 +363,99 @@ def test_serve_loop_rides_out_a_hub_restart(service, device, hub):
         loop.join(DEADLINE)
     assert not loop.is_alive(), "serve() did not return after stop was set"
     assert svc.store.pending_count() == 0
+
+
+# azure-eventhub's next load-balancing pass after a failed one (load_balancing_interval, its
+# default, which AzureHub keeps): until then a partition whose receiver gave up is not read.
+SDK_LOAD_BALANCING_S = 30
+
+
+class _SdkGaveUp(logging.Handler):
+    """When azure-eventhub's event processor first said it gave up (its WARNINGs: a
+    load-balancing pass that could not reach the hub, a receiver out of its retries)."""
+
+    LOGGER = "azure.eventhub._eventprocessor.event_processor"
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.at = None
+
+    def emit(self, record):
+        if self.at is None:
+            self.at = time.monotonic()
+
+    def __enter__(self):
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+def _raises_unavailable(client):
+    try:
+        client.next_events(0.1)
+    except HubUnavailable:
+        return True
+    return False
+
+
+def test_receivers_that_found_no_hub_make_next_events_say_the_hub_is_unavailable(hub):
+    # The receivers' first pass lists the partitions; when it finds no hub (the SDK's own
+    # retries, retry_total=2, are a few seconds) the SDK tries again only at its next
+    # load-balancing pass, 30-36 s later. next_events must say so at once (HubUnavailable),
+    # so the service reconnects on its own backoff (next test). (A receiver that was already
+    # reading when the hub went away does not give up: the SDK reconnects it by itself.)
+    client = AzureHub(settings.from_hub_data(hub.data_dir))
+    try:
+        hub.stop()
+        client.start({p: -1 for p in client.partition_info})
+        wait_for(lambda: _raises_unavailable(client), DEADLINE,
+                 what="HubUnavailable once the receivers gave up")
+    finally:
+        client.close()
+
+
+def test_an_order_sent_after_a_long_hub_outage_is_placed_on_the_services_backoff(service, hub):
+    # What failed in tests/integration (test_hub_down_at_the_press_...) on a loaded machine:
+    # the service connects, the hub goes away before its receivers have read anything and
+    # stays away until they gave up; an order sent once the hub is back was read only at the
+    # SDK's next load-balancing pass, 30-36 s after they gave up. The serve loop reconnects
+    # after at most service._MAX_BACKOFF (5 s) between attempts: the order must be accepted
+    # before the SDK's pass could have read it, whatever the machine's speed spends of that
+    # (the hub's restart, the reconnect).
+    first = []
+
+    def connect():
+        client = AzureHub(settings.from_hub_data(hub.data_dir))
+        if not first:
+            first.append(client)
+            hub.stop()      # connected, the receivers not yet started
+        return client
+
+    svc = service(connect=connect)
+    set_profile(svc.store, "button-1")
+    key = hub.add_device("button-1")
+    stop = threading.Event()
+    loop = threading.Thread(target=svc.serve, args=(stop, 0.1), daemon=True)
+    with _SdkGaveUp() as gave_up:
+        loop.start()
+        try:
+            wait_for(lambda: gave_up.at, DEADLINE, what="the receivers to give up")
+            hub.restart()
+            dev = Device(hub, "button-1", key=key)
+            try:
+                dev.order("cdcdcdcdcdcdcdcd")
+                left = gave_up.at + SDK_LOAD_BALANCING_S - time.monotonic()
+                wait_for(lambda: dev.statuses("cdcdcdcdcdcdcdcd") == ["accepted"], left,
+                         what="accepted before the SDK's next load-balancing pass")
+            finally:
+                dev.close()
+        finally:
+            stop.set()
+            loop.join(DEADLINE)
+    assert not loop.is_alive(), "serve() did not return after stop was set"
+    assert len(svc.store.orders()) == 1
 
 
 def test_a_reset_hub_is_read_from_the_start(service, device):
