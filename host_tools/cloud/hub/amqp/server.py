@@ -137,8 +137,8 @@ class AmqpServer:
 
     def _accept(self, reader, writer):
         """A connection finished its TLS handshake. A plain function, not a coroutine: asyncio
-        would wrap a coroutine in a task of its own that nobody awaits, and (Python 3.11) log a
-        traceback when asyncio.run cancels it before its first step; this task is ours, and
+        would wrap a coroutine in a task of its own that nobody awaits, and (before Python 3.13)
+        log a traceback when asyncio.run cancels it before its first step; this task is ours, and
         stop() awaits it. A handshake that ends after stop() began is refused here."""
         if self._stopping:
             writer.transport.abort()
