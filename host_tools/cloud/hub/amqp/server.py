@@ -36,6 +36,8 @@ class AmqpServer:
         self._keys = None
         self._wake_pending = False
         self._sweeper = None
+        self._serving = set()   # one task per accepted connection, awaited by stop()
+        self._stopping = False
 
     # ---- settings read by the endpoints ----------------------------------------------------
     def policy_keys(self):
@@ -69,21 +71,28 @@ class AmqpServer:
     async def start(self, host, port, ssl_context):
         eventlog.prepare(self.hub.store, self.eventhub["partitions"])
         feedback.prepare(self.hub.store)
-        self.server = await asyncio.start_server(self._serve, host, port, ssl=ssl_context,
+        self.server = await asyncio.start_server(self._accept, host, port, ssl=ssl_context,
                                                  ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         self.port = self.server.sockets[0].getsockname()[1]
-        self._sweeper = asyncio.ensure_future(self._sweep())
-        self._pruner = asyncio.ensure_future(self._prune())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep(), name="amqp feedback sweep")
+        self._pruner = loop.create_task(self._prune(), name="amqp retention")
         return self.port
 
     async def stop(self):
-        for task in (self._sweeper, self._pruner):
-            if task:
-                task.cancel()
+        """An orderly stop: no new connection, then every task of this server cancelled and
+        awaited (the connections' own clean-up runs while the store is still open)."""
+        self._stopping = True
         if self.server is not None:
             self.server.close()
         for c in list(self.connections):
             c.abort()
+        tasks = [t for t in (self._sweeper, self._pruner, *self._serving) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task, outcome in zip(tasks, await asyncio.gather(*tasks, return_exceptions=True)):
+            if isinstance(outcome, Exception):
+                log.error("amqp: %s ended with %s: %s", task.get_name(), type(outcome).__name__, outcome)
 
     def telemetry(self):
         """New telemetry is in the store: readers with credit get it now."""
@@ -126,6 +135,19 @@ class AmqpServer:
             except Exception:
                 log.exception("feedback sweep failed")
 
+    def _accept(self, reader, writer):
+        """A connection finished its TLS handshake. A plain function, not a coroutine: asyncio
+        would wrap a coroutine in a task of its own that nobody awaits, and (before Python 3.13)
+        log a traceback when asyncio.run cancels it before its first step; this task is ours, and
+        stop() awaits it. A handshake that ends after stop() began is refused here."""
+        if self._stopping:
+            writer.transport.abort()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer), name="amqp connection")
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+        task.add_done_callback(lambda _: writer.close())    # even if cancelled before it ran
+
     async def _serve(self, reader, writer):
         conn = AmqpConnection(self, next(self._ids), reader, writer)
         self.connections.add(conn)
@@ -140,7 +162,6 @@ class AmqpServer:
         finally:
             self.connections.discard(conn)
             conn.endpoints.closed()
-            writer.close()
 
 
 class AmqpConnection:
